@@ -1,0 +1,253 @@
+//! Connectors: where the bytes of stored objects live.
+//!
+//! A [`Connector`] stores byte objects under [`Key`]s. A [`Store`](crate::Store)
+//! sits on top of one and adds serialization, caching and proxies. Built in:
+//!
+//! - [`LocalConnector`]: in memory, for one process;
+//! - [`FileConnector`]: one file per object in a directory that every
+//!   process on the machine (or on a shared file system) can read.
+//!
+//! ```
+//! use proxystore::connectors::{Connector, FileConnector};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let connector = FileConnector::new(dir.path().join("objects"))?;
+//! let key = connector.put(&[b"hello ", b"world"])?;
+//! assert_eq!(connector.get(&key)?.as_deref(), Some(&b"hello world"[..]));
+//! connector.evict(&key)?;
+//! assert!(!connector.exists(&key)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Your own connector
+//!
+//! Implement [`Connector`] and [`FromConfig`], then register the kind by
+//! name with [`register_connector!`](crate::register_connector) so that a
+//! worker process can rebuild it from a proxy's [`StoreConfig`](crate::StoreConfig).
+
+mod file;
+mod local;
+
+use std::fmt;
+use std::io::Read;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+pub use file::FileConnector;
+pub use local::LocalConnector;
+
+/// A byte reader over one stored object, returned by [`Connector::open`].
+pub type ObjectReader = Box<dyn Read + Send>;
+
+/// A place where objects are stored as bytes under [`Key`]s.
+///
+/// Implementations must be safe to use from several threads at once. An
+/// object is written with [`set`](Connector::set) as a list of byte slices
+/// to be concatenated (so a large buffer can be written from its own
+/// memory, without copying it into one buffer first).
+pub trait Connector: Send + Sync + fmt::Debug + 'static {
+    /// What is needed to rebuild this connector in another process.
+    fn config(&self) -> ConnectorConfig;
+
+    /// Stores an object under `key`, replacing any previous value.
+    ///
+    /// Readers never see a partially written object.
+    fn set(&self, key: &Key, parts: &[&[u8]]) -> Result<()>;
+
+    /// Reads a whole object, or `None` if there is none under `key`.
+    fn get(&self, key: &Key) -> Result<Option<Vec<u8>>>;
+
+    /// Whether an object is stored under `key`.
+    fn exists(&self, key: &Key) -> Result<bool>;
+
+    /// Removes the object under `key`; removing a missing key is not an error.
+    fn evict(&self, key: &Key) -> Result<()>;
+
+    /// Releases the connector's resources (and, where configured, its data).
+    fn close(&self) -> Result<()>;
+
+    /// Opens an object for streaming reads, or `None` if there is none.
+    ///
+    /// Decoding reads large buffers straight from here into their final
+    /// memory; the default implementation reads the whole object with
+    /// [`get`](Connector::get) first.
+    fn open(&self, key: &Key) -> Result<Option<ObjectReader>> {
+        Ok(self
+            .get(key)?
+            .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as ObjectReader))
+    }
+
+    /// Creates a key whose value will be [`set`](Connector::set) later,
+    /// possibly by another process (results, futures).
+    fn new_key(&self) -> Result<Key> {
+        Ok(Key::new())
+    }
+
+    /// Stores an object under a new key.
+    fn put(&self, parts: &[&[u8]]) -> Result<Key> {
+        let key = self.new_key()?;
+        self.set(&key, parts)?;
+        Ok(key)
+    }
+
+    /// Stores several objects, returning their keys in order.
+    fn put_batch(&self, objects: &[&[&[u8]]]) -> Result<Vec<Key>> {
+        objects.iter().map(|parts| self.put(parts)).collect()
+    }
+
+    /// Reads several objects, in order.
+    fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+}
+
+/// The serializable description of a connector: its registered kind and
+/// its options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorConfig {
+    /// The name the connector kind is registered under.
+    pub kind: String,
+    /// The kind's own options.
+    pub options: ciborium::Value,
+}
+
+impl ConnectorConfig {
+    /// A configuration of `kind` with serializable `options`.
+    pub fn new<O: Serialize>(kind: &str, options: &O) -> Result<Self> {
+        let options = ciborium::Value::serialized(options).map_err(|e| Error::InvalidConfig {
+            kind: kind.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(ConnectorConfig {
+            kind: kind.to_string(),
+            options,
+        })
+    }
+
+    /// The options, decoded as `O`.
+    pub fn options<O: DeserializeOwned>(&self) -> Result<O> {
+        self.options.deserialized().map_err(|e| Error::InvalidConfig {
+            kind: self.kind.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Builds the connector this configuration describes, through the
+    /// registry of connector kinds.
+    pub fn build(&self) -> Result<Arc<dyn Connector>> {
+        let mut matches = inventory::iter::<ConnectorKind>().filter(|k| k.name == self.kind);
+        let Some(kind) = matches.next() else {
+            return Err(Error::UnknownConnector {
+                kind: self.kind.clone(),
+                registered: join(inventory::iter::<ConnectorKind>().map(|k| k.name)),
+            });
+        };
+        if matches.next().is_some() {
+            return Err(Error::DuplicateConnector {
+                kind: self.kind.clone(),
+                locations: join(
+                    inventory::iter::<ConnectorKind>()
+                        .filter(|k| k.name == self.kind)
+                        .map(|k| k.location),
+                ),
+            });
+        }
+        (kind.build)(self)
+    }
+}
+
+pub(crate) fn join<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    names.join(", ")
+}
+
+/// A connector that can be rebuilt from its [`ConnectorConfig`].
+pub trait FromConfig: Connector + Sized {
+    /// The name this kind is registered under; must be unique.
+    const KIND: &'static str;
+
+    /// Rebuilds the connector, e.g. in a worker process.
+    fn from_config(config: &ConnectorConfig) -> Result<Self>;
+}
+
+/// A registered connector kind. Created by
+/// [`register_connector!`](crate::register_connector).
+#[derive(Debug)]
+pub struct ConnectorKind {
+    name: &'static str,
+    build: fn(&ConnectorConfig) -> Result<Arc<dyn Connector>>,
+    location: &'static str,
+}
+
+impl ConnectorKind {
+    #[doc(hidden)]
+    pub const fn new(
+        name: &'static str,
+        build: fn(&ConnectorConfig) -> Result<Arc<dyn Connector>>,
+        location: &'static str,
+    ) -> Self {
+        ConnectorKind {
+            name,
+            build,
+            location,
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn build_as<C: FromConfig>(config: &ConnectorConfig) -> Result<Arc<dyn Connector>> {
+        Ok(Arc::new(C::from_config(config)?))
+    }
+}
+
+inventory::collect!(ConnectorKind);
+
+/// Registers a connector type by its [`FromConfig::KIND`], so stores using
+/// it can be rebuilt from their configuration in any process of this
+/// executable.
+///
+/// ```
+/// use proxystore::connectors::{Connector, ConnectorConfig, FromConfig, LocalConnector};
+/// use proxystore::{Key, Result};
+///
+/// /// Counts the objects it stores; keeps them in memory.
+/// #[derive(Debug, Default)]
+/// struct Counting { inner: LocalConnector }
+///
+/// impl Connector for Counting {
+///     fn config(&self) -> ConnectorConfig { ConnectorConfig::new(Self::KIND, &()).unwrap() }
+///     fn set(&self, key: &Key, parts: &[&[u8]]) -> Result<()> { self.inner.set(key, parts) }
+///     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> { self.inner.get(key) }
+///     fn exists(&self, key: &Key) -> Result<bool> { self.inner.exists(key) }
+///     fn evict(&self, key: &Key) -> Result<()> { self.inner.evict(key) }
+///     fn close(&self) -> Result<()> { self.inner.close() }
+/// }
+///
+/// impl FromConfig for Counting {
+///     const KIND: &'static str = "my-crate.counting";
+///     fn from_config(_: &ConnectorConfig) -> Result<Self> { Ok(Counting::default()) }
+/// }
+///
+/// proxystore::register_connector!(Counting);
+///
+/// let rebuilt = Counting::default().config().build()?;
+/// assert_eq!(rebuilt.config().kind, "my-crate.counting");
+/// # Ok::<(), proxystore::Error>(())
+/// ```
+#[macro_export]
+macro_rules! register_connector {
+    ($ty:ty) => {
+        $crate::__private::inventory::submit! {
+            $crate::connectors::ConnectorKind::new(
+                <$ty as $crate::connectors::FromConfig>::KIND,
+                $crate::connectors::ConnectorKind::build_as::<$ty>,
+                ::core::concat!(::core::file!(), ":", ::core::line!()),
+            )
+        }
+    };
+}

@@ -1,0 +1,215 @@
+//! The crate's error type.
+
+use crate::key::Key;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in this crate.
+///
+/// Every variant carries the context needed to act on it: the key, the
+/// store, the connector or the task involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An object is not (or no longer) in the store.
+    #[error(
+        "object {key} is not in store `{store}`: it was probably evicted (its owner was dropped \
+         or an executor task ended) while proxies of it still existed, or the store was closed"
+    )]
+    MissingObject {
+        /// The key that was looked up.
+        key: Key,
+        /// Name of the store.
+        store: String,
+    },
+
+    /// The stored bytes could not be decoded as the requested type.
+    #[error(
+        "object {key} in store `{store}` could not be decoded as `{expected}` (stored as \
+         `{found}`): {reason}; the bytes are corrupt or the proxy was created for another type"
+    )]
+    Decode {
+        /// The key of the object.
+        key: Key,
+        /// Name of the store.
+        store: String,
+        /// The type the caller asked for.
+        expected: &'static str,
+        /// The type recorded when the object was stored, if known.
+        found: String,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// A value could not be encoded.
+    #[error("could not encode a `{type_name}`: {reason}")]
+    Encode {
+        /// The type being encoded.
+        type_name: &'static str,
+        /// What the encoder reported.
+        reason: String,
+    },
+
+    /// A connector operation failed with an I/O error.
+    #[error("{connector} connector: {operation} failed: {source}")]
+    Io {
+        /// Which connector (and where, e.g. its directory).
+        connector: String,
+        /// The operation that failed.
+        operation: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A string from outside is not a valid key.
+    #[error("`{input}` is not a valid object key: keys are UUIDs ({reason})")]
+    InvalidKey {
+        /// The rejected input (truncated).
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A store configuration names a connector kind that is not registered.
+    #[error(
+        "unknown connector kind `{kind}`; registered kinds: [{registered}]; a connector defined \
+         in your crate must be registered with `proxystore::register_connector!`"
+    )]
+    UnknownConnector {
+        /// The requested kind.
+        kind: String,
+        /// Comma separated names of the registered kinds.
+        registered: String,
+    },
+
+    /// A connector kind was registered twice under one name.
+    #[error("connector kind `{kind}` is registered more than once ({locations})")]
+    DuplicateConnector {
+        /// The duplicated name.
+        kind: String,
+        /// Where the registrations come from.
+        locations: String,
+    },
+
+    /// A connector configuration could not be read.
+    #[error("invalid configuration for connector `{kind}`: {reason}")]
+    InvalidConfig {
+        /// The connector kind.
+        kind: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A store with this name is already registered in this process.
+    #[error(
+        "a store named `{name}` is already registered in this process; unregister it first or \
+         give the new store another name"
+    )]
+    StoreExists {
+        /// The name.
+        name: String,
+    },
+
+    /// The store was closed.
+    #[error("store `{store}` is closed")]
+    StoreClosed {
+        /// Name of the store.
+        store: String,
+    },
+
+    /// An ownership transfer was serialized twice or used after it was sent.
+    #[error("ownership of object {key} in store `{store}` was already transferred")]
+    AlreadyTransferred {
+        /// The key of the object.
+        key: Key,
+        /// Name of the store.
+        store: String,
+    },
+
+    /// No task is registered under this name.
+    #[error(
+        "no task named `{name}` is registered in this process; registered tasks: [{registered}]; \
+         is the function annotated with #[proxied] and linked into this executable?"
+    )]
+    UnknownTask {
+        /// The requested name.
+        name: String,
+        /// Comma separated names of the registered tasks.
+        registered: String,
+    },
+
+    /// Two tasks were registered under one name.
+    #[error(
+        "task name `{name}` is registered more than once ({locations}); give one of them \
+         another name with #[proxied(name = \"...\")]"
+    )]
+    DuplicateTask {
+        /// The duplicated name.
+        name: String,
+        /// Where the registrations come from.
+        locations: String,
+    },
+
+    /// A task returned an error or panicked.
+    #[error("task `{task}` failed: {message}")]
+    TaskFailed {
+        /// Name of the task.
+        task: String,
+        /// The error's message or the panic payload.
+        message: String,
+    },
+
+    /// A worker process exited while running a task.
+    #[error("worker process {pid} running task `{task}` died ({status}); the pool replaced it")]
+    WorkerDied {
+        /// Name of the task.
+        task: String,
+        /// The worker's process id.
+        pid: u32,
+        /// How it ended.
+        status: String,
+    },
+
+    /// The task was cancelled before it started.
+    #[error("task `{task}` was cancelled before it started")]
+    Cancelled {
+        /// Name of the task.
+        task: String,
+    },
+
+    /// Waiting for a result timed out; the task keeps running.
+    #[error("timed out after {after:?} waiting for task `{task}`; it is still running")]
+    Timeout {
+        /// Name of the task.
+        task: String,
+        /// How long the caller waited.
+        after: std::time::Duration,
+    },
+
+    /// The executor was shut down.
+    #[error("executor is shut down; `{task}` was not run")]
+    ShutDown {
+        /// Name of the task.
+        task: String,
+    },
+
+    /// A protocol frame between the pool and a worker was malformed.
+    #[error("worker protocol error: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    pub(crate) fn io(
+        connector: impl Into<String>,
+        operation: impl Into<String>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            connector: connector.into(),
+            operation: operation.into(),
+            source,
+        }
+    }
+}

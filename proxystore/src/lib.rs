@@ -1,0 +1,84 @@
+//! Pass large values between tasks by reference.
+//!
+//! A value goes once into a [`Store`] (a directory, memory, ...) and tasks
+//! receive a small [`Proxy`] that resolves to it on first use, in any
+//! process that can reach the store. [`OwnedProxy`] adds ownership: one
+//! owner that evicts the object when dropped, and borrows the compiler
+//! checks.
+//!
+//! ```
+//! use proxystore::connectors::FileConnector;
+//! use proxystore::{Proxy, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::new("crate-doc", FileConnector::new(dir.path().join("objects"))?)?;
+//!
+//! // Put a large value once; pass around the proxy.
+//! let proxy = store.proxy(vec![0.5f64; 1_000_000])?;
+//! let wire = {
+//!     let mut buf = Vec::new();
+//!     ciborium::into_writer(&proxy, &mut buf).unwrap();
+//!     buf
+//! };
+//! assert!(wire.len() < 300);                 // a reference, not the data
+//!
+//! // Wherever it arrives, it resolves on first use.
+//! let arrived: Proxy<Vec<f64>> = ciborium::from_reader(&wire[..]).unwrap();
+//! assert_eq!(arrived.iter().sum::<f64>(), 500_000.0);
+//!
+//! // An owned proxy evicts its object when dropped.
+//! let owned = store.owned_proxy("scratch".to_string())?;
+//! let key = proxystore::OwnedProxy::key(&owned);
+//! drop(owned);
+//! assert!(!store.exists(&key)?);
+//!
+//! store.close()?;
+//! # Ok::<(), proxystore::Error>(())
+//! ```
+//!
+//! # Modules
+//!
+//! - [`store`]: [`Store`], its configuration, cache, metrics and registry;
+//! - [`connectors`]: where bytes live ([`FileConnector`](connectors::FileConnector),
+//!   [`LocalConnector`](connectors::LocalConnector), your own);
+//! - [`proxy`] and [`owned`]: lazy references and ownership;
+//! - [`codec`]: the byte format, with a fast path for numeric buffers.
+//!
+//! Operations are logged with [`tracing`] at debug level (key and size);
+//! nothing is printed unless you install a subscriber.
+
+pub mod codec;
+pub mod connectors;
+mod error;
+mod key;
+pub mod owned;
+pub mod policy;
+pub mod proxy;
+pub mod store;
+pub mod task;
+
+pub use error::{Error, Result};
+pub use key::{Key, KeyStr};
+pub use owned::{OwnedProxy, RefMutProxy, RefProxy, Transfer};
+pub use proxy::Proxy;
+pub use store::{Store, StoreBuilder, StoreConfig};
+pub use task::{Arg, IntoArg, Job, Task, TaskValue};
+
+/// Generates a task wrapper beside a function; see the macro crate's docs.
+// TEMP-MACRO pub use proxystore_macros::proxied;
+
+/// What a stored value must be: serializable, deserializable, shareable
+/// between threads. Implemented for every such type.
+pub trait Storable: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Storable for T {}
+
+/// Not public API: used by generated code.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::task::{
+        assert_storable, fail, output, ArgReader, TaskBuilder, TaskEntry, TaskFailure, TaskFn,
+        TaskOutput, WorkerContext,
+    };
+    pub use inventory;
+}

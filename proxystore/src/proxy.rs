@@ -1,0 +1,257 @@
+//! Lazy, typed proxies of stored objects.
+//!
+//! A [`Proxy<T>`] stands for a `T` in a store. It is small (the store's
+//! configuration and a key), can be cloned and sent to any process, and
+//! resolves to the value the first time it is dereferenced, once.
+//!
+//! ```
+//! use proxystore::connectors::FileConnector;
+//! use proxystore::{Proxy, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::new("proxy-module-doc", FileConnector::new(dir.path().join("o"))?)?;
+//! let key = store.put(&vec![1u64, 2, 3])?;
+//!
+//! let proxy: Proxy<Vec<u64>> = store.proxy_from_key(key);
+//! assert!(!Proxy::is_resolved(&proxy));
+//! assert_eq!(proxy.iter().sum::<u64>(), 6);    // resolves here
+//! assert!(Proxy::is_resolved(&proxy));
+//!
+//! // What travels is the reference, never the value.
+//! let mut wire = Vec::new();
+//! ciborium::into_writer(&proxy, &mut wire).unwrap();
+//! let arrived: Proxy<Vec<u64>> = ciborium::from_reader(&wire[..]).unwrap();
+//! assert_eq!(Proxy::key(&arrived), key);
+//! assert_eq!(*arrived, [1, 2, 3]);
+//! # store.close()?;
+//! # Ok::<(), proxystore::Error>(())
+//! ```
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use once_cell::sync::OnceCell;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::store::{get_or_create_store, Store, StoreConfig};
+use crate::Storable;
+
+/// What a proxy needs to find its object: the store's configuration and
+/// the key. This is all that is serialized.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Factory {
+    key: Key,
+    store: Arc<StoreConfig>,
+}
+
+impl Factory {
+    pub(crate) fn new(key: Key, store: Arc<StoreConfig>) -> Self {
+        Factory { key, store }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The configuration of the object's store.
+    pub fn store_config(&self) -> &StoreConfig {
+        &self.store
+    }
+
+    /// The store, found by name in this process or built from its
+    /// configuration.
+    pub fn store(&self) -> Result<Store> {
+        get_or_create_store(&self.store)
+    }
+
+    pub(crate) fn missing(&self) -> Error {
+        Error::MissingObject {
+            key: self.key,
+            store: self.store.name.clone(),
+        }
+    }
+
+    /// Reads the object, shared with the store's cache.
+    pub(crate) fn resolve<T: Storable>(&self) -> Result<Arc<T>> {
+        tracing::debug!(store = %self.store.name, key = %self.key, "resolving proxy");
+        self.store()?.get::<T>(&self.key)?.ok_or_else(|| self.missing())
+    }
+
+    /// Reads the object into a value of its own (bypassing the cache).
+    pub(crate) fn load<T: Storable>(&self) -> Result<T> {
+        self.store()?.load::<T>(&self.key)?.ok_or_else(|| self.missing())
+    }
+}
+
+impl fmt::Debug for Factory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in store `{}`", self.key, self.store.name)
+    }
+}
+
+struct Inner<T> {
+    factory: Factory,
+    value: OnceCell<Arc<T>>,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A lazy reference to a `T` in a store.
+///
+/// Dereferencing resolves it (once; later dereferences are free) and panics
+/// if the object cannot be read; [`Proxy::resolve`] returns the error
+/// instead. Proxy operations are associated functions (`Proxy::key(&p)`),
+/// so they never hide methods of `T`.
+///
+/// Clones share the resolved value. A proxy does not own its object:
+/// dropping it removes nothing (see [`OwnedProxy`](crate::OwnedProxy)).
+pub struct Proxy<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Storable> Proxy<T> {
+    pub(crate) fn lazy(factory: Factory) -> Self {
+        Proxy {
+            inner: Arc::new(Inner {
+                factory,
+                value: OnceCell::new(),
+                background: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub(crate) fn resolved(factory: Factory, value: T) -> Self {
+        let proxy = Proxy::lazy(factory);
+        let _ = proxy.inner.value.set(Arc::new(value));
+        proxy
+    }
+
+    /// A proxy of the object `key` in the store described by `config`.
+    pub fn from_parts(config: StoreConfig, key: Key) -> Self {
+        Proxy::lazy(Factory::new(key, Arc::new(config)))
+    }
+
+    /// Whether the value has been read already.
+    pub fn is_resolved(this: &Self) -> bool {
+        this.inner.value.get().is_some()
+    }
+
+    /// Resolves now if needed and returns the value, or the error that a
+    /// dereference would panic with.
+    pub fn resolve(this: &Self) -> Result<&T> {
+        this.inner
+            .value
+            .get_or_try_init(|| this.inner.factory.resolve::<T>())
+            .map(|v| &**v)
+    }
+
+    /// Starts resolving on a background thread and returns at once; a
+    /// later dereference waits for that read instead of starting its own.
+    pub fn resolve_async(this: &Self) {
+        if Proxy::is_resolved(this) {
+            return;
+        }
+        let mut background = this.inner.background.lock().unwrap_or_else(|e| e.into_inner());
+        if background.is_some() {
+            return;
+        }
+        let proxy = this.clone();
+        *background = Some(std::thread::spawn(move || {
+            // An error is not lost: the next dereference retries and reports it.
+            let _ = Proxy::resolve(&proxy);
+        }));
+    }
+
+    /// The value if already resolved, without reading anything.
+    pub fn get(this: &Self) -> Option<&T> {
+        this.inner.value.get().map(|v| &**v)
+    }
+
+    /// The value, shared with the store's cache and other clones.
+    pub fn into_arc(this: Self) -> Result<Arc<T>> {
+        Proxy::resolve(&this)?;
+        Ok(this.inner.value.get().expect("resolved").clone())
+    }
+
+    /// The value itself: moved out when no one else holds it, cloned
+    /// otherwise.
+    pub fn extract(this: Self) -> Result<T>
+    where
+        T: Clone,
+    {
+        Ok(Arc::unwrap_or_clone(Proxy::into_arc(this)?))
+    }
+
+    /// The key of the object.
+    pub fn key(this: &Self) -> Key {
+        this.inner.factory.key
+    }
+
+    /// The configuration of the object's store.
+    pub fn store_config(this: &Self) -> &StoreConfig {
+        &this.inner.factory.store
+    }
+
+    /// The factory: what this proxy serializes to.
+    pub fn factory(this: &Self) -> &Factory {
+        &this.inner.factory
+    }
+}
+
+impl<T: Storable> Deref for Proxy<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match Proxy::resolve(self) {
+            Ok(value) => value,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+impl<T> Clone for Proxy<T> {
+    fn clone(&self) -> Self {
+        Proxy {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Proxy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.inner.value.get().is_some() {
+            "resolved"
+        } else {
+            "unresolved"
+        };
+        write!(f, "Proxy({:?}, {state})", self.inner.factory)
+    }
+}
+
+impl<T: Storable + fmt::Display> fmt::Display for Proxy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+impl<T: Storable + PartialEq> PartialEq for Proxy<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T> Serialize for Proxy<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.inner.factory.serialize(serializer)
+    }
+}
+
+impl<'de, T: Storable> Deserialize<'de> for Proxy<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Factory::deserialize(deserializer).map(Proxy::lazy)
+    }
+}

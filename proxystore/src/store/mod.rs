@@ -1,0 +1,437 @@
+//! Stores: typed objects over a [`Connector`], with a cache, metrics and a
+//! process-wide registry.
+//!
+//! ```
+//! use proxystore::connectors::FileConnector;
+//! use proxystore::Store;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::new("store-module-doc", FileConnector::new(dir.path().join("objects"))?)?;
+//!
+//! let key = store.put(&vec![1.0f64, 2.0, 3.0])?;
+//! let value = store.get::<Vec<f64>>(&key)?.expect("just stored");
+//! assert_eq!(*value, [1.0, 2.0, 3.0]);
+//!
+//! let proxy = store.proxy("a large string".to_string())?;
+//! assert_eq!(proxy.len(), 14);          // String methods through Deref
+//!
+//! store.close()?;                       // FileConnector: removes the directory
+//! # Ok::<(), proxystore::Error>(())
+//! ```
+
+mod metrics;
+mod registry;
+
+use std::any::Any;
+use std::fmt;
+use std::io::{BufReader, Read};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::connectors::{Connector, ConnectorConfig};
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::owned::OwnedProxy;
+use crate::proxy::{Factory, Proxy};
+use crate::Storable;
+
+pub use metrics::{Metrics, Operation, OperationStats};
+pub use registry::{get_or_create_store, get_store, register_store, unregister_store};
+
+/// Default number of deserialized objects a store keeps.
+pub const DEFAULT_CACHE_SIZE: usize = 16;
+
+/// Everything needed to rebuild a store in another process.
+///
+/// Every proxy carries its store's configuration, so the process that
+/// resolves it can find or build the same store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// The store's name, unique in a process.
+    pub name: String,
+    /// The connector's kind and options.
+    pub connector: ConnectorConfig,
+    /// How many deserialized objects to cache (0 disables the cache).
+    pub cache_size: usize,
+    /// Whether to keep per-operation metrics.
+    pub metrics: bool,
+}
+
+type Cache = Mutex<LruCache<Key, Arc<dyn Any + Send + Sync>>>;
+
+struct Inner {
+    config: Arc<StoreConfig>,
+    connector: Arc<dyn Connector>,
+    cache: Option<Cache>,
+    metrics: Option<metrics::Recorder>,
+    closed: AtomicBool,
+}
+
+/// Typed objects over a [`Connector`].
+///
+/// A `Store` is a cheap handle: clones share the connector, the cache and
+/// the metrics, and it can be used from many threads at once. Dropping the
+/// handles does not remove anything; [`close`](Store::close) does.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Builds a [`Store`] with non-default options.
+///
+/// ```
+/// use proxystore::connectors::LocalConnector;
+/// use proxystore::Store;
+///
+/// let store = Store::builder("builder-doc", LocalConnector::new())
+///     .cache_size(0)        // no cache
+///     .metrics(true)
+///     .register(false)      // not visible to proxies by name in this process
+///     .build()?;
+/// # Ok::<(), proxystore::Error>(())
+/// ```
+#[must_use]
+pub struct StoreBuilder {
+    name: String,
+    connector: Arc<dyn Connector>,
+    cache_size: usize,
+    metrics: bool,
+    register: bool,
+}
+
+impl StoreBuilder {
+    /// Number of deserialized objects to keep (default
+    /// [`DEFAULT_CACHE_SIZE`]; 0 disables the cache).
+    pub fn cache_size(mut self, size: usize) -> Self {
+        self.cache_size = size;
+        self
+    }
+
+    /// Keep per-operation counts, bytes and times (default off).
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
+    /// Register the store in this process's registry (default on), so that
+    /// proxies resolving here use this store rather than building another.
+    pub fn register(mut self, register: bool) -> Self {
+        self.register = register;
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> Result<Store> {
+        let config = StoreConfig {
+            name: self.name,
+            connector: self.connector.config(),
+            cache_size: self.cache_size,
+            metrics: self.metrics,
+        };
+        let store = Store::with_connector(config, self.connector);
+        if self.register {
+            register_store(&store)?;
+        }
+        Ok(store)
+    }
+}
+
+impl Store {
+    /// A store named `name` over `connector`, with default options, and
+    /// registered in this process (see [`StoreBuilder::register`]).
+    pub fn new(name: impl Into<String>, connector: impl Connector) -> Result<Store> {
+        Store::builder(name, connector).build()
+    }
+
+    /// A builder for a store with other options.
+    pub fn builder(name: impl Into<String>, connector: impl Connector) -> StoreBuilder {
+        StoreBuilder {
+            name: name.into(),
+            connector: Arc::new(connector),
+            cache_size: DEFAULT_CACHE_SIZE,
+            metrics: false,
+            register: true,
+        }
+    }
+
+    /// Rebuilds a store from its configuration (not registered).
+    pub fn from_config(config: StoreConfig) -> Result<Store> {
+        let connector = config.connector.build()?;
+        Ok(Store::with_connector(config, connector))
+    }
+
+    fn with_connector(config: StoreConfig, connector: Arc<dyn Connector>) -> Store {
+        let cache = NonZeroUsize::new(config.cache_size).map(|n| Mutex::new(LruCache::new(n)));
+        let metrics = config.metrics.then(metrics::Recorder::default);
+        Store {
+            inner: Arc::new(Inner {
+                config: Arc::new(config),
+                connector,
+                cache,
+                metrics,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// The store's configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn shared_config(&self) -> &Arc<StoreConfig> {
+        &self.inner.config
+    }
+
+    /// The connector.
+    pub fn connector(&self) -> &dyn Connector {
+        &*self.inner.connector
+    }
+
+    /// The metrics so far, if enabled.
+    pub fn metrics(&self) -> Option<Metrics> {
+        self.inner.metrics.as_ref().map(metrics::Recorder::snapshot)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::StoreClosed {
+                store: self.name().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn record(&self, op: Operation, bytes: usize, started: Option<Instant>) {
+        if let (Some(m), Some(t)) = (&self.inner.metrics, started) {
+            m.record(op, bytes, t);
+        }
+    }
+
+    fn start(&self) -> Option<Instant> {
+        self.inner.metrics.as_ref().map(|_| Instant::now())
+    }
+
+    /// Stores `value` under a new key.
+    pub fn put<T: Storable>(&self, value: &T) -> Result<Key> {
+        let key = self.inner.connector.new_key()?;
+        self.set(&key, value)?;
+        Ok(key)
+    }
+
+    /// Stores `value` under `key`, replacing what was there (a key made
+    /// earlier with [`Connector::new_key`], or an object being updated).
+    pub fn set<T: Storable>(&self, key: &Key, value: &T) -> Result<()> {
+        self.check_open()?;
+        let started = self.start();
+        let encoded = codec::encode(value)?;
+        self.inner.connector.set(key, &encoded.parts())?;
+        self.forget(key);
+        tracing::debug!(store = %self.name(), %key, size = encoded.len(), "put");
+        self.record(Operation::Put, encoded.len(), started);
+        Ok(())
+    }
+
+    /// Stores already encoded bytes under `key`.
+    pub(crate) fn set_encoded(&self, key: &Key, encoded: &codec::Encoded<'_>) -> Result<()> {
+        self.check_open()?;
+        let started = self.start();
+        self.inner.connector.set(key, &encoded.parts())?;
+        tracing::debug!(store = %self.name(), %key, size = encoded.len(), "put");
+        self.record(Operation::Put, encoded.len(), started);
+        Ok(())
+    }
+
+    /// Stores several values, returning their keys in order.
+    pub fn put_batch<T: Storable>(&self, values: &[T]) -> Result<Vec<Key>> {
+        self.check_open()?;
+        let started = self.start();
+        let encoded = values.iter().map(codec::encode).collect::<Result<Vec<_>>>()?;
+        let parts: Vec<[&[u8]; 2]> = encoded.iter().map(|e| e.parts()).collect();
+        let objects: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+        let keys = self.inner.connector.put_batch(&objects)?;
+        let bytes = encoded.iter().map(|e| e.len()).sum();
+        tracing::debug!(store = %self.name(), count = keys.len(), size = bytes, "put_batch");
+        self.record(Operation::PutBatch, bytes, started);
+        Ok(keys)
+    }
+
+    /// The object under `key`, or `None` if there is none.
+    ///
+    /// Decoded objects are cached (shared, hence the [`Arc`]); asking for a
+    /// type other than the one stored is an [`Error::Decode`].
+    pub fn get<T: Storable>(&self, key: &Key) -> Result<Option<Arc<T>>> {
+        self.check_open()?;
+        if let Some(hit) = self.cached::<T>(key) {
+            return Ok(Some(hit));
+        }
+        let value = match self.load::<T>(key)? {
+            Some(value) => Arc::new(value),
+            None => return Ok(None),
+        };
+        if let Some(cache) = &self.inner.cache {
+            let erased: Arc<dyn Any + Send + Sync> = value.clone();
+            cache.lock().unwrap_or_else(|e| e.into_inner()).put(*key, erased);
+        }
+        Ok(Some(value))
+    }
+
+    fn cached<T: Storable>(&self, key: &Key) -> Option<Arc<T>> {
+        let cache = self.inner.cache.as_ref()?;
+        let hit = cache.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        let hit = hit.and_then(|any| any.downcast::<T>().ok());
+        if let Some(m) = &self.inner.metrics {
+            m.cache(hit.is_some());
+        }
+        hit
+    }
+
+    /// Reads and decodes the object under `key` into a value of its own,
+    /// bypassing the cache.
+    pub fn load<T: Storable>(&self, key: &Key) -> Result<Option<T>> {
+        self.check_open()?;
+        let started = self.start();
+        let Some(reader) = self.inner.connector.open(key)? else {
+            tracing::debug!(store = %self.name(), %key, "get: missing");
+            return Ok(None);
+        };
+        let mut counted = Counted {
+            inner: BufReader::with_capacity(64 * 1024, reader),
+            bytes: 0,
+        };
+        let value = codec::decode::<T>(&mut counted).map_err(|f| f.into_error::<T>(*key, self.name()))?;
+        tracing::debug!(store = %self.name(), %key, size = counted.bytes, "get");
+        self.record(Operation::Get, counted.bytes, started);
+        Ok(Some(value))
+    }
+
+    /// Reads several objects, in order.
+    pub fn get_batch<T: Storable>(&self, keys: &[Key]) -> Result<Vec<Option<Arc<T>>>> {
+        let started = self.start();
+        let out = keys.iter().map(|k| self.get(k)).collect::<Result<Vec<_>>>()?;
+        self.record(Operation::GetBatch, 0, started);
+        Ok(out)
+    }
+
+    /// Whether an object is stored under `key`.
+    pub fn exists(&self, key: &Key) -> Result<bool> {
+        self.check_open()?;
+        let started = self.start();
+        let exists = self.inner.connector.exists(key)?;
+        self.record(Operation::Exists, 0, started);
+        Ok(exists)
+    }
+
+    /// Removes the object under `key` (and from the cache). Evicting a
+    /// missing key is not an error.
+    pub fn evict(&self, key: &Key) -> Result<()> {
+        self.check_open()?;
+        let started = self.start();
+        self.forget(key);
+        self.inner.connector.evict(key)?;
+        tracing::debug!(store = %self.name(), %key, "evict");
+        self.record(Operation::Evict, 0, started);
+        Ok(())
+    }
+
+    fn forget(&self, key: &Key) {
+        if let Some(cache) = &self.inner.cache {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).pop(key);
+        }
+    }
+
+    /// Stores `value` and returns a proxy of it.
+    ///
+    /// The proxy is already resolved here (it holds `value`); what travels
+    /// when it is serialized is only the store's configuration and the key.
+    pub fn proxy<T: Storable>(&self, value: T) -> Result<Proxy<T>> {
+        let key = self.put(&value)?;
+        Ok(Proxy::resolved(self.factory(key), value))
+    }
+
+    /// Stores several values and returns their proxies, in order.
+    pub fn proxy_batch<T: Storable>(&self, values: Vec<T>) -> Result<Vec<Proxy<T>>> {
+        let keys = self.put_batch(&values)?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(key, value)| Proxy::resolved(self.factory(key), value))
+            .collect())
+    }
+
+    /// A lazy proxy of the object already stored under `key`.
+    ///
+    /// Nothing is read until it is first dereferenced; a missing object is
+    /// reported then.
+    pub fn proxy_from_key<T: Storable>(&self, key: Key) -> Proxy<T> {
+        Proxy::lazy(self.factory(key))
+    }
+
+    /// Stores `value` and returns its single owner, which evicts it when
+    /// dropped.
+    pub fn owned_proxy<T: Storable>(&self, value: T) -> Result<OwnedProxy<T>> {
+        let key = self.put(&value)?;
+        Ok(OwnedProxy::resolved(self.factory(key), value))
+    }
+
+    pub(crate) fn factory(&self, key: Key) -> Factory {
+        Factory::new(key, self.inner.config.clone())
+    }
+
+    /// Whether [`close`](Store::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the store: unregisters it, empties the cache and closes the
+    /// connector (a [`FileConnector`](crate::connectors::FileConnector)
+    /// removes its directory). Closing twice is not an error.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        tracing::debug!(store = %self.name(), "close");
+        if get_store(self.name()).is_some_and(|s| Arc::ptr_eq(&s.inner, &self.inner)) {
+            unregister_store(self.name());
+        }
+        if let Some(cache) = &self.inner.cache {
+            cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        self.inner.connector.close()
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("name", &self.name())
+            .field("connector", &self.inner.connector)
+            .field("cache_size", &self.inner.config.cache_size)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+struct Counted<R> {
+    inner: R,
+    bytes: usize,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+}
