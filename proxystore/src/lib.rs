@@ -33,7 +33,7 @@
 //! assert!(!store.exists(&key)?);
 //!
 //! store.close()?;
-//! # Ok::<(), proxystore::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Modules

@@ -61,8 +61,9 @@
 //! ```compile_fail
 //! # use proxystore::{connectors::LocalConnector, OwnedProxy, Store};
 //! # let store = Store::new("owned-cf-4", LocalConnector::new()).unwrap();
+//! fn clone_of<T: Clone>(value: &T) -> T { value.clone() }
 //! let owner = store.owned_proxy(1u32).unwrap();
-//! let second = owner.clone();                           // error: not Clone
+//! let second = clone_of(&owner);                        // error: OwnedProxy is not Clone
 //! ```
 //!
 //! # Sending ownership to another process

@@ -24,7 +24,7 @@
 //! assert_eq!(Proxy::key(&arrived), key);
 //! assert_eq!(*arrived, [1, 2, 3]);
 //! # store.close()?;
-//! # Ok::<(), proxystore::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;

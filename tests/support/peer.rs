@@ -1,1 +1,97 @@
-fn main() {}
+//! A second process for the integration tests: it rebuilds connectors and
+//! stores from configurations passed on its command line and uses them.
+//!
+//! Usage: `proxystore-peer <command> <args...>`; answers on stdout.
+
+#[path = "common.rs"]
+mod common;
+
+use std::io::Read;
+
+use common::{from_hex, hex, to_hex, unhex};
+use proxystore::connectors::{Connector, ConnectorConfig};
+use proxystore::{Key, OwnedProxy, Proxy, StoreConfig};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    match arg(0) {
+        // get <connector-config> <key>: prints the object in hex, or "missing".
+        "get" => {
+            let connector = connector(arg(1));
+            match connector.get(&key(arg(2))).unwrap() {
+                Some(bytes) => println!("{}", hex(&bytes)),
+                None => println!("missing"),
+            }
+        }
+        // put <connector-config> <hex>: stores the bytes, prints the key.
+        "put" => {
+            let key = connector(arg(1)).put(&[&unhex(arg(2))]).unwrap();
+            println!("{key}");
+        }
+        // set <connector-config> <key> <hex>: fills in a key made earlier.
+        "set" => connector(arg(1)).set(&key(arg(2)), &[&unhex(arg(3))]).unwrap(),
+        // evict <connector-config> <key>
+        "evict" => connector(arg(1)).evict(&key(arg(2))).unwrap(),
+        // exists <connector-config> <key>: prints true/false.
+        "exists" => println!("{}", connector(arg(1)).exists(&key(arg(2))).unwrap()),
+        // watch <connector-config> <key> <reads>: reads the object over and
+        // over while another process rewrites it; every read must be whole
+        // (its length and all its bytes agree). Prints "whole <n>".
+        "watch" => {
+            let connector = connector(arg(1));
+            let key = key(arg(2));
+            let reads: usize = arg(3).parse().unwrap();
+            let mut whole = 0;
+            for _ in 0..reads {
+                if let Some(bytes) = connector.get(&key).unwrap() {
+                    let first = bytes[0];
+                    assert_eq!(bytes.len(), 1 << 20, "partial object seen");
+                    assert!(bytes.iter().all(|b| *b == first), "mixed object seen");
+                    whole += 1;
+                }
+            }
+            println!("whole {whole}");
+        }
+        // proxy <proxy-hex>: resolves a Proxy<String>, prints it.
+        "proxy" => {
+            let proxy: Proxy<String> = from_hex(arg(1));
+            match Proxy::resolve(&proxy) {
+                Ok(value) => println!("{value}"),
+                Err(e) => println!("error: {e}"),
+            }
+        }
+        // send-owned <store-config> <text>: stores the text as an owned
+        // proxy, sends its ownership (prints the transfer) and exits,
+        // dropping everything it had.
+        "send-owned" => {
+            let config: StoreConfig = from_hex(arg(1));
+            let store = proxystore::Store::from_config(config).unwrap();
+            let owned = store.owned_proxy(arg(2).to_string()).unwrap();
+            let transfer = OwnedProxy::into_transfer(owned);
+            println!("{}", to_hex(&transfer));
+        }
+        // receive-owned: reads a transfer from stdin, becomes the owner,
+        // prints the value, then drops it (which evicts).
+        "receive-owned" => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).unwrap();
+            let owned: OwnedProxy<String> = from_hex(&text);
+            println!("{}", *owned);
+            drop(owned);
+            println!("dropped");
+        }
+        other => {
+            eprintln!("unknown command `{other}`");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn connector(config: &str) -> std::sync::Arc<dyn Connector> {
+    from_hex::<ConnectorConfig>(config).build().unwrap()
+}
+
+fn key(text: &str) -> Key {
+    text.parse().unwrap()
+}

@@ -16,7 +16,7 @@
 //! assert_eq!(proxy.len(), 14);          // String methods through Deref
 //!
 //! store.close()?;                       // FileConnector: removes the directory
-//! # Ok::<(), proxystore::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod metrics;

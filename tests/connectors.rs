@@ -1,0 +1,347 @@
+//! The conformance suite every connector must pass.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::thread;
+
+use proxystore::connectors::{Connector, ConnectorConfig, FileConnector, LocalConnector};
+use proxystore::{Error, Key};
+use support::common::{hex, to_hex, unhex};
+
+/// How a connector under test is made, and what it promises.
+trait Subject {
+    fn make() -> (Arc<dyn Connector>, Option<tempfile::TempDir>);
+    /// Whether another process can use it.
+    const SHARED_ACROSS_PROCESSES: bool;
+}
+
+struct File;
+impl Subject for File {
+    fn make() -> (Arc<dyn Connector>, Option<tempfile::TempDir>) {
+        let dir = tempfile::tempdir().unwrap();
+        let connector = FileConnector::new(dir.path().join("objects")).unwrap();
+        (Arc::new(connector), Some(dir))
+    }
+    const SHARED_ACROSS_PROCESSES: bool = true;
+}
+
+struct Local;
+impl Subject for Local {
+    fn make() -> (Arc<dyn Connector>, Option<tempfile::TempDir>) {
+        (Arc::new(LocalConnector::new()), None)
+    }
+    const SHARED_ACROSS_PROCESSES: bool = false;
+}
+
+fn peer(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
+        .args(args)
+        .output()
+        .expect("peer runs");
+    assert!(
+        out.status.success(),
+        "peer {:?} failed: {}",
+        args.first(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn put_get_round_trip<S: Subject>() {
+    let (c, _dir) = S::make();
+    let key = c.put(&[b"hello ", b"", b"world"]).unwrap();
+    assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"hello world"[..]));
+    let mut read = Vec::new();
+    c.open(&key).unwrap().unwrap().read_to_end(&mut read).unwrap();
+    assert_eq!(read, b"hello world");
+    assert!(c.exists(&key).unwrap());
+    // Empty objects are objects.
+    let empty = c.put(&[]).unwrap();
+    assert_eq!(c.get(&empty).unwrap().as_deref(), Some(&b""[..]));
+    // Setting again replaces.
+    c.set(&key, &[b"second"]).unwrap();
+    assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"second"[..]));
+}
+
+fn missing_keys<S: Subject>() {
+    let (c, _dir) = S::make();
+    let key = Key::new();
+    assert_eq!(c.get(&key).unwrap(), None);
+    assert!(c.open(&key).unwrap().is_none());
+    assert!(!c.exists(&key).unwrap());
+    c.evict(&key).unwrap();
+    let stored = c.put(&[b"x"]).unwrap();
+    c.evict(&stored).unwrap();
+    assert!(!c.exists(&stored).unwrap());
+    assert_eq!(c.get(&stored).unwrap(), None);
+    c.evict(&stored).unwrap();
+}
+
+fn new_key_then_set<S: Subject>() {
+    let (c, _dir) = S::make();
+    let key = c.new_key().unwrap();
+    assert!(!c.exists(&key).unwrap());
+    assert_eq!(c.get(&key).unwrap(), None);
+    c.set(&key, &[b"later"]).unwrap();
+    assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"later"[..]));
+}
+
+fn batches<S: Subject>() {
+    let (c, _dir) = S::make();
+    let objects: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; i as usize * 3]).collect();
+    let parts: Vec<[&[u8]; 1]> = objects.iter().map(|o| [o.as_slice()]).collect();
+    let refs: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+    let keys = c.put_batch(&refs).unwrap();
+    assert_eq!(keys.len(), 20);
+    let mut asked = keys.clone();
+    asked.insert(5, Key::new());
+    let got = c.get_batch(&asked).unwrap();
+    assert_eq!(got[5], None);
+    let got: Vec<Vec<u8>> = got
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 5)
+        .map(|(_, o)| o.unwrap())
+        .collect();
+    assert_eq!(got, objects);
+}
+
+fn config_round_trip<S: Subject>() {
+    let (c, _dir) = S::make();
+    let key = c.put(&[b"shared"]).unwrap();
+    let config = c.config();
+    let mut wire = Vec::new();
+    ciborium::into_writer(&config, &mut wire).unwrap();
+    let back: ConnectorConfig = ciborium::from_reader(&wire[..]).unwrap();
+    assert_eq!(back, config);
+    let rebuilt = back.build().unwrap();
+    assert_eq!(rebuilt.config(), config);
+    assert_eq!(rebuilt.get(&key).unwrap().as_deref(), Some(&b"shared"[..]));
+    rebuilt.evict(&key).unwrap();
+    assert!(!c.exists(&key).unwrap());
+}
+
+fn threads<S: Subject>() {
+    let (c, _dir) = S::make();
+    thread::scope(|s| {
+        for t in 0..8u8 {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..100u8 {
+                    let body = vec![t ^ i; 64 + i as usize];
+                    let key = c.put(&[&body]).unwrap();
+                    assert_eq!(c.get(&key).unwrap().unwrap(), body);
+                    if i % 2 == 0 {
+                        c.evict(&key).unwrap();
+                        assert!(!c.exists(&key).unwrap());
+                    }
+                }
+            });
+        }
+    });
+    // One object rewritten by several threads: every read is one whole write.
+    let key = c.new_key().unwrap();
+    c.set(&key, &[&vec![0u8; 1 << 16]]).unwrap();
+    thread::scope(|s| {
+        for t in 1..4u8 {
+            let c = &c;
+            s.spawn(move || {
+                for _ in 0..50 {
+                    c.set(&key, &[&vec![t; 1 << 15], &vec![t; 1 << 15]]).unwrap();
+                }
+            });
+        }
+        for _ in 0..200 {
+            let bytes = c.get(&key).unwrap().unwrap();
+            assert_eq!(bytes.len(), 1 << 16);
+            assert!(bytes.iter().all(|b| *b == bytes[0]), "torn read");
+        }
+    });
+}
+
+fn second_process<S: Subject>() {
+    let (c, _dir) = S::make();
+    let config = to_hex(&c.config());
+    if !S::SHARED_ACROSS_PROCESSES {
+        let out = Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
+            .args(["exists", &config, &Key::new().to_string()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("do not exist in this process"), "{stderr}");
+        return;
+    }
+    // The peer reads what we wrote.
+    let key = c.put(&[b"from parent"]).unwrap();
+    assert_eq!(unhex(&peer(&["get", &config, &key.to_string()])), b"from parent");
+    assert_eq!(peer(&["exists", &config, &key.to_string()]), "true");
+    // We read what the peer wrote.
+    let theirs: Key = peer(&["put", &config, &hex(b"from peer")]).parse().unwrap();
+    assert_eq!(c.get(&theirs).unwrap().as_deref(), Some(&b"from peer"[..]));
+    // A key made here, filled in there.
+    let later = c.new_key().unwrap();
+    assert!(!c.exists(&later).unwrap());
+    peer(&["set", &config, &later.to_string(), &hex(b"filled")]);
+    assert_eq!(c.get(&later).unwrap().as_deref(), Some(&b"filled"[..]));
+    // Evicted there, gone here.
+    peer(&["evict", &config, &key.to_string()]);
+    assert!(!c.exists(&key).unwrap());
+    assert_eq!(peer(&["get", &config, &key.to_string()]), "missing");
+
+    // Writes are atomic across processes: the peer never sees a torn object
+    // while this process rewrites it.
+    let key = c.new_key().unwrap();
+    c.set(&key, &[&vec![0u8; 1 << 20]]).unwrap();
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
+        .args(["watch", &config, &key.to_string(), "300"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut fill = 1u8;
+    // Rewrite until the watcher is done (it reads a bounded number of times).
+    while watcher.try_wait().unwrap().is_none() {
+        c.set(&key, &[&vec![fill; 1 << 19], &vec![fill; 1 << 19]]).unwrap();
+        fill = fill.wrapping_add(1);
+    }
+    let out = watcher.wait_with_output().unwrap();
+    assert!(out.status.success(), "the peer saw a torn object");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "whole 300");
+}
+
+fn close<S: Subject>() {
+    let (c, dir) = S::make();
+    let key = c.put(&[b"x"]).unwrap();
+    c.close().unwrap();
+    assert!(!c.exists(&key).unwrap());
+    if let Some(dir) = dir {
+        assert!(!dir.path().join("objects").exists(), "close removes the directory");
+    }
+}
+
+macro_rules! conformance {
+    ($module:ident, $subject:ty) => {
+        mod $module {
+            use super::*;
+            #[test]
+            fn put_get_round_trip() {
+                super::put_get_round_trip::<$subject>()
+            }
+            #[test]
+            fn missing_keys() {
+                super::missing_keys::<$subject>()
+            }
+            #[test]
+            fn new_key_then_set() {
+                super::new_key_then_set::<$subject>()
+            }
+            #[test]
+            fn batches() {
+                super::batches::<$subject>()
+            }
+            #[test]
+            fn config_round_trip() {
+                super::config_round_trip::<$subject>()
+            }
+            #[test]
+            fn threads() {
+                super::threads::<$subject>()
+            }
+            #[test]
+            fn second_process() {
+                super::second_process::<$subject>()
+            }
+            #[test]
+            fn close() {
+                super::close::<$subject>()
+            }
+        }
+    };
+}
+
+conformance!(file, File);
+conformance!(local, Local);
+
+use std::io::Read;
+
+#[test]
+fn file_connector_keeps_its_directory_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = FileConnector::new(dir.path().join("kept")).unwrap().keep_on_close();
+    let key = c.put(&[b"x"]).unwrap();
+    c.close().unwrap();
+    assert!(dir.path().join("kept").join(key.to_string()).exists());
+}
+
+#[test]
+fn file_connector_config_is_absolute_and_rebuilt_without_creating() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = dir.path().join("a").join("..").join("b");
+    let c = FileConnector::new(&rel).unwrap();
+    assert!(c.directory().is_absolute());
+    assert_eq!(c.directory(), dir.path().canonicalize().unwrap().join("b"));
+    c.close().unwrap();
+    // A worker rebuilding a closed store must not bring the directory back.
+    let rebuilt = c.config().build().unwrap();
+    assert_eq!(rebuilt.get(&Key::new()).unwrap(), None);
+    assert!(!c.directory().exists());
+}
+
+#[test]
+fn file_connector_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = FileConnector::new(dir.path()).unwrap().keep_on_close();
+    let keys: Vec<Key> = (0..10).map(|i| c.put(&[&[i as u8; 100]]).unwrap()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = keys.iter().map(Key::to_string).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn file_connector_reports_io_errors_with_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = FileConnector::new(dir.path().join("gone")).unwrap();
+    std::fs::remove_dir(dir.path().join("gone")).unwrap();
+    let err = c.put(&[b"x"]).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("gone") && text.contains("writing"), "{text}");
+}
+
+#[test]
+fn unknown_connector_kind_lists_the_registered_ones() {
+    let config = ConnectorConfig::new("no-such-kind", &()).unwrap();
+    let err = config.build().unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::UnknownConnector { .. }));
+    assert!(text.contains("no-such-kind") && text.contains("file") && text.contains("local"), "{text}");
+}
+
+#[test]
+fn a_key_from_outside_cannot_leave_the_directory() {
+    // A proxy whose key was tampered with does not decode at all.
+    let dir = tempfile::tempdir().unwrap();
+    let store = proxystore::Store::builder("tamper", FileConnector::new(dir.path()).unwrap())
+        .register(false)
+        .build()
+        .unwrap();
+    let proxy = store.proxy("x".to_string()).unwrap();
+    let mut wire = Vec::new();
+    ciborium::into_writer(&proxy, &mut wire).unwrap();
+    let key = proxystore::Proxy::key(&proxy).to_string();
+    let evil = "../../../../../../etc/hostname".to_string();
+    let evil = format!("{evil:.>36}");
+    let mut tampered = wire.clone();
+    let at = tampered.windows(36).position(|w| w == key.as_bytes()).unwrap();
+    tampered[at..at + 36].copy_from_slice(evil.as_bytes());
+    let decoded: Result<proxystore::Proxy<String>, _> = ciborium::from_reader(&tampered[..]);
+    let err = decoded.unwrap_err().to_string();
+    assert!(err.contains("not a valid object key"), "{err}");
+}

@@ -1,0 +1,204 @@
+//! Store behaviour: typed objects, cache, metrics, configuration, registry.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use proxystore::connectors::{Connector, FileConnector, LocalConnector};
+use proxystore::store::{self, Operation};
+use proxystore::{Error, Key, Store, StoreConfig};
+use serde::{Deserialize, Serialize};
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: f64,
+    label: String,
+    tags: Vec<u16>,
+}
+
+#[test]
+fn typed_put_get_exists_evict_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(unique("typed"), FileConnector::new(dir.path()).unwrap()).unwrap();
+    let point = Point { x: 1.5, label: "p".into(), tags: vec![1, 2] };
+    let key = store.put(&point).unwrap();
+    assert!(store.exists(&key).unwrap());
+    assert_eq!(*store.get::<Point>(&key).unwrap().unwrap(), point);
+    assert_eq!(store.load::<Point>(&key).unwrap().unwrap(), point);
+    store.evict(&key).unwrap();
+    assert!(!store.exists(&key).unwrap());
+    assert!(store.get::<Point>(&key).unwrap().is_none(), "evict also drops the cached copy");
+
+    let keys = store.put_batch(&[vec![1u8], vec![2, 2], vec![3, 3, 3]]).unwrap();
+    let got = store.get_batch::<Vec<u8>>(&keys).unwrap();
+    let got: Vec<Vec<u8>> = got.into_iter().map(|v| (*v.unwrap()).clone()).collect();
+    assert_eq!(got, vec![vec![1], vec![2, 2], vec![3, 3, 3]]);
+    store.close().unwrap();
+}
+
+#[test]
+fn wrong_type_and_corrupt_bytes_are_typed_errors_naming_key_and_store() {
+    let connector = LocalConnector::new();
+    let name = unique("decode");
+    let store = Store::builder(&name, connector.clone()).cache_size(0).build().unwrap();
+    let key = store.put(&"text".to_string()).unwrap();
+    let err = store.get::<Vec<f64>>(&key).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(text.contains(&key.to_string()) && text.contains(&name), "{text}");
+    assert!(text.contains("alloc::string::String") && text.contains("Vec<f64>"), "{text}");
+
+    let bad = Key::new();
+    connector.set(&bad, &[b"not an object"]).unwrap();
+    let err = store.get::<String>(&bad).unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(err.to_string().contains("corrupt"), "{err}");
+
+    // Truncated: the header announces more than there is.
+    let good = store.put(&vec![7u64; 100]).unwrap();
+    let mut bytes = connector.get(&good).unwrap().unwrap();
+    bytes.truncate(bytes.len() - 3);
+    connector.set(&good, &[&bytes]).unwrap();
+    let err = store.get::<Vec<u64>>(&good).unwrap_err();
+    assert!(err.to_string().contains("shorter"), "{err}");
+}
+
+#[test]
+fn the_cache_serves_repeated_gets_and_can_be_disabled() {
+    let store = Store::builder(unique("cache"), LocalConnector::new())
+        .cache_size(2)
+        .metrics(true)
+        .build()
+        .unwrap();
+    let a = store.put(&1u32).unwrap();
+    let b = store.put(&2u32).unwrap();
+    let c = store.put(&3u32).unwrap();
+    let first = store.get::<u32>(&a).unwrap().unwrap();
+    let again = store.get::<u32>(&a).unwrap().unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "second get is the cached object");
+    store.get::<u32>(&b).unwrap();
+    store.get::<u32>(&c).unwrap(); // evicts `a` from the LRU (size 2)
+    let third = store.get::<u32>(&a).unwrap().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &third));
+    let m = store.metrics().unwrap();
+    assert_eq!(m.cache_hits, 1);
+    assert_eq!(m.cache_misses, 4);
+    assert_eq!(m.get(Operation::Get).count, 4);
+    assert_eq!(m.get(Operation::Put).count, 3);
+    assert!(m.get(Operation::Put).bytes > 0);
+
+    let uncached = Store::builder(unique("nocache"), LocalConnector::new())
+        .cache_size(0)
+        .metrics(true)
+        .build()
+        .unwrap();
+    let k = uncached.put(&1u32).unwrap();
+    let x = uncached.get::<u32>(&k).unwrap().unwrap();
+    let y = uncached.get::<u32>(&k).unwrap().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&x, &y));
+    assert_eq!(uncached.metrics().unwrap().get(Operation::Get).count, 2);
+    // Updating an object invalidates its cached copy.
+    store.set(&a, &10u32).unwrap();
+    assert_eq!(*store.get::<u32>(&a).unwrap().unwrap(), 10);
+}
+
+#[test]
+fn the_cache_is_shared_safely_between_threads() {
+    let store = Store::builder(unique("threads"), LocalConnector::new())
+        .cache_size(4)
+        .build()
+        .unwrap();
+    let keys: Vec<Key> = (0..16u64).map(|i| store.put(&vec![i; 100]).unwrap()).collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (store, keys) = (&store, &keys);
+            s.spawn(move || {
+                for round in 0..200 {
+                    let i = (t * 7 + round) % keys.len();
+                    assert_eq!(store.get::<Vec<u64>>(&keys[i]).unwrap().unwrap()[0], i as u64);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn metrics_are_off_by_default() {
+    let store = Store::builder(unique("nometrics"), LocalConnector::new()).build().unwrap();
+    assert!(store.metrics().is_none());
+}
+
+#[test]
+fn config_round_trips_and_rebuilds_the_store_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(unique("config"), FileConnector::new(dir.path().join("o")).unwrap())
+        .cache_size(7)
+        .metrics(true)
+        .register(false)
+        .build()
+        .unwrap();
+    let key = store.put(&"persisted".to_string()).unwrap();
+    let mut wire = Vec::new();
+    ciborium::into_writer(store.config(), &mut wire).unwrap();
+    let config: StoreConfig = ciborium::from_reader(&wire[..]).unwrap();
+    assert_eq!(&config, store.config());
+    assert_eq!(config.cache_size, 7);
+    let rebuilt = Store::from_config(config).unwrap();
+    assert_eq!(*rebuilt.get::<String>(&key).unwrap().unwrap(), "persisted");
+    assert!(rebuilt.metrics().is_some());
+}
+
+#[test]
+fn the_registry_finds_builds_and_refuses_duplicates() {
+    let name = unique("registry");
+    let store = Store::new(&name, LocalConnector::new()).unwrap();
+    assert!(store::get_store(&name).is_some());
+    let err = Store::new(&name, LocalConnector::new()).unwrap_err();
+    assert!(matches!(err, Error::StoreExists { .. }), "{err}");
+    // A config of a registered store resolves to that very store.
+    let found = store::get_or_create_store(store.config()).unwrap();
+    let key = found.put(&1u8).unwrap();
+    assert!(store.exists(&key).unwrap());
+    // Close unregisters; the name is free again.
+    store.close().unwrap();
+    assert!(store::get_store(&name).is_none());
+    assert!(matches!(store.put(&1u8), Err(Error::StoreClosed { .. })));
+    let again = Store::new(&name, LocalConnector::new()).unwrap();
+    assert!(store::unregister_store(&name).is_some());
+    assert!(store::get_store(&name).is_none());
+    store::register_store(&again).unwrap();
+    again.close().unwrap();
+    again.close().unwrap();
+}
+
+#[test]
+fn closing_a_file_store_removes_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects");
+    let store = Store::new(unique("close"), FileConnector::new(&path).unwrap()).unwrap();
+    store.put(&vec![1.0f64; 10]).unwrap();
+    assert!(path.exists());
+    store.close().unwrap();
+    assert!(!path.exists());
+}
+
+#[test]
+fn large_numeric_buffers_round_trip_through_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(unique("large"), FileConnector::new(dir.path()).unwrap())
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let floats: Vec<f64> = (0..1_000_000).map(|i| i as f64 * 0.5).collect();
+    let key = store.put(&floats).unwrap();
+    let size = std::fs::metadata(dir.path().join(key.to_string())).unwrap().len();
+    assert!(size < 8_000_100, "raw encoding, not element by element: {size}");
+    assert_eq!(store.load::<Vec<f64>>(&key).unwrap().unwrap(), floats);
+    let ints: Vec<i32> = (0..100_000).map(|i| i - 50_000).collect();
+    let key = store.put(&ints).unwrap();
+    assert_eq!(store.load::<Vec<i32>>(&key).unwrap().unwrap(), ints);
+    store.close().unwrap();
+}
