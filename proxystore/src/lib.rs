@@ -50,22 +50,27 @@
 pub mod codec;
 pub mod connectors;
 mod error;
+pub mod executor;
 mod key;
 pub mod owned;
 pub mod policy;
 pub mod proxy;
 pub mod store;
+mod store_executor;
 pub mod task;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use key::{Key, KeyStr};
 pub use owned::{OwnedProxy, RefMutProxy, RefProxy, Transfer};
 pub use proxy::Proxy;
 pub use store::{Store, StoreBuilder, StoreConfig};
+pub use store_executor::StoreExecutor;
 pub use task::{Arg, IntoArg, Job, Task, TaskValue};
+pub use policy::ShouldProxy;
 
 /// Generates a task wrapper beside a function; see the macro crate's docs.
-// TEMP-MACRO pub use proxystore_macros::proxied;
+pub use proxystore_macros::proxied;
 
 /// What a stored value must be: serializable, deserializable, shareable
 /// between threads. Implemented for every such type.

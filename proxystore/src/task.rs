@@ -668,3 +668,13 @@ impl<R: Storable + PartialEq> PartialEq<R> for TaskValue<R> {
     }
 }
 
+
+/// Evicts the object of an owned result that nobody will take.
+pub(crate) fn discard_output(bytes: Vec<u8>) {
+    let mut rest = &bytes[..];
+    if let Some((OWNED, body)) = read_frame(&mut rest) {
+        if let Ok(factory) = ciborium::from_reader::<Factory, _>(body) {
+            crate::owned::evict(&factory);
+        }
+    }
+}

@@ -190,10 +190,6 @@ impl Store {
         &self.inner.config
     }
 
-    pub(crate) fn shared_config(&self) -> &Arc<StoreConfig> {
-        &self.inner.config
-    }
-
     /// The connector.
     pub fn connector(&self) -> &dyn Connector {
         &*self.inner.connector

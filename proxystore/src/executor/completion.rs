@@ -1,0 +1,238 @@
+//! The state a task's future and its executor share.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+
+use crate::error::Error;
+use crate::task::TaskFailure;
+
+type Callback = Box<dyn FnOnce(Result<(), &Error>) + Send>;
+type Cleanup = Box<dyn FnOnce(&Result<Vec<u8>, Error>) + Send>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Pending,
+    Running,
+    Done,
+}
+
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    pub(crate) cancelled: bool,
+    pub(crate) output: Option<Result<Vec<u8>, Error>>,
+    pub(crate) waker: Option<Waker>,
+    callbacks: Vec<Callback>,
+    cleanup: Option<Cleanup>,
+    /// Called with an output nobody will take (the future was dropped).
+    pub(crate) discard: Option<fn(Vec<u8>)>,
+    pub(crate) abandoned: bool,
+    finishing: bool,
+}
+
+pub(crate) struct Shared {
+    pub(crate) name: Box<str>,
+    state: Mutex<State>,
+    done: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn new(name: &str, cleanup: Option<Cleanup>, discard: Option<fn(Vec<u8>)>) -> Arc<Self> {
+        Arc::new(Shared {
+            name: name.into(),
+            state: Mutex::new(State {
+                phase: Phase::Pending,
+                cancelled: false,
+                output: None,
+                waker: None,
+                callbacks: Vec::new(),
+                cleanup,
+                discard,
+                abandoned: false,
+                finishing: false,
+            }),
+            done: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wait_done<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.done
+            .wait_while(guard, |s| s.phase != Phase::Done)
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wait_done_timeout<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        timeout: std::time::Duration,
+    ) -> MutexGuard<'a, State> {
+        self.done
+            .wait_timeout_while(guard, timeout, |s| s.phase != Phase::Done)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
+    /// Finishes the task once; later calls are ignored.
+    ///
+    /// Order matters: the cleanup (evicting the task's proxied inputs) runs
+    /// before the task is seen as done, and callbacks run after.
+    pub(crate) fn finish(&self, output: Result<Vec<u8>, Error>, cancelled: bool) -> bool {
+        let cleanup = {
+            let mut state = self.lock();
+            if state.phase == Phase::Done || state.finishing {
+                return false;
+            }
+            state.finishing = true;
+            state.cleanup.take()
+        };
+        if let Some(cleanup) = cleanup {
+            cleanup(&output);
+        }
+        let status = output.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        let (callbacks, waker) = {
+            let mut state = self.lock();
+            state.phase = Phase::Done;
+            state.cancelled = cancelled;
+            if state.abandoned {
+                if let (Ok(bytes), Some(discard)) = (output, state.discard) {
+                    discard(bytes);
+                }
+            } else {
+                state.output = Some(output);
+            }
+            (std::mem::take(&mut state.callbacks), state.waker.take())
+        };
+        self.done.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        self.run_callbacks(callbacks, status);
+        true
+    }
+
+    fn run_callbacks(&self, callbacks: Vec<Callback>, status: Result<(), String>) {
+        if callbacks.is_empty() {
+            return;
+        }
+        let error = status.err().map(|message| Error::TaskFailed {
+            task: self.name.to_string(),
+            message,
+        });
+        for callback in callbacks {
+            callback(match &error {
+                None => Ok(()),
+                Some(e) => Err(e),
+            });
+        }
+    }
+
+    pub(crate) fn add_callback(&self, callback: Callback) {
+        let mut state = self.lock();
+        if state.phase != Phase::Done {
+            state.callbacks.push(callback);
+            return;
+        }
+        let status = match &state.output {
+            Some(Err(e)) => Err(e.to_string()),
+            _ => Ok(()),
+        };
+        drop(state);
+        self.run_callbacks(vec![callback], status);
+    }
+
+    /// Cancels the task if it has not started.
+    pub(crate) fn cancel(&self) -> bool {
+        {
+            let mut state = self.lock();
+            match state.phase {
+                Phase::Pending => state.phase = Phase::Running,
+                Phase::Running => return false,
+                Phase::Done => return state.cancelled,
+            }
+        }
+        let error = Error::Cancelled {
+            task: self.name.to_string(),
+        };
+        self.finish(Err(error), true)
+    }
+}
+
+/// The executor's side of a submitted task: mark it started, then complete
+/// it exactly once.
+///
+/// Dropping a `Completion` without completing it fails the task (an
+/// executor that loses a task can never leave its caller waiting forever).
+pub struct Completion {
+    shared: Arc<Shared>,
+    completed: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Completion {
+            shared,
+            completed: false,
+        }
+    }
+
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Marks the task as running. Returns `false` if it was cancelled: the
+    /// executor must then skip it.
+    pub fn start(&self) -> bool {
+        let mut state = self.shared.lock();
+        if state.phase == Phase::Pending {
+            state.phase = Phase::Running;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Completes the task with the result of [`Job::run`](crate::Job::run)
+    /// (or of [`run_job_bytes`](crate::task::run_job_bytes) elsewhere).
+    pub fn complete(mut self, result: Result<Vec<u8>, TaskFailure>) {
+        self.completed = true;
+        let output = result.map_err(|f| Error::TaskFailed {
+            task: self.shared.name.to_string(),
+            message: f.message().to_string(),
+        });
+        self.shared.finish(output, false);
+    }
+
+    /// Fails the task with an executor-side error (a worker died, the
+    /// executor shut down, ...).
+    pub fn fail(mut self, error: Error) {
+        self.completed = true;
+        self.shared.finish(Err(error), false);
+    }
+
+    /// Cancels the task (it will not run).
+    pub fn cancel(mut self) {
+        self.completed = true;
+        self.shared.cancel();
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.completed {
+            let error = Error::ShutDown {
+                task: self.shared.name.to_string(),
+            };
+            self.shared.finish(Err(error), false);
+        }
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Completion({})", self.shared.name)
+    }
+}

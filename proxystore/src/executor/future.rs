@@ -1,0 +1,138 @@
+//! The caller's handle on a submitted task.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::completion::{Phase, Shared};
+use crate::error::{Error, Result};
+use crate::task::TaskValue;
+use crate::Storable;
+
+/// The result of a submitted task, to come.
+///
+/// Wait for it with [`result`](TaskFuture::result) (or
+/// [`result_timeout`](TaskFuture::result_timeout), or `.await`). A task not
+/// yet started can be [`cancel`](TaskFuture::cancel)led. Dropping the future
+/// does not stop the task; an owned result nobody took is evicted.
+pub struct TaskFuture<R> {
+    shared: Arc<Shared>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: Storable> TaskFuture<R> {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        TaskFuture {
+            shared,
+            _result: PhantomData,
+        }
+    }
+
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Whether the task has finished (with a value, an error, or cancelled).
+    pub fn done(&self) -> bool {
+        self.shared.lock().phase == Phase::Done
+    }
+
+    /// Whether the task was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.shared.lock().cancelled
+    }
+
+    /// Whether the task is running now.
+    pub fn running(&self) -> bool {
+        self.shared.lock().phase == Phase::Running
+    }
+
+    /// Cancels the task if it has not started; returns whether it is
+    /// cancelled. Its proxied inputs are evicted.
+    pub fn cancel(&self) -> bool {
+        self.shared.cancel()
+    }
+
+    /// Calls `callback` when the task finishes (at once if it has), with
+    /// `Ok(())` or the task's error.
+    pub fn add_done_callback(&self, callback: impl FnOnce(Result<(), &Error>) + Send + 'static) {
+        self.shared.add_callback(Box::new(callback));
+    }
+
+    /// Waits for the result.
+    pub fn result(self) -> Result<TaskValue<R>> {
+        let output = {
+            let state = self.shared.lock();
+            let mut state = self.shared.wait_done(state);
+            state.output.take()
+        };
+        self.decode(output)
+    }
+
+    /// Waits at most `timeout`; [`Error::Timeout`] if the task is still
+    /// running (the future stays usable).
+    pub fn result_timeout(&mut self, timeout: Duration) -> Result<TaskValue<R>> {
+        let output = {
+            let state = self.shared.lock();
+            let mut state = self.shared.wait_done_timeout(state, timeout);
+            if state.phase != Phase::Done {
+                return Err(Error::Timeout {
+                    task: self.shared.name.to_string(),
+                    after: timeout,
+                });
+            }
+            state.output.take()
+        };
+        self.decode(output)
+    }
+
+    fn decode(&self, output: Option<Result<Vec<u8>>>) -> Result<TaskValue<R>> {
+        match output {
+            Some(Ok(bytes)) => TaskValue::decode(&bytes),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::Protocol(format!(
+                "the result of task `{}` was already taken",
+                self.shared.name
+            ))),
+        }
+    }
+}
+
+impl<R: Storable> Future for TaskFuture<R> {
+    type Output = Result<TaskValue<R>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let output = {
+            let mut state = self.shared.lock();
+            if state.phase != Phase::Done {
+                state.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            state.output.take()
+        };
+        Poll::Ready(self.decode(output))
+    }
+}
+
+impl<R> Drop for TaskFuture<R> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.abandoned = true;
+        if let (Some(Ok(bytes)), Some(discard)) = (state.output.take(), state.discard) {
+            drop(state);
+            discard(bytes);
+        }
+    }
+}
+
+impl<R> fmt::Debug for TaskFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        write!(f, "TaskFuture({}, {:?})", self.shared.name, state.phase)
+    }
+}

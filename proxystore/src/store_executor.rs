@@ -1,0 +1,214 @@
+//! [`StoreExecutor`]: an executor that moves arguments and results through
+//! a store.
+//!
+//! ```no_run
+//! use proxystore::connectors::FileConnector;
+//! use proxystore::executor::ProcessPool;
+//! use proxystore::{proxied, Store, StoreExecutor};
+//!
+//! #[proxied(types = [String])]
+//! fn concat(base: String, num: i64) -> String {
+//!     format!("{base}-{num}")
+//! }
+//!
+//! fn main() -> proxystore::Result<()> {
+//!     proxystore::worker::init();
+//!     let store = Store::new("example", FileConnector::new("./object-cache")?)?;
+//!     let executor = StoreExecutor::new(ProcessPool::new(2)?, store);
+//!     let result = executor.submit(concat::task("foobar".to_string(), 42))?.result()?;
+//!     assert!(result.is_proxy());
+//!     assert_eq!(*result, "foobar-42");
+//!     Ok(())
+//! }   // dropping the result evicts it; dropping the executor closes the store
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::executor::{Completion, Executor, Shared, TaskFuture};
+use crate::key::Key;
+use crate::policy::ShouldProxy;
+use crate::store::Store;
+use crate::task::{discard_output, ExecContext, Job, Task, TaskValue};
+use crate::Storable;
+
+/// Wraps an [`Executor`] so that task arguments and results go through a
+/// [`Store`].
+///
+/// - Parameters and results whose types are listed in
+///   `#[proxied(types = [...])]` always go through the store; all others
+///   are offered to the runtime policy ([`ShouldProxy`], default
+///   [`ShouldProxy::Never`]), which is evaluated in workers for results.
+/// - The proxied inputs a submission created are evicted when its task
+///   ends, however it ends.
+/// - With `ownership` (the default), a proxied result comes back as an
+///   [`OwnedProxy`](crate::OwnedProxy) that evicts it when dropped;
+///   without, as a plain [`Proxy`](crate::Proxy) the caller cleans up.
+/// - Dropping the executor shuts it down (waiting for running tasks) and,
+///   with `close_store` (the default), closes the store.
+pub struct StoreExecutor {
+    executor: Box<dyn Executor>,
+    store: Store,
+    policy: ShouldProxy,
+    ownership: bool,
+    close_store: bool,
+    context: Arc<[u8]>,
+    shut_down: AtomicBool,
+}
+
+impl StoreExecutor {
+    /// Wraps `executor` with `store`, with the default options.
+    pub fn new(executor: impl Executor, store: Store) -> Self {
+        let mut this = StoreExecutor {
+            executor: Box::new(executor),
+            store,
+            policy: ShouldProxy::Never,
+            ownership: true,
+            close_store: true,
+            context: Arc::from(&[][..]),
+            shut_down: AtomicBool::new(false),
+        };
+        this.encode_context();
+        this
+    }
+
+    fn encode_context(&mut self) {
+        let context = ExecContext {
+            store: self.store.config().clone(),
+            policy: self.policy.clone(),
+            ownership: self.ownership,
+        };
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&context, &mut bytes).expect("contexts serialize");
+        self.context = bytes.into();
+    }
+
+    /// The runtime should-proxy policy for arguments and results whose
+    /// types are not listed in `#[proxied(types = ..)]`.
+    #[must_use]
+    pub fn should_proxy(mut self, policy: ShouldProxy) -> Self {
+        self.policy = policy;
+        self.encode_context();
+        self
+    }
+
+    /// Whether proxied results come back owned (default `true`).
+    #[must_use]
+    pub fn ownership(mut self, ownership: bool) -> Self {
+        self.ownership = ownership;
+        self.encode_context();
+        self
+    }
+
+    /// Whether dropping the executor closes the store (default `true`).
+    #[must_use]
+    pub fn close_store(mut self, close: bool) -> Self {
+        self.close_store = close;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Submits a task; see [`TaskFuture`].
+    pub fn submit<R: Storable>(&self, task: Task<R>) -> Result<TaskFuture<R>> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::ShutDown { task: task.name().into() });
+        }
+        let (prepared, created) = task.prepare(&self.store, &self.policy);
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                evict_all(&self.store, &created);
+                return Err(e);
+            }
+        };
+        let result_key = match self.store.connector().new_key() {
+            Ok(key) => key,
+            Err(e) => {
+                evict_all(&self.store, &created);
+                return Err(e);
+            }
+        };
+        let cleanup = {
+            let store = self.store.clone();
+            let proxied_result = prepared.result_listed || !self.policy.is_never();
+            (!created.is_empty() || proxied_result).then(|| {
+                Box::new(move |output: &Result<Vec<u8>>| {
+                    evict_all(&store, &created);
+                    // A worker may have stored the result before failing or
+                    // dying; nobody else knows its key.
+                    if output.is_err() && proxied_result {
+                        evict_all(&store, &[result_key]);
+                    }
+                }) as Box<dyn FnOnce(&Result<Vec<u8>>) + Send>
+            })
+        };
+        let shared = Shared::new(prepared.name, cleanup, Some(discard_output));
+        let job = Job {
+            name: prepared.name.into(),
+            run: Some(prepared.run),
+            context: self.context.clone(),
+            result_key,
+            payload: prepared.payload,
+        };
+        tracing::debug!(task = prepared.name, "submit");
+        self.executor.submit(job, Completion::new(shared.clone()));
+        Ok(TaskFuture::new(shared))
+    }
+
+    /// Submits every task at once and yields their results in order.
+    ///
+    /// Each task's proxied inputs are evicted as soon as that task is done.
+    pub fn map<R: Storable>(
+        &self,
+        tasks: impl IntoIterator<Item = Task<R>>,
+    ) -> Result<impl Iterator<Item = Result<TaskValue<R>>>> {
+        let futures = tasks
+            .into_iter()
+            .map(|task| self.submit(task))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(futures.into_iter().map(TaskFuture::result))
+    }
+
+    /// Stops accepting tasks. With `cancel_futures`, tasks not yet started
+    /// are cancelled (their inputs evicted); with `wait`, returns when the
+    /// running ones are done. Does not close the store (dropping does).
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.shut_down.store(true, Ordering::Release);
+        self.executor.shutdown(wait, cancel_futures);
+    }
+}
+
+fn evict_all(store: &Store, keys: &[Key]) {
+    for key in keys {
+        if let Err(e) = store.evict(key) {
+            tracing::debug!(%key, error = %e, "could not evict a task input");
+        }
+    }
+}
+
+impl Drop for StoreExecutor {
+    fn drop(&mut self) {
+        self.shutdown(true, false);
+        if self.close_store {
+            if let Err(e) = self.store.close() {
+                tracing::warn!(store = %self.store.name(), error = %e, "closing the store failed");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreExecutor")
+            .field("store", &self.store.name())
+            .field("policy", &self.policy)
+            .field("ownership", &self.ownership)
+            .field("close_store", &self.close_store)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,14 @@
+//! Compile-time diagnostics of `#[proxied]`: each `ui-tests/*.rs` must fail
+//! to build with exactly the error in its `.stderr`, and each
+//! `ui-tests/pass/*.rs` must build and run.
+//!
+//! After changing a diagnostic, regenerate the expectations with
+//! `TRYBUILD=overwrite cargo test --test ui` and read every changed
+//! `.stderr`.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("ui-tests/*.rs");
+    t.pass("ui-tests/pass/*.rs");
+}
