@@ -145,9 +145,11 @@ fn run_fn(task: &Task<'_>, at_module_level: &Ident) -> TokenStream {
             ::proxystore::__private::output::<#result>(#ctx, #call, #result_listed)
         },
         Some(fallible) => {
-            // At `E`, so "`E` doesn't implement `Display`" points at it.
-            let error_at_type = Ident::new("__error", error.span().located_at(fallible.error_span));
-            let fail = quote_spanned! {fallible.error_span=>
+            // At `E`, so "`E` doesn't implement `Display`" points at it; with
+            // the hygiene of the `__error` binding, so it still resolves.
+            let at_error_type = Span::mixed_site().located_at(fallible.error_span);
+            let error_at_type = Ident::new("__error", at_error_type);
+            let fail = quote_spanned! {at_error_type=>
                 ::proxystore::__private::fail(&#error_at_type)
             };
             quote! {

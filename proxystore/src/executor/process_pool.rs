@@ -42,6 +42,7 @@ pub struct ProcessPool {
     sender: Mutex<Option<Sender<Item>>>,
     receiver: Receiver<Item>,
     slots: Mutex<Vec<JoinHandle<()>>>,
+    pids: Arc<Mutex<Vec<u32>>>,
 }
 
 /// Options of a [`ProcessPool`].
@@ -90,14 +91,17 @@ impl ProcessPoolBuilder {
             None => std::env::current_exe()
                 .map_err(|e| Error::io("process pool", "finding the current executable", e))?,
         };
+        let workers = self.workers.max(1);
+        let pids = Arc::new(Mutex::new(vec![0; workers]));
         let config = Arc::new(Config {
             program,
             args: self.args,
             max_in_flight: self.max_in_flight,
+            pids: pids.clone(),
         });
         let (sender, receiver) = crossbeam_channel::unbounded::<Item>();
         let mut slots = Vec::new();
-        for index in 0..self.workers.max(1) {
+        for index in 0..workers {
             // The first worker is started here so a pool that cannot start
             // workers fails at once, not at the first task.
             let first = Worker::spawn(&config)
@@ -105,7 +109,7 @@ impl ProcessPoolBuilder {
             let (config, receiver) = (config.clone(), receiver.clone());
             let slot = std::thread::Builder::new()
                 .name(format!("proxystore-worker-{index}"))
-                .spawn(move || supervise(&config, &receiver, first))
+                .spawn(move || supervise(&config, index, &receiver, first))
                 .map_err(|e| Error::io("process pool", "spawning a thread", e))?;
             slots.push(slot);
         }
@@ -113,6 +117,7 @@ impl ProcessPoolBuilder {
             sender: Mutex::new(Some(sender)),
             receiver,
             slots: Mutex::new(slots),
+            pids,
         })
     }
 }
@@ -131,6 +136,12 @@ impl ProcessPool {
             args: Vec::new(),
             max_in_flight: 16,
         }
+    }
+
+    /// Process ids of the current workers (a replaced worker's new id
+    /// appears once it has started).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().filter(|p| *p != 0).collect()
     }
 }
 
@@ -180,6 +191,7 @@ struct Config {
     program: PathBuf,
     args: Vec<OsString>,
     max_in_flight: usize,
+    pids: Arc<Mutex<Vec<u32>>>,
 }
 
 type InFlight = Arc<Mutex<HashMap<u64, Completion>>>;
@@ -236,7 +248,7 @@ fn place_descriptors(from: i32, to: i32) -> io::Result<()> {
 
 /// Runs one worker slot: feeds its process jobs, and replaces it when it
 /// dies, until the pool's queue is closed.
-fn supervise(config: &Config, queue: &Receiver<Item>, first: Worker) {
+fn supervise(config: &Config, index: usize, queue: &Receiver<Item>, first: Worker) {
     let mut next = Some(first);
     loop {
         let worker = match next.take().map(Ok).unwrap_or_else(|| Worker::spawn(config)) {
@@ -256,7 +268,10 @@ fn supervise(config: &Config, queue: &Receiver<Item>, first: Worker) {
                 continue;
             }
         };
-        if !run_worker(config, queue, worker) {
+        config.pids.lock().unwrap_or_else(|e| e.into_inner())[index] = worker.child.id();
+        let replace = run_worker(config, queue, worker);
+        config.pids.lock().unwrap_or_else(|e| e.into_inner())[index] = 0;
+        if !replace {
             return;
         }
     }

@@ -1,0 +1,551 @@
+//! StoreExecutor over both pools: policies, ownership, cleanup, failures.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proxystore::connectors::FileConnector;
+use proxystore::executor::{Completion, Executor, ProcessPool, ThreadPool};
+use proxystore::task::{find_task, run_job_bytes};
+use proxystore::{proxied, Error, Job, OwnedProxy, Proxy, ShouldProxy, Store, StoreExecutor, TaskValue};
+
+proxystore::test_worker!();
+
+#[proxied]
+fn double(x: i64) -> i64 {
+    x * 2
+}
+
+#[proxied]
+fn length(bytes: Vec<u8>) -> u64 {
+    bytes.len() as u64
+}
+
+#[proxied]
+fn echo(bytes: Vec<u8>) -> Vec<u8> {
+    bytes
+}
+
+/// Counts the objects in `dir` while the task runs: shows whether
+/// `payload` was proxied.
+#[proxied]
+fn objects_during(dir: PathBuf, payload: Vec<u8>) -> usize {
+    assert!(!payload.is_empty());
+    count(&dir)
+}
+
+#[proxied(types = [Vec<u8>])]
+fn objects_during_listed(dir: PathBuf, payload: Vec<u8>) -> usize {
+    assert!(!payload.is_empty());
+    count(&dir)
+}
+
+#[proxied(types = [String])]
+fn concat(base: String, num: i64) -> String {
+    format!("{base}-{num}")
+}
+
+#[proxied(types = [Vec<f64>])]
+fn sum(values: Vec<f64>) -> f64 {
+    values.iter().sum()
+}
+
+#[proxied]
+fn explode(message: String) -> i64 {
+    panic!("{message}")
+}
+
+#[proxied]
+fn refuse(x: i64) -> Result<i64, String> {
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[proxied]
+fn die(_x: i64) -> i64 {
+    std::process::abort()
+}
+
+#[proxied]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[proxied]
+fn chatty(lines: u32) -> u32 {
+    for i in 0..lines {
+        println!("task output line {i}: this must not disturb the protocol");
+    }
+    lines
+}
+
+#[proxied(name = "tests.duplicate")]
+fn first_duplicate(x: i64) -> i64 {
+    x
+}
+
+#[proxied(name = "tests.duplicate")]
+fn second_duplicate(x: i64) -> i64 {
+    x
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A store in a fresh directory, kept open after the executor is dropped so
+/// the tests can look at what is left.
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(unique("exec"), FileConnector::new(dir.path().join("objects")).unwrap()).unwrap();
+        Fixture { dir, store }
+    }
+
+    fn objects(&self) -> PathBuf {
+        self.dir.path().join("objects")
+    }
+
+    fn left(&self) -> usize {
+        count(&self.objects())
+    }
+
+    fn executor(&self, pool: Pool) -> StoreExecutor {
+        StoreExecutor::new(pool.make(), self.store.clone()).close_store(false)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.store.close();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pool {
+    Threads,
+    Processes,
+    /// One worker, one task in flight: cancellation needs queued tasks.
+    Serial,
+    SerialProcess,
+}
+
+impl Pool {
+    fn make(self) -> Box<dyn Executor> {
+        match self {
+            Pool::Threads => Box::new(ThreadPool::new(2).unwrap()),
+            Pool::Processes => Box::new(ProcessPool::builder(2).test_harness().build().unwrap()),
+            Pool::Serial => Box::new(ThreadPool::new(1).unwrap()),
+            Pool::SerialProcess => Box::new(
+                ProcessPool::builder(1).test_harness().max_in_flight(1).build().unwrap(),
+            ),
+        }
+    }
+
+    fn serial(self) -> Pool {
+        match self {
+            Pool::Threads | Pool::Serial => Pool::Serial,
+            Pool::Processes | Pool::SerialProcess => Pool::SerialProcess,
+        }
+    }
+}
+
+fn default_policy_passes_everything_by_value(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let r = ex.submit(double::task(21)).unwrap().result().unwrap();
+    assert!(!r.is_proxy());
+    assert_eq!(*r, 42);
+    let during = ex.submit(objects_during::task(f.objects(), vec![1; 100])).unwrap().result().unwrap();
+    assert_eq!(*during, 0, "nothing went through the store");
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn proxy_always_with_ownership(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
+    let results: Vec<TaskValue<Vec<u8>>> = (0..5u8)
+        .map(|i| ex.submit(echo::task(vec![i; 1000])).unwrap())
+        .map(|fut| fut.result().unwrap())
+        .collect();
+    for (i, r) in results.iter().enumerate() {
+        assert!(matches!(r, TaskValue::Owned(_)));
+        assert_eq!(**r, vec![i as u8; 1000]);
+    }
+    assert_eq!(f.left(), 5, "inputs evicted, the five owned results remain");
+    drop(results);
+    assert_eq!(f.left(), 0, "dropping owned results evicts them");
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn proxy_always_without_ownership(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always).ownership(false);
+    let r = ex.submit(double::task(5)).unwrap().result().unwrap();
+    let TaskValue::Proxy(proxy) = &r else { panic!("expected a plain proxy, got {r:?}") };
+    assert_eq!(**proxy, 10);
+    let key = Proxy::key(proxy);
+    drop(r);
+    assert_eq!(f.left(), 1, "without ownership the caller cleans up");
+    f.store.evict(&key).unwrap();
+    assert_eq!(f.left(), 0);
+}
+
+fn proxy_type_policy(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::types::<(Vec<u8>,)>());
+    let during = ex.submit(objects_during::task(f.objects(), vec![7; 10])).unwrap().result().unwrap();
+    assert_eq!(*during, 1, "the Vec<u8> went through the store, the PathBuf did not");
+    assert!(!during.is_proxy(), "usize is not in the list");
+    let r = ex.submit(echo::task(vec![1, 2, 3])).unwrap().result().unwrap();
+    assert!(r.is_proxy(), "a Vec<u8> result is proxied too");
+    drop(r);
+    assert_eq!(f.left(), 0);
+}
+
+fn size_threshold_policy(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::MinSize(4096));
+    let small = ex.submit(objects_during::task(f.objects(), vec![1; 100])).unwrap().result().unwrap();
+    assert_eq!(*small, 0);
+    let large = ex.submit(objects_during::task(f.objects(), vec![1; 100_000])).unwrap().result().unwrap();
+    assert_eq!(*large, 1);
+    let r = ex.submit(echo::task(vec![9; 100_000])).unwrap().result().unwrap();
+    assert!(r.is_proxy(), "a large result is proxied in the worker");
+    let r2 = ex.submit(echo::task(vec![9; 10])).unwrap().result().unwrap();
+    assert!(!r2.is_proxy());
+    drop((r, r2));
+    assert_eq!(f.left(), 0);
+}
+
+fn compile_time_types(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool); // ProxyNever at run time
+    let during = ex
+        .submit(objects_during_listed::task(f.objects(), vec![1; 10]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*during, 1, "Vec<u8> is listed: always proxied");
+    let r = ex.submit(concat::task("foobar".to_string(), 42)).unwrap().result().unwrap();
+    assert!(r.is_proxy());
+    assert_eq!(*r, "foobar-42");
+    let total = ex.submit(sum::task(vec![0.5; 1000])).unwrap().result().unwrap();
+    assert!(!total.is_proxy());
+    assert_eq!(*total, 500.0);
+    drop(r);
+    assert_eq!(f.left(), 0);
+}
+
+fn existing_proxies_and_borrows_are_passed_as_they_are(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
+    let proxy = f.store.proxy(vec![5u8; 64]).unwrap();
+    let owner = f.store.owned_proxy(vec![6u8; 32]).unwrap();
+    let a = ex.submit(length::task(proxy.clone())).unwrap().result().unwrap();
+    let b = ex.submit(length::task(&owner)).unwrap().result().unwrap();
+    let c = ex.submit(length::task(OwnedProxy::borrow(&owner))).unwrap().result().unwrap();
+    assert_eq!((*a, *b, *c), (64, 32, 32));
+    drop((a, b, c));
+    assert_eq!(f.left(), 2, "caller's objects are not evicted by the executor");
+    assert!(f.store.exists(&Proxy::key(&proxy)).unwrap());
+    drop(owner);
+    f.store.evict(&Proxy::key(&proxy)).unwrap();
+    assert_eq!(f.left(), 0);
+}
+
+fn map_keeps_input_order(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
+    let out: Vec<i64> = ex
+        .map((0..50).map(|i| double::task(i)))
+        .unwrap()
+        .map(|r| r.unwrap().into_value().unwrap())
+        .collect();
+    assert_eq!(out, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+    assert_eq!(f.left(), 0);
+}
+
+fn failures_fail_the_future_and_the_pool_goes_on(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
+    let err = ex.submit(explode::task("kaboom".to_string())).unwrap().result().unwrap_err();
+    assert!(matches!(&err, Error::TaskFailed { task, message } if task.ends_with("explode") && message.contains("kaboom")), "{err}");
+    let err = ex.submit(refuse::task(-3)).unwrap().result().unwrap_err();
+    assert!(err.to_string().contains("-3 is negative"), "{err}");
+    assert_eq!(*ex.submit(refuse::task(3)).unwrap().result().unwrap(), 3);
+    assert_eq!(*ex.submit(double::task(1)).unwrap().result().unwrap(), 2);
+    assert_eq!(f.left(), 0, "inputs of failed tasks are evicted");
+}
+
+fn cancellation(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool.serial()).should_proxy(ShouldProxy::Always);
+    let slow = ex.submit(sleep_ms::task(300)).unwrap();
+    let waiting: Vec<_> = (0..3).map(|i| ex.submit(double::task(i)).unwrap()).collect();
+    assert_eq!(f.left(), 4);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!slow.cancel(), "a running task cannot be cancelled");
+    assert!(waiting[1].cancel());
+    assert!(waiting[1].cancelled() && waiting[1].done());
+    let mut it = waiting.into_iter();
+    let (w0, w1, w2) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    assert!(matches!(w1.result(), Err(Error::Cancelled { .. })));
+    assert_eq!(*slow.result().unwrap(), 300);
+    assert_eq!(*w0.result().unwrap(), 0);
+    assert_eq!(*w2.result().unwrap(), 4);
+    assert_eq!(f.left(), 0, "the cancelled task's input was evicted");
+
+    // Shutting down with cancel_futures cancels what has not started.
+    let slow = ex.submit(sleep_ms::task(200)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let pending = ex.submit(double::task(9)).unwrap();
+    ex.shutdown(true, true);
+    assert!(pending.cancelled());
+    assert!(slow.result().is_ok());
+    assert!(matches!(ex.submit(double::task(1)), Err(Error::ShutDown { .. })));
+    assert_eq!(f.left(), 0);
+}
+
+fn futures_wait_time_out_call_back_and_await(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let mut fut = ex.submit(sleep_ms::task(300)).unwrap();
+    let err = fut.result_timeout(Duration::from_millis(20)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }));
+    assert!(!fut.done());
+    let (tx, rx) = std::sync::mpsc::channel();
+    fut.add_done_callback(move |status| tx.send(status.is_ok()).unwrap());
+    assert_eq!(*fut.result_timeout(Duration::from_secs(10)).unwrap(), 300);
+    assert!(rx.recv_timeout(Duration::from_secs(1)).unwrap());
+    let late = ex.submit(double::task(4)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r = block_on(late);
+    late_callback_check(&ex, tx);
+    assert!(!rx.recv().unwrap());
+    assert_eq!(*r.unwrap(), 8);
+}
+
+fn late_callback_check(ex: &StoreExecutor, tx: std::sync::mpsc::Sender<bool>) {
+    let fut = ex.submit(refuse::task(-1)).unwrap();
+    while !fut.done() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Added after completion: runs at once, with the failure.
+    fut.add_done_callback(move |status| tx.send(status.is_ok()).unwrap());
+}
+
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+fn printing_tasks(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let results: Vec<u32> = ex
+        .map((0..20).map(|_| chatty::task(50)))
+        .unwrap()
+        .map(|r| *r.unwrap())
+        .collect();
+    assert_eq!(results, vec![50; 20]);
+}
+
+fn dropped_futures_leave_nothing_behind(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
+    for i in 0..10 {
+        drop(ex.submit(double::task(i)).unwrap()); // never waited for
+    }
+    drop(ex); // waits for the running tasks
+    assert_eq!(f.left(), 0);
+}
+
+macro_rules! for_both_pools {
+    ($($name:ident),* $(,)?) => {
+        mod threads {
+            use super::*;
+            $(#[test] fn $name() { super::$name(Pool::Threads) })*
+        }
+        mod processes {
+            use super::*;
+            $(#[test] fn $name() { super::$name(Pool::Processes) })*
+        }
+    };
+}
+
+for_both_pools!(
+    default_policy_passes_everything_by_value,
+    proxy_always_with_ownership,
+    proxy_always_without_ownership,
+    proxy_type_policy,
+    size_threshold_policy,
+    compile_time_types,
+    existing_proxies_and_borrows_are_passed_as_they_are,
+    map_keeps_input_order,
+    failures_fail_the_future_and_the_pool_goes_on,
+    cancellation,
+    futures_wait_time_out_call_back_and_await,
+    printing_tasks,
+    dropped_futures_leave_nothing_behind,
+);
+
+#[test]
+fn a_killed_worker_fails_its_tasks_quickly_and_is_replaced() {
+    let f = Fixture::new();
+    let ex = f.executor(Pool::Processes).should_proxy(ShouldProxy::Always);
+    let before: Vec<_> = (0..4).map(|i| ex.submit(double::task(i)).unwrap()).collect();
+    let started = Instant::now();
+    let err = ex.submit(die::task(0)).unwrap().result().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(matches!(&err, Error::WorkerDied { task, .. } if task.ends_with("die")), "{err}");
+    assert!(err.to_string().contains("signal"), "{err}");
+    for (i, fut) in before.into_iter().enumerate() {
+        // Tasks queued on the same worker behind the fatal one fail too;
+        // the others complete.
+        match fut.result() {
+            Ok(v) => assert_eq!(*v, 2 * i as i64),
+            Err(e) => assert!(matches!(e, Error::WorkerDied { .. }), "{e}"),
+        }
+    }
+    // The pool goes on with a new worker.
+    let out: Vec<i64> = ex.map((0..20).map(double::task)).unwrap().map(|r| *r.unwrap()).collect();
+    assert_eq!(out, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+    drop(ex);
+    assert_eq!(f.left(), 0, "inputs and results of the dead worker's tasks are evicted");
+}
+
+#[test]
+fn a_worker_killed_from_outside_is_reported_and_replaced() {
+    let f = Fixture::new();
+    let pool = Arc::new(ProcessPool::builder(1).test_harness().build().unwrap());
+    let ex = StoreExecutor::new(pool.clone(), f.store.clone()).close_store(false);
+    let fut = ex.submit(sleep_ms::task(5_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 1);
+    let status = std::process::Command::new("kill").args(["-9", &pids[0].to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let err = fut.result().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(matches!(&err, Error::WorkerDied { pid, .. } if *pid == pids[0]), "{err}");
+    assert!(err.to_string().contains("SIGKILL"), "{err}");
+    assert_eq!(*ex.submit(double::task(8)).unwrap().result().unwrap(), 16);
+    let new_pids = pool.worker_pids();
+    assert_eq!(new_pids.len(), 1);
+    assert_ne!(new_pids[0], pids[0], "a new worker took its place");
+}
+
+/// A user's executor: ships each job as bytes, as a client of a
+/// distributed scheduler would, and runs it "remotely" on a thread.
+struct SchedulerClient {
+    submitted: AtomicUsize,
+}
+
+impl Executor for SchedulerClient {
+    fn submit(&self, job: Job, completion: Completion) {
+        self.submitted.fetch_add(1, Ordering::Relaxed);
+        let wire = job.to_bytes();
+        std::thread::spawn(move || {
+            if completion.start() {
+                completion.complete(run_job_bytes(&wire));
+            }
+        });
+    }
+
+    fn shutdown(&self, _wait: bool, _cancel_pending: bool) {}
+}
+
+#[test]
+fn a_user_implemented_executor() {
+    let f = Fixture::new();
+    let client = Arc::new(SchedulerClient { submitted: AtomicUsize::new(0) });
+    let ex = StoreExecutor::new(client.clone(), f.store.clone())
+        .close_store(false)
+        .should_proxy(ShouldProxy::Always);
+    let r = ex.submit(concat::task("remote".to_string(), 7)).unwrap().result().unwrap();
+    assert_eq!(*r, "remote-7");
+    let out: Vec<i64> = ex.map((0..5).map(double::task)).unwrap().map(|r| *r.unwrap()).collect();
+    assert_eq!(out, [0, 2, 4, 6, 8]);
+    assert_eq!(client.submitted.load(Ordering::Relaxed), 6);
+    drop(r);
+    assert_eq!(f.left(), 0);
+}
+
+/// An executor that loses jobs: their futures fail instead of hanging.
+struct Forgetful;
+
+impl Executor for Forgetful {
+    fn submit(&self, _job: Job, _completion: Completion) {}
+    fn shutdown(&self, _wait: bool, _cancel_pending: bool) {}
+}
+
+#[test]
+fn a_lost_job_fails_instead_of_hanging() {
+    let f = Fixture::new();
+    let ex = StoreExecutor::new(Forgetful, f.store.clone()).close_store(false).should_proxy(ShouldProxy::Always);
+    let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+    assert!(matches!(err, Error::ShutDown { .. }), "{err}");
+    assert_eq!(f.left(), 0);
+}
+
+#[test]
+fn unknown_and_duplicate_task_names_are_reported() {
+    let err = find_task("no.such.task").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::UnknownTask { .. }));
+    assert!(text.contains("executor::double") && text.contains("executor::concat"), "{text}");
+    let err = find_task("tests.duplicate").unwrap_err();
+    assert!(matches!(err, Error::DuplicateTask { .. }), "{err}");
+    assert!(err.to_string().contains("tests/executor.rs"), "{err}");
+    assert!(proxystore::task::check_registry().is_err());
+    assert_eq!(first_duplicate(1) + second_duplicate(1), 2);
+    assert_eq!(find_task(double::NAME).map(|_| ()).ok(), Some(()));
+}
+
+#[test]
+fn dropping_the_executor_closes_the_store_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(unique("closing"), FileConnector::new(dir.path().join("objects")).unwrap()).unwrap();
+    let ex = StoreExecutor::new(ThreadPool::new(1).unwrap(), store.clone());
+    assert_eq!(*ex.submit(double::task(2)).unwrap().result().unwrap(), 4);
+    drop(ex);
+    assert!(store.is_closed());
+    assert!(!dir.path().join("objects").exists());
+}
