@@ -38,11 +38,14 @@ fn through_store<T: proxystore::Storable>(store: &Store, value: &T) -> T {
 
 fn fixtures() -> (tempfile::TempDir, Store, Vec<u8>, Vec<f64>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder("bench-file-store", FileConnector::new(dir.path().join("store")).unwrap())
-        .cache_size(0)
-        .register(false)
-        .build()
-        .unwrap();
+    let store = Store::builder(
+        "bench-file-store",
+        FileConnector::new(dir.path().join("store")).unwrap(),
+    )
+    .cache_size(0)
+    .register(false)
+    .build()
+    .unwrap();
     let n = size();
     let bytes: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
     let floats: Vec<f64> = (0..n / 8).map(|i| i as f64 * 0.25).collect();
@@ -53,7 +56,9 @@ fn criterion_benches(c: &mut Criterion) {
     let (dir, store, bytes, floats) = fixtures();
     let n = size();
     let mut group = c.benchmark_group("file_store");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Bytes(n as u64));
     let label = format!("{}MiB", n >> 20);
     group.bench_function(BenchmarkId::new("plain_file_write_read", &label), |b| {
@@ -93,14 +98,22 @@ fn side_by_side() {
     let mib = (size() >> 20) as f64;
     let p = median(plain.clone());
     println!("\nside by side, {reps} interleaved rounds, {mib} MiB, medians:");
-    println!("{:<34} {:>10} {:>10} {:>22}", "workload", "ms", "MiB/s", "speed vs plain file");
+    println!(
+        "{:<34} {:>10} {:>10} {:>22}",
+        "workload", "ms", "MiB/s", "speed vs plain file"
+    );
     for (name, xs) in [
         ("plain file write + read", plain),
         ("Store put + load Vec<u8>", u8s),
         ("Store put + load Vec<f64>", f64s),
     ] {
         let m = median(xs);
-        println!("{name:<34} {:>10.1} {:>10.0} {:>21.2}x", m * 1e3, mib / m, p / m);
+        println!(
+            "{name:<34} {:>10.1} {:>10.0} {:>21.2}x",
+            m * 1e3,
+            mib / m,
+            p / m
+        );
     }
 }
 

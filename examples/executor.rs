@@ -28,9 +28,16 @@ fn main() -> proxystore::Result<()> {
 
     let future = executor.submit(concat::task("foobar".to_string(), 42))?;
     let result = future.result()?;
-    assert!(result.is_proxy(), "the String result came back through the store");
+    assert!(
+        result.is_proxy(),
+        "the String result came back through the store"
+    );
     assert_eq!(*result, "foobar-42");
-    println!("concat(\"foobar\", 42) = {:?} (a proxy: {})", *result, result.is_proxy());
+    println!(
+        "concat(\"foobar\", 42) = {:?} (a proxy: {})",
+        *result,
+        result.is_proxy()
+    );
 
     // `concat` is still an ordinary function.
     assert_eq!(concat("local".to_string(), 1), "local-1");

@@ -54,7 +54,11 @@ fn put_get_round_trip<S: Subject>() {
     let key = c.put(&[b"hello ", b"", b"world"]).unwrap();
     assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"hello world"[..]));
     let mut read = Vec::new();
-    c.open(&key).unwrap().unwrap().read_to_end(&mut read).unwrap();
+    c.open(&key)
+        .unwrap()
+        .unwrap()
+        .read_to_end(&mut read)
+        .unwrap();
     assert_eq!(read, b"hello world");
     assert!(c.exists(&key).unwrap());
     // Empty objects are objects.
@@ -149,7 +153,8 @@ fn threads<S: Subject>() {
             let c = &c;
             s.spawn(move || {
                 for _ in 0..50 {
-                    c.set(&key, &[&vec![t; 1 << 15], &vec![t; 1 << 15]]).unwrap();
+                    c.set(&key, &[&vec![t; 1 << 15], &vec![t; 1 << 15]])
+                        .unwrap();
                 }
             });
         }
@@ -176,7 +181,10 @@ fn second_process<S: Subject>() {
     }
     // The peer reads what we wrote.
     let key = c.put(&[b"from parent"]).unwrap();
-    assert_eq!(unhex(&peer(&["get", &config, &key.to_string()])), b"from parent");
+    assert_eq!(
+        unhex(&peer(&["get", &config, &key.to_string()])),
+        b"from parent"
+    );
     assert_eq!(peer(&["exists", &config, &key.to_string()]), "true");
     // We read what the peer wrote.
     let theirs: Key = peer(&["put", &config, &hex(b"from peer")]).parse().unwrap();
@@ -203,7 +211,8 @@ fn second_process<S: Subject>() {
     let mut fill = 1u8;
     // Rewrite until the watcher is done (it reads a bounded number of times).
     while watcher.try_wait().unwrap().is_none() {
-        c.set(&key, &[&vec![fill; 1 << 19], &vec![fill; 1 << 19]]).unwrap();
+        c.set(&key, &[&vec![fill; 1 << 19], &vec![fill; 1 << 19]])
+            .unwrap();
         fill = fill.wrapping_add(1);
     }
     let out = watcher.wait_with_output().unwrap();
@@ -217,7 +226,10 @@ fn close<S: Subject>() {
     c.close().unwrap();
     assert!(!c.exists(&key).unwrap());
     if let Some(dir) = dir {
-        assert!(!dir.path().join("objects").exists(), "close removes the directory");
+        assert!(
+            !dir.path().join("objects").exists(),
+            "close removes the directory"
+        );
     }
 }
 
@@ -269,7 +281,9 @@ use std::io::Read;
 #[test]
 fn file_connector_keeps_its_directory_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let c = FileConnector::new(dir.path().join("kept")).unwrap().keep_on_close();
+    let c = FileConnector::new(dir.path().join("kept"))
+        .unwrap()
+        .keep_on_close();
     let key = c.put(&[b"x"]).unwrap();
     c.close().unwrap();
     assert!(dir.path().join("kept").join(key.to_string()).exists());
@@ -293,7 +307,9 @@ fn file_connector_config_is_absolute_and_rebuilt_without_creating() {
 fn file_connector_leaves_no_temporary_files() {
     let dir = tempfile::tempdir().unwrap();
     let c = FileConnector::new(dir.path()).unwrap().keep_on_close();
-    let keys: Vec<Key> = (0..10).map(|i| c.put(&[&[i as u8; 100]]).unwrap()).collect();
+    let keys: Vec<Key> = (0..10)
+        .map(|i| c.put(&[&[i as u8; 100]]).unwrap())
+        .collect();
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -321,7 +337,10 @@ fn unknown_connector_kind_lists_the_registered_ones() {
     let err = config.build().unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::UnknownConnector { .. }));
-    assert!(text.contains("no-such-kind") && text.contains("file") && text.contains("local"), "{text}");
+    assert!(
+        text.contains("no-such-kind") && text.contains("file") && text.contains("local"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -339,7 +358,10 @@ fn a_key_from_outside_cannot_leave_the_directory() {
     let evil = "../../../../../../etc/hostname".to_string();
     let evil = format!("{evil:.>36}");
     let mut tampered = wire.clone();
-    let at = tampered.windows(36).position(|w| w == key.as_bytes()).unwrap();
+    let at = tampered
+        .windows(36)
+        .position(|w| w == key.as_bytes())
+        .unwrap();
     tampered[at..at + 36].copy_from_slice(evil.as_bytes());
     let decoded: Result<proxystore::Proxy<String>, _> = ciborium::from_reader(&tampered[..]);
     let err = decoded.unwrap_err().to_string();

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use proxystore::connectors::FileConnector;
 use proxystore::executor::{Completion, Executor, ProcessPool, ThreadPool};
 use proxystore::task::{find_task, run_job_bytes};
-use proxystore::{proxied, Error, Job, OwnedProxy, Proxy, ShouldProxy, Store, StoreExecutor, TaskValue};
+use proxystore::{
+    proxied, Error, Job, OwnedProxy, Proxy, ShouldProxy, Store, StoreExecutor, TaskValue,
+};
 
 proxystore::test_worker!();
 
@@ -97,15 +99,25 @@ fn second_duplicate(x: i64) -> i64 {
 fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|d| {
-            d.filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
-                .count()
+            d.filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
         })
         .unwrap_or(0)
 }
 
 fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A store in a fresh directory, kept open after the executor is dropped so
@@ -118,7 +130,11 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(unique("exec"), FileConnector::new(dir.path().join("objects")).unwrap()).unwrap();
+        let store = Store::new(
+            unique("exec"),
+            FileConnector::new(dir.path().join("objects")).unwrap(),
+        )
+        .unwrap();
         Fixture { dir, store }
     }
 
@@ -157,7 +173,11 @@ impl Pool {
             Pool::Processes => Box::new(ProcessPool::builder(2).test_harness().build().unwrap()),
             Pool::Serial => Box::new(ThreadPool::new(1).unwrap()),
             Pool::SerialProcess => Box::new(
-                ProcessPool::builder(1).test_harness().max_in_flight(1).build().unwrap(),
+                ProcessPool::builder(1)
+                    .test_harness()
+                    .max_in_flight(1)
+                    .build()
+                    .unwrap(),
             ),
         }
     }
@@ -176,7 +196,11 @@ fn default_policy_passes_everything_by_value(pool: Pool) {
     let r = ex.submit(double::task(21)).unwrap().result().unwrap();
     assert!(!r.is_proxy());
     assert_eq!(*r, 42);
-    let during = ex.submit(objects_during::task(f.objects(), vec![1; 100])).unwrap().result().unwrap();
+    let during = ex
+        .submit(objects_during::task(f.objects(), vec![1; 100]))
+        .unwrap()
+        .result()
+        .unwrap();
     assert_eq!(*during, 0, "nothing went through the store");
     drop(ex);
     assert_eq!(f.left(), 0);
@@ -202,9 +226,14 @@ fn proxy_always_with_ownership(pool: Pool) {
 
 fn proxy_always_without_ownership(pool: Pool) {
     let f = Fixture::new();
-    let ex = f.executor(pool).should_proxy(ShouldProxy::Always).ownership(false);
+    let ex = f
+        .executor(pool)
+        .should_proxy(ShouldProxy::Always)
+        .ownership(false);
     let r = ex.submit(double::task(5)).unwrap().result().unwrap();
-    let TaskValue::Proxy(proxy) = &r else { panic!("expected a plain proxy, got {r:?}") };
+    let TaskValue::Proxy(proxy) = &r else {
+        panic!("expected a plain proxy, got {r:?}")
+    };
     assert_eq!(**proxy, 10);
     let key = Proxy::key(proxy);
     drop(r);
@@ -215,11 +244,24 @@ fn proxy_always_without_ownership(pool: Pool) {
 
 fn proxy_type_policy(pool: Pool) {
     let f = Fixture::new();
-    let ex = f.executor(pool).should_proxy(ShouldProxy::types::<(Vec<u8>,)>());
-    let during = ex.submit(objects_during::task(f.objects(), vec![7; 10])).unwrap().result().unwrap();
-    assert_eq!(*during, 1, "the Vec<u8> went through the store, the PathBuf did not");
+    let ex = f
+        .executor(pool)
+        .should_proxy(ShouldProxy::types::<(Vec<u8>,)>());
+    let during = ex
+        .submit(objects_during::task(f.objects(), vec![7; 10]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(
+        *during, 1,
+        "the Vec<u8> went through the store, the PathBuf did not"
+    );
     assert!(!during.is_proxy(), "usize is not in the list");
-    let r = ex.submit(echo::task(vec![1, 2, 3])).unwrap().result().unwrap();
+    let r = ex
+        .submit(echo::task(vec![1, 2, 3]))
+        .unwrap()
+        .result()
+        .unwrap();
     assert!(r.is_proxy(), "a Vec<u8> result is proxied too");
     drop(r);
     assert_eq!(f.left(), 0);
@@ -228,13 +270,29 @@ fn proxy_type_policy(pool: Pool) {
 fn size_threshold_policy(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool).should_proxy(ShouldProxy::MinSize(4096));
-    let small = ex.submit(objects_during::task(f.objects(), vec![1; 100])).unwrap().result().unwrap();
+    let small = ex
+        .submit(objects_during::task(f.objects(), vec![1; 100]))
+        .unwrap()
+        .result()
+        .unwrap();
     assert_eq!(*small, 0);
-    let large = ex.submit(objects_during::task(f.objects(), vec![1; 100_000])).unwrap().result().unwrap();
+    let large = ex
+        .submit(objects_during::task(f.objects(), vec![1; 100_000]))
+        .unwrap()
+        .result()
+        .unwrap();
     assert_eq!(*large, 1);
-    let r = ex.submit(echo::task(vec![9; 100_000])).unwrap().result().unwrap();
+    let r = ex
+        .submit(echo::task(vec![9; 100_000]))
+        .unwrap()
+        .result()
+        .unwrap();
     assert!(r.is_proxy(), "a large result is proxied in the worker");
-    let r2 = ex.submit(echo::task(vec![9; 10])).unwrap().result().unwrap();
+    let r2 = ex
+        .submit(echo::task(vec![9; 10]))
+        .unwrap()
+        .result()
+        .unwrap();
     assert!(!r2.is_proxy());
     drop((r, r2));
     assert_eq!(f.left(), 0);
@@ -249,10 +307,18 @@ fn compile_time_types(pool: Pool) {
         .result()
         .unwrap();
     assert_eq!(*during, 1, "Vec<u8> is listed: always proxied");
-    let r = ex.submit(concat::task("foobar".to_string(), 42)).unwrap().result().unwrap();
+    let r = ex
+        .submit(concat::task("foobar".to_string(), 42))
+        .unwrap()
+        .result()
+        .unwrap();
     assert!(r.is_proxy());
     assert_eq!(*r, "foobar-42");
-    let total = ex.submit(sum::task(vec![0.5; 1000])).unwrap().result().unwrap();
+    let total = ex
+        .submit(sum::task(vec![0.5; 1000]))
+        .unwrap()
+        .result()
+        .unwrap();
     assert!(!total.is_proxy());
     assert_eq!(*total, 500.0);
     drop(r);
@@ -264,12 +330,24 @@ fn existing_proxies_and_borrows_are_passed_as_they_are(pool: Pool) {
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
     let proxy = f.store.proxy(vec![5u8; 64]).unwrap();
     let owner = f.store.owned_proxy(vec![6u8; 32]).unwrap();
-    let a = ex.submit(length::task(proxy.clone())).unwrap().result().unwrap();
+    let a = ex
+        .submit(length::task(proxy.clone()))
+        .unwrap()
+        .result()
+        .unwrap();
     let b = ex.submit(length::task(&owner)).unwrap().result().unwrap();
-    let c = ex.submit(length::task(OwnedProxy::borrow(&owner))).unwrap().result().unwrap();
+    let c = ex
+        .submit(length::task(OwnedProxy::borrow(&owner)))
+        .unwrap()
+        .result()
+        .unwrap();
     assert_eq!((*a, *b, *c), (64, 32, 32));
     drop((a, b, c));
-    assert_eq!(f.left(), 2, "caller's objects are not evicted by the executor");
+    assert_eq!(
+        f.left(),
+        2,
+        "caller's objects are not evicted by the executor"
+    );
     assert!(f.store.exists(&Proxy::key(&proxy)).unwrap());
     drop(owner);
     f.store.evict(&Proxy::key(&proxy)).unwrap();
@@ -280,7 +358,7 @@ fn map_keeps_input_order(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
     let out: Vec<i64> = ex
-        .map((0..50).map(|i| double::task(i)))
+        .map((0..50).map(double::task))
         .unwrap()
         .map(|r| r.unwrap().into_value().unwrap())
         .collect();
@@ -291,8 +369,15 @@ fn map_keeps_input_order(pool: Pool) {
 fn failures_fail_the_future_and_the_pool_goes_on(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
-    let err = ex.submit(explode::task("kaboom".to_string())).unwrap().result().unwrap_err();
-    assert!(matches!(&err, Error::TaskFailed { task, message } if task.ends_with("explode") && message.contains("kaboom")), "{err}");
+    let err = ex
+        .submit(explode::task("kaboom".to_string()))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TaskFailed { task, message } if task.ends_with("explode") && message.contains("kaboom")),
+        "{err}"
+    );
     let err = ex.submit(refuse::task(-3)).unwrap().result().unwrap_err();
     assert!(err.to_string().contains("-3 is negative"), "{err}");
     assert_eq!(*ex.submit(refuse::task(3)).unwrap().result().unwrap(), 3);
@@ -304,7 +389,9 @@ fn cancellation(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool.serial()).should_proxy(ShouldProxy::Always);
     let slow = ex.submit(sleep_ms::task(300)).unwrap();
-    let waiting: Vec<_> = (0..3).map(|i| ex.submit(double::task(i)).unwrap()).collect();
+    let waiting: Vec<_> = (0..3)
+        .map(|i| ex.submit(double::task(i)).unwrap())
+        .collect();
     assert_eq!(f.left(), 4);
     std::thread::sleep(Duration::from_millis(50));
     assert!(!slow.cancel(), "a running task cannot be cancelled");
@@ -325,7 +412,10 @@ fn cancellation(pool: Pool) {
     ex.shutdown(true, true);
     assert!(pending.cancelled());
     assert!(slow.result().is_ok());
-    assert!(matches!(ex.submit(double::task(1)), Err(Error::ShutDown { .. })));
+    assert!(matches!(
+        ex.submit(double::task(1)),
+        Err(Error::ShutDown { .. })
+    ));
     assert_eq!(f.left(), 0);
 }
 
@@ -428,12 +518,23 @@ for_both_pools!(
 #[test]
 fn a_killed_worker_fails_its_tasks_quickly_and_is_replaced() {
     let f = Fixture::new();
-    let ex = f.executor(Pool::Processes).should_proxy(ShouldProxy::Always);
-    let before: Vec<_> = (0..4).map(|i| ex.submit(double::task(i)).unwrap()).collect();
+    let ex = f
+        .executor(Pool::Processes)
+        .should_proxy(ShouldProxy::Always);
+    let before: Vec<_> = (0..4)
+        .map(|i| ex.submit(double::task(i)).unwrap())
+        .collect();
     let started = Instant::now();
     let err = ex.submit(die::task(0)).unwrap().result().unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
-    assert!(matches!(&err, Error::WorkerDied { task, .. } if task.ends_with("die")), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&err, Error::WorkerDied { task, .. } if task.ends_with("die")),
+        "{err}"
+    );
     assert!(err.to_string().contains("signal"), "{err}");
     for (i, fut) in before.into_iter().enumerate() {
         // Tasks queued on the same worker behind the fatal one fail too;
@@ -444,10 +545,18 @@ fn a_killed_worker_fails_its_tasks_quickly_and_is_replaced() {
         }
     }
     // The pool goes on with a new worker.
-    let out: Vec<i64> = ex.map((0..20).map(double::task)).unwrap().map(|r| *r.unwrap()).collect();
+    let out: Vec<i64> = ex
+        .map((0..20).map(double::task))
+        .unwrap()
+        .map(|r| *r.unwrap())
+        .collect();
     assert_eq!(out, (0..20).map(|i| i * 2).collect::<Vec<_>>());
     drop(ex);
-    assert_eq!(f.left(), 0, "inputs and results of the dead worker's tasks are evicted");
+    assert_eq!(
+        f.left(),
+        0,
+        "inputs and results of the dead worker's tasks are evicted"
+    );
 }
 
 #[test]
@@ -459,12 +568,22 @@ fn a_worker_killed_from_outside_is_reported_and_replaced() {
     std::thread::sleep(Duration::from_millis(200));
     let pids = pool.worker_pids();
     assert_eq!(pids.len(), 1);
-    let status = std::process::Command::new("kill").args(["-9", &pids[0].to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = Instant::now();
     let err = fut.result().unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
-    assert!(matches!(&err, Error::WorkerDied { pid, .. } if *pid == pids[0]), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&err, Error::WorkerDied { pid, .. } if *pid == pids[0]),
+        "{err}"
+    );
     assert!(err.to_string().contains("SIGKILL"), "{err}");
     assert_eq!(*ex.submit(double::task(8)).unwrap().result().unwrap(), 16);
     let new_pids = pool.worker_pids();
@@ -495,13 +614,23 @@ impl Executor for SchedulerClient {
 #[test]
 fn a_user_implemented_executor() {
     let f = Fixture::new();
-    let client = Arc::new(SchedulerClient { submitted: AtomicUsize::new(0) });
+    let client = Arc::new(SchedulerClient {
+        submitted: AtomicUsize::new(0),
+    });
     let ex = StoreExecutor::new(client.clone(), f.store.clone())
         .close_store(false)
         .should_proxy(ShouldProxy::Always);
-    let r = ex.submit(concat::task("remote".to_string(), 7)).unwrap().result().unwrap();
+    let r = ex
+        .submit(concat::task("remote".to_string(), 7))
+        .unwrap()
+        .result()
+        .unwrap();
     assert_eq!(*r, "remote-7");
-    let out: Vec<i64> = ex.map((0..5).map(double::task)).unwrap().map(|r| *r.unwrap()).collect();
+    let out: Vec<i64> = ex
+        .map((0..5).map(double::task))
+        .unwrap()
+        .map(|r| *r.unwrap())
+        .collect();
     assert_eq!(out, [0, 2, 4, 6, 8]);
     assert_eq!(client.submitted.load(Ordering::Relaxed), 6);
     drop(r);
@@ -519,7 +648,9 @@ impl Executor for Forgetful {
 #[test]
 fn a_lost_job_fails_instead_of_hanging() {
     let f = Fixture::new();
-    let ex = StoreExecutor::new(Forgetful, f.store.clone()).close_store(false).should_proxy(ShouldProxy::Always);
+    let ex = StoreExecutor::new(Forgetful, f.store.clone())
+        .close_store(false)
+        .should_proxy(ShouldProxy::Always);
     let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
     assert!(matches!(err, Error::ShutDown { .. }), "{err}");
     assert_eq!(f.left(), 0);
@@ -530,7 +661,10 @@ fn unknown_and_duplicate_task_names_are_reported() {
     let err = find_task("no.such.task").unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::UnknownTask { .. }));
-    assert!(text.contains("executor::double") && text.contains("executor::concat"), "{text}");
+    assert!(
+        text.contains("executor::double") && text.contains("executor::concat"),
+        "{text}"
+    );
     let err = find_task("tests.duplicate").unwrap_err();
     assert!(matches!(err, Error::DuplicateTask { .. }), "{err}");
     assert!(err.to_string().contains("tests/executor.rs"), "{err}");
@@ -542,7 +676,11 @@ fn unknown_and_duplicate_task_names_are_reported() {
 #[test]
 fn dropping_the_executor_closes_the_store_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(unique("closing"), FileConnector::new(dir.path().join("objects")).unwrap()).unwrap();
+    let store = Store::new(
+        unique("closing"),
+        FileConnector::new(dir.path().join("objects")).unwrap(),
+    )
+    .unwrap();
     let ex = StoreExecutor::new(ThreadPool::new(1).unwrap(), store.clone());
     assert_eq!(*ex.submit(double::task(2)).unwrap().result().unwrap(), 4);
     drop(ex);

@@ -6,22 +6,29 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use proxystore::connectors::{Connector, FileConnector, LocalConnector};
+use proxystore::connectors::{FileConnector, LocalConnector};
 use proxystore::store::Operation;
 use proxystore::{Error, Key, OwnedProxy, Proxy, Store};
 use support::common::{from_hex, to_hex};
 
 fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn file_store(prefix: &str) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder(unique(prefix), FileConnector::new(dir.path().join("o")).unwrap())
-        .metrics(true)
-        .build()
-        .unwrap();
+    let store = Store::builder(
+        unique(prefix),
+        FileConnector::new(dir.path().join("o")).unwrap(),
+    )
+    .metrics(true)
+    .build()
+    .unwrap();
     (store, dir)
 }
 
@@ -38,16 +45,28 @@ fn a_proxy_is_lazy_resolves_once_and_travels_as_a_reference() {
     let proxy: Proxy<Vec<f64>> = store.proxy_from_key(key);
     assert!(!Proxy::is_resolved(&proxy));
     assert!(Proxy::get(&proxy).is_none());
-    assert_eq!(store.metrics().unwrap().get(Operation::Get).count, 0, "nothing read yet");
+    assert_eq!(
+        store.metrics().unwrap().get(Operation::Get).count,
+        0,
+        "nothing read yet"
+    );
     assert_eq!(proxy.len(), 1 << 16);
     assert!(Proxy::is_resolved(&proxy));
     let clone = proxy.clone();
     assert_eq!(clone.iter().sum::<f64>(), 131072.0);
-    assert_eq!(store.metrics().unwrap().get(Operation::Get).count, 1, "resolved once");
+    assert_eq!(
+        store.metrics().unwrap().get(Operation::Get).count,
+        1,
+        "resolved once"
+    );
     assert_eq!(Proxy::key(&proxy), key);
 
     let bytes = wire(&proxy);
-    assert!(bytes.len() < 400, "only the factory travels: {} bytes", bytes.len());
+    assert!(
+        bytes.len() < 400,
+        "only the factory travels: {} bytes",
+        bytes.len()
+    );
     let arrived: Proxy<Vec<f64>> = ciborium::from_reader(&bytes[..]).unwrap();
     assert!(!Proxy::is_resolved(&arrived));
     assert_eq!(arrived[5], 2.0);
@@ -64,7 +83,10 @@ fn proxies_made_from_values_are_resolved_and_batches_keep_order() {
     let batch = store.proxy_batch(vec![1u32, 2, 3]).unwrap();
     let values: Vec<u32> = batch.iter().map(|p| **p).collect();
     assert_eq!(values, [1, 2, 3]);
-    let lazy: Vec<Proxy<u32>> = batch.iter().map(|p| store.proxy_from_key(Proxy::key(p))).collect();
+    let lazy: Vec<Proxy<u32>> = batch
+        .iter()
+        .map(|p| store.proxy_from_key(Proxy::key(p)))
+        .collect();
     assert_eq!(lazy.iter().map(|p| **p).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(Proxy::extract(proxy).unwrap(), "abc");
     store.close().unwrap();
@@ -107,7 +129,10 @@ fn resolution_errors_name_the_key_and_the_store_and_say_why() {
     let err = Proxy::resolve(&proxy).unwrap_err();
     assert!(matches!(err, Error::MissingObject { .. }));
     let text = err.to_string();
-    assert!(text.contains(&key.to_string()) && text.contains(store.name()), "{text}");
+    assert!(
+        text.contains(&key.to_string()) && text.contains(store.name()),
+        "{text}"
+    );
     assert!(text.contains("evicted"), "{text}");
     // Wrong type.
     let key = store.put(&"s".to_string()).unwrap();
@@ -122,7 +147,10 @@ fn resolution_errors_name_the_key_and_the_store_and_say_why() {
     let key = store.put(&5u8).unwrap();
     let orphan: Proxy<u8> = store.proxy_from_key(key);
     store.close().unwrap();
-    assert!(matches!(Proxy::resolve(&orphan), Err(Error::MissingObject { .. })));
+    assert!(matches!(
+        Proxy::resolve(&orphan),
+        Err(Error::MissingObject { .. })
+    ));
     // Deref panics with the same message.
     let panic = std::panic::catch_unwind(|| *orphan).unwrap_err();
     let message = panic.downcast_ref::<String>().unwrap();
@@ -138,14 +166,20 @@ fn a_proxy_from_another_process_resolves_there() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello from the parent");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello from the parent"
+    );
     store.evict(&Proxy::key(&proxy)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
         .args(["proxy", &to_hex(&proxy)])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("error: ") && text.contains("evicted"), "{text}");
+    assert!(
+        text.starts_with("error: ") && text.contains("evicted"),
+        "{text}"
+    );
     store.close().unwrap();
 }
 
@@ -170,7 +204,11 @@ fn an_owned_proxy_evicts_when_dropped_and_borrows_see_its_value() {
     assert_eq!(*store.get::<Vec<i32>>(&key).unwrap().unwrap(), [1, 2, 3, 4]);
     owner.push(5); // DerefMut on the owner itself
     assert_eq!(*owner, [1, 2, 3, 4, 5]);
-    assert_eq!(*store.get::<Vec<i32>>(&key).unwrap().unwrap(), [1, 2, 3, 4], "not written back");
+    assert_eq!(
+        *store.get::<Vec<i32>>(&key).unwrap().unwrap(),
+        [1, 2, 3, 4],
+        "not written back"
+    );
 
     let copy = OwnedProxy::clone_stored(&owner).unwrap();
     assert_ne!(OwnedProxy::key(&copy), key);
@@ -192,7 +230,10 @@ fn converting_between_plain_and_owned_proxies() {
     let owner = OwnedProxy::from_proxy(plain);
     assert_eq!(*owner, "x");
     let leaked = OwnedProxy::leak(owner);
-    assert!(store.exists(&key).unwrap(), "leak gives up ownership without evicting");
+    assert!(
+        store.exists(&key).unwrap(),
+        "leak gives up ownership without evicting"
+    );
     drop(OwnedProxy::from_proxy(leaked));
     assert!(!store.exists(&key).unwrap());
     store.close().unwrap();
@@ -219,7 +260,10 @@ fn a_transfer_serializes_once_and_evicts_only_if_never_sent() {
     let err = ciborium::into_writer(&transfer, &mut second).unwrap_err();
     assert!(err.to_string().contains("already transferred"), "{err}");
     drop(transfer);
-    assert!(store.exists(&key).unwrap(), "a sent transfer does not evict");
+    assert!(
+        store.exists(&key).unwrap(),
+        "a sent transfer does not evict"
+    );
     let received: OwnedProxy<u64> = ciborium::from_reader(&first[..]).unwrap();
     assert_eq!(*received, 7);
     drop(received);
@@ -228,7 +272,10 @@ fn a_transfer_serializes_once_and_evicts_only_if_never_sent() {
     let unsent = OwnedProxy::into_transfer(store.owned_proxy(8u64).unwrap());
     let key = unsent.key();
     drop(unsent);
-    assert!(!store.exists(&key).unwrap(), "an unsent transfer still owns and evicts");
+    assert!(
+        !store.exists(&key).unwrap(),
+        "an unsent transfer still owns and evicts"
+    );
     // A plain proxy's bytes are not an ownership transfer.
     let plain = store.proxy(9u64).unwrap();
     assert!(ciborium::from_reader::<OwnedProxy<u64>, _>(&wire(&plain)[..]).is_err());
@@ -244,11 +291,18 @@ fn ownership_crosses_processes_without_eviction_on_the_sending_side() {
         .args(["send-owned", &to_hex(store.config()), "made by the peer"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let transfer_hex = String::from_utf8(out.stdout).unwrap();
     let received: OwnedProxy<String> = from_hex(&transfer_hex);
     let key = OwnedProxy::key(&received);
-    assert!(dir.path().join("o").join(key.to_string()).exists(), "sender evicted it");
+    assert!(
+        dir.path().join("o").join(key.to_string()).exists(),
+        "sender evicted it"
+    );
     assert_eq!(*received, "made by the peer");
     drop(received);
     assert!(!store.exists(&key).unwrap(), "the receiver is the owner");
@@ -266,10 +320,18 @@ fn ownership_crosses_processes_without_eviction_on_the_sending_side() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "made by the parent\ndropped\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "made by the parent\ndropped\n"
+    );
     assert!(!store.exists(&key).unwrap());
     store.close().unwrap();
 }

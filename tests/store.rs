@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 
 fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,16 +27,25 @@ struct Point {
 fn typed_put_get_exists_evict_and_batches() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(unique("typed"), FileConnector::new(dir.path()).unwrap()).unwrap();
-    let point = Point { x: 1.5, label: "p".into(), tags: vec![1, 2] };
+    let point = Point {
+        x: 1.5,
+        label: "p".into(),
+        tags: vec![1, 2],
+    };
     let key = store.put(&point).unwrap();
     assert!(store.exists(&key).unwrap());
     assert_eq!(*store.get::<Point>(&key).unwrap().unwrap(), point);
     assert_eq!(store.load::<Point>(&key).unwrap().unwrap(), point);
     store.evict(&key).unwrap();
     assert!(!store.exists(&key).unwrap());
-    assert!(store.get::<Point>(&key).unwrap().is_none(), "evict also drops the cached copy");
+    assert!(
+        store.get::<Point>(&key).unwrap().is_none(),
+        "evict also drops the cached copy"
+    );
 
-    let keys = store.put_batch(&[vec![1u8], vec![2, 2], vec![3, 3, 3]]).unwrap();
+    let keys = store
+        .put_batch(&[vec![1u8], vec![2, 2], vec![3, 3, 3]])
+        .unwrap();
     let got = store.get_batch::<Vec<u8>>(&keys).unwrap();
     let got: Vec<Vec<u8>> = got.into_iter().map(|v| (*v.unwrap()).clone()).collect();
     assert_eq!(got, vec![vec![1], vec![2, 2], vec![3, 3, 3]]);
@@ -43,13 +56,22 @@ fn typed_put_get_exists_evict_and_batches() {
 fn wrong_type_and_corrupt_bytes_are_typed_errors_naming_key_and_store() {
     let connector = LocalConnector::new();
     let name = unique("decode");
-    let store = Store::builder(&name, connector.clone()).cache_size(0).build().unwrap();
+    let store = Store::builder(&name, connector.clone())
+        .cache_size(0)
+        .build()
+        .unwrap();
     let key = store.put(&"text".to_string()).unwrap();
     let err = store.get::<Vec<f64>>(&key).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Decode { .. }), "{err:?}");
-    assert!(text.contains(&key.to_string()) && text.contains(&name), "{text}");
-    assert!(text.contains("alloc::string::String") && text.contains("Vec<f64>"), "{text}");
+    assert!(
+        text.contains(&key.to_string()) && text.contains(&name),
+        "{text}"
+    );
+    assert!(
+        text.contains("alloc::string::String") && text.contains("Vec<f64>"),
+        "{text}"
+    );
 
     let bad = Key::new();
     connector.set(&bad, &[b"not an object"]).unwrap();
@@ -78,7 +100,10 @@ fn the_cache_serves_repeated_gets_and_can_be_disabled() {
     let c = store.put(&3u32).unwrap();
     let first = store.get::<u32>(&a).unwrap().unwrap();
     let again = store.get::<u32>(&a).unwrap().unwrap();
-    assert!(std::sync::Arc::ptr_eq(&first, &again), "second get is the cached object");
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "second get is the cached object"
+    );
     store.get::<u32>(&b).unwrap();
     store.get::<u32>(&c).unwrap(); // evicts `a` from the LRU (size 2)
     let third = store.get::<u32>(&a).unwrap().unwrap();
@@ -111,14 +136,19 @@ fn the_cache_is_shared_safely_between_threads() {
         .cache_size(4)
         .build()
         .unwrap();
-    let keys: Vec<Key> = (0..16u64).map(|i| store.put(&vec![i; 100]).unwrap()).collect();
+    let keys: Vec<Key> = (0..16u64)
+        .map(|i| store.put(&vec![i; 100]).unwrap())
+        .collect();
     std::thread::scope(|s| {
         for t in 0..4 {
             let (store, keys) = (&store, &keys);
             s.spawn(move || {
                 for round in 0..200 {
                     let i = (t * 7 + round) % keys.len();
-                    assert_eq!(store.get::<Vec<u64>>(&keys[i]).unwrap().unwrap()[0], i as u64);
+                    assert_eq!(
+                        store.get::<Vec<u64>>(&keys[i]).unwrap().unwrap()[0],
+                        i as u64
+                    );
                 }
             });
         }
@@ -127,19 +157,24 @@ fn the_cache_is_shared_safely_between_threads() {
 
 #[test]
 fn metrics_are_off_by_default() {
-    let store = Store::builder(unique("nometrics"), LocalConnector::new()).build().unwrap();
+    let store = Store::builder(unique("nometrics"), LocalConnector::new())
+        .build()
+        .unwrap();
     assert!(store.metrics().is_none());
 }
 
 #[test]
 fn config_round_trips_and_rebuilds_the_store_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder(unique("config"), FileConnector::new(dir.path().join("o")).unwrap())
-        .cache_size(7)
-        .metrics(true)
-        .register(false)
-        .build()
-        .unwrap();
+    let store = Store::builder(
+        unique("config"),
+        FileConnector::new(dir.path().join("o")).unwrap(),
+    )
+    .cache_size(7)
+    .metrics(true)
+    .register(false)
+    .build()
+    .unwrap();
     let key = store.put(&"persisted".to_string()).unwrap();
     let mut wire = Vec::new();
     ciborium::into_writer(store.config(), &mut wire).unwrap();
@@ -194,8 +229,13 @@ fn large_numeric_buffers_round_trip_through_files() {
         .unwrap();
     let floats: Vec<f64> = (0..1_000_000).map(|i| i as f64 * 0.5).collect();
     let key = store.put(&floats).unwrap();
-    let size = std::fs::metadata(dir.path().join(key.to_string())).unwrap().len();
-    assert!(size < 8_000_100, "raw encoding, not element by element: {size}");
+    let size = std::fs::metadata(dir.path().join(key.to_string()))
+        .unwrap()
+        .len();
+    assert!(
+        size < 8_000_100,
+        "raw encoding, not element by element: {size}"
+    );
     assert_eq!(store.load::<Vec<f64>>(&key).unwrap().unwrap(), floats);
     let ints: Vec<i32> = (0..100_000).map(|i| i - 50_000).collect();
     let key = store.put(&ints).unwrap();

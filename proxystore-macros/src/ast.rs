@@ -30,7 +30,8 @@ pub(crate) struct Param {
     pub(crate) ident: Ident,
     /// The type as written in the signature.
     pub(crate) written: Type,
-    /// The same type, named from inside the generated module.
+    /// The same type, named from inside the generated module (by the listed
+    /// type's tokens, if listed).
     pub(crate) ty: Type,
     /// Whether its type is listed in `types`.
     pub(crate) listed: bool,
@@ -40,7 +41,8 @@ pub(crate) struct Param {
 pub(crate) struct Output {
     /// The result type as written: the return type, `()`, or `T` of `Result<T, E>`.
     pub(crate) written: Type,
-    /// The same type, named from inside the generated module.
+    /// The same type, named from inside the generated module (by the listed
+    /// type's tokens, if listed).
     pub(crate) ty: Type,
     /// `Some` when the fn returns a `Result`, whose `Err` fails the task.
     pub(crate) fallible: Option<Fallible>,
@@ -90,14 +92,23 @@ impl<'a> Task<'a> {
                 written,
             })
             .collect();
-        let is_listed = |written: &Type| {
+        // A listed parameter or result is named in the generated code by the
+        // listed tokens: a type that is not storable then fails every bound
+        // at the same place in `types = [..]`, and rustc reports it once.
+        let find_listed = |written: &Type| {
             let key = ty::key(written);
-            listed.iter().any(|l| ty::key(&l.written) == key)
+            listed.iter().find(|l| ty::key(&l.written) == key)
         };
         for param in &mut params {
-            param.listed = is_listed(&param.written);
+            if let Some(listed) = find_listed(&param.written) {
+                param.ty = listed.ty.clone();
+                param.listed = true;
+            }
         }
-        output.listed = is_listed(&output.written);
+        if let Some(listed) = find_listed(&output.written) {
+            output.ty = listed.ty.clone();
+            output.listed = true;
+        }
 
         let task = Task {
             vis: &func.vis,

@@ -46,14 +46,11 @@ pub(crate) fn task(input: &TokenStream, task: &Task<'_>) -> TokenStream {
             ::proxystore::__private::TaskEntry::new(NAME, __run, ::core::file!(), ::core::line!())
         }
     };
-    // One per listed type, at the listed type, so rustc's "trait bound not
-    // satisfied" points into `types = [..]`; first in the module, so that
-    // error comes first.
-    let assertions = task.listed.iter().map(|listed| {
-        let ty = &listed.ty;
-        quote_spanned! {listed.written.span()=>
-            const _: () = ::proxystore::__private::assert_storable::<#ty>();
-        }
+    // One per listed type, at that type in `types = [..]`, so a type that is
+    // not storable fails there.
+    let statics = task.listed.iter().map(|listed| {
+        let assertion = assertion(&listed.ty, listed.written.span());
+        quote!(const _: () = #assertion;)
     });
 
     let body = quote! {
@@ -63,7 +60,7 @@ pub(crate) fn task(input: &TokenStream, task: &Task<'_>) -> TokenStream {
         #[doc = #name_doc]
         pub const NAME: &str = #name;
 
-        #(#assertions)*
+        #(#statics)*
 
         #[doc = #task_doc]
         #task_fn
@@ -106,10 +103,12 @@ fn task_fn(task: &Task<'_>) -> TokenStream {
     let listed = task.params.iter().map(|p| p.listed);
     // Without arguments nothing mutates the builder, and `mut` would warn.
     let mutability = (!task.params.is_empty()).then(|| quote!(mut));
+    let assertions = assertions(task);
     quote! {
         pub fn task(
             #(#idents: impl ::proxystore::IntoArg<#tys>),*
         ) -> ::proxystore::Task<#result> {
+            #(#assertions;)*
             let #mutability #builder = ::proxystore::__private::TaskBuilder::<#result>::new(
                 NAME,
                 __run,
@@ -136,6 +135,7 @@ fn run_fn(task: &Task<'_>, at_module_level: &Ident) -> TokenStream {
     let tys: Vec<_> = task.params.iter().map(|p| &p.ty).collect();
     let result = &task.output.ty;
     let result_listed = task.output.listed;
+    let assertions = assertions(task);
 
     let ident = task.ident;
     let function = quote_spanned!(ident.span()=> super::#at_module_level);
@@ -171,11 +171,34 @@ fn run_fn(task: &Task<'_>, at_module_level: &Ident) -> TokenStream {
             ::proxystore::__private::TaskOutput,
             ::proxystore::__private::TaskFailure,
         > {
+            #(#assertions;)*
             #(
                 let #vars: #tys = #args.next::<#tys>()?;
             )*
             #finish
         }
+    }
+}
+
+/// `assert_storable::<T>()` for each listed type and for the type of each
+/// parameter and of the result, each at that type. They open `task` and
+/// `__run`: a type that is not storable also fails the bounds of the calls
+/// that follow, but at the same place and for the same reason, so rustc
+/// reports it once, at the type, instead of once per call.
+fn assertions(task: &Task<'_>) -> Vec<TokenStream> {
+    let listed = task.listed.iter().map(|l| (&l.ty, l.written.span()));
+    let params = task.params.iter().map(|p| (&p.ty, p.ty.span()));
+    let result = std::iter::once((&task.output.ty, task.output.ty.span()));
+    listed
+        .chain(params)
+        .chain(result)
+        .map(|(ty, span)| assertion(ty, span))
+        .collect()
+}
+
+fn assertion(ty: &syn::Type, span: Span) -> TokenStream {
+    quote_spanned! {span=>
+        ::proxystore::__private::assert_storable::<#ty>()
     }
 }
 

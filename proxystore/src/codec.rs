@@ -131,10 +131,15 @@ fast_paths! {
     u8 => U8, f32 => F32, f64 => F64, i32 => I32, i64 => I64, u32 => U32, u64 => U64,
 }
 
-fn read_vec<E: bytemuck::Pod>(len: u64, reader: &mut dyn Read) -> std::result::Result<Vec<E>, String> {
+fn read_vec<E: bytemuck::Pod>(
+    len: u64,
+    reader: &mut dyn Read,
+) -> std::result::Result<Vec<E>, String> {
     let size = std::mem::size_of::<E>() as u64;
-    if len % size != 0 {
-        return Err(format!("body of {len} bytes is not a whole number of {size}-byte elements"));
+    if !len.is_multiple_of(size) {
+        return Err(format!(
+            "body of {len} bytes is not a whole number of {size}-byte elements"
+        ));
     }
     let n = usize::try_from(len / size).map_err(|_| "body too large for this host".to_string())?;
     // Zeroed allocation: large ones come straight from the kernel as zero
@@ -213,7 +218,10 @@ pub fn decode<T: DeserializeOwned + 'static>(
         .read_exact(&mut fixed)
         .map_err(|e| fail("?", format!("no valid header ({e})")))?;
     if fixed[..4] != MAGIC {
-        return Err(fail("?", "the bytes do not start with a proxystore header".into()));
+        return Err(fail(
+            "?",
+            "the bytes do not start with a proxystore header".into(),
+        ));
     }
     let name_len = u16::from_le_bytes([fixed[5], fixed[6]]) as usize;
     let mut name = vec![0u8; name_len];
@@ -230,15 +238,22 @@ pub fn decode<T: DeserializeOwned + 'static>(
     let value = match (format, fast_format::<T>()) {
         (Format::Cbor, _) => {
             let mut body = reader.take(len);
-            let value: T = ciborium::from_reader(&mut body).map_err(|e| fail(&found, e.to_string()))?;
+            let value: T =
+                ciborium::from_reader(&mut body).map_err(|e| fail(&found, e.to_string()))?;
             if body.limit() != 0 {
-                return Err(fail(&found, "the cbor value ends before the body does".into()));
+                return Err(fail(
+                    &found,
+                    "the cbor value ends before the body does".into(),
+                ));
             }
             value
         }
         (stored, Some(wanted)) if stored == wanted => {
             if cfg!(target_endian = "big") {
-                return Err(fail(&found, "raw little-endian buffers cannot be read on this big-endian host".into()));
+                return Err(fail(
+                    &found,
+                    "raw little-endian buffers cannot be read on this big-endian host".into(),
+                ));
             }
             fast_read::<T>(stored, len, reader).map_err(|r| fail(&found, r))?
         }

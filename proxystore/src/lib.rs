@@ -47,6 +47,9 @@
 //! Operations are logged with [`tracing`] at debug level (key and size);
 //! nothing is printed unless you install a subscriber.
 
+// The worker docs show `main` on purpose: where `init` goes is the point.
+#![allow(clippy::needless_doctest_main)]
+
 pub mod codec;
 pub mod connectors;
 mod error;
@@ -63,11 +66,11 @@ pub mod worker;
 pub use error::{Error, Result};
 pub use key::{Key, KeyStr};
 pub use owned::{OwnedProxy, RefMutProxy, RefProxy, Transfer};
+pub use policy::ShouldProxy;
 pub use proxy::Proxy;
 pub use store::{Store, StoreBuilder, StoreConfig};
 pub use store_executor::StoreExecutor;
 pub use task::{Arg, IntoArg, Job, Task, TaskValue};
-pub use policy::ShouldProxy;
 
 /// Generates a task wrapper beside a function; see the macro crate's docs.
 pub use proxystore_macros::proxied;

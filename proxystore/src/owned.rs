@@ -143,7 +143,9 @@ impl<T: Storable> OwnedProxy<T> {
     }
 
     fn factory_ref(&self) -> &Factory {
-        self.factory.as_ref().expect("an OwnedProxy always has its factory until consumed")
+        self.factory
+            .as_ref()
+            .expect("an OwnedProxy always has its factory until consumed")
     }
 
     /// Takes ownership of the object a plain proxy refers to: it will be
@@ -178,7 +180,8 @@ impl<T: Storable> OwnedProxy<T> {
     /// Resolves now if needed and returns the value, or the error that a
     /// dereference would panic with.
     pub fn resolve(this: &Self) -> Result<&T> {
-        this.value.get_or_try_init(|| this.factory_ref().load::<T>())
+        this.value
+            .get_or_try_init(|| this.factory_ref().load::<T>())
     }
 
     /// Like [`resolve`](OwnedProxy::resolve), for mutation.
@@ -201,7 +204,9 @@ impl<T: Storable> OwnedProxy<T> {
     /// resolve from now on (in any process) see it.
     pub fn write_back(this: &Self) -> Result<()> {
         let value = OwnedProxy::resolve(this)?;
-        this.factory_ref().store()?.set(&OwnedProxy::key(this), value)
+        this.factory_ref()
+            .store()?
+            .set(&OwnedProxy::key(this), value)
     }
 
     /// A new stored copy of the object, with its own owner.
@@ -248,11 +253,15 @@ pub(crate) fn evict(factory: &Factory) {
     let config = factory.store_config();
     let result = match get_store(&config.name) {
         Some(store) => store.evict(&factory.key()),
-        None => Store::from_config(config.clone()).and_then(|s| s.connector().evict(&factory.key())),
+        None => {
+            Store::from_config(config.clone()).and_then(|s| s.connector().evict(&factory.key()))
+        }
     };
     match result {
         Ok(()) => tracing::debug!(store = %config.name, key = %factory.key(), "owner evicted"),
-        Err(e) => tracing::debug!(store = %config.name, key = %factory.key(), error = %e, "owner could not evict"),
+        Err(e) => {
+            tracing::debug!(store = %config.name, key = %factory.key(), error = %e, "owner could not evict")
+        }
     }
 }
 
@@ -286,7 +295,11 @@ impl<T: Storable> DerefMut for OwnedProxy<T> {
 
 impl<T: Storable> fmt::Debug for OwnedProxy<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.value.get().is_some() { "resolved" } else { "unresolved" };
+        let state = if self.value.get().is_some() {
+            "resolved"
+        } else {
+            "unresolved"
+        };
         write!(f, "OwnedProxy({:?}, {state})", self.factory_ref())
     }
 }
@@ -323,7 +336,10 @@ impl<T> Transfer<T> {
 
     /// The key of the object.
     pub fn key(&self) -> Key {
-        self.factory.as_ref().expect("transfer has its factory").key()
+        self.factory
+            .as_ref()
+            .expect("transfer has its factory")
+            .key()
     }
 }
 

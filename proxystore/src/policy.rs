@@ -78,7 +78,14 @@ macro_rules! type_lists {
         }
     )*};
 }
-type_lists!((A), (A, B), (A, B, C), (A, B, C, D), (A, B, C, D, E), (A, B, C, D, E, F));
+type_lists!(
+    (A),
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F)
+);
 
 impl ShouldProxy {
     /// `ProxyType`: proxy values of the types in the tuple `L`.

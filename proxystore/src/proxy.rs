@@ -79,12 +79,16 @@ impl Factory {
     /// Reads the object, shared with the store's cache.
     pub(crate) fn resolve<T: Storable>(&self) -> Result<Arc<T>> {
         tracing::debug!(store = %self.store.name, key = %self.key, "resolving proxy");
-        self.store()?.get::<T>(&self.key)?.ok_or_else(|| self.missing())
+        self.store()?
+            .get::<T>(&self.key)?
+            .ok_or_else(|| self.missing())
     }
 
     /// Reads the object into a value of its own (bypassing the cache).
     pub(crate) fn load<T: Storable>(&self) -> Result<T> {
-        self.store()?.load::<T>(&self.key)?.ok_or_else(|| self.missing())
+        self.store()?
+            .load::<T>(&self.key)?
+            .ok_or_else(|| self.missing())
     }
 }
 
@@ -155,7 +159,11 @@ impl<T: Storable> Proxy<T> {
         if Proxy::is_resolved(this) {
             return;
         }
-        let mut background = this.inner.background.lock().unwrap_or_else(|e| e.into_inner());
+        let mut background = this
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if background.is_some() {
             return;
         }

@@ -116,7 +116,9 @@ impl StoreExecutor {
     /// Submits a task; see [`TaskFuture`].
     pub fn submit<R: Storable>(&self, task: Task<R>) -> Result<TaskFuture<R>> {
         if self.shut_down.load(Ordering::Acquire) {
-            return Err(Error::ShutDown { task: task.name().into() });
+            return Err(Error::ShutDown {
+                task: task.name().into(),
+            });
         }
         let (prepared, created) = task.prepare(&self.store, &self.policy);
         let prepared = match prepared {

@@ -217,7 +217,7 @@ fn place<T: Storable>(
     policy: &ShouldProxy,
     store: impl FnOnce() -> Result<Store>,
     key: impl FnOnce(&Store) -> Result<Key>,
-) -> Result<(Vec<u8>, Option<(Store, Key)>)> {
+) -> Result<(Vec<u8>, Option<Key>)> {
     let encoded = codec::encode(value)?;
     let proxy = listed
         || (!policy.is_never()
@@ -232,7 +232,7 @@ fn place<T: Storable>(
         let key = key(&store)?;
         store.set_encoded(&key, &encoded)?;
         push_frame(&mut frame, PROXY, &[&cbor(&store.factory(key))]);
-        Ok((frame, Some((store, key))))
+        Ok((frame, Some(key)))
     } else {
         push_frame(&mut frame, VALUE, &encoded.parts());
         Ok((frame, None))
@@ -251,7 +251,7 @@ impl<T: Storable> PendingArg for Pending<T> {
                     || Ok(p.store.clone()),
                     |s| s.connector().new_key(),
                 )?;
-                if let Some((_, key)) = stored {
+                if let Some(key) = stored {
                     p.created.push(key);
                 }
                 p.out.extend_from_slice(&frame);
@@ -318,12 +318,16 @@ impl<'a> ArgReader<'a> {
         ArgReader { bytes, index: 0 }
     }
 
+    #[allow(clippy::should_implement_trait)] // typed, fallible: not an Iterator
     pub fn next<T: Storable>(&mut self) -> Result<T, TaskFailure> {
         let index = self.index;
         self.index += 1;
         let what = || format!("argument {index} (`{}`)", std::any::type_name::<T>());
         let Some((tag, body)) = read_frame(&mut self.bytes) else {
-            return Err(TaskFailure::new(format!("{} is missing or truncated", what())));
+            return Err(TaskFailure::new(format!(
+                "{} is missing or truncated",
+                what()
+            )));
         };
         match tag {
             VALUE => codec::decode_slice::<T>(body).map_err(|f| {
@@ -333,9 +337,14 @@ impl<'a> ArgReader<'a> {
                 let factory: Factory = ciborium::from_reader(body).map_err(|e| {
                     TaskFailure::new(format!("{}: invalid proxy reference: {e}", what()))
                 })?;
-                factory.load::<T>().map_err(|e| TaskFailure::new(format!("{}: {e}", what())))
+                factory
+                    .load::<T>()
+                    .map_err(|e| TaskFailure::new(format!("{}: {e}", what())))
             }
-            other => Err(TaskFailure::new(format!("{}: unknown frame tag {other}", what()))),
+            other => Err(TaskFailure::new(format!(
+                "{}: unknown frame tag {other}",
+                what()
+            ))),
         }
     }
 
@@ -485,7 +494,8 @@ impl fmt::Debug for Job {
 
 fn decode_context(bytes: &Arc<[u8]>) -> Result<Arc<ExecContext>, TaskFailure> {
     // Executors send the same context with every job: decode it once.
-    static LAST: Mutex<Option<(Arc<[u8]>, Arc<ExecContext>)>> = Mutex::new(None);
+    type Decoded = Option<(Arc<[u8]>, Arc<ExecContext>)>;
+    static LAST: Mutex<Decoded> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((b, ctx)) = &*last {
         if Arc::ptr_eq(b, bytes) || **b == **bytes {
@@ -525,7 +535,10 @@ impl Job {
         }));
         match outcome {
             Ok(result) => result,
-            Err(payload) => Err(TaskFailure::new(format!("panicked: {}", panic_message(&*payload)))),
+            Err(payload) => Err(TaskFailure::new(format!(
+                "panicked: {}",
+                panic_message(&*payload)
+            ))),
         }
     }
 
@@ -595,13 +608,10 @@ impl<R: Storable> TaskValue<R> {
         let mut rest = bytes;
         let bad = |what: String| Error::Protocol(format!("malformed task result: {what}"));
         let (tag, body) = read_frame(&mut rest).ok_or_else(|| bad("truncated".into()))?;
-        let factory = || -> Result<Factory> {
-            ciborium::from_reader(body).map_err(|e| bad(e.to_string()))
-        };
+        let factory =
+            || -> Result<Factory> { ciborium::from_reader(body).map_err(|e| bad(e.to_string())) };
         Ok(match tag {
-            VALUE => TaskValue::Value(
-                codec::decode_slice::<R>(body).map_err(|f| bad(f.reason))?,
-            ),
+            VALUE => TaskValue::Value(codec::decode_slice::<R>(body).map_err(|f| bad(f.reason))?),
             PROXY => TaskValue::Proxy(Proxy::lazy(factory()?)),
             OWNED => TaskValue::Owned(OwnedProxy::lazy(factory()?)),
             other => return Err(bad(format!("unknown tag {other}"))),
@@ -667,7 +677,6 @@ impl<R: Storable + PartialEq> PartialEq<R> for TaskValue<R> {
         **self == *other
     }
 }
-
 
 /// Evicts the object of an owned result that nobody will take.
 pub(crate) fn discard_output(bytes: Vec<u8>) {

@@ -69,7 +69,12 @@ fn serve() -> io::Result<()> {
     }
     // SAFETY: the pool passed these two pipe ends to us, and nothing else in
     // this process owns them.
-    let (input, output) = unsafe { (File::from_raw_fd(REQUEST_FD), File::from_raw_fd(RESPONSE_FD)) };
+    let (input, output) = unsafe {
+        (
+            File::from_raw_fd(REQUEST_FD),
+            File::from_raw_fd(RESPONSE_FD),
+        )
+    };
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let mut output = BufWriter::with_capacity(64 * 1024, output);
     let mut buf = Vec::new();

@@ -30,7 +30,9 @@ fn main() {
             println!("{key}");
         }
         // set <connector-config> <key> <hex>: fills in a key made earlier.
-        "set" => connector(arg(1)).set(&key(arg(2)), &[&unhex(arg(3))]).unwrap(),
+        "set" => connector(arg(1))
+            .set(&key(arg(2)), &[&unhex(arg(3))])
+            .unwrap(),
         // evict <connector-config> <key>
         "evict" => connector(arg(1)).evict(&key(arg(2))).unwrap(),
         // exists <connector-config> <key>: prints true/false.

@@ -131,10 +131,12 @@ impl ConnectorConfig {
 
     /// The options, decoded as `O`.
     pub fn options<O: DeserializeOwned>(&self) -> Result<O> {
-        self.options.deserialized().map_err(|e| Error::InvalidConfig {
-            kind: self.kind.clone(),
-            reason: e.to_string(),
-        })
+        self.options
+            .deserialized()
+            .map_err(|e| Error::InvalidConfig {
+                kind: self.kind.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// Builds the connector this configuration describes, through the

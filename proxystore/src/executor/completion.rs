@@ -36,7 +36,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(name: &str, cleanup: Option<Cleanup>, discard: Option<fn(Vec<u8>)>) -> Arc<Self> {
+    pub(crate) fn new(
+        name: &str,
+        cleanup: Option<Cleanup>,
+        discard: Option<fn(Vec<u8>)>,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             name: name.into(),
             state: Mutex::new(State {

@@ -73,7 +73,13 @@ impl ProcessPoolBuilder {
     /// harness needs: run only the entry test defined by
     /// [`test_worker!`](crate::test_worker).
     pub fn test_harness(self) -> Self {
-        self.args([TEST_ENTRY, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        self.args([
+            TEST_ENTRY,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
     }
 
     /// How many jobs each worker may have queued at once (default 16).
@@ -104,8 +110,13 @@ impl ProcessPoolBuilder {
         for index in 0..workers {
             // The first worker is started here so a pool that cannot start
             // workers fails at once, not at the first task.
-            let first = Worker::spawn(&config)
-                .map_err(|e| Error::io("process pool", format!("starting {}", config.program.display()), e))?;
+            let first = Worker::spawn(&config).map_err(|e| {
+                Error::io(
+                    "process pool",
+                    format!("starting {}", config.program.display()),
+                    e,
+                )
+            })?;
             let (config, receiver) = (config.clone(), receiver.clone());
             let slot = std::thread::Builder::new()
                 .name(format!("proxystore-worker-{index}"))
@@ -141,21 +152,35 @@ impl ProcessPool {
     /// Process ids of the current workers (a replaced worker's new id
     /// appears once it has started).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.pids.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().filter(|p| *p != 0).collect()
+        self.pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .filter(|p| *p != 0)
+            .collect()
     }
 }
 
 impl Executor for ProcessPool {
     fn submit(&self, job: Job, completion: Completion) {
-        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match sender {
             Some(sender) => {
                 if let Err(e) = sender.send((job, completion)) {
                     let (job, completion) = e.into_inner();
-                    completion.fail(Error::ShutDown { task: job.name().into() });
+                    completion.fail(Error::ShutDown {
+                        task: job.name().into(),
+                    });
                 }
             }
-            None => completion.fail(Error::ShutDown { task: job.name().into() }),
+            None => completion.fail(Error::ShutDown {
+                task: job.name().into(),
+            }),
         }
     }
 
@@ -232,7 +257,13 @@ impl Worker {
 /// Puts the request pipe on descriptor 3 and the response pipe on 4, both
 /// inherited across exec.
 fn place_descriptors(from: i32, to: i32) -> io::Result<()> {
-    let check = |r: i32| if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) };
+    let check = |r: i32| {
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
     // SAFETY: plain descriptor calls on descriptors this process owns.
     unsafe {
         // Move both out of the way first: either may already be 3 or 4.
@@ -321,7 +352,10 @@ fn run_worker(config: &Config, queue: &Receiver<Item>, worker: Worker) -> bool {
             continue;
         }
         next_id += 1;
-        in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(next_id, completion);
+        in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(next_id, completion);
         if write_request(&mut requests, next_id, &job).is_err() {
             break true;
         }
@@ -377,19 +411,25 @@ fn read_responses(responses: io::PipeReader, in_flight: &InFlight, tokens: &Send
         }
         let id = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
         let status = header[8];
-        let Ok(len) = usize::try_from(u64::from_le_bytes(header[9..].try_into().expect("8 bytes"))) else {
+        let Ok(len) = usize::try_from(u64::from_le_bytes(header[9..].try_into().expect("8 bytes")))
+        else {
             return;
         };
         let mut body = vec![0u8; len];
         if input.read_exact(&mut body).is_err() {
             return;
         }
-        let completion = in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let completion = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         if let Some(completion) = completion {
             let result = if status == 0 {
                 Ok(body)
             } else {
-                Err(TaskFailure::new(String::from_utf8_lossy(&body).into_owned()))
+                Err(TaskFailure::new(
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
             };
             completion.complete(result);
         }
@@ -400,7 +440,12 @@ fn read_responses(responses: io::PipeReader, in_flight: &InFlight, tokens: &Send
 /// Waits for the worker to exit (killing it if it lingers) and describes
 /// how it ended.
 fn reap(child: &mut Child, died: bool) -> String {
-    let deadline = Instant::now() + if died { Duration::from_millis(500) } else { Duration::from_secs(10) };
+    let deadline = Instant::now()
+        + if died {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(10)
+        };
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return status.to_string(),

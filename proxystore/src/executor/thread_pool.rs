@@ -55,15 +55,23 @@ impl ThreadPool {
 
 impl Executor for ThreadPool {
     fn submit(&self, job: Job, completion: Completion) {
-        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match sender {
             Some(sender) => {
                 if let Err(e) = sender.send((job, completion)) {
                     let (job, completion) = e.into_inner();
-                    completion.fail(Error::ShutDown { task: job.name().into() });
+                    completion.fail(Error::ShutDown {
+                        task: job.name().into(),
+                    });
                 }
             }
-            None => completion.fail(Error::ShutDown { task: job.name().into() }),
+            None => completion.fail(Error::ShutDown {
+                task: job.name().into(),
+            }),
         }
     }
 
@@ -75,7 +83,8 @@ impl Executor for ThreadPool {
             }
         }
         if wait {
-            let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            let threads =
+                std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
             for thread in threads {
                 let _ = thread.join();
             }

@@ -79,7 +79,8 @@ impl Recorder {
         let c = &self.ops[OPERATIONS.iter().position(|o| *o == op).expect("listed")];
         c.count.fetch_add(1, Relaxed);
         c.bytes.fetch_add(bytes as u64, Relaxed);
-        c.nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        c.nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
     }
 
     pub(crate) fn cache(&self, hit: bool) {

@@ -253,7 +253,10 @@ impl Store {
     pub fn put_batch<T: Storable>(&self, values: &[T]) -> Result<Vec<Key>> {
         self.check_open()?;
         let started = self.start();
-        let encoded = values.iter().map(codec::encode).collect::<Result<Vec<_>>>()?;
+        let encoded = values
+            .iter()
+            .map(codec::encode)
+            .collect::<Result<Vec<_>>>()?;
         let parts: Vec<[&[u8]; 2]> = encoded.iter().map(|e| e.parts()).collect();
         let objects: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
         let keys = self.inner.connector.put_batch(&objects)?;
@@ -278,14 +281,21 @@ impl Store {
         };
         if let Some(cache) = &self.inner.cache {
             let erased: Arc<dyn Any + Send + Sync> = value.clone();
-            cache.lock().unwrap_or_else(|e| e.into_inner()).put(*key, erased);
+            cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(*key, erased);
         }
         Ok(Some(value))
     }
 
     fn cached<T: Storable>(&self, key: &Key) -> Option<Arc<T>> {
         let cache = self.inner.cache.as_ref()?;
-        let hit = cache.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        let hit = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
         let hit = hit.and_then(|any| any.downcast::<T>().ok());
         if let Some(m) = &self.inner.metrics {
             m.cache(hit.is_some());
@@ -306,7 +316,8 @@ impl Store {
             inner: BufReader::with_capacity(64 * 1024, reader),
             bytes: 0,
         };
-        let value = codec::decode::<T>(&mut counted).map_err(|f| f.into_error::<T>(*key, self.name()))?;
+        let value =
+            codec::decode::<T>(&mut counted).map_err(|f| f.into_error::<T>(*key, self.name()))?;
         tracing::debug!(store = %self.name(), %key, size = counted.bytes, "get");
         self.record(Operation::Get, counted.bytes, started);
         Ok(Some(value))
@@ -315,7 +326,10 @@ impl Store {
     /// Reads several objects, in order.
     pub fn get_batch<T: Storable>(&self, keys: &[Key]) -> Result<Vec<Option<Arc<T>>>> {
         let started = self.start();
-        let out = keys.iter().map(|k| self.get(k)).collect::<Result<Vec<_>>>()?;
+        let out = keys
+            .iter()
+            .map(|k| self.get(k))
+            .collect::<Result<Vec<_>>>()?;
         self.record(Operation::GetBatch, 0, started);
         Ok(out)
     }
