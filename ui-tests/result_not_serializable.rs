@@ -6,7 +6,9 @@ struct Report {
 
 #[proxied(types = [Vec<f64>])]
 fn report(values: Vec<f64>) -> Report {
-    Report { total: values.iter().sum() }
+    Report {
+        total: values.iter().sum(),
+    }
 }
 
 fn main() {

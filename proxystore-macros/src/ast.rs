@@ -5,7 +5,8 @@ use proc_macro2::{Ident, Span};
 use quote::format_ident;
 use syn::spanned::Spanned;
 use syn::{
-    parse_quote, FnArg, GenericArgument, Item, LitStr, Pat, PathArguments, Type, Visibility,
+    parse_quote, Attribute, FnArg, GenericArgument, Item, LitStr, Pat, PathArguments, Type,
+    Visibility,
 };
 
 use crate::attr::Args;
@@ -14,6 +15,9 @@ use crate::valid::{self, Errors};
 
 /// A fn that can run as a task.
 pub(crate) struct Task<'a> {
+    /// The fn's `#[cfg(..)]` attributes: what is generated beside the fn
+    /// exists exactly when the fn does.
+    pub(crate) cfgs: Vec<&'a Attribute>,
     pub(crate) vis: &'a Visibility,
     pub(crate) ident: &'a Ident,
     /// `name = ".."`, or `None` for the module path.
@@ -71,7 +75,18 @@ impl<'a> Task<'a> {
     /// Checks `item` against the arguments; every mistake found is in the error.
     pub(crate) fn from_syn(args: syn::Result<Args>, item: &'a Item) -> syn::Result<Self> {
         let mut errors = Errors::default();
-        let args = args.map_err(|error| errors.push(error)).ok();
+        let args = match args {
+            Ok(mut args) => {
+                if let Err(error) = std::mem::take(&mut args.errors).finish() {
+                    errors.push(error);
+                }
+                Some(args)
+            }
+            Err(error) => {
+                errors.push(error);
+                None
+            }
+        };
         let Item::Fn(func) = item else {
             return Err(errors.fail(valid::not_a_fn(item)));
         };
@@ -84,7 +99,7 @@ impl<'a> Task<'a> {
         let mut output = Output::from_syn(valid::written_return(&sig.output), &mut errors);
 
         let checked_args = args.is_some();
-        let Args { types, name } = args.unwrap_or_default();
+        let Args { types, name, .. } = args.unwrap_or_default();
         let listed: Vec<Listed> = types
             .into_iter()
             .map(|written| Listed {
@@ -111,6 +126,11 @@ impl<'a> Task<'a> {
         }
 
         let task = Task {
+            cfgs: func
+                .attrs
+                .iter()
+                .filter(|attr| attr.path().is_ident("cfg"))
+                .collect(),
             vis: &func.vis,
             ident: &sig.ident,
             name,

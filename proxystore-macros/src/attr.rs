@@ -25,6 +25,9 @@ pub(crate) struct Args {
     pub(crate) types: Vec<Type>,
     /// `name = ".."`: registers the task under this name instead of its module path.
     pub(crate) name: Option<LitStr>,
+    /// Mistakes that left the rest readable (a repeated argument, an empty
+    /// name): reported along with the checks that use the rest.
+    pub(crate) errors: Errors,
 }
 
 impl Parse for Args {
@@ -33,12 +36,14 @@ impl Parse for Args {
         let mut errors = Errors::default();
         // A mistake inside one argument does not hide the others: only tokens
         // we cannot find the end of (an unknown argument, a missing `,`) stop
-        // the loop.
-        if let Err(error) = parse_args(input, &mut args, &mut errors) {
-            errors.push(error);
+        // the loop and discard the arguments.
+        match parse_args(input, &mut args, &mut errors) {
+            Ok(()) => {
+                args.errors = errors;
+                Ok(args)
+            }
+            Err(error) => Err(errors.fail(error)),
         }
-        errors.finish()?;
-        Ok(args)
     }
 }
 
@@ -141,20 +146,25 @@ mod tests {
     }
 
     fn message(tokens: &str) -> String {
-        match parse(tokens) {
-            Ok(_) => panic!("`{tokens}` parsed"),
-            Err(error) => error
-                .into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(" | "),
-        }
+        let error = match parse(tokens) {
+            Ok(args) => match args.errors.finish() {
+                Ok(()) => panic!("`{tokens}` parsed"),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        error
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
     }
 
     #[test]
     fn accepts_every_form() {
         let args = parse("").unwrap();
         assert!(args.types.is_empty() && args.name.is_none());
+        assert!(args.errors.finish().is_ok());
 
         let args = parse(r#"name = "a.b", types = [String, Vec<f64>,],"#).unwrap();
         assert_eq!(args.name.unwrap().value(), "a.b");
@@ -187,5 +197,10 @@ mod tests {
         assert!(all.contains("must not be empty"), "{all}");
         assert!(all.contains("single `types`"), "{all}");
         assert!(all.contains("unknown #[proxied] argument `kind`"), "{all}");
+
+        // Recoverable mistakes keep what was read.
+        let args = parse(r#"name = "", types = [A], types = [B]"#).unwrap();
+        assert_eq!(args.types.len(), 1);
+        assert!(args.errors.finish().is_err());
     }
 }

@@ -12,7 +12,9 @@ use crate::ast::Task;
 
 /// The user's fn, then its task module.
 pub(crate) fn task(input: &TokenStream, task: &Task<'_>) -> TokenStream {
-    let Task { vis, ident, .. } = task;
+    let Task {
+        cfgs, vis, ident, ..
+    } = task;
 
     // The generated module calls the fn through this alias of it, made
     // beside the fn. A fn declared inside another fn's body is not visible
@@ -26,6 +28,7 @@ pub(crate) fn task(input: &TokenStream, task: &Task<'_>) -> TokenStream {
         span = ident.span()
     );
     let alias = quote_spanned! {ident.span()=>
+        #(#cfgs)*
         #[doc(hidden)]
         #[allow(unused_imports)]
         use #ident as #at_module_level;
@@ -73,6 +76,7 @@ pub(crate) fn task(input: &TokenStream, task: &Task<'_>) -> TokenStream {
     // rustc rejects both the alias and the module ("... is not supported in
     // `trait`s or `impl`s"), both errors point there.
     let module = quote_spanned! {ident.span()=>
+        #(#cfgs)*
         #[doc = #module_doc]
         #[allow(
             non_snake_case,
@@ -109,9 +113,10 @@ fn task_fn(task: &Task<'_>) -> TokenStream {
             #(#idents: impl ::proxystore::IntoArg<#tys>),*
         ) -> ::proxystore::Task<#result> {
             #(#assertions;)*
+            // `self::`: a parameter may be called `NAME`.
             let #mutability #builder = ::proxystore::__private::TaskBuilder::<#result>::new(
-                NAME,
-                __run,
+                self::NAME,
+                self::__run,
                 #result_listed,
             );
             #(
@@ -181,14 +186,20 @@ fn run_fn(task: &Task<'_>, at_module_level: &Ident) -> TokenStream {
 }
 
 /// `assert_storable::<T>()` for each listed type and for the type of each
-/// parameter and of the result, each at that type. They open `task` and
+/// other parameter and of an unlisted result, each at that type (a listed
+/// parameter or result is named by the listed tokens). They open `task` and
 /// `__run`: a type that is not storable also fails the bounds of the calls
 /// that follow, but at the same place and for the same reason, so rustc
 /// reports it once, at the type, instead of once per call.
 fn assertions(task: &Task<'_>) -> Vec<TokenStream> {
     let listed = task.listed.iter().map(|l| (&l.ty, l.written.span()));
-    let params = task.params.iter().map(|p| (&p.ty, p.ty.span()));
-    let result = std::iter::once((&task.output.ty, task.output.ty.span()));
+    let params = task
+        .params
+        .iter()
+        .filter(|p| !p.listed)
+        .map(|p| (&p.ty, p.ty.span()));
+    let output = &task.output;
+    let result = (!output.listed).then(|| (&output.ty, output.ty.span()));
     listed
         .chain(params)
         .chain(result)

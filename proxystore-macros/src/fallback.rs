@@ -24,7 +24,8 @@ pub(crate) fn expand(input: &TokenStream, item: Option<&Item>, error: syn::Error
 }
 
 /// `mod f { pub const NAME; pub fn task(..) }` with `task` taking anything,
-/// as many arguments as the fn has, and never returning.
+/// as many arguments as the fn has, and returning the task type if it can
+/// be named (`!` otherwise); it is never called, since the build fails.
 ///
 /// None for a method: it sits in an impl block, where a module cannot.
 fn stand_in(func: &ItemFn) -> Option<TokenStream> {
@@ -37,6 +38,7 @@ fn stand_in(func: &ItemFn) -> Option<TokenStream> {
     {
         return None;
     }
+    let cfgs = func.attrs.iter().filter(|attr| attr.path().is_ident("cfg"));
     let vis = &func.vis;
     let ident = &sig.ident;
     let params = sig
@@ -48,6 +50,7 @@ fn stand_in(func: &ItemFn) -> Option<TokenStream> {
         None => quote!(!),
     };
     Some(quote! {
+        #(#cfgs)*
         #[allow(
             non_snake_case,
             dead_code,

@@ -66,7 +66,7 @@ fn keeps_the_fn_and_adds_a_module_beside_it() {
         "pub const NAME : & str = :: core :: module_path ! () ;",
         "pub fn task (base : impl :: proxystore :: IntoArg < String > , \
          num : impl :: proxystore :: IntoArg < i64 >) -> :: proxystore :: Task < String >",
-        ":: proxystore :: __private :: TaskBuilder :: < String > :: new (NAME , __run , true ,) ;",
+        ":: proxystore :: __private :: TaskBuilder :: < String > :: new (self :: NAME , self :: __run , true ,) ;",
         "__builder . arg :: < String > (:: proxystore :: IntoArg :: into_arg (base) , true) ;",
         "__builder . arg :: < i64 > (:: proxystore :: IntoArg :: into_arg (num) , false) ;",
         "let __arg0 : String = __args . next :: < String > () ? ;",
@@ -78,9 +78,27 @@ fn keeps_the_fn_and_adds_a_module_beside_it() {
     ] {
         assert!(body.contains(expected), "missing `{expected}` in\n{body}");
     }
+    // Each type is checked once per body: listed `String`, unlisted `i64`.
+    let checks = ":: proxystore :: __private :: assert_storable :: < String > () ; \
+                  :: proxystore :: __private :: assert_storable :: < i64 > () ; let";
+    assert_eq!(body.matches(checks).count(), 2, "{body}");
     let import = text(&file.items[1]);
     assert!(import
         .ends_with("use concat as concat_must_be_declared_at_module_level_not_inside_a_fn_body ;"));
+}
+
+#[test]
+fn generated_items_exist_when_the_fn_does() {
+    let file = expand(
+        quote!(),
+        quote!(
+            #[cfg(unix)]
+            #[inline]
+            fn f() {}
+        ),
+    );
+    assert!(text(&file.items[1]).starts_with("# [cfg (unix)] # [doc (hidden)]"));
+    assert!(text(task_module(&file)).starts_with("# [cfg (unix)] # [doc ="));
 }
 
 #[test]
@@ -104,7 +122,7 @@ fn private_fn_gets_a_private_module_and_name_override() {
     );
     assert!(body.contains("let __builder ="), "{body}");
     assert!(
-        body.contains("TaskBuilder :: < () > :: new (NAME , __run , false ,)"),
+        body.contains("TaskBuilder :: < () > :: new (self :: NAME , self :: __run , false ,)"),
         "{body}"
     );
 
@@ -166,7 +184,9 @@ fn listed_result_and_wildcard_params() {
     let body = text(task_module(&file));
     assert!(body.contains("pub fn task (__arg0 : impl"), "{body}");
     assert!(
-        body.contains("TaskBuilder :: < Vec < f64 > > :: new (NAME , __run , true ,)"),
+        body.contains(
+            "TaskBuilder :: < Vec < f64 > > :: new (self :: NAME , self :: __run , true ,)"
+        ),
         "{body}"
     );
     assert!(body.contains("into_arg (x) , true)"), "{body}");
@@ -328,6 +348,16 @@ fn checks_listed_types() {
     );
     assert!(message.starts_with("`Vec<f64>` is listed in `types` but no parameter"));
     let message = one_error(
+        quote!(types = [std::vec::Vec<f64>]),
+        quote!(
+            fn f(x: Vec<f64>) {}
+        ),
+    );
+    assert!(
+        message.contains("the signature writes `Vec<f64>`"),
+        "{message}"
+    );
+    let message = one_error(
         quote!(types = [u8, u8]),
         quote!(
             fn f(x: u8) {}
@@ -353,8 +383,9 @@ fn reports_every_mistake_and_keeps_the_fn() {
         }
     );
     let errors = errors(quote!(types = [String], types = [u8]), item.clone());
-    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert_eq!(errors.len(), 6, "{errors:#?}");
     assert!(errors[0].contains("single `types`"), "{errors:#?}");
+    assert!(errors[5].starts_with("`String` is listed"), "{errors:#?}");
 
     let file = expand(quote!(kind = 1), item.clone());
     assert_eq!(text(&file.items[0]), text(&item));

@@ -14,6 +14,19 @@ pub(crate) fn key(ty: &Type) -> String {
     peel(ty).to_token_stream().to_string()
 }
 
+/// The last segment of a path type, with its arguments (`Vec<f64>` for
+/// `std::vec::Vec<f64>`), to spot the same type spelled another way.
+pub(crate) fn last_segment_key(ty: &Type) -> Option<String> {
+    match peel(ty) {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .map(|segment| segment.to_token_stream().to_string()),
+        _ => None,
+    }
+}
+
 /// A type as a person writes it, for messages: `Vec<f64>`, not `Vec < f64 >`.
 pub(crate) fn display(ty: &Type) -> String {
     let mut text = peel(ty).to_token_stream().to_string();

@@ -40,21 +40,26 @@ impl Errors {
 pub(crate) fn not_a_fn(item: &Item) -> syn::Error {
     const MESSAGE: &str = "#[proxied] can only be applied to a free function";
     match item {
-        Item::Struct(s) => spanned2(s.struct_token, &s.ident, MESSAGE),
-        Item::Enum(e) => spanned2(e.enum_token, &e.ident, MESSAGE),
-        Item::Union(u) => spanned2(u.union_token, &u.ident, MESSAGE),
-        Item::Trait(t) => spanned2(t.trait_token, &t.ident, MESSAGE),
-        Item::Impl(i) => spanned2(i.impl_token, &i.self_ty, MESSAGE),
-        Item::Mod(m) => spanned2(m.mod_token, &m.ident, MESSAGE),
-        Item::Const(c) => spanned2(c.const_token, &c.ident, MESSAGE),
-        Item::Static(s) => spanned2(s.static_token, &s.ident, MESSAGE),
-        Item::Type(t) => spanned2(t.type_token, &t.ident, MESSAGE),
+        Item::Struct(s) => keyword_and_name(s.struct_token, &s.ident, MESSAGE),
+        Item::Enum(e) => keyword_and_name(e.enum_token, &e.ident, MESSAGE),
+        Item::Union(u) => keyword_and_name(u.union_token, &u.ident, MESSAGE),
+        Item::Trait(t) => keyword_and_name(t.trait_token, &t.ident, MESSAGE),
+        Item::Impl(i) => keyword_and_name(i.impl_token, &i.self_ty, MESSAGE),
+        Item::Mod(m) => keyword_and_name(m.mod_token, &m.ident, MESSAGE),
+        Item::Const(c) => keyword_and_name(c.const_token, &c.ident, MESSAGE),
+        Item::Static(s) => keyword_and_name(s.static_token, &s.ident, MESSAGE),
+        Item::Type(t) => keyword_and_name(t.type_token, &t.ident, MESSAGE),
         other => syn::Error::new_spanned(other, MESSAGE),
     }
 }
 
-fn spanned2(first: impl quote::ToTokens, last: impl quote::ToTokens, message: &str) -> syn::Error {
-    syn::Error::new_spanned(quote!(#first #last), message)
+/// An error on `struct Name`, `impl Type`, ...: what the item is, not its body.
+fn keyword_and_name(
+    keyword: impl quote::ToTokens,
+    name: impl quote::ToTokens,
+    message: &str,
+) -> syn::Error {
+    syn::Error::new_spanned(quote!(#keyword #name), message)
 }
 
 /// Everything about the fn itself, as opposed to its parameters and result.
@@ -225,11 +230,23 @@ impl Task<'_> {
             if used {
                 continue;
             }
-            let message = match &self.output.fallible {
-                Some(fallible) if ty::key(&fallible.written) == key => format!(
+            let last = ty::last_segment_key(&listed.written);
+            let spelled_otherwise = self
+                .params
+                .iter()
+                .map(|p| &p.written)
+                .chain([&self.output.written])
+                .find(|written| last.is_some() && ty::last_segment_key(written) == last);
+            let message = match (&self.output.fallible, spelled_otherwise) {
+                (Some(fallible), _) if ty::key(&fallible.written) == key => format!(
                     "`{shown}` is listed in `types`, but a fn that returns `Result` is a \
                      fallible task whose result is the `Ok` type: list `{}` instead",
                     ty::display(&self.output.written),
+                ),
+                (_, Some(written)) => format!(
+                    "`{shown}` is listed in `types` but the signature writes `{}`: types are \
+                     compared as written, so spell it the same way",
+                    ty::display(written),
                 ),
                 _ => format!(
                     "`{shown}` is listed in `types` but no parameter or the return value has \

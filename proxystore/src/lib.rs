@@ -77,6 +77,11 @@ pub use proxystore_macros::proxied;
 
 /// What a stored value must be: serializable, deserializable, shareable
 /// between threads. Implemented for every such type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored or sent to a task",
+    label = "must implement serde's `Serialize` and `Deserialize`, and be `Send + Sync + 'static`",
+    note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
 pub trait Storable: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static {}
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Storable for T {}

@@ -492,42 +492,58 @@ impl fmt::Debug for Job {
     }
 }
 
-fn decode_context(bytes: &Arc<[u8]>) -> Result<Arc<ExecContext>, TaskFailure> {
+fn decode_context(bytes: &[u8]) -> Result<Arc<ExecContext>, TaskFailure> {
     // Executors send the same context with every job: decode it once.
-    type Decoded = Option<(Arc<[u8]>, Arc<ExecContext>)>;
+    type Decoded = Option<(Box<[u8]>, Arc<ExecContext>)>;
     static LAST: Mutex<Decoded> = Mutex::new(None);
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((b, ctx)) = &*last {
-        if Arc::ptr_eq(b, bytes) || **b == **bytes {
+        if **b == *bytes {
             return Ok(ctx.clone());
         }
     }
-    let ctx: ExecContext = ciborium::from_reader(&bytes[..])
+    let ctx: ExecContext = ciborium::from_reader(bytes)
         .map_err(|e| TaskFailure::new(format!("invalid executor context: {e}")))?;
     let ctx = Arc::new(ctx);
-    *last = Some((bytes.clone(), ctx.clone()));
+    *last = Some((bytes.into(), ctx.clone()));
     Ok(ctx)
 }
 
-impl Job {
-    /// The task's registered name.
-    pub fn name(&self) -> &str {
-        &self.name
+/// A job read from bytes, borrowing them (no copy of the arguments).
+struct JobRef<'a> {
+    name: &'a str,
+    context: &'a [u8],
+    result_key: Key,
+    payload: &'a [u8],
+}
+
+impl<'a> JobRef<'a> {
+    fn parse(mut bytes: &'a [u8]) -> Result<Self> {
+        let bad = || Error::Protocol("malformed job".into());
+        let mut next = || read_frame(&mut bytes).map(|(_, b)| b).ok_or_else(bad);
+        let name = std::str::from_utf8(next()?).map_err(|_| bad())?;
+        let context = next()?;
+        let key = uuid::Uuid::from_slice(next()?).map_err(|_| bad())?;
+        let result_key = Key::parse(&key.hyphenated().to_string())?;
+        let payload = next()?;
+        Ok(JobRef {
+            name,
+            context,
+            result_key,
+            payload,
+        })
     }
 
-    /// Runs the task in this process. A panic in the task is caught and
-    /// reported as a failure. Returns the encoded result, to be handed to
-    /// the job's [`Completion`](crate::executor::Completion).
-    pub fn run(&self) -> Result<Vec<u8>, TaskFailure> {
-        let run = match self.run {
+    fn run(&self, run: Option<TaskFn>) -> Result<Vec<u8>, TaskFailure> {
+        let run = match run {
             Some(run) => run,
-            None => find_task(&self.name)?,
+            None => find_task(self.name)?,
         };
         let ctx = WorkerContext {
-            context: decode_context(&self.context)?,
+            context: decode_context(self.context)?,
             result_key: self.result_key,
         };
-        let mut args = ArgReader::new(&self.payload);
+        let mut args = ArgReader::new(self.payload);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let out = run(&ctx, &mut args)?;
             args.finish()?;
@@ -540,6 +556,26 @@ impl Job {
                 panic_message(&*payload)
             ))),
         }
+    }
+}
+
+impl Job {
+    /// The task's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the task in this process. A panic in the task is caught and
+    /// reported as a failure. Returns the encoded result, to be handed to
+    /// the job's [`Completion`](crate::executor::Completion).
+    pub fn run(&self) -> Result<Vec<u8>, TaskFailure> {
+        let job = JobRef {
+            name: &self.name,
+            context: &self.context,
+            result_key: self.result_key,
+            payload: &self.payload,
+        };
+        job.run(self.run)
     }
 
     /// The job as bytes, for an executor that runs it in another process.
@@ -557,27 +593,21 @@ impl Job {
     }
 
     /// Reads a job written by [`Job::to_bytes`].
-    pub fn from_bytes(mut bytes: &[u8]) -> Result<Job> {
-        let bad = || Error::Protocol("malformed job".into());
-        let mut next = || read_frame(&mut bytes).map(|(_, b)| b).ok_or_else(bad);
-        let name = std::str::from_utf8(next()?).map_err(|_| bad())?.into();
-        let context: Arc<[u8]> = next()?.into();
-        let key = uuid::Uuid::from_slice(next()?).map_err(|_| bad())?;
-        let result_key = Key::parse(&key.hyphenated().to_string())?;
-        let payload = next()?.to_vec();
+    pub fn from_bytes(bytes: &[u8]) -> Result<Job> {
+        let job = JobRef::parse(bytes)?;
         Ok(Job {
-            name,
+            name: job.name.into(),
             run: None,
-            context,
-            result_key,
-            payload,
+            context: job.context.into(),
+            result_key: job.result_key,
+            payload: job.payload.to_vec(),
         })
     }
 }
 
 /// Runs a job received as bytes (from [`Job::to_bytes`]) in this process.
 pub fn run_job_bytes(bytes: &[u8]) -> Result<Vec<u8>, TaskFailure> {
-    Job::from_bytes(bytes)?.run()
+    JobRef::parse(bytes)?.run(None)
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -29,7 +29,6 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::FromRawFd;
 
-use crate::task::Job;
 
 /// The environment variable that puts an executable in worker mode.
 pub const WORKER_ENV: &str = "PROXYSTORE_WORKER";
@@ -88,12 +87,14 @@ fn serve() -> io::Result<()> {
         let id = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
         let len = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
         let len = usize::try_from(len).map_err(io::Error::other)?;
-        buf.clear();
-        buf.resize(len, 0);
+        if len > buf.capacity() {
+            buf = crate::codec::zeroed_buffer(len);
+        } else {
+            buf.clear();
+            buf.resize(len, 0);
+        }
         input.read_exact(&mut buf)?;
-        let result = Job::from_bytes(&buf)
-            .map_err(crate::task::TaskFailure::from)
-            .and_then(|job| job.run());
+        let result = crate::task::run_job_bytes(&buf);
         let (status, body) = match &result {
             Ok(bytes) => (0u8, bytes.as_slice()),
             Err(failure) => (1u8, failure.message().as_bytes()),

@@ -172,6 +172,7 @@ impl Shared {
 pub struct Completion {
     shared: Arc<Shared>,
     completed: bool,
+    started: std::cell::Cell<bool>,
 }
 
 impl Completion {
@@ -179,6 +180,7 @@ impl Completion {
         Completion {
             shared,
             completed: false,
+            started: std::cell::Cell::new(false),
         }
     }
 
@@ -188,11 +190,16 @@ impl Completion {
     }
 
     /// Marks the task as running. Returns `false` if it was cancelled: the
-    /// executor must then skip it.
+    /// executor must then skip it. Calling it again (say, when a job moves to
+    /// another worker) returns `true` again.
     pub fn start(&self) -> bool {
+        if self.started.get() {
+            return true;
+        }
         let mut state = self.shared.lock();
         if state.phase == Phase::Pending {
             state.phase = Phase::Running;
+            self.started.set(true);
             true
         } else {
             false

@@ -42,7 +42,7 @@ pub struct ProcessPool {
     sender: Mutex<Option<Sender<Item>>>,
     receiver: Receiver<Item>,
     slots: Mutex<Vec<JoinHandle<()>>>,
-    pids: Arc<Mutex<Vec<u32>>>,
+    config: Arc<Config>,
 }
 
 /// Options of a [`ProcessPool`].
@@ -98,12 +98,11 @@ impl ProcessPoolBuilder {
                 .map_err(|e| Error::io("process pool", "finding the current executable", e))?,
         };
         let workers = self.workers.max(1);
-        let pids = Arc::new(Mutex::new(vec![0; workers]));
         let config = Arc::new(Config {
             program,
             args: self.args,
             max_in_flight: self.max_in_flight,
-            pids: pids.clone(),
+            current: (0..workers).map(|_| Mutex::new(None)).collect(),
         });
         let (sender, receiver) = crossbeam_channel::unbounded::<Item>();
         let mut slots = Vec::new();
@@ -128,7 +127,7 @@ impl ProcessPoolBuilder {
             sender: Mutex::new(Some(sender)),
             receiver,
             slots: Mutex::new(slots),
-            pids,
+            config,
         })
     }
 }
@@ -152,12 +151,10 @@ impl ProcessPool {
     /// Process ids of the current workers (a replaced worker's new id
     /// appears once it has started).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.config
+            .current
             .iter()
-            .copied()
-            .filter(|p| *p != 0)
+            .filter_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.pid))
             .collect()
     }
 }
@@ -171,6 +168,16 @@ impl Executor for ProcessPool {
             .clone();
         match sender {
             Some(sender) => {
+                // An idle worker with nothing queued before it gets the job
+                // straight from this thread: one thread hand-off less.
+                let (job, completion) = if self.receiver.is_empty() {
+                    match self.config.dispatch_direct(job, completion) {
+                        Ok(()) => return,
+                        Err(back) => back,
+                    }
+                } else {
+                    (job, completion)
+                };
                 if let Err(e) = sender.send((job, completion)) {
                     let (job, completion) = e.into_inner();
                     completion.fail(Error::ShutDown {
@@ -216,10 +223,87 @@ struct Config {
     program: PathBuf,
     args: Vec<OsString>,
     max_in_flight: usize,
-    pids: Arc<Mutex<Vec<u32>>>,
+    /// The live worker of each slot, if any.
+    current: Vec<Mutex<Option<Arc<Incarnation>>>>,
 }
 
-type InFlight = Arc<Mutex<HashMap<u64, Completion>>>;
+impl Config {
+    fn dispatch_direct(&self, job: Job, completion: Completion) -> Result<(), Item> {
+        let mut item = (job, completion);
+        for slot in &self.current {
+            let worker = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(worker) = worker {
+                match worker.send_if_idle(item) {
+                    Ok(()) => return Ok(()),
+                    Err(back) => item = back,
+                }
+            }
+        }
+        Err(item)
+    }
+}
+
+/// The jobs a worker process holds, and whether it is still alive (a dead
+/// one's jobs have been failed; nothing may be added after that).
+struct InFlight {
+    jobs: HashMap<u64, Completion>,
+    alive: bool,
+}
+
+/// One worker process and what is shared between the threads feeding it.
+struct Incarnation {
+    pid: u32,
+    /// `None` once closed, which tells the worker to finish and exit.
+    requests: Mutex<Option<BufWriter<io::PipeWriter>>>,
+    in_flight: Mutex<InFlight>,
+    next_id: std::sync::atomic::AtomicU64,
+    tokens: Receiver<()>,
+    give_back: Sender<()>,
+}
+
+impl Incarnation {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers and writes a job; the caller holds a token. A write error
+    /// means the worker died: its reader sees that and fails the job.
+    fn send(&self, job: &Job, completion: Completion) -> Result<(), Completion> {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut in_flight = self.in_flight();
+            if !in_flight.alive {
+                return Err(completion);
+            }
+            in_flight.jobs.insert(id, completion);
+        }
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(requests) = requests.as_mut() {
+            let _ = write_request(requests, id, job);
+        }
+        Ok(())
+    }
+
+    fn send_if_idle(&self, (job, completion): Item) -> Result<(), Item> {
+        {
+            let in_flight = self.in_flight();
+            if !in_flight.alive || !in_flight.jobs.is_empty() {
+                return Err((job, completion));
+            }
+        }
+        if self.tokens.try_recv().is_err() {
+            return Err((job, completion));
+        }
+        if !completion.start() {
+            let _ = self.give_back.try_send(());
+            return Ok(());
+        }
+        self.send(&job, completion).map_err(|completion| {
+            let _ = self.give_back.try_send(());
+            (job, completion)
+        })
+    }
+}
 
 struct Worker {
     child: Child,
@@ -281,6 +365,7 @@ fn place_descriptors(from: i32, to: i32) -> io::Result<()> {
 /// dies, until the pool's queue is closed.
 fn supervise(config: &Config, index: usize, queue: &Receiver<Item>, first: Worker) {
     let mut next = Some(first);
+    let mut carry: Option<Item> = None;
     loop {
         let worker = match next.take().map(Ok).unwrap_or_else(|| Worker::spawn(config)) {
             Ok(worker) => worker,
@@ -299,77 +384,96 @@ fn supervise(config: &Config, index: usize, queue: &Receiver<Item>, first: Worke
                 continue;
             }
         };
-        config.pids.lock().unwrap_or_else(|e| e.into_inner())[index] = worker.child.id();
-        let replace = run_worker(config, queue, worker);
-        config.pids.lock().unwrap_or_else(|e| e.into_inner())[index] = 0;
+        let (replace, left) = run_worker(config, index, queue, worker, carry.take());
+        carry = left;
         if !replace {
             return;
         }
     }
 }
 
-/// Feeds one worker process. Returns `true` if it died (to be replaced),
-/// `false` once the queue is closed and the worker has finished.
-fn run_worker(config: &Config, queue: &Receiver<Item>, worker: Worker) -> bool {
+/// Feeds one worker process, starting with `carry` (a job taken from the
+/// queue for the worker before it). Returns `true` if it died (to be
+/// replaced), `false` once the queue is closed and the worker has finished,
+/// and a job it took but could not send.
+fn run_worker(
+    config: &Config,
+    index: usize,
+    queue: &Receiver<Item>,
+    worker: Worker,
+    mut carry: Option<Item>,
+) -> (bool, Option<Item>) {
     let Worker {
         mut child,
-        mut requests,
+        requests,
         responses,
     } = worker;
     let pid = child.id();
-    let in_flight: InFlight = Arc::default();
-    let (token_tx, token_rx) = crossbeam_channel::bounded::<()>(config.max_in_flight);
+    let (give_back, tokens) = crossbeam_channel::bounded::<()>(config.max_in_flight);
     for _ in 0..config.max_in_flight {
-        let _ = token_tx.send(());
+        let _ = give_back.send(());
     }
+    let this = Arc::new(Incarnation {
+        pid,
+        requests: Mutex::new(Some(requests)),
+        in_flight: Mutex::new(InFlight {
+            jobs: HashMap::new(),
+            alive: true,
+        }),
+        next_id: std::sync::atomic::AtomicU64::new(0),
+        tokens,
+        give_back,
+    });
     let (dead_tx, dead_rx) = crossbeam_channel::bounded::<()>(1);
-    let give_back = token_tx.clone();
     let reader = {
-        let in_flight = in_flight.clone();
+        let this = this.clone();
         std::thread::Builder::new()
             .name(format!("proxystore-worker-{pid}-reader"))
             .spawn(move || {
-                read_responses(responses, &in_flight, &token_tx);
+                read_responses(responses, &this);
+                // From now on nothing is sent to this worker; what it held
+                // is failed once it has been reaped.
+                this.in_flight().alive = false;
                 let _ = dead_tx.send(());
             })
             .expect("spawning a reader thread")
     };
-    let mut next_id = 0u64;
+    *config.current[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(this.clone());
     let died = loop {
         select! {
-            recv(token_rx) -> _ => {}
+            recv(this.tokens) -> _ => {}
             recv(dead_rx) -> _ => break true,
         }
-        let (job, completion) = select! {
-            recv(queue) -> item => match item {
-                Ok(item) => item,
-                Err(_) => break false,
+        let (job, completion) = match carry.take() {
+            Some(item) => item,
+            None => select! {
+                recv(queue) -> item => match item {
+                    Ok(item) => item,
+                    Err(_) => break false,
+                },
+                recv(dead_rx) -> _ => break true,
             },
-            recv(dead_rx) -> _ => break true,
         };
         if !completion.start() {
-            let _ = give_back.try_send(());
+            let _ = this.give_back.try_send(());
             continue;
         }
-        next_id += 1;
-        in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(next_id, completion);
-        if write_request(&mut requests, next_id, &job).is_err() {
+        if let Err(completion) = this.send(&job, completion) {
+            // Died meanwhile: the job goes to the next worker.
+            carry = Some((job, completion));
             break true;
         }
     };
+    *config.current[index].lock().unwrap_or_else(|e| e.into_inner()) = None;
     // Closing the request pipe tells a live worker to finish and exit.
-    drop(requests);
+    this.requests.lock().unwrap_or_else(|e| e.into_inner()).take();
     let _ = reader.join();
     let status = reap(&mut child, died);
-    let lost: Vec<Completion> = in_flight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-        .map(|(_, c)| c)
-        .collect();
+    let lost: Vec<Completion> = {
+        let mut in_flight = this.in_flight();
+        in_flight.alive = false;
+        in_flight.jobs.drain().map(|(_, c)| c).collect()
+    };
     if !lost.is_empty() || died {
         tracing::warn!(pid, %status, tasks = lost.len(), "worker process died; replacing it");
     }
@@ -381,7 +485,7 @@ fn run_worker(config: &Config, queue: &Receiver<Item>, worker: Worker) -> bool {
             status: status.clone(),
         });
     }
-    died
+    (died, carry)
 }
 
 fn write_request(out: &mut BufWriter<io::PipeWriter>, id: u64, job: &Job) -> io::Result<()> {
@@ -402,7 +506,7 @@ fn write_request(out: &mut BufWriter<io::PipeWriter>, id: u64, job: &Job) -> io:
     out.flush()
 }
 
-fn read_responses(responses: io::PipeReader, in_flight: &InFlight, tokens: &Sender<()>) {
+fn read_responses(responses: io::PipeReader, worker: &Incarnation) {
     let mut input = BufReader::with_capacity(64 * 1024, responses);
     loop {
         let mut header = [0u8; 17];
@@ -415,14 +519,11 @@ fn read_responses(responses: io::PipeReader, in_flight: &InFlight, tokens: &Send
         else {
             return;
         };
-        let mut body = vec![0u8; len];
+        let mut body = crate::codec::zeroed_buffer::<u8>(len);
         if input.read_exact(&mut body).is_err() {
             return;
         }
-        let completion = in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let completion = worker.in_flight().jobs.remove(&id);
         if let Some(completion) = completion {
             let result = if status == 0 {
                 Ok(body)
@@ -433,7 +534,7 @@ fn read_responses(responses: io::PipeReader, in_flight: &InFlight, tokens: &Send
             };
             completion.complete(result);
         }
-        let _ = tokens.try_send(());
+        let _ = worker.give_back.try_send(());
     }
 }
 
