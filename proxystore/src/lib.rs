@@ -59,6 +59,7 @@ pub mod owned;
 pub mod policy;
 pub mod proxy;
 pub mod store;
+mod spin;
 mod store_executor;
 pub mod task;
 pub mod worker;

@@ -74,7 +74,7 @@ fn serve() -> io::Result<()> {
             File::from_raw_fd(RESPONSE_FD),
         )
     };
-    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let mut input = BufReader::with_capacity(64 * 1024, crate::spin::SpinReader::new(input)?);
     let mut output = BufWriter::with_capacity(64 * 1024, output);
     let mut buf = Vec::new();
     loop {

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) name: Box<str>,
     state: Mutex<State>,
     done: Condvar,
+    /// Set once the task is done, for waiters polling without the lock.
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -55,11 +57,22 @@ impl Shared {
                 finishing: false,
             }),
             done: Condvar::new(),
+            finished: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Polls for completion for a short while (see [`crate::spin`]) so that a
+    /// result arriving soon is taken without sleeping.
+    pub(crate) fn spin_until_done(&self) {
+        let window = crate::spin::spin_window();
+        let started = std::time::Instant::now();
+        while !self.finished.load(std::sync::atomic::Ordering::Acquire) && started.elapsed() < window {
+            std::thread::yield_now();
+        }
     }
 
     pub(crate) fn wait_done<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
@@ -109,6 +122,7 @@ impl Shared {
             }
             (std::mem::take(&mut state.callbacks), state.waker.take())
         };
+        self.finished.store(true, std::sync::atomic::Ordering::Release);
         self.done.notify_all();
         if let Some(waker) = waker {
             waker.wake();

@@ -507,6 +507,9 @@ fn write_request(out: &mut BufWriter<io::PipeWriter>, id: u64, job: &Job) -> io:
 }
 
 fn read_responses(responses: io::PipeReader, worker: &Incarnation) {
+    let Ok(responses) = crate::spin::SpinReader::new(responses) else {
+        return;
+    };
     let mut input = BufReader::with_capacity(64 * 1024, responses);
     loop {
         let mut header = [0u8; 17];
