@@ -66,7 +66,12 @@ fn options() -> Options {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => o.quick = true,
-            "--rounds" => o.rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--rounds" => {
+                o.rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--rounds N")
+            }
             "--python" => o.python = args.next().map(PathBuf::from),
             "--anchor" => o.anchor = args.next().map(PathBuf::from),
             "--store-root" => o.root = args.next().map(PathBuf::from).expect("--store-root DIR"),
@@ -122,21 +127,35 @@ struct Table {
 }
 
 impl Table {
-    fn entry(&mut self, name: &str, unit: &str, higher_better: bool) -> &mut (String, bool, Side, Side) {
+    fn entry(
+        &mut self,
+        name: &str,
+        unit: &str,
+        higher_better: bool,
+    ) -> &mut (String, bool, Side, Side) {
         if !self.rows.contains_key(name) {
             self.order.push(name.to_string());
         }
-        self.rows
-            .entry(name.to_string())
-            .or_insert_with(|| (unit.to_string(), higher_better, Side::default(), Side::default()))
+        self.rows.entry(name.to_string()).or_insert_with(|| {
+            (
+                unit.to_string(),
+                higher_better,
+                Side::default(),
+                Side::default(),
+            )
+        })
     }
 
     fn rust(&mut self, name: &str, unit: &str, samples: &[f64]) {
-        self.entry(name, unit, unit.ends_with("/s")).2.add_samples(samples);
+        self.entry(name, unit, unit.ends_with("/s"))
+            .2
+            .add_samples(samples);
     }
 
     fn python(&mut self, name: &str, unit: &str, median: f64, min: f64, max: f64) {
-        self.entry(name, unit, unit.ends_with("/s")).3.add(median, min, max);
+        self.entry(name, unit, unit.ends_with("/s"))
+            .3
+            .add(median, min, max);
     }
 
     fn print(&self) {
@@ -152,7 +171,10 @@ impl Table {
                 if s.medians.is_empty() {
                     (" ".repeat(10), " ".repeat(21))
                 } else {
-                    (format!("{:>10.3}", s.median()), format!("{:>10.3}-{:<10.3}", s.min, s.max))
+                    (
+                        format!("{:>10.3}", s.median()),
+                        format!("{:>10.3}-{:<10.3}", s.min, s.max),
+                    )
                 }
             };
             let (rm, rr) = cell(rust);
@@ -172,7 +194,10 @@ impl Table {
 fn store_executor(o: &Options, label: &str, policy: ShouldProxy) -> (StoreExecutor, PathBuf) {
     let dir = o.root.join(format!("rust-{label}"));
     let name = format!("bench-{label}-{}", std::process::id());
-    let store = Store::builder(name, FileConnector::new(&dir).unwrap()).cache_size(0).build().unwrap();
+    let store = Store::builder(name, FileConnector::new(&dir).unwrap())
+        .cache_size(0)
+        .build()
+        .unwrap();
     let pool = ProcessPool::new(2).unwrap();
     let ex = StoreExecutor::new(pool, store).should_proxy(policy);
     (ex, dir)
@@ -230,7 +255,9 @@ fn rust_round(o: &Options, t: &mut Table) {
     let thr: Vec<f64> = (0..3)
         .map(|_| {
             let t0 = Instant::now();
-            let futures: Vec<_> = (0..o.n_noop as i64).map(|i| ex.submit(noop::task(i)).unwrap()).collect();
+            let futures: Vec<_> = (0..o.n_noop as i64)
+                .map(|i| ex.submit(noop::task(i)).unwrap())
+                .collect();
             for f in futures {
                 black_box(f.result().unwrap());
             }
@@ -258,24 +285,40 @@ fn rust_round(o: &Options, t: &mut Table) {
     drop(ex);
 
     let sizes = [KIB, MIB, 10 * MIB, 100 * MIB];
-    let bytes: Vec<Vec<u8>> = sizes.iter().map(|&s| (0..s).map(|i| (i * 131 % 251) as u8).collect()).collect();
-    let floats: Vec<Vec<f64>> = sizes.iter().map(|&s| (0..s / 8).map(|i| i as f64 * 0.5).collect()).collect();
+    let bytes: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&s| (0..s).map(|i| (i * 131 % 251) as u8).collect())
+        .collect();
+    let floats: Vec<Vec<f64>> = sizes
+        .iter()
+        .map(|&s| (0..s / 8).map(|i| i as f64 * 0.5).collect())
+        .collect();
 
     // c. bytes proxied: touch (returns the length) and echo (proxied back).
     let (ex, dir) = store_executor(o, "c", ShouldProxy::types::<(Vec<u8>,)>());
     for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(o, size, || bytes[i].clone(), |arg| {
-            let r = ex.submit(touch::task(arg)).unwrap().result().unwrap();
-            assert_eq!(*r, size as u64);
-        });
+        let xs = payload_run(
+            o,
+            size,
+            || bytes[i].clone(),
+            |arg| {
+                let r = ex.submit(touch::task(arg)).unwrap().result().unwrap();
+                assert_eq!(*r, size as u64);
+            },
+        );
         t.rust(&format!("c. bytes touch {}", label(size)), "ms", &xs);
     }
     for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(o, size, || bytes[i].clone(), |arg| {
-            let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-            assert!(r.is_proxy());
-            assert_eq!(r.len(), size);
-        });
+        let xs = payload_run(
+            o,
+            size,
+            || bytes[i].clone(),
+            |arg| {
+                let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
+                assert!(r.is_proxy());
+                assert_eq!(r.len(), size);
+            },
+        );
         t.rust(&format!("c. bytes echo {}", label(size)), "ms", &xs);
     }
     assert_eq!(leftovers(&dir), 0);
@@ -285,10 +328,15 @@ fn rust_round(o: &Options, t: &mut Table) {
     let (ex, dir) = store_executor(o, "d", ShouldProxy::types::<(Vec<f64>,)>());
     for (i, &size) in sizes.iter().enumerate() {
         let expected: f64 = floats[i].iter().sum();
-        let xs = payload_run(o, size, || floats[i].clone(), |arg| {
-            let r = ex.submit(asum::task(arg)).unwrap().result().unwrap();
-            assert_eq!(*r, expected);
-        });
+        let xs = payload_run(
+            o,
+            size,
+            || floats[i].clone(),
+            |arg| {
+                let r = ex.submit(asum::task(arg)).unwrap().result().unwrap();
+                assert_eq!(*r, expected);
+            },
+        );
         t.rust(&format!("d. f64 sum {}", label(size)), "ms", &xs);
     }
     assert_eq!(leftovers(&dir), 0);
@@ -297,23 +345,49 @@ fn rust_round(o: &Options, t: &mut Table) {
     // e. the same payloads by value through the pool, no store.
     let (ex, _dir) = store_executor(o, "e", ShouldProxy::Never);
     for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(o, size, || bytes[i].clone(), |arg| {
-            assert_eq!(*ex.submit(touch::task(arg)).unwrap().result().unwrap(), size as u64);
-        });
-        t.rust(&format!("e. by value: bytes touch {}", label(size)), "ms", &xs);
+        let xs = payload_run(
+            o,
+            size,
+            || bytes[i].clone(),
+            |arg| {
+                assert_eq!(
+                    *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
+                    size as u64
+                );
+            },
+        );
+        t.rust(
+            &format!("e. by value: bytes touch {}", label(size)),
+            "ms",
+            &xs,
+        );
     }
     for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(o, size, || bytes[i].clone(), |arg| {
-            let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-            assert!(!r.is_proxy());
-            assert_eq!(r.len(), size);
-        });
-        t.rust(&format!("e. by value: bytes echo {}", label(size)), "ms", &xs);
+        let xs = payload_run(
+            o,
+            size,
+            || bytes[i].clone(),
+            |arg| {
+                let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
+                assert!(!r.is_proxy());
+                assert_eq!(r.len(), size);
+            },
+        );
+        t.rust(
+            &format!("e. by value: bytes echo {}", label(size)),
+            "ms",
+            &xs,
+        );
     }
     for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(o, size, || floats[i].clone(), |arg| {
-            black_box(*ex.submit(asum::task(arg)).unwrap().result().unwrap());
-        });
+        let xs = payload_run(
+            o,
+            size,
+            || floats[i].clone(),
+            |arg| {
+                black_box(*ex.submit(asum::task(arg)).unwrap().result().unwrap());
+            },
+        );
         t.rust(&format!("e. by value: f64 sum {}", label(size)), "ms", &xs);
     }
     drop(ex);
@@ -343,7 +417,11 @@ fn rust_round(o: &Options, t: &mut Table) {
         })
         .collect();
     t.rust("f. file write+read 100MiB", "ms", &xs);
-    t.rust("f. pipe round trip, 16-byte frame", "us", &pipe_round_trips(if o.quick { 1000 } else { 20_000 }));
+    t.rust(
+        "f. pipe round trip, 16-byte frame",
+        "us",
+        &pipe_round_trips(if o.quick { 1000 } else { 20_000 }),
+    );
 }
 
 fn payload_run<A>(o: &Options, size: usize, make: impl Fn() -> A, run: impl Fn(A)) -> Vec<f64> {
@@ -359,7 +437,11 @@ fn payload_run<A>(o: &Options, size: usize, make: impl Fn() -> A, run: impl Fn(A
 }
 
 fn pipe_round_trips(n: usize) -> Vec<f64> {
-    let mut child = Command::new("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut input = child.stdin.take().unwrap();
     let mut output = child.stdout.take().unwrap();
     let frame = [7u8; 16];
@@ -378,11 +460,20 @@ fn pipe_round_trips(n: usize) -> Vec<f64> {
 }
 
 fn python_round(o: &Options, t: &mut Table) {
-    let (Some(python), Some(anchor)) = (&o.python, &o.anchor) else { return };
+    let (Some(python), Some(anchor)) = (&o.python, &o.anchor) else {
+        return;
+    };
     let json = o.root.join("python.json");
     let mut cmd = Command::new(python);
     cmd.arg(anchor)
-        .args(["--parts", "abcde", "--n", &o.n_noop.to_string(), "--scale", &o.scale.to_string()])
+        .args([
+            "--parts",
+            "abcde",
+            "--n",
+            &o.n_noop.to_string(),
+            "--scale",
+            &o.scale.to_string(),
+        ])
         .arg("--json")
         .arg(&json)
         .arg("--store-root")
@@ -394,12 +485,22 @@ fn python_round(o: &Options, t: &mut Table) {
     }
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let st = |v: &serde_json::Value, k: f64| {
-        (v["median"].as_f64().unwrap() * k, v["min"].as_f64().unwrap() * k, v["max"].as_f64().unwrap() * k)
+        (
+            v["median"].as_f64().unwrap() * k,
+            v["min"].as_f64().unwrap() * k,
+            v["max"].as_f64().unwrap() * k,
+        )
     };
     let (m, lo, hi) = st(&r["a_storeexec_never_noop"]["lat_us"], 1.0);
     t.python("a. no-op latency (ProxyNever)", "us", m, lo, hi);
     let (m, lo, hi) = st(&r["a_storeexec_never_noop"]["thr_tasks_s"], 1.0);
-    t.python(&format!("a. no-op burst of {}", o.n_noop), "task/s", m, lo, hi);
+    t.python(
+        &format!("a. no-op burst of {}", o.n_noop),
+        "task/s",
+        m,
+        lo,
+        hi,
+    );
     let (m, lo, hi) = st(&r["b_storeexec_always_full"]["lat_us"], 1.0);
     t.python("b. small value, ProxyAlways round trip", "us", m, lo, hi);
     for (key, name) in [
@@ -436,14 +537,23 @@ fn status_kib(field: &str) -> u64 {
 /// Per-task cost and memory as the number of tasks grows.
 fn growth(o: &Options) {
     let (ex, dir) = store_executor(o, "growth", ShouldProxy::Never);
-    let counts: &[usize] = if o.quick { &[1_000, 3_000] } else { &[1_000, 10_000, 100_000] };
+    let counts: &[usize] = if o.quick {
+        &[1_000, 3_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
     println!("\nper-task cost of a no-op burst (ProxyNever), 3 runs each:");
-    println!("{:>8} {:>14} {:>22} {:>14}", "tasks", "us/task median", "us/task min-max", "RSS after, MiB");
+    println!(
+        "{:>8} {:>14} {:>22} {:>14}",
+        "tasks", "us/task median", "us/task min-max", "RSS after, MiB"
+    );
     for &n in counts {
         let mut xs: Vec<f64> = (0..3)
             .map(|_| {
                 let t0 = Instant::now();
-                let futures: Vec<_> = (0..n as i64).map(|i| ex.submit(noop::task(i)).unwrap()).collect();
+                let futures: Vec<_> = (0..n as i64)
+                    .map(|i| ex.submit(noop::task(i)).unwrap())
+                    .collect();
                 for f in futures {
                     black_box(f.result().unwrap());
                 }
@@ -469,7 +579,11 @@ fn growth(o: &Options) {
     let _ = std::fs::write("/proc/self/clear_refs", "5"); // resets the peak (VmHWM)
     let before = status_kib("VmRSS:");
     for _ in 0..reps {
-        let r = ex.submit(echo::task(payload.clone())).unwrap().result().unwrap();
+        let r = ex
+            .submit(echo::task(payload.clone()))
+            .unwrap()
+            .result()
+            .unwrap();
         assert_eq!(r.len(), payload.len());
     }
     let peak = status_kib("VmHWM:");

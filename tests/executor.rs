@@ -1,5 +1,9 @@
 //! StoreExecutor over both pools: policies, ownership, cleanup, failures.
 
+mod support;
+
+use support::common::unique;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -109,15 +113,6 @@ fn count(dir: &Path) -> usize {
             .count()
         })
         .unwrap_or(0)
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A store in a fresh directory, kept open after the executor is dropped so

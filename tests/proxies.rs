@@ -4,21 +4,11 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proxystore::connectors::{FileConnector, LocalConnector};
 use proxystore::store::Operation;
 use proxystore::{Error, Key, OwnedProxy, Proxy, Store};
-use support::common::{from_hex, to_hex};
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use support::common::{from_hex, to_hex, unique};
 
 fn file_store(prefix: &str) -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,20 +1,13 @@
 //! Store behaviour: typed objects, cache, metrics, configuration, registry.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
+
+use support::common::unique;
 
 use proxystore::connectors::{Connector, FileConnector, LocalConnector};
 use proxystore::store::{self, Operation};
 use proxystore::{Error, Key, Store, StoreConfig};
 use serde::{Deserialize, Serialize};
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Point {

@@ -29,7 +29,6 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::FromRawFd;
 
-
 /// The environment variable that puts an executable in worker mode.
 pub const WORKER_ENV: &str = "PROXYSTORE_WORKER";
 pub(crate) const REQUEST_FD: i32 = 3;

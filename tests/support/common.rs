@@ -26,3 +26,14 @@ pub fn to_hex<T: serde::Serialize>(value: &T) -> String {
 pub fn from_hex<T: serde::de::DeserializeOwned>(text: &str) -> T {
     ciborium::from_reader(&unhex(text)[..]).expect("valid cbor")
 }
+
+/// A store name no other test in this process uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

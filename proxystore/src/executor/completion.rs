@@ -70,7 +70,9 @@ impl Shared {
     pub(crate) fn spin_until_done(&self) {
         let window = crate::spin::spin_window();
         let started = std::time::Instant::now();
-        while !self.finished.load(std::sync::atomic::Ordering::Acquire) && started.elapsed() < window {
+        while !self.finished.load(std::sync::atomic::Ordering::Acquire)
+            && started.elapsed() < window
+        {
             std::thread::yield_now();
         }
     }
@@ -122,7 +124,8 @@ impl Shared {
             }
             (std::mem::take(&mut state.callbacks), state.waker.take())
         };
-        self.finished.store(true, std::sync::atomic::Ordering::Release);
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Release);
         self.done.notify_all();
         if let Some(waker) = waker {
             waker.wake();

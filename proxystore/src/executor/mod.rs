@@ -40,6 +40,7 @@
 mod completion;
 mod future;
 mod process_pool;
+mod queue;
 mod thread_pool;
 
 pub use completion::Completion;

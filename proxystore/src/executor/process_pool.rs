@@ -8,17 +8,15 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
+use super::queue::{Item, JobQueue};
 use super::{Completion, Executor};
 use crate::error::{Error, Result};
 use crate::task::{Job, TaskFailure};
 use crate::worker::{REQUEST_FD, RESPONSE_FD, TEST_ENTRY, WORKER_ENV};
-
-type Item = (Job, Completion);
 
 /// Runs jobs on worker processes: this executable, started again in worker
 /// mode (see [`worker`](crate::worker); `main` must call
@@ -39,9 +37,7 @@ type Item = (Job, Completion);
 /// }
 /// ```
 pub struct ProcessPool {
-    sender: Mutex<Option<Sender<Item>>>,
-    receiver: Receiver<Item>,
-    slots: Mutex<Vec<JoinHandle<()>>>,
+    queue: JobQueue,
     config: Arc<Config>,
 }
 
@@ -104,8 +100,7 @@ impl ProcessPoolBuilder {
             max_in_flight: self.max_in_flight,
             current: (0..workers).map(|_| Mutex::new(None)).collect(),
         });
-        let (sender, receiver) = crossbeam_channel::unbounded::<Item>();
-        let mut slots = Vec::new();
+        let queue = JobQueue::new();
         for index in 0..workers {
             // The first worker is started here so a pool that cannot start
             // workers fails at once, not at the first task.
@@ -116,19 +111,14 @@ impl ProcessPoolBuilder {
                     e,
                 )
             })?;
-            let (config, receiver) = (config.clone(), receiver.clone());
+            let (config, receiver) = (config.clone(), queue.receiver().clone());
             let slot = std::thread::Builder::new()
                 .name(format!("proxystore-worker-{index}"))
                 .spawn(move || supervise(&config, index, &receiver, first))
                 .map_err(|e| Error::io("process pool", "spawning a thread", e))?;
-            slots.push(slot);
+            queue.serve(slot);
         }
-        Ok(ProcessPool {
-            sender: Mutex::new(Some(sender)),
-            receiver,
-            slots: Mutex::new(slots),
-            config,
-        })
+        Ok(ProcessPool { queue, config })
     }
 }
 
@@ -154,56 +144,33 @@ impl ProcessPool {
         self.config
             .current
             .iter()
-            .filter_map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.pid))
+            .filter_map(|slot| {
+                slot.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|w| w.pid)
+            })
             .collect()
     }
 }
 
 impl Executor for ProcessPool {
     fn submit(&self, job: Job, completion: Completion) {
-        let sender = self
-            .sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match sender {
-            Some(sender) => {
-                // An idle worker with nothing queued before it gets the job
-                // straight from this thread: one thread hand-off less.
-                let (job, completion) = if self.receiver.is_empty() {
-                    match self.config.dispatch_direct(job, completion) {
-                        Ok(()) => return,
-                        Err(back) => back,
-                    }
-                } else {
-                    (job, completion)
-                };
-                if let Err(e) = sender.send((job, completion)) {
-                    let (job, completion) = e.into_inner();
-                    completion.fail(Error::ShutDown {
-                        task: job.name().into(),
-                    });
-                }
+        // An idle worker with nothing queued before it gets the job straight
+        // from this thread: one thread hand-off less.
+        let item = if self.queue.is_open() && self.queue.receiver().is_empty() {
+            match self.config.dispatch_direct(job, completion) {
+                Ok(()) => return,
+                Err(back) => back,
             }
-            None => completion.fail(Error::ShutDown {
-                task: job.name().into(),
-            }),
-        }
+        } else {
+            (job, completion)
+        };
+        self.queue.push(item);
     }
 
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
-        self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if cancel_pending {
-            while let Ok((_, completion)) = self.receiver.try_recv() {
-                completion.cancel();
-            }
-        }
-        if wait {
-            let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()));
-            for slot in slots {
-                let _ = slot.join();
-            }
-        }
+        self.queue.close(wait, cancel_pending);
     }
 }
 
@@ -269,7 +236,9 @@ impl Incarnation {
     /// Registers and writes a job; the caller holds a token. A write error
     /// means the worker died: its reader sees that and fails the job.
     fn send(&self, job: &Job, completion: Completion) -> Result<(), Completion> {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut in_flight = self.in_flight();
             if !in_flight.alive {
@@ -438,7 +407,9 @@ fn run_worker(
             })
             .expect("spawning a reader thread")
     };
-    *config.current[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(this.clone());
+    *config.current[index]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(this.clone());
     let died = loop {
         select! {
             recv(this.tokens) -> _ => {}
@@ -464,9 +435,14 @@ fn run_worker(
             break true;
         }
     };
-    *config.current[index].lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *config.current[index]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = None;
     // Closing the request pipe tells a live worker to finish and exit.
-    this.requests.lock().unwrap_or_else(|e| e.into_inner()).take();
+    this.requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let _ = reader.join();
     let status = reap(&mut child, died);
     let lost: Vec<Completion> = {
