@@ -90,6 +90,15 @@ fn chatty(lines: u32) -> u32 {
     lines
 }
 
+/// A user predicate, evaluated in workers too: proxy byte buffers that
+/// start with a marker.
+fn marked(info: &proxystore::policy::ValueInfo<'_>) -> bool {
+    info.value
+        .downcast_ref::<Vec<u8>>()
+        .is_some_and(|b| b.first() == Some(&0xAB))
+}
+proxystore::register_predicate!("tests.marked", marked);
+
 #[proxied(name = "tests.duplicate")]
 fn first_duplicate(x: i64) -> i64 {
     x
@@ -291,6 +300,40 @@ fn size_threshold_policy(pool: Pool) {
     assert!(!r2.is_proxy());
     drop((r, r2));
     assert_eq!(f.left(), 0);
+}
+
+fn user_predicate(pool: Pool) {
+    let f = Fixture::new();
+    let policy = ShouldProxy::predicate("tests.marked").unwrap();
+    let ex = f.executor(pool).should_proxy(policy);
+    let marked_during = ex
+        .submit(objects_during::task(f.objects(), vec![0xAB; 10]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*marked_during, 1);
+    let plain_during = ex
+        .submit(objects_during::task(f.objects(), vec![0x01; 10]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*plain_during, 0);
+    // The worker applies it to results as well.
+    let marked = ex
+        .submit(echo::task(vec![0xAB, 1]))
+        .unwrap()
+        .result()
+        .unwrap();
+    let plain = ex
+        .submit(echo::task(vec![0x01, 1]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(marked.is_proxy() && !plain.is_proxy());
+    drop((marked, plain));
+    assert_eq!(f.left(), 0);
+    let err = ShouldProxy::predicate("tests.no-such").unwrap_err();
+    assert!(err.to_string().contains("tests.marked"), "{err}");
 }
 
 fn compile_time_types(pool: Pool) {
@@ -500,6 +543,7 @@ for_both_pools!(
     proxy_always_without_ownership,
     proxy_type_policy,
     size_threshold_policy,
+    user_predicate,
     compile_time_types,
     existing_proxies_and_borrows_are_passed_as_they_are,
     map_keeps_input_order,

@@ -10,6 +10,20 @@
 //! element. That fast path is chosen by the value's type at compile time
 //! (the `TypeId` tests below fold to constants), so it costs nothing for
 //! other types.
+//!
+//! ```
+//! use proxystore::codec::{decode_slice, encode};
+//!
+//! let samples = vec![0.25f64; 1024];
+//! let encoded = encode(&samples)?;
+//! assert!(encoded.len() < 8 * 1024 + 64);            // raw memory plus a small header
+//! let back: Vec<f64> = decode_slice(&encoded.to_vec()).unwrap();
+//! assert_eq!(back, samples);
+//!
+//! // Decoding as another type is an error, not garbage.
+//! assert!(decode_slice::<String>(&encoded.to_vec()).is_err());
+//! # Ok::<(), proxystore::Error>(())
+//! ```
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;

@@ -5,6 +5,18 @@
 //! policy is also evaluated in worker processes (for results), so it is
 //! data, not a closure: a user predicate is registered by name with
 //! [`register_predicate!`](crate::register_predicate).
+//!
+//! ```
+//! use std::any::Any;
+//! use proxystore::policy::{ShouldProxy, ValueInfo};
+//!
+//! let large = ShouldProxy::MinSize(1 << 20);
+//! let info = ValueInfo { type_name: "alloc::vec::Vec<u8>", size: 4 << 20, value: &() as &(dyn Any + Send + Sync) };
+//! assert!(large.should_proxy(&info)?);
+//! assert!(!ShouldProxy::Never.should_proxy(&info)?);
+//! assert!(ShouldProxy::types::<(Vec<u8>,)>().should_proxy(&info)?);
+//! # Ok::<(), proxystore::Error>(())
+//! ```
 
 use std::any::Any;
 use std::fmt;

@@ -22,7 +22,7 @@
 //! }   // dropping the result evicts it; dropping the executor closes the store
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -55,6 +55,7 @@ pub struct StoreExecutor {
     close_store: bool,
     context: Arc<[u8]>,
     shut_down: AtomicBool,
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl StoreExecutor {
@@ -68,6 +69,7 @@ impl StoreExecutor {
             close_store: true,
             context: Arc::from(&[][..]),
             shut_down: AtomicBool::new(false),
+            outstanding: Arc::default(),
         };
         this.encode_context();
         this
@@ -149,7 +151,12 @@ impl StoreExecutor {
                 }) as Box<dyn FnOnce(&Result<Vec<u8>>) + Send>
             })
         };
-        let shared = Shared::new(prepared.name, cleanup, Some(discard_output));
+        let shared = Shared::new(
+            prepared.name,
+            cleanup,
+            Some(discard_output),
+            self.outstanding.clone(),
+        );
         let job = Job {
             name: prepared.name.into(),
             run: Some(prepared.run),

@@ -9,6 +9,28 @@
 //! a tag (inline value or proxy), a length and the bytes. Inline values use
 //! [`codec`](crate::codec), so large numeric buffers never go element by
 //! element.
+//!
+//! ```
+//! use proxystore::connectors::LocalConnector;
+//! use proxystore::executor::ThreadPool;
+//! use proxystore::{proxied, Store, StoreExecutor, TaskValue};
+//!
+//! #[proxied(types = [Vec<f64>])]
+//! fn mean(values: Vec<f64>) -> f64 {
+//!     values.iter().sum::<f64>() / values.len() as f64
+//! }
+//!
+//! fn main() -> proxystore::Result<()> {
+//!     let store = Store::new("task-module-doc", LocalConnector::new())?;
+//!     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+//!     let task = mean::task(vec![1.0, 2.0, 3.0]);   // the Vec goes through the store
+//!     assert_eq!(task.name(), mean::NAME);
+//!     let result: TaskValue<f64> = executor.submit(task)?.result()?;
+//!     assert_eq!(*result, 2.0);
+//!     assert_eq!(mean(vec![4.0]), 4.0);              // still a plain fn
+//!     Ok(())
+//! }
+//! ```
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -1,5 +1,6 @@
 //! The state a task's future and its executor share.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -35,14 +36,24 @@ pub(crate) struct Shared {
     done: Condvar,
     /// Set once the task is done, for waiters polling without the lock.
     finished: std::sync::atomic::AtomicBool,
+    /// Tasks of the same executor not done yet, this one included.
+    outstanding: Arc<AtomicUsize>,
 }
+
+/// Waiting callers poll only while the executor has at most this many
+/// tasks outstanding: one waiting for a single result soon to come. With
+/// more, results arrive back to back and polling would only take the cores
+/// the pool needs.
+const POLL_WHILE_OUTSTANDING: usize = 2;
 
 impl Shared {
     pub(crate) fn new(
         name: &str,
         cleanup: Option<Cleanup>,
         discard: Option<fn(Vec<u8>)>,
+        outstanding: Arc<AtomicUsize>,
     ) -> Arc<Self> {
+        outstanding.fetch_add(1, Ordering::Relaxed);
         Arc::new(Shared {
             name: name.into(),
             state: Mutex::new(State {
@@ -58,6 +69,7 @@ impl Shared {
             }),
             done: Condvar::new(),
             finished: std::sync::atomic::AtomicBool::new(false),
+            outstanding,
         })
     }
 
@@ -68,11 +80,12 @@ impl Shared {
     /// Polls for completion for a short while (see [`crate::spin`]) so that a
     /// result arriving soon is taken without sleeping.
     pub(crate) fn spin_until_done(&self) {
+        if self.outstanding.load(Ordering::Relaxed) > POLL_WHILE_OUTSTANDING {
+            return;
+        }
         let window = crate::spin::spin_window();
         let started = std::time::Instant::now();
-        while !self.finished.load(std::sync::atomic::Ordering::Acquire)
-            && started.elapsed() < window
-        {
+        while !self.finished.load(Ordering::Acquire) && started.elapsed() < window {
             std::thread::yield_now();
         }
     }
