@@ -1,0 +1,161 @@
+//! Jobs: what executors run.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// One unit of work for an [`Executor`](crate::executor::Executor): a task
+/// invocation with its arguments placed.
+///
+/// In-process executors call [`Job::run`]. Executors that ship work
+/// elsewhere send [`Job::to_bytes`] and, on the other side, call
+/// [`run_job_bytes`], which finds the task by name in that executable.
+pub struct Job {
+    pub(crate) name: Box<str>,
+    pub(crate) run: Option<TaskFn>,
+    pub(crate) context: Arc<[u8]>,
+    pub(crate) result_key: Key,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("payload_bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode_context(bytes: &[u8]) -> Result<Arc<ExecContext>, TaskFailure> {
+    // Executors send the same context with every job: decode it once.
+    type Decoded = Option<(Box<[u8]>, Arc<ExecContext>)>;
+    static LAST: Mutex<Decoded> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((b, ctx)) = &*last {
+        if **b == *bytes {
+            return Ok(ctx.clone());
+        }
+    }
+    let ctx: ExecContext = ciborium::from_reader(bytes)
+        .map_err(|e| TaskFailure::new(format!("invalid executor context: {e}")))?;
+    let ctx = Arc::new(ctx);
+    *last = Some((bytes.into(), ctx.clone()));
+    Ok(ctx)
+}
+
+/// A job read from bytes, borrowing them (no copy of the arguments).
+struct JobRef<'a> {
+    name: &'a str,
+    context: &'a [u8],
+    result_key: Key,
+    payload: &'a [u8],
+}
+
+impl<'a> JobRef<'a> {
+    fn parse(mut bytes: &'a [u8]) -> Result<Self> {
+        let bad = || Error::Protocol("malformed job".into());
+        let mut next = || read_frame(&mut bytes).map(|(_, b)| b).ok_or_else(bad);
+        let name = std::str::from_utf8(next()?).map_err(|_| bad())?;
+        let context = next()?;
+        let key = uuid::Uuid::from_slice(next()?).map_err(|_| bad())?;
+        let result_key = Key::parse(&key.hyphenated().to_string())?;
+        let payload = next()?;
+        Ok(JobRef {
+            name,
+            context,
+            result_key,
+            payload,
+        })
+    }
+
+    fn run(&self, run: Option<TaskFn>) -> Result<Vec<u8>, TaskFailure> {
+        let run = match run {
+            Some(run) => run,
+            None => find_task(self.name)?,
+        };
+        let ctx = WorkerContext {
+            context: decode_context(self.context)?,
+            result_key: self.result_key,
+        };
+        let mut args = ArgReader::new(self.payload);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let out = run(&ctx, &mut args)?;
+            args.finish()?;
+            Ok(out.0)
+        }));
+        match outcome {
+            Ok(result) => result,
+            Err(payload) => Err(TaskFailure::new(format!(
+                "panicked: {}",
+                panic_message(&*payload)
+            ))),
+        }
+    }
+}
+
+impl Job {
+    /// The task's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the task in this process. A panic in the task is caught and
+    /// reported as a failure. Returns the encoded result, to be handed to
+    /// the job's [`Completion`](crate::executor::Completion).
+    pub fn run(&self) -> Result<Vec<u8>, TaskFailure> {
+        let job = JobRef {
+            name: &self.name,
+            context: &self.context,
+            result_key: self.result_key,
+            payload: &self.payload,
+        };
+        job.run(self.run)
+    }
+
+    /// The job as bytes, for an executor that runs it in another process.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.context.len() + self.payload.len());
+        self.write_to(&mut out);
+        out
+    }
+
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        push_frame(out, 0, &[self.name.as_bytes()]);
+        push_frame(out, 0, &[&self.context]);
+        push_frame(out, 0, &[self.result_key.as_uuid().as_bytes()]);
+        push_frame(out, 0, &[&self.payload]);
+    }
+
+    /// Reads a job written by [`Job::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Job> {
+        let job = JobRef::parse(bytes)?;
+        Ok(Job {
+            name: job.name.into(),
+            run: None,
+            context: job.context.into(),
+            result_key: job.result_key,
+            payload: job.payload.to_vec(),
+        })
+    }
+}
+
+/// Runs a job received as bytes (from [`Job::to_bytes`]) in this process.
+pub fn run_job_bytes(bytes: &[u8]) -> Result<Vec<u8>, TaskFailure> {
+    JobRef::parse(bytes)?.run(None)
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}

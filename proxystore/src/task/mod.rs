@@ -1,0 +1,283 @@
+//! Tasks: invocations of `#[proxied]` functions, their arguments and
+//! results on the wire, and the registry of task wrappers by name.
+//!
+//! Users meet [`Task`] (built by the generated `my_fn::task(..)`),
+//! [`IntoArg`] (what can be passed for a parameter) and [`Job`] (what an
+//! [`Executor`](crate::executor::Executor) runs). The wire format of a job:
+//! the task's name, the executor's context (store configuration, policy,
+//! ownership), a key reserved for the result, and one frame per argument:
+//! a tag (inline value or proxy), a length and the bytes. Inline values use
+//! [`codec`](crate::codec), so large numeric buffers never go element by
+//! element.
+//!
+//! ```
+//! use proxystore::connectors::LocalConnector;
+//! use proxystore::executor::ThreadPool;
+//! use proxystore::{proxied, Store, StoreExecutor, TaskValue};
+//!
+//! #[proxied(types = [Vec<f64>])]
+//! fn mean(values: Vec<f64>) -> f64 {
+//!     values.iter().sum::<f64>() / values.len() as f64
+//! }
+//!
+//! fn main() -> proxystore::Result<()> {
+//!     let store = Store::new("task-module-doc", LocalConnector::new())?;
+//!     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+//!     let task = mean::task(vec![1.0, 2.0, 3.0]);   // the Vec goes through the store
+//!     assert_eq!(task.name(), mean::NAME);
+//!     let result: TaskValue<f64> = executor.submit(task)?.result()?;
+//!     assert_eq!(*result, 2.0);
+//!     assert_eq!(mean(vec![4.0]), 4.0);              // still a plain fn
+//!     Ok(())
+//! }
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::owned::{OwnedProxy, RefProxy};
+use crate::policy::ShouldProxy;
+use crate::proxy::{Factory, Proxy};
+use crate::store::{Store, StoreConfig};
+use crate::Storable;
+
+mod job;
+mod registry;
+mod value;
+mod wire;
+
+pub use job::{run_job_bytes, Job};
+#[doc(hidden)]
+pub use registry::TaskEntry;
+pub use registry::{check_registry, find_task, registered_tasks};
+pub(crate) use value::discard_output;
+pub use value::TaskValue;
+#[doc(hidden)]
+pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
+use wire::{cbor, place, push_frame, read_frame, OWNED, PROXY, VALUE};
+
+/// A task argument: a value (offered to the should-proxy policies) or an
+/// object that is already in a store (passed as it is, never proxied
+/// twice, and not evicted when the task ends).
+#[derive(Debug)]
+pub enum Arg<T> {
+    /// A plain value.
+    Value(T),
+    /// A reference to a stored object.
+    Stored(Factory),
+}
+
+/// What can be passed for a task parameter of type `T`: a `T`, a
+/// [`Proxy<T>`], or a borrow of an [`OwnedProxy<T>`].
+pub trait IntoArg<T> {
+    /// Converts into an argument.
+    fn into_arg(self) -> Arg<T>;
+}
+
+impl<T: Storable> IntoArg<T> for T {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Value(self)
+    }
+}
+
+impl<T: Storable> IntoArg<T> for Proxy<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Stored(Proxy::factory(&self).clone())
+    }
+}
+
+impl<T: Storable> IntoArg<T> for &Proxy<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Stored(Proxy::factory(self).clone())
+    }
+}
+
+impl<T: Storable> IntoArg<T> for &OwnedProxy<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Stored(OwnedProxy::factory(self).clone())
+    }
+}
+
+impl<T: Storable> IntoArg<T> for RefProxy<'_, T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Stored(RefProxy::factory(&self).clone())
+    }
+}
+
+/// Why a task failed, as its executor reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    message: String,
+}
+
+impl TaskFailure {
+    /// A failure with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        TaskFailure {
+            message: message.into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<Error> for TaskFailure {
+    fn from(e: Error) -> Self {
+        TaskFailure::new(e.to_string())
+    }
+}
+
+/// The signature of a generated task wrapper.
+pub type TaskFn = fn(&WorkerContext, &mut ArgReader<'_>) -> Result<TaskOutput, TaskFailure>;
+
+/// An invocation of a `#[proxied]` function, ready to be submitted to a
+/// [`StoreExecutor`](crate::StoreExecutor). Built by the generated
+/// `my_fn::task(..)`.
+#[must_use = "a task does nothing until it is submitted to an executor"]
+pub struct Task<R> {
+    name: &'static str,
+    run: TaskFn,
+    result_listed: bool,
+    args: Vec<Box<dyn PendingArg>>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> Task<R> {
+    /// The name the task is registered under.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<R> fmt::Debug for Task<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.name)
+            .field("args", &self.args.len())
+            .finish()
+    }
+}
+
+/// Builds a [`Task`]; used by generated code.
+#[doc(hidden)]
+pub struct TaskBuilder<R> {
+    task: Task<R>,
+}
+
+impl<R> TaskBuilder<R> {
+    pub fn new(name: &'static str, run: TaskFn, result_listed: bool) -> Self {
+        TaskBuilder {
+            task: Task {
+                name,
+                run,
+                result_listed,
+                args: Vec::new(),
+                _result: PhantomData,
+            },
+        }
+    }
+
+    pub fn arg<T: Storable>(&mut self, arg: Arg<T>, listed: bool) {
+        self.task.args.push(Box::new(Pending { arg, listed }));
+    }
+
+    pub fn finish(self) -> Task<R> {
+        self.task
+    }
+}
+
+/// What the executor and workers need to know besides the arguments.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ExecContext {
+    pub(crate) store: StoreConfig,
+    pub(crate) policy: ShouldProxy,
+    pub(crate) ownership: bool,
+}
+
+pub(crate) struct Prepare<'a> {
+    store: &'a Store,
+    policy: &'a ShouldProxy,
+    out: Vec<u8>,
+    created: Vec<Key>,
+}
+
+trait PendingArg: Send {
+    fn prepare(self: Box<Self>, p: &mut Prepare<'_>) -> Result<()>;
+}
+
+struct Pending<T> {
+    arg: Arg<T>,
+    listed: bool,
+}
+
+impl<T: Storable> PendingArg for Pending<T> {
+    fn prepare(self: Box<Self>, p: &mut Prepare<'_>) -> Result<()> {
+        match self.arg {
+            Arg::Stored(factory) => push_frame(&mut p.out, PROXY, &[&cbor(&factory)]),
+            Arg::Value(value) => {
+                let (frame, stored) = place(
+                    &value,
+                    self.listed,
+                    p.policy,
+                    || Ok(p.store.clone()),
+                    |s| s.connector().new_key(),
+                )?;
+                if let Some(key) = stored {
+                    p.created.push(key);
+                }
+                p.out.extend_from_slice(&frame);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A task whose arguments have been placed: inline or in the store.
+pub(crate) struct Prepared {
+    pub(crate) name: &'static str,
+    pub(crate) run: TaskFn,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) result_listed: bool,
+}
+
+impl<R> Task<R> {
+    /// Places the arguments. On error the keys created so far are returned
+    /// with it, for the caller to evict.
+    pub(crate) fn prepare(
+        self,
+        store: &Store,
+        policy: &ShouldProxy,
+    ) -> (Result<Prepared>, Vec<Key>) {
+        let mut p = Prepare {
+            store,
+            policy,
+            out: Vec::new(),
+            created: Vec::new(),
+        };
+        for arg in self.args {
+            if let Err(e) = arg.prepare(&mut p) {
+                return (Err(e), p.created);
+            }
+        }
+        let prepared = Prepared {
+            name: self.name,
+            run: self.run,
+            payload: p.out,
+            result_listed: self.result_listed,
+        };
+        (Ok(prepared), p.created)
+    }
+}

@@ -1,0 +1,108 @@
+//! Task results as the caller sees them.
+
+use std::fmt;
+
+use super::*;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::owned::OwnedProxy;
+use crate::proxy::{Factory, Proxy};
+use crate::Storable;
+
+/// A task's result, decoded in the caller: a plain value, an owned proxy
+/// (ownership on: dropping it evicts the object) or a plain proxy
+/// (ownership off: the caller cleans up). Dereferences to the value in
+/// every case.
+pub enum TaskValue<R: Storable> {
+    /// The value came back inline.
+    Value(R),
+    /// The value is in the store, owned by this handle.
+    Owned(OwnedProxy<R>),
+    /// The value is in the store; nothing evicts it automatically.
+    Proxy(Proxy<R>),
+}
+
+impl<R: Storable> TaskValue<R> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut rest = bytes;
+        let bad = |what: String| Error::Protocol(format!("malformed task result: {what}"));
+        let (tag, body) = read_frame(&mut rest).ok_or_else(|| bad("truncated".into()))?;
+        let factory =
+            || -> Result<Factory> { ciborium::from_reader(body).map_err(|e| bad(e.to_string())) };
+        Ok(match tag {
+            VALUE => TaskValue::Value(codec::decode_slice::<R>(body).map_err(|f| bad(f.reason))?),
+            PROXY => TaskValue::Proxy(Proxy::lazy(factory()?)),
+            OWNED => TaskValue::Owned(OwnedProxy::lazy(factory()?)),
+            other => return Err(bad(format!("unknown tag {other}"))),
+        })
+    }
+
+    /// Whether the value came back through the store.
+    pub fn is_proxy(&self) -> bool {
+        !matches!(self, TaskValue::Value(_))
+    }
+
+    /// Resolves now if needed, returning the error a dereference would
+    /// panic with.
+    pub fn resolve(&self) -> Result<&R> {
+        match self {
+            TaskValue::Value(v) => Ok(v),
+            TaskValue::Owned(p) => OwnedProxy::resolve(p),
+            TaskValue::Proxy(p) => Proxy::resolve(p),
+        }
+    }
+
+    /// The value itself; an owned result is evicted from the store.
+    pub fn into_value(self) -> Result<R>
+    where
+        R: Clone,
+    {
+        match self {
+            TaskValue::Value(v) => Ok(v),
+            TaskValue::Owned(p) => OwnedProxy::into_inner(p),
+            TaskValue::Proxy(p) => Proxy::extract(p),
+        }
+    }
+}
+
+impl<R: Storable> std::ops::Deref for TaskValue<R> {
+    type Target = R;
+    fn deref(&self) -> &R {
+        match self.resolve() {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+impl<R: Storable + fmt::Debug> fmt::Debug for TaskValue<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskValue::Value(v) => f.debug_tuple("Value").field(v).finish(),
+            TaskValue::Owned(p) => fmt::Debug::fmt(p, f),
+            TaskValue::Proxy(p) => fmt::Debug::fmt(p, f),
+        }
+    }
+}
+
+impl<R: Storable + fmt::Display> fmt::Display for TaskValue<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+impl<R: Storable + PartialEq> PartialEq<R> for TaskValue<R> {
+    fn eq(&self, other: &R) -> bool {
+        **self == *other
+    }
+}
+
+/// Evicts the object of an owned result that nobody will take.
+pub(crate) fn discard_output(bytes: Vec<u8>) {
+    let mut rest = &bytes[..];
+    if let Some((OWNED, body)) = read_frame(&mut rest) {
+        if let Ok(factory) = ciborium::from_reader::<Factory, _>(body) {
+            crate::owned::evict(&factory);
+        }
+    }
+}
