@@ -726,3 +726,39 @@ fn dropping_the_executor_closes_the_store_by_default() {
     assert!(store.is_closed());
     assert!(!dir.path().join("objects").exists());
 }
+
+#[test]
+fn a_main_that_forgets_worker_init_cannot_start_pools_from_its_workers() {
+    // As a pool starts it: with the worker variable set. Without the guard
+    // this process would start a pool of its own, whose workers would do
+    // the same, without end.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
+        .arg("make-pool")
+        .env(proxystore::worker::WORKER_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("before calling proxystore::worker::init()"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn workers_that_do_not_speak_the_protocol_fail_tasks_instead_of_hanging() {
+    let f = Fixture::new();
+    // The peer does not call worker::init(): it exits at once.
+    let pool = ProcessPool::builder(1)
+        .program(env!("CARGO_BIN_EXE_proxystore-peer"))
+        .build()
+        .unwrap();
+    let ex = StoreExecutor::new(pool, f.store.clone())
+        .close_store(false)
+        .should_proxy(ShouldProxy::Always);
+    let started = Instant::now();
+    let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}

@@ -195,6 +195,15 @@ pub enum Error {
         task: String,
     },
 
+    /// This process was started as a pool worker, but `main` created a pool
+    /// before calling [`worker::init`](crate::worker::init).
+    #[error(
+        "this process was started as a pool worker, but main() created a ProcessPool before \
+         calling proxystore::worker::init(); call it first thing in main (in integration \
+         tests: proxystore::test_worker!() and ProcessPool::builder(n).test_harness())"
+    )]
+    WorkerEntry,
+
     /// A protocol frame between the pool and a worker was malformed.
     #[error("worker protocol error: {0}")]
     Protocol(String),

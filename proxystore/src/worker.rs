@@ -37,12 +37,22 @@ pub(crate) const RESPONSE_FD: i32 = 4;
 /// The name of the test that [`test_worker!`](crate::test_worker) defines.
 pub const TEST_ENTRY: &str = "proxystore_worker_entry";
 
+static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process was started by a pool but has not entered the
+/// worker loop: `main` created a pool before calling [`init`]. Starting a
+/// pool then would start workers that do the same, without end.
+pub(crate) fn started_as_worker_without_init() -> bool {
+    std::env::var_os(WORKER_ENV).is_some() && !SERVING.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// Serves tasks and exits if this process was started as a pool worker;
 /// returns at once otherwise. Call it first thing in `main`.
 pub fn init() {
     if std::env::var_os(WORKER_ENV).is_none() {
         return;
     }
+    SERVING.store(true, std::sync::atomic::Ordering::Release);
     let code = match serve() {
         Ok(()) => 0,
         Err(e) => {

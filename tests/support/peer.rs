@@ -83,6 +83,11 @@ fn main() {
             drop(owned);
             println!("dropped");
         }
+        // make-pool: what a main that forgot worker::init() does.
+        "make-pool" => match proxystore::executor::ProcessPool::new(1) {
+            Ok(_) => println!("pool started"),
+            Err(e) => println!("error: {e}"),
+        },
         other => {
             eprintln!("unknown command `{other}`");
             std::process::exit(2);

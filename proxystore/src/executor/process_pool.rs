@@ -88,6 +88,11 @@ impl ProcessPoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<ProcessPool> {
+        if crate::worker::started_as_worker_without_init() {
+            let error = Error::WorkerEntry;
+            eprintln!("proxystore: {error}");
+            return Err(error);
+        }
         let program = match self.program {
             Some(p) => p,
             None => std::env::current_exe()
@@ -349,7 +354,7 @@ fn place_descriptors(from: i32, to: i32) -> io::Result<()> {
 /// dies, until the pool's queue is closed.
 fn supervise(config: &Config, index: usize, queue: &Receiver<Item>, first: Worker) {
     let mut next = Some(first);
-    let mut carry: Option<Item> = None;
+    let mut carry: Option<(Item, u32)> = None;
     loop {
         let worker = match next.take().map(Ok).unwrap_or_else(|| Worker::spawn(config)) {
             Ok(worker) => worker,
@@ -376,6 +381,10 @@ fn supervise(config: &Config, index: usize, queue: &Receiver<Item>, first: Worke
     }
 }
 
+/// How many workers in a row may die before a job could be sent to them
+/// before the job fails (a program that exits at once as a worker).
+const SEND_ATTEMPTS: u32 = 3;
+
 /// Feeds one worker process, starting with `carry` (a job taken from the
 /// queue for the worker before it). Returns `true` if it died (to be
 /// replaced), `false` once the queue is closed and the worker has finished,
@@ -385,8 +394,8 @@ fn run_worker(
     index: usize,
     queue: &Receiver<Item>,
     worker: Worker,
-    mut carry: Option<Item>,
-) -> (bool, Option<Item>) {
+    mut carry: Option<(Item, u32)>,
+) -> (bool, Option<(Item, u32)>) {
     let Worker {
         mut child,
         requests,
@@ -430,11 +439,11 @@ fn run_worker(
             recv(this.tokens) -> _ => {}
             recv(dead_rx) -> _ => break true,
         }
-        let (job, completion) = match carry.take() {
-            Some(item) => item,
+        let ((job, completion), attempts) = match carry.take() {
+            Some(carried) => carried,
             None => select! {
                 recv(queue) -> item => match item {
-                    Ok(item) => item,
+                    Ok(item) => (item, 0),
                     Err(_) => break false,
                 },
                 recv(dead_rx) -> _ => break true,
@@ -446,7 +455,7 @@ fn run_worker(
         }
         if let Err(completion) = this.send(&job, completion) {
             // Died meanwhile: the job goes to the next worker.
-            carry = Some((job, completion));
+            carry = Some(((job, completion), attempts + 1));
             break true;
         }
     };
@@ -468,7 +477,17 @@ fn run_worker(
     if !lost.is_empty() || died {
         tracing::warn!(pid, %status, tasks = lost.len(), "worker process died; replacing it");
     }
-    for completion in lost {
+    let gave_up = match carry {
+        Some(((_, completion), attempts)) if attempts >= SEND_ATTEMPTS => {
+            carry = None;
+            Some(completion)
+        }
+        other => {
+            carry = other;
+            None
+        }
+    };
+    for completion in lost.into_iter().chain(gave_up) {
         let task = completion.name().to_string();
         completion.fail(Error::WorkerDied {
             task,
