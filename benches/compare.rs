@@ -284,112 +284,93 @@ fn rust_round(o: &Options, t: &mut Table) {
     assert_eq!(leftovers(&dir), 0);
     drop(ex);
 
-    let sizes = [KIB, MIB, 10 * MIB, 100 * MIB];
-    let bytes: Vec<Vec<u8>> = sizes
+    let bytes: Vec<Vec<u8>> = SIZES
         .iter()
         .map(|&s| (0..s).map(|i| (i * 131 % 251) as u8).collect())
         .collect();
-    let floats: Vec<Vec<f64>> = sizes
+    let floats: Vec<Vec<f64>> = SIZES
         .iter()
         .map(|&s| (0..s / 8).map(|i| i as f64 * 0.5).collect())
         .collect();
 
     // c. bytes proxied: touch (returns the length) and echo (proxied back).
     let (ex, dir) = store_executor(o, "c", ShouldProxy::types::<(Vec<u8>,)>());
-    for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(
-            o,
-            size,
-            || bytes[i].clone(),
-            |arg| {
-                let r = ex.submit(touch::task(arg)).unwrap().result().unwrap();
-                assert_eq!(*r, size as u64);
-            },
-        );
-        t.rust(&format!("c. bytes touch {}", label(size)), "ms", &xs);
-    }
-    for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(
-            o,
-            size,
-            || bytes[i].clone(),
-            |arg| {
-                let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-                assert!(r.is_proxy());
-                assert_eq!(r.len(), size);
-            },
-        );
-        t.rust(&format!("c. bytes echo {}", label(size)), "ms", &xs);
-    }
+    sweep(
+        o,
+        t,
+        "c. bytes touch",
+        |i| bytes[i].clone(),
+        |size, arg| {
+            assert_eq!(
+                *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
+                size as u64
+            );
+        },
+    );
+    sweep(
+        o,
+        t,
+        "c. bytes echo",
+        |i| bytes[i].clone(),
+        |size, arg| {
+            let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
+            assert!(r.is_proxy());
+            assert_eq!(r.len(), size);
+        },
+    );
     assert_eq!(leftovers(&dir), 0);
     drop(ex);
 
     // d. Vec<f64> proxied, the task returns the sum.
     let (ex, dir) = store_executor(o, "d", ShouldProxy::types::<(Vec<f64>,)>());
-    for (i, &size) in sizes.iter().enumerate() {
-        let expected: f64 = floats[i].iter().sum();
-        let xs = payload_run(
-            o,
-            size,
-            || floats[i].clone(),
-            |arg| {
-                let r = ex.submit(asum::task(arg)).unwrap().result().unwrap();
-                assert_eq!(*r, expected);
-            },
-        );
-        t.rust(&format!("d. f64 sum {}", label(size)), "ms", &xs);
-    }
+    let sums: Vec<f64> = floats.iter().map(|f| f.iter().sum()).collect();
+    sweep(
+        o,
+        t,
+        "d. f64 sum",
+        |i| floats[i].clone(),
+        |size, arg| {
+            let r = ex.submit(asum::task(arg)).unwrap().result().unwrap();
+            assert_eq!(*r, sums[index_of(size)]);
+        },
+    );
     assert_eq!(leftovers(&dir), 0);
     drop(ex);
 
     // e. the same payloads by value through the pool, no store.
     let (ex, _dir) = store_executor(o, "e", ShouldProxy::Never);
-    for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(
-            o,
-            size,
-            || bytes[i].clone(),
-            |arg| {
-                assert_eq!(
-                    *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
-                    size as u64
-                );
-            },
-        );
-        t.rust(
-            &format!("e. by value: bytes touch {}", label(size)),
-            "ms",
-            &xs,
-        );
-    }
-    for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(
-            o,
-            size,
-            || bytes[i].clone(),
-            |arg| {
-                let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-                assert!(!r.is_proxy());
-                assert_eq!(r.len(), size);
-            },
-        );
-        t.rust(
-            &format!("e. by value: bytes echo {}", label(size)),
-            "ms",
-            &xs,
-        );
-    }
-    for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(
-            o,
-            size,
-            || floats[i].clone(),
-            |arg| {
-                black_box(*ex.submit(asum::task(arg)).unwrap().result().unwrap());
-            },
-        );
-        t.rust(&format!("e. by value: f64 sum {}", label(size)), "ms", &xs);
-    }
+    sweep(
+        o,
+        t,
+        "e. by value: bytes touch",
+        |i| bytes[i].clone(),
+        |size, arg| {
+            assert_eq!(
+                *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
+                size as u64
+            );
+        },
+    );
+    sweep(
+        o,
+        t,
+        "e. by value: bytes echo",
+        |i| bytes[i].clone(),
+        |size, arg| {
+            let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
+            assert!(!r.is_proxy());
+            assert_eq!(r.len(), size);
+        },
+    );
+    sweep(
+        o,
+        t,
+        "e. by value: f64 sum",
+        |i| floats[i].clone(),
+        |_, arg| {
+            black_box(*ex.submit(asum::task(arg)).unwrap().result().unwrap());
+        },
+    );
     drop(ex);
 
     // f. physical references.
@@ -422,6 +403,27 @@ fn rust_round(o: &Options, t: &mut Table) {
         "us",
         &pipe_round_trips(if o.quick { 1000 } else { 20_000 }),
     );
+}
+
+const SIZES: [usize; 4] = [KIB, MIB, 10 * MIB, 100 * MIB];
+
+fn index_of(size: usize) -> usize {
+    SIZES.iter().position(|s| *s == size).expect("one of SIZES")
+}
+
+/// Runs one payload workload at every size: `make(i)` builds the argument
+/// for `SIZES[i]` (untimed), `run(size, arg)` is timed.
+fn sweep<A>(
+    o: &Options,
+    t: &mut Table,
+    name: &str,
+    make: impl Fn(usize) -> A,
+    run: impl Fn(usize, A),
+) {
+    for (i, &size) in SIZES.iter().enumerate() {
+        let xs = payload_run(o, size, || make(i), |arg| run(size, arg));
+        t.rust(&format!("{name} {}", label(size)), "ms", &xs);
+    }
 }
 
 fn payload_run<A>(o: &Options, size: usize, make: impl Fn() -> A, run: impl Fn(A)) -> Vec<f64> {
