@@ -232,18 +232,23 @@ impl Store {
         self.check_open()?;
         let started = self.start();
         let encoded = codec::encode(value)?;
-        self.inner.connector.set(key, &encoded.parts())?;
-        self.forget(key);
-        tracing::debug!(store = %self.name(), %key, size = encoded.len(), "put");
-        self.record(Operation::Put, encoded.len(), started);
-        Ok(())
+        self.write(key, &encoded, started)
     }
 
     /// Stores already encoded bytes under `key`.
     pub(crate) fn set_encoded(&self, key: &Key, encoded: &codec::Encoded<'_>) -> Result<()> {
         self.check_open()?;
-        let started = self.start();
+        self.write(key, encoded, self.start())
+    }
+
+    fn write(
+        &self,
+        key: &Key,
+        encoded: &codec::Encoded<'_>,
+        started: Option<Instant>,
+    ) -> Result<()> {
         self.inner.connector.set(key, &encoded.parts())?;
+        self.forget(key);
         tracing::debug!(store = %self.name(), %key, size = encoded.len(), "put");
         self.record(Operation::Put, encoded.len(), started);
         Ok(())
