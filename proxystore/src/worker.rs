@@ -25,9 +25,14 @@
 //! [`ProcessPool::builder(n).test_harness()`](crate::executor::ProcessPoolBuilder::test_harness):
 //! workers then run the test binary with only that entry test selected.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::executor::protocol::{read_message, Header, Kind, ReadError, HEADER};
 
 /// The environment variable that puts an executable in worker mode.
 pub const WORKER_ENV: &str = "PROXYSTORE_WORKER";
@@ -37,22 +42,29 @@ pub(crate) const RESPONSE_FD: i32 = 4;
 /// The name of the test that [`test_worker!`](crate::test_worker) defines.
 pub const TEST_ENTRY: &str = "proxystore_worker_entry";
 
-static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SERVING: AtomicBool = AtomicBool::new(false);
 
 /// Whether this process was started by a pool but has not entered the
 /// worker loop: `main` created a pool before calling [`init`]. Starting a
 /// pool then would start workers that do the same, without end.
 pub(crate) fn started_as_worker_without_init() -> bool {
-    std::env::var_os(WORKER_ENV).is_some() && !SERVING.load(std::sync::atomic::Ordering::Acquire)
+    std::env::var_os(WORKER_ENV).is_some() && !SERVING.load(Ordering::Acquire)
 }
 
 /// Serves tasks and exits if this process was started as a pool worker;
 /// returns at once otherwise. Call it first thing in `main`.
+///
+/// Before any task runs, the worker hides itself from its tasks: the
+/// protocol descriptors are moved out of the way and closed on `exec`, and
+/// [`WORKER_ENV`] is removed from the environment, so a program a task
+/// starts is an ordinary process (it can even start pools of its own).
 pub fn init() {
     if std::env::var_os(WORKER_ENV).is_none() {
         return;
     }
-    SERVING.store(true, std::sync::atomic::Ordering::Release);
+    SERVING.store(true, Ordering::Release);
+    // Only this thread runs yet (worker mode is entered first thing in main).
+    std::env::remove_var(WORKER_ENV);
     let code = match serve() {
         Ok(()) => 0,
         Err(e) => {
@@ -63,61 +75,175 @@ pub fn init() {
     std::process::exit(code);
 }
 
-fn fd_is_open(fd: i32) -> bool {
+/// Moves a protocol descriptor above the range tasks use, close-on-exec.
+fn take_descriptor(fd: i32) -> io::Result<File> {
     // SAFETY: F_GETFD only reads the descriptor's flags.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
-
-fn serve() -> io::Result<()> {
-    if !fd_is_open(REQUEST_FD) || !fd_is_open(RESPONSE_FD) {
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(io::Error::other(format!(
             "{WORKER_ENV} is set but descriptors {REQUEST_FD} and {RESPONSE_FD} are not open; \
              worker mode is only for processes started by a ProcessPool"
         )));
     }
-    // SAFETY: the pool passed these two pipe ends to us, and nothing else in
-    // this process owns them.
-    let (input, output) = unsafe {
-        (
-            File::from_raw_fd(REQUEST_FD),
-            File::from_raw_fd(RESPONSE_FD),
-        )
-    };
-    let mut input = BufReader::with_capacity(64 * 1024, crate::spin::SpinReader::new(input)?);
-    let mut output = BufWriter::with_capacity(64 * 1024, output);
-    let mut buf = Vec::new();
-    loop {
-        let mut header = [0u8; 16];
-        match input.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+    // SAFETY: the pool passed this descriptor to us and nothing else in
+    // this process uses it; after the move only the returned File owns it.
+    unsafe {
+        let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+        if moved == -1 {
+            return Err(io::Error::last_os_error());
         }
-        let id = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-        let len = u64::from_le_bytes(header[8..].try_into().expect("8 bytes"));
-        let len = usize::try_from(len).map_err(io::Error::other)?;
-        if len > buf.capacity() {
-            buf = crate::codec::zeroed_buffer(len);
-        } else {
-            buf.clear();
-            buf.resize(len, 0);
+        libc::close(fd);
+        Ok(File::from_raw_fd(moved))
+    }
+}
+
+/// Jobs received and not started.
+struct Inbox {
+    state: Mutex<InboxState>,
+    ready: Condvar,
+    /// Jobs queued, for waiting without the lock.
+    queued: AtomicUsize,
+}
+
+struct InboxState {
+    jobs: VecDeque<(u64, Vec<u8>)>,
+    /// The pool closed the pipe (or died): start nothing more.
+    closed: bool,
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next job, or `None` once the pool has closed the pipe (queued
+    /// jobs are then dropped: the pool only closes when it expects nothing
+    /// more, so anything left means the pool is gone).
+    fn next(&self) -> Option<(u64, Vec<u8>)> {
+        let window = crate::spin::spin_window();
+        let started = std::time::Instant::now();
+        while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
+            std::thread::yield_now();
         }
-        input.read_exact(&mut buf)?;
-        let result = crate::task::run_job_bytes(&buf);
-        let (status, body) = match &result {
-            Ok(bytes) => (0u8, bytes.as_slice()),
-            Err(failure) => (1u8, failure.message().as_bytes()),
-        };
-        output.write_all(&id.to_le_bytes())?;
-        output.write_all(&[status])?;
-        output.write_all(&(body.len() as u64).to_le_bytes())?;
-        output.write_all(body)?;
-        // Answer at once unless more requests are already waiting: then the
-        // answers go out together.
-        if input.buffer().is_empty() {
-            output.flush()?;
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return None;
+            }
+            if let Some(job) = state.jobs.pop_front() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                return Some(job);
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
         }
     }
+}
+
+type Output = Mutex<BufWriter<File>>;
+
+fn send(output: &Output, kind: Kind, id: u64, body: &[u8]) -> io::Result<()> {
+    let mut out = output.lock().unwrap_or_else(|e| e.into_inner());
+    out.write_all(&Header::new(kind, id, body.len()).to_bytes())?;
+    out.write_all(body)?;
+    // Each answer leaves at once: a later task that ends the process
+    // (exit, abort, a crash) must not take finished results with it.
+    out.flush()
+}
+
+fn serve() -> io::Result<()> {
+    let input = take_descriptor(REQUEST_FD)?;
+    let output = take_descriptor(RESPONSE_FD)?;
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let output: Arc<Output> = Arc::new(Mutex::new(BufWriter::with_capacity(
+        HEADER + 64 * 1024,
+        output,
+    )));
+    let inbox = Arc::new(Inbox {
+        state: Mutex::new(InboxState {
+            jobs: VecDeque::new(),
+            closed: false,
+        }),
+        ready: Condvar::new(),
+        queued: AtomicUsize::new(0),
+    });
+    let reader = {
+        let (inbox, output) = (inbox.clone(), output.clone());
+        let input = crate::spin::SpinReader::new(input)?;
+        std::thread::Builder::new()
+            .name("proxystore-worker-input".into())
+            .spawn(move || receive(input, &inbox, &output))?
+    };
+    while let Some((id, job)) = inbox.next() {
+        // The pool's process is gone (the parent-death signal covers Linux;
+        // this covers the rest): start nothing more.
+        // SAFETY: getppid has no preconditions.
+        if unsafe { libc::getppid() } != parent {
+            return Ok(());
+        }
+        let (kind, body) = match crate::task::run_job_bytes(&job) {
+            Ok(bytes) => (Kind::Done, bytes),
+            Err(failure) => (Kind::Failed, failure.message().as_bytes().to_vec()),
+        };
+        drop(job);
+        send(&output, kind, id, &body)?;
+    }
+    drop(reader);
+    Ok(())
+}
+
+/// The input thread: queues jobs, answers revocations at once (even while
+/// a task runs), and closes the inbox when the pool closes the pipe.
+fn receive(input: impl io::Read, inbox: &Inbox, output: &Output) {
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let mut body = Vec::new();
+    loop {
+        let header = match read_message(&mut input, &mut body) {
+            Ok(Some(header)) => header,
+            Ok(None) => break,
+            Err(e) => {
+                if !matches!(e, ReadError::Io(_)) {
+                    eprintln!("proxystore worker {}: {e}", std::process::id());
+                }
+                break;
+            }
+        };
+        match header.kind {
+            Kind::Job => {
+                let mut state = inbox.lock();
+                state.jobs.push_back((header.id, std::mem::take(&mut body)));
+                inbox.queued.fetch_add(1, Ordering::AcqRel);
+                inbox.ready.notify_one();
+            }
+            Kind::Revoke => {
+                let removed = {
+                    let mut state = inbox.lock();
+                    let pos = state.jobs.iter().position(|(id, _)| *id == header.id);
+                    let removed = pos.and_then(|pos| state.jobs.remove(pos));
+                    if removed.is_some() {
+                        inbox.queued.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    removed.is_some()
+                };
+                let kind = if removed {
+                    Kind::Revoked
+                } else {
+                    Kind::TooLate
+                };
+                if send(output, kind, header.id, &[]).is_err() {
+                    break;
+                }
+            }
+            other => {
+                eprintln!(
+                    "proxystore worker {}: unexpected {other:?} message from the pool",
+                    std::process::id()
+                );
+                break;
+            }
+        }
+    }
+    inbox.lock().closed = true;
+    inbox.ready.notify_all();
 }
 
 /// Defines the entry test that lets an integration-test binary serve as

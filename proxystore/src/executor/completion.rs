@@ -9,6 +9,7 @@ use crate::task::TaskFailure;
 
 type Callback = Box<dyn FnOnce(Result<(), &Error>) + Send>;
 type Cleanup = Box<dyn FnOnce(&Result<Vec<u8>, Error>) + Send>;
+type Revoker = Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -28,6 +29,9 @@ pub(crate) struct State {
     pub(crate) discard: Option<fn(Vec<u8>)>,
     pub(crate) abandoned: bool,
     finishing: bool,
+    /// Set by executors that hand jobs on before they start (see
+    /// [`Completion::on_cancel`]).
+    revoker: Option<Revoker>,
 }
 
 pub(crate) struct Shared {
@@ -66,6 +70,7 @@ impl Shared {
                 discard,
                 abandoned: false,
                 finishing: false,
+                revoker: None,
             }),
             done: Condvar::new(),
             finished: std::sync::atomic::AtomicBool::new(false),
@@ -179,14 +184,29 @@ impl Shared {
 
     /// Cancels the task if it has not started.
     pub(crate) fn cancel(&self) -> bool {
-        {
+        let revoker = {
             let mut state = self.lock();
             match state.phase {
-                Phase::Pending => state.phase = Phase::Running,
+                Phase::Pending => match &state.revoker {
+                    Some(revoker) => revoker.clone(),
+                    None => {
+                        state.phase = Phase::Running;
+                        drop(state);
+                        return self.finish_cancelled();
+                    }
+                },
                 Phase::Running => return false,
                 Phase::Done => return state.cancelled,
             }
-        }
+        };
+        // The executor decides: it cancels the completion itself if the
+        // job will not run.
+        revoker();
+        let state = self.lock();
+        state.phase == Phase::Done && state.cancelled
+    }
+
+    fn finish_cancelled(&self) -> bool {
         let error = Error::Cancelled {
             task: self.name.to_string(),
         };
@@ -257,7 +277,18 @@ impl Completion {
     /// Cancels the task (it will not run).
     pub fn cancel(mut self) {
         self.completed = true;
-        self.shared.cancel();
+        self.shared.finish_cancelled();
+    }
+
+    /// For executors that hand a job on (to a worker's queue, say) before
+    /// it starts, and can still take it back: while the task has not been
+    /// [`start`](Completion::start)ed, [`TaskFuture::cancel`](crate::executor::TaskFuture::cancel)
+    /// calls `revoke` instead of cancelling on its own. `revoke` must make
+    /// sure the job will not run and then [`cancel`](Completion::cancel)
+    /// this completion (which makes `TaskFuture::cancel` return `true`), or
+    /// leave it be if the job has started or cannot be reached in time.
+    pub fn on_cancel(&self, revoke: impl Fn() + Send + Sync + 'static) {
+        self.shared.lock().revoker = Some(Arc::new(revoke));
     }
 }
 

@@ -45,7 +45,8 @@ mod thread_pool;
 
 pub use completion::Completion;
 pub use future::TaskFuture;
-pub use process_pool::{ProcessPool, ProcessPoolBuilder};
+pub(crate) use process_pool::protocol;
+pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use thread_pool::ThreadPool;
 
 pub(crate) use completion::Shared;

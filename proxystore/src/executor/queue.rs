@@ -39,13 +39,6 @@ impl JobQueue {
             .push(thread);
     }
 
-    pub(crate) fn is_open(&self) -> bool {
-        self.sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
     /// Queues a job, or fails it if the queue is closed.
     pub(crate) fn push(&self, (job, completion): Item) {
         let sender = self

@@ -126,10 +126,19 @@ impl Job {
     }
 
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        self.write_prefix(out);
+        out.extend_from_slice(&self.payload);
+    }
+
+    /// Everything of [`to_bytes`](Job::to_bytes) but the payload's own
+    /// bytes, which follow: a large payload is then written from where it
+    /// is, never copied into one buffer with the rest.
+    pub(crate) fn write_prefix(&self, out: &mut Vec<u8>) {
         push_frame(out, 0, &[self.name.as_bytes()]);
         push_frame(out, 0, &[&self.context]);
         push_frame(out, 0, &[self.result_key.as_uuid().as_bytes()]);
-        push_frame(out, 0, &[&self.payload]);
+        out.push(0);
+        out.extend_from_slice(&(self.payload.len() as u64).to_le_bytes());
     }
 
     /// Reads a job written by [`Job::to_bytes`].

@@ -1,0 +1,313 @@
+//! The messages between a pool and its worker processes.
+//!
+//! Every message starts with the same 19-byte header: the magic bytes `PX`,
+//! a kind, a job id and the length of the body that follows. The pool sends
+//! jobs and revocations; the worker answers with a result (or a failure)
+//! per job, and with "revoked" or "too late" per revocation.
+//!
+//! Nothing read from a pipe is trusted to size memory: a body is read in
+//! steps that grow only as its bytes actually arrive, so a worker that
+//! announces an absurd length fails its own tasks and nothing else.
+
+use std::io::{self, IoSlice, Read};
+
+/// Marks the start of every message.
+const MAGIC: [u8; 2] = *b"PX";
+
+/// Length of a message header.
+pub(crate) const HEADER: usize = 2 + 1 + 8 + 8;
+
+/// The first step of a body read: larger bodies grow by doubling as their
+/// bytes arrive. Fresh zeroed memory of this size costs no page until it is
+/// written.
+const FIRST_STEP: usize = 64 << 20;
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// Pool to worker: run this job (body: the job's bytes).
+    Job = 1,
+    /// Pool to worker: drop this job if it has not started (no body).
+    Revoke = 2,
+    /// Worker to pool: the job's encoded result.
+    Done = 3,
+    /// Worker to pool: the job failed (body: the message, UTF-8).
+    Failed = 4,
+    /// Worker to pool: the revoked job was dropped; it will not run.
+    Revoked = 5,
+    /// Worker to pool: the revoked job had already started or finished.
+    TooLate = 6,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Job,
+            2 => Kind::Revoke,
+            3 => Kind::Done,
+            4 => Kind::Failed,
+            5 => Kind::Revoked,
+            6 => Kind::TooLate,
+            _ => return None,
+        })
+    }
+
+    fn has_body(self) -> bool {
+        matches!(self, Kind::Job | Kind::Done | Kind::Failed)
+    }
+}
+
+/// A message header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) kind: Kind,
+    pub(crate) id: u64,
+    pub(crate) len: u64,
+}
+
+impl Header {
+    pub(crate) fn new(kind: Kind, id: u64, len: usize) -> Header {
+        Header {
+            kind,
+            id,
+            len: len as u64,
+        }
+    }
+
+    pub(crate) fn to_bytes(self) -> [u8; HEADER] {
+        let mut out = [0u8; HEADER];
+        out[..2].copy_from_slice(&MAGIC);
+        out[2] = self.kind as u8;
+        out[3..11].copy_from_slice(&self.id.to_le_bytes());
+        out[11..].copy_from_slice(&self.len.to_le_bytes());
+        out
+    }
+
+    /// Checks a header read from a pipe.
+    pub(crate) fn parse(bytes: &[u8; HEADER]) -> Result<Header, String> {
+        if bytes[..2] != MAGIC {
+            return Err(format!(
+                "a message does not start with the protocol's magic bytes (got {:02x?})",
+                &bytes[..2]
+            ));
+        }
+        let kind =
+            Kind::from_u8(bytes[2]).ok_or_else(|| format!("unknown message kind {}", bytes[2]))?;
+        let id = u64::from_le_bytes(bytes[3..11].try_into().expect("8 bytes"));
+        let len = u64::from_le_bytes(bytes[11..].try_into().expect("8 bytes"));
+        if !kind.has_body() && len != 0 {
+            return Err(format!(
+                "a {kind:?} message announces a body of {len} bytes"
+            ));
+        }
+        Ok(Header { kind, id, len })
+    }
+}
+
+/// Why a message could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The pipe failed.
+    Io(io::Error),
+    /// The input ended in the middle of a message (its writer died).
+    Truncated(String),
+    /// The bytes are not a message of this protocol.
+    Malformed(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Truncated(m) | ReadError::Malformed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Reads one message into `body` (replacing its contents). `Ok(None)` at a
+/// clean end of input, between messages.
+pub(crate) fn read_message(
+    input: &mut impl Read,
+    body: &mut Vec<u8>,
+) -> Result<Option<Header>, ReadError> {
+    let mut header = [0u8; HEADER];
+    match read_full(input, &mut header) {
+        Ok(0) => return Ok(None),
+        Ok(n) if n == HEADER => {}
+        Ok(n) => {
+            return Err(ReadError::Truncated(format!(
+                "the input ended {n} bytes into a message header"
+            )))
+        }
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    let header = Header::parse(&header).map_err(ReadError::Malformed)?;
+    read_body(input, header.len, body)?;
+    Ok(Some(header))
+}
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads a body of `len` bytes, growing `body` only as bytes arrive.
+fn read_body(input: &mut impl Read, len: u64, body: &mut Vec<u8>) -> Result<(), ReadError> {
+    let too_short = |got: usize| {
+        ReadError::Truncated(format!(
+            "the input ended after {got} bytes of a body announced as {len} bytes"
+        ))
+    };
+    let Ok(len) = usize::try_from(len) else {
+        return Err(ReadError::Malformed(format!(
+            "a body of {len} bytes cannot exist on this host"
+        )));
+    };
+    body.clear();
+    if len > body.capacity() && len > 4096 {
+        // Zeroed, so untouched pages stay unbacked if the sender lied.
+        *body = crate::codec::zeroed_buffer(len.min(FIRST_STEP));
+        body.clear();
+    }
+    let mut filled = 0;
+    while filled < len {
+        let step = len.min(filled.saturating_mul(2).max(FIRST_STEP));
+        body.resize(step, 0);
+        let got = read_full(input, &mut body[filled..step]).map_err(ReadError::Io)?;
+        filled += got;
+        if filled < step {
+            return Err(too_short(filled));
+        }
+    }
+    body.truncate(len);
+    Ok(())
+}
+
+/// Reads every message in `bytes` as a worker's answers would be read;
+/// returns how many were whole (a test and fuzzing entry point).
+pub(crate) fn parse_messages(mut bytes: &[u8]) -> Result<usize, String> {
+    let mut body = Vec::new();
+    let mut count = 0;
+    loop {
+        match read_message(&mut bytes, &mut body) {
+            Ok(Some(_)) => count += 1,
+            Ok(None) => return Ok(count),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A message to write: its header, then its body in up to two slices.
+pub(crate) struct Outgoing<'a> {
+    header: [u8; HEADER],
+    parts: [&'a [u8]; 2],
+}
+
+impl<'a> Outgoing<'a> {
+    pub(crate) fn new(kind: Kind, id: u64, parts: [&'a [u8]; 2]) -> Self {
+        let len = parts[0].len() + parts[1].len();
+        Outgoing {
+            header: Header::new(kind, id, len).to_bytes(),
+            parts,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        HEADER + self.parts[0].len() + self.parts[1].len()
+    }
+
+    /// The bytes from `offset` on, as slices for a vectored write.
+    pub(crate) fn slices(&self, offset: usize) -> Vec<IoSlice<'_>> {
+        let mut out = Vec::with_capacity(3);
+        let mut skip = offset;
+        for part in [&self.header[..], self.parts[0], self.parts[1]] {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            out.push(IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(kind: Kind, id: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Header::new(kind, id, body.len()).to_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn round_trips_and_ends_cleanly() {
+        let mut wire = message(Kind::Done, 7, b"result");
+        wire.extend(message(Kind::Revoked, 8, b""));
+        let (mut input, mut body) = (&wire[..], Vec::new());
+        let h = read_message(&mut input, &mut body).unwrap().unwrap();
+        assert_eq!((h.kind, h.id, &body[..]), (Kind::Done, 7, &b"result"[..]));
+        let h = read_message(&mut input, &mut body).unwrap().unwrap();
+        assert_eq!((h.kind, h.id, body.len()), (Kind::Revoked, 8, 0));
+        assert!(read_message(&mut input, &mut body).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_huge_announced_length_allocates_nothing_it_cannot_fill() {
+        let mut wire = Header::new(Kind::Done, 1, 0).to_bytes().to_vec();
+        wire[11..].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        wire.extend_from_slice(b"only a few bytes");
+        let mut body = Vec::new();
+        let err = read_message(&mut &wire[..], &mut body).unwrap_err();
+        assert!(
+            matches!(err, ReadError::Truncated(ref m) if m.contains("ended after 16 bytes")),
+            "{err}"
+        );
+        assert!(body.capacity() <= FIRST_STEP);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let mut body = Vec::new();
+        for wire in [
+            &b"garbage that is long enough for a header"[..],
+            &message(Kind::Revoked, 1, b"x")[..],
+        ] {
+            assert!(matches!(
+                read_message(&mut &wire[..], &mut body),
+                Err(ReadError::Malformed(_))
+            ));
+        }
+        let cut = &message(Kind::Done, 1, b"body")[..HEADER - 3];
+        assert!(matches!(
+            read_message(&mut &cut[..], &mut body),
+            Err(ReadError::Truncated(_))
+        ));
+        let mut unknown = message(Kind::Done, 1, b"");
+        unknown[2] = 99;
+        assert!(read_message(&mut &unknown[..], &mut body).is_err());
+    }
+
+    #[test]
+    fn slices_resume_at_any_offset() {
+        let out = Outgoing::new(Kind::Job, 3, [b"ab", b"cde"]);
+        let whole: Vec<u8> = out.slices(0).iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(whole.len(), out.len());
+        for offset in 0..=out.len() {
+            let rest: Vec<u8> = out.slices(offset).iter().flat_map(|s| s.to_vec()).collect();
+            assert_eq!(rest, whole[offset..]);
+        }
+    }
+}

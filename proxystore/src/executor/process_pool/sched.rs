@@ -1,0 +1,572 @@
+//! Which worker runs what.
+//!
+//! Jobs wait in one queue until a worker has room. A job goes to the worker
+//! holding the fewest (idle workers first), so with `n` workers and at least
+//! `n` jobs, `n` run at once. Workers may hold a few jobs more than they run
+//! (up to `max_in_flight`): that hides the round trip for short tasks. When
+//! a worker runs dry while another still holds jobs it has not started, the
+//! pool *revokes* one of those (the worker drops it unless it has started)
+//! and gives it to the idle worker: a short task never waits behind a long
+//! one while a worker is idle. Cancelling a task (or shutting down with
+//! `cancel_futures`) revokes it the same way, so it reaches every task that
+//! has not started, wherever it waits.
+//!
+//! All of this runs under one lock; what must not (writing to pipes,
+//! completing tasks, which evicts their inputs) is collected as [`Effects`]
+//! and done after the lock is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::conn::Conn;
+use super::protocol::{Header, Kind};
+use super::spawn::Program;
+use crate::error::Error;
+use crate::executor::Completion;
+use crate::task::{Job, TaskFailure};
+
+/// How long [`Dispatch::cancel`] waits for a worker to answer a revocation
+/// before it counts the task as started.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
+
+/// How many times a job is sent again after its worker died before the job
+/// could reach it.
+pub(super) const SEND_ATTEMPTS: u32 = 3;
+
+/// The pool's fixed settings.
+#[derive(Debug)]
+pub(super) struct Settings {
+    pub(super) program: Program,
+    pub(super) max_in_flight: usize,
+    pub(super) shutdown_timeout: Duration,
+}
+
+/// Why a job was revoked.
+enum Revoke {
+    /// To give it to an idle worker.
+    Steal,
+    /// A caller cancels it and waits for the answer.
+    Cancel(Sender<()>),
+    /// Shutdown with `cancel_futures`.
+    Shutdown,
+}
+
+struct Queued {
+    id: u64,
+    job: Arc<Job>,
+    completion: Completion,
+    attempts: u32,
+}
+
+/// A job a worker holds (queued in the worker or running).
+pub(super) struct Held {
+    job: Arc<Job>,
+    completion: Completion,
+    revoke: Option<Revoke>,
+    attempts: u32,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: Option<Arc<Conn>>,
+    held: HashMap<u64, Held>,
+    /// The slot's thread has ended.
+    finished: bool,
+    /// Its worker was killed because shutdown took too long.
+    killed: bool,
+}
+
+impl Slot {
+    /// Jobs held and not being taken back.
+    fn active(&self) -> usize {
+        self.held.values().filter(|h| h.revoke.is_none()).count()
+    }
+}
+
+struct State {
+    queue: VecDeque<Queued>,
+    slots: Vec<Slot>,
+    accepting: bool,
+    next_id: u64,
+    /// Steals sent and not yet answered.
+    stealing: usize,
+    shutdown_at: Option<Instant>,
+}
+
+enum Outcome {
+    Answer(Result<Vec<u8>, TaskFailure>),
+    Fail(Error),
+    Cancel,
+}
+
+/// What to do once the lock is released, in this order: write to workers,
+/// complete tasks, wake cancelling callers.
+#[derive(Default)]
+#[must_use]
+pub(super) struct Effects {
+    flush: Vec<Arc<Conn>>,
+    finish: Vec<(Completion, Outcome)>,
+    wake: Vec<Sender<()>>,
+}
+
+impl Effects {
+    fn flush(&mut self, conn: &Arc<Conn>) {
+        if !self.flush.iter().any(|c| Arc::ptr_eq(c, conn)) {
+            self.flush.push(conn.clone());
+        }
+    }
+
+    pub(super) fn run(self) {
+        for conn in self.flush {
+            conn.flush();
+        }
+        for (completion, outcome) in self.finish {
+            match outcome {
+                Outcome::Answer(result) => completion.complete(result),
+                Outcome::Fail(error) => completion.fail(error),
+                Outcome::Cancel => completion.cancel(),
+            }
+        }
+        for waiter in self.wake {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// The scheduler shared by the pool's handle and its slot threads.
+pub(super) struct Dispatch {
+    state: Mutex<State>,
+    /// Signalled when a slot's thread ends.
+    finished: Condvar,
+    pub(super) settings: Settings,
+}
+
+impl Dispatch {
+    pub(super) fn new(settings: Settings, slots: usize) -> Arc<Dispatch> {
+        Arc::new(Dispatch {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                slots: (0..slots).map(|_| Slot::default()).collect(),
+                accepting: true,
+                next_id: 0,
+                stealing: 0,
+                shutdown_at: None,
+            }),
+            finished: Condvar::new(),
+            settings,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a job and sends it at once if a worker has room.
+    pub(super) fn submit(self: &Arc<Self>, job: Job, completion: Completion) {
+        let mut fx = Effects::default();
+        {
+            let mut s = self.lock();
+            if s.accepting {
+                let id = s.next_id;
+                s.next_id += 1;
+                let dispatch = Arc::downgrade(self);
+                completion.on_cancel(move || {
+                    if let Some(dispatch) = dispatch.upgrade() {
+                        dispatch.cancel(id);
+                    }
+                });
+                s.queue.push_back(Queued {
+                    id,
+                    job: Arc::new(job),
+                    completion,
+                    attempts: 0,
+                });
+                self.pump(&mut s, &mut fx);
+            } else {
+                let error = Error::ShutDown {
+                    task: job.name().into(),
+                };
+                fx.finish.push((completion, Outcome::Fail(error)));
+            }
+        }
+        fx.run();
+    }
+
+    /// Sends queued jobs to workers with room, has idle workers take over
+    /// jobs not yet started elsewhere, and closes idle workers once the
+    /// pool is shutting down.
+    fn pump(&self, s: &mut State, fx: &mut Effects) {
+        let max = self.settings.max_in_flight;
+        while !s.queue.is_empty() {
+            let best = s
+                .slots
+                .iter_mut()
+                .filter(|slot| slot.conn.is_some() && slot.held.len() < max)
+                .min_by_key(|slot| slot.held.len());
+            let Some(slot) = best else { break };
+            let q = s.queue.pop_front().expect("not empty");
+            let conn = slot.conn.as_ref().expect("live slot");
+            conn.push_job(q.id, q.job.clone());
+            fx.flush(conn);
+            slot.held.insert(
+                q.id,
+                Held {
+                    job: q.job,
+                    completion: q.completion,
+                    revoke: None,
+                    attempts: q.attempts,
+                },
+            );
+        }
+        if s.queue.is_empty() {
+            self.steal(s, fx);
+        }
+        if !s.accepting && s.queue.is_empty() {
+            for slot in &s.slots {
+                if let (Some(conn), true) = (&slot.conn, slot.held.is_empty()) {
+                    conn.close();
+                }
+            }
+        }
+    }
+
+    /// For each idle worker not already waiting for a stolen job, revokes
+    /// the newest job of the busiest worker that holds more than it runs.
+    fn steal(&self, s: &mut State, fx: &mut Effects) {
+        let idle = s
+            .slots
+            .iter()
+            .filter(|slot| slot.conn.is_some() && slot.held.is_empty())
+            .count();
+        while s.stealing < idle {
+            let victim = s
+                .slots
+                .iter_mut()
+                .filter(|slot| slot.conn.is_some() && slot.active() >= 2)
+                .max_by_key(|slot| slot.active());
+            let Some(victim) = victim else { return };
+            let id = victim
+                .held
+                .iter()
+                .filter(|(_, h)| h.revoke.is_none())
+                .map(|(id, _)| *id)
+                .max()
+                .expect("active jobs");
+            victim.held.get_mut(&id).expect("held").revoke = Some(Revoke::Steal);
+            let conn = victim.conn.as_ref().expect("live slot");
+            conn.push_revoke(id);
+            fx.flush(conn);
+            s.stealing += 1;
+        }
+    }
+
+    /// A worker's connection is ready: it takes jobs from now on.
+    pub(super) fn attach(&self, index: usize, conn: Arc<Conn>) {
+        let mut fx = Effects::default();
+        {
+            let mut s = self.lock();
+            s.slots[index].conn = Some(conn);
+            self.pump(&mut s, &mut fx);
+        }
+        fx.run();
+    }
+
+    /// Handles a message from the worker of slot `index`. An error is a
+    /// protocol violation: the worker is to be killed.
+    pub(super) fn on_message(
+        &self,
+        index: usize,
+        header: Header,
+        body: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let mut fx = Effects::default();
+        {
+            let mut s = self.lock();
+            let id = header.id;
+            match header.kind {
+                Kind::Done | Kind::Failed => {
+                    let held = s.slots[index]
+                        .held
+                        .remove(&id)
+                        .ok_or_else(|| format!("it answered job {id}, which it does not hold"))?;
+                    let result = if header.kind == Kind::Done {
+                        Ok(std::mem::take(body))
+                    } else {
+                        Err(TaskFailure::new(String::from_utf8_lossy(body).into_owned()))
+                    };
+                    match held.revoke {
+                        Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
+                        Some(Revoke::Steal) => s.stealing -= 1,
+                        _ => {}
+                    }
+                    fx.finish.push((held.completion, Outcome::Answer(result)));
+                }
+                Kind::Revoked => {
+                    let held = s.slots[index].held.remove(&id);
+                    let Some(Held {
+                        job,
+                        completion,
+                        revoke: Some(revoke),
+                        attempts,
+                    }) = held
+                    else {
+                        return Err(format!("it dropped job {id}, which nobody revoked"));
+                    };
+                    match revoke {
+                        Revoke::Steal => {
+                            s.stealing -= 1;
+                            s.queue.push_front(Queued {
+                                id,
+                                job,
+                                completion,
+                                attempts,
+                            });
+                        }
+                        Revoke::Cancel(waiter) => {
+                            fx.finish.push((completion, Outcome::Cancel));
+                            fx.wake.push(waiter);
+                        }
+                        Revoke::Shutdown => fx.finish.push((completion, Outcome::Cancel)),
+                    }
+                }
+                Kind::TooLate => {
+                    let revoke = s.slots[index]
+                        .held
+                        .get_mut(&id)
+                        .and_then(|held| held.revoke.take());
+                    match revoke {
+                        Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
+                        Some(Revoke::Steal) => s.stealing -= 1,
+                        _ => {}
+                    }
+                }
+                Kind::Job | Kind::Revoke => {
+                    return Err(format!(
+                        "it sent a {:?} message, which only the pool sends",
+                        header.kind
+                    ))
+                }
+            }
+            self.pump(&mut s, &mut fx);
+        }
+        fx.run();
+        Ok(())
+    }
+
+    /// Cancels job `id` if it has not started (called through
+    /// [`Completion::on_cancel`]).
+    fn cancel(&self, id: u64) {
+        let (waiter, answered) = crossbeam_channel::bounded(1);
+        let mut fx = Effects::default();
+        {
+            let mut s = self.lock();
+            if let Some(pos) = s.queue.iter().position(|q| q.id == id) {
+                let q = s.queue.remove(pos).expect("found");
+                fx.finish.push((q.completion, Outcome::Cancel));
+            } else {
+                let State {
+                    slots, stealing, ..
+                } = &mut *s;
+                let Some(slot) = slots.iter_mut().find(|slot| slot.held.contains_key(&id)) else {
+                    return;
+                };
+                let held = slot.held.get_mut(&id).expect("found");
+                let previous = held.revoke.replace(Revoke::Cancel(waiter));
+                match previous {
+                    // A revocation is on its way already: its answer serves.
+                    Some(Revoke::Steal) => *stealing -= 1,
+                    Some(_) => {}
+                    None => {
+                        let conn = slot.conn.as_ref().expect("a slot holding jobs is live");
+                        conn.push_revoke(id);
+                        fx.flush(conn);
+                    }
+                }
+            }
+        }
+        let waiting = fx.finish.is_empty();
+        fx.run();
+        if !waiting {
+            return;
+        }
+        if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            answered.recv_timeout(CANCEL_WAIT)
+        {
+            // No answer in time (a stopped worker?): the task counts as
+            // started. A late "revoked" then sends it to another worker
+            // instead of cancelling it behind the caller's back.
+            let mut s = self.lock();
+            let State {
+                slots, stealing, ..
+            } = &mut *s;
+            for slot in slots.iter_mut() {
+                if let Some(held) = slot.held.get_mut(&id) {
+                    if matches!(held.revoke, Some(Revoke::Cancel(_))) {
+                        held.revoke = Some(Revoke::Steal);
+                        *stealing += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting jobs; cancels those not started if asked.
+    pub(super) fn shutdown(&self, cancel_pending: bool) {
+        let mut fx = Effects::default();
+        {
+            let mut s = self.lock();
+            s.accepting = false;
+            s.shutdown_at.get_or_insert_with(Instant::now);
+            if cancel_pending {
+                for q in std::mem::take(&mut s.queue) {
+                    fx.finish.push((q.completion, Outcome::Cancel));
+                }
+                for slot in &mut s.slots {
+                    let Some(conn) = &slot.conn else { continue };
+                    for (id, held) in &mut slot.held {
+                        if held.revoke.is_none() {
+                            held.revoke = Some(Revoke::Shutdown);
+                            conn.push_revoke(*id);
+                            fx.flush(conn);
+                        }
+                    }
+                }
+            }
+            self.pump(&mut s, &mut fx);
+        }
+        fx.run();
+    }
+
+    /// When the first shutdown was asked for.
+    pub(super) fn shutdown_at(&self) -> Option<Instant> {
+        self.lock().shutdown_at
+    }
+
+    /// Waits until every slot's thread has ended, or `deadline`.
+    pub(super) fn wait_finished(&self, deadline: Instant) -> bool {
+        let mut s = self.lock();
+        loop {
+            if s.slots.iter().all(|slot| slot.finished) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s = self
+                .finished
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Kills every worker still running (shutdown took too long) and fails
+    /// the jobs still queued.
+    pub(super) fn kill_remaining(&self) {
+        let mut s = self.lock();
+        let queued = std::mem::take(&mut s.queue);
+        for slot in &mut s.slots {
+            if let Some(conn) = &slot.conn {
+                // The worker is not reaped while its slot holds the
+                // connection, so its pid cannot have been reused.
+                // SAFETY: a plain signal to a child process of ours.
+                unsafe {
+                    libc::kill(conn.pid as libc::pid_t, libc::SIGKILL);
+                }
+                slot.killed = true;
+            }
+        }
+        drop(s);
+        for q in queued {
+            let task = q.job.name().to_string();
+            q.completion.fail(Error::ShutDown { task });
+        }
+    }
+
+    /// The worker of slot `index` is gone: takes its connection and jobs.
+    /// Jobs that never reached it go back to the queue (a few times);
+    /// the others are returned to be failed. Also says whether the pool
+    /// killed it at shutdown.
+    pub(super) fn worker_gone(&self, index: usize) -> (Vec<Held>, bool) {
+        let mut fx = Effects::default();
+        let gone = {
+            let mut s = self.lock();
+            let slot = &mut s.slots[index];
+            let undelivered = slot.conn.take().map(|c| c.mark_dead()).unwrap_or_default();
+            let killed = std::mem::take(&mut slot.killed);
+            let held: Vec<(u64, Held)> = slot.held.drain().collect();
+            let mut lost = Vec::new();
+            let mut retry = Vec::new();
+            for (id, mut held) in held {
+                match held.revoke.take() {
+                    Some(Revoke::Steal) => s.stealing -= 1,
+                    Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
+                    _ => {}
+                }
+                if undelivered.contains(&id) && held.attempts + 1 < SEND_ATTEMPTS {
+                    retry.push(Queued {
+                        id,
+                        job: held.job,
+                        completion: held.completion,
+                        attempts: held.attempts + 1,
+                    });
+                } else {
+                    lost.push(held);
+                }
+            }
+            retry.sort_by_key(|q| std::cmp::Reverse(q.id));
+            for q in retry {
+                s.queue.push_front(q);
+            }
+            self.pump(&mut s, &mut fx);
+            (lost, killed)
+        };
+        fx.run();
+        gone
+    }
+
+    /// Whether slot `index` should start another worker.
+    pub(super) fn wants_worker(&self) -> bool {
+        let s = self.lock();
+        s.accepting || !s.queue.is_empty()
+    }
+
+    /// Fails the oldest queued job: a worker cannot be started.
+    pub(super) fn fail_next(&self, error: Error) {
+        let q = self.lock().queue.pop_front();
+        if let Some(q) = q {
+            q.completion.fail(error);
+        }
+    }
+
+    /// The slot's thread ends.
+    pub(super) fn finish_slot(&self, index: usize) {
+        self.lock().slots[index].finished = true;
+        self.finished.notify_all();
+    }
+
+    /// Process ids of the live workers.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        self.lock()
+            .slots
+            .iter()
+            .filter_map(|slot| slot.conn.as_ref().map(|c| c.pid))
+            .collect()
+    }
+}
+
+impl Held {
+    /// Fails the job: its worker died.
+    pub(super) fn fail(self, pid: u32, status: &str) {
+        let task = self.completion.name().to_string();
+        self.completion.fail(Error::WorkerDied {
+            task,
+            pid,
+            status: status.to_string(),
+        });
+    }
+}

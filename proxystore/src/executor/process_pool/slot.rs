@@ -1,0 +1,174 @@
+//! One worker slot's life: start a worker, read what it answers, notice
+//! its end, fail what it held, start the next one, until the pool shuts
+//! down.
+//!
+//! ```text
+//!   spawn ──> attach ──> read answers ──> gone ──> reap ──> fail lost jobs
+//!     ^                                                          │
+//!     └──────────── while the pool accepts jobs or has some ─────┘
+//! ```
+//!
+//! Each slot has one thread for its whole life. It is the thread that
+//! starts the slot's workers, so a worker's parent-death signal fires when
+//! the pool's process ends, not when some caller's thread does.
+
+use std::io::{self, BufReader};
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::conn::Conn;
+use super::protocol::{self, ReadError};
+use super::sched::Dispatch;
+use super::spawn::{self, Spawned};
+use crate::error::Error;
+
+/// A worker that dies this soon after it started, without answering
+/// anything, makes its slot wait before starting the next one.
+const QUICK_DEATH: Duration = Duration::from_secs(1);
+
+/// Runs slot `index`. `started` hears whether the first worker could be
+/// started (and then the slot ends if it could not).
+pub(super) fn run(dispatch: Arc<Dispatch>, index: usize, started: Sender<io::Result<()>>) {
+    let mut started = Some(started);
+    let mut quick_deaths = 0u32;
+    loop {
+        let born = Instant::now();
+        let (child, conn, responses) = match start(&dispatch) {
+            Ok(worker) => worker,
+            Err(e) => {
+                if let Some(started) = started.take() {
+                    let _ = started.send(Err(e));
+                    break;
+                }
+                let program = dispatch.settings.program.path.display().to_string();
+                dispatch.fail_next(Error::io("process pool", format!("starting {program}"), e));
+                std::thread::sleep(Duration::from_millis(100));
+                if !dispatch.wants_worker() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let (mut child, writer) = child;
+        dispatch.attach(index, conn.clone());
+        if let Some(started) = started.take() {
+            let _ = started.send(Ok(()));
+        }
+        let (answered, violation) = read_answers(&dispatch, index, responses);
+        if violation.is_some() {
+            // Not reaped yet: the pid is still this worker's.
+            let _ = child.kill();
+        }
+        let (lost, killed) = dispatch.worker_gone(index);
+        let _ = writer.join();
+        let mut status = reap(&mut child);
+        if let Some(violation) = violation {
+            status = format!("it broke the worker protocol ({violation}) and was killed: {status}");
+        } else if killed {
+            status = format!(
+                "still running {:?} after shutdown began, killed: {status}",
+                dispatch.settings.shutdown_timeout
+            );
+        }
+        if !lost.is_empty() {
+            tracing::warn!(pid = conn.pid, %status, tasks = lost.len(), "worker process died");
+        }
+        for held in lost {
+            held.fail(conn.pid, &status);
+        }
+        if !dispatch.wants_worker() {
+            break;
+        }
+        if !answered && born.elapsed() < QUICK_DEATH {
+            // A program that exits at once as a worker: do not spin.
+            quick_deaths += 1;
+            std::thread::sleep(Duration::from_millis(20 << quick_deaths.min(6)));
+        } else {
+            quick_deaths = 0;
+        }
+    }
+    dispatch.finish_slot(index);
+}
+
+type Started = (
+    (Child, std::thread::JoinHandle<()>),
+    Arc<Conn>,
+    io::PipeReader,
+);
+
+/// Starts a worker, its connection and its writer thread.
+fn start(dispatch: &Dispatch) -> io::Result<Started> {
+    let Spawned {
+        mut child,
+        requests,
+        responses,
+    } = spawn::spawn(&dispatch.settings.program)?;
+    let pid = child.id();
+    let writer = Conn::new(pid, requests).and_then(|conn| {
+        let writing = conn.clone();
+        std::thread::Builder::new()
+            .name(format!("proxystore-worker-{pid}-writer"))
+            .spawn(move || writing.run_writer())
+            .map(|writer| (writer, conn))
+    });
+    match writer {
+        Ok((writer, conn)) => Ok(((child, writer), conn, responses)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+/// Reads the worker's answers until it ends. Returns whether it answered
+/// anything, and the protocol violation that ended it, if one did.
+fn read_answers(
+    dispatch: &Dispatch,
+    index: usize,
+    responses: io::PipeReader,
+) -> (bool, Option<String>) {
+    let Ok(responses) = crate::spin::SpinReader::new(responses) else {
+        return (false, None);
+    };
+    let mut input = BufReader::with_capacity(64 * 1024, responses);
+    let mut body = Vec::new();
+    let mut answered = false;
+    loop {
+        match protocol::read_message(&mut input, &mut body) {
+            Ok(Some(header)) => {
+                answered = true;
+                if let Err(violation) = dispatch.on_message(index, header, &mut body) {
+                    return (answered, Some(violation));
+                }
+            }
+            Ok(None) | Err(ReadError::Io(_)) | Err(ReadError::Truncated(_)) => {
+                return (answered, None)
+            }
+            Err(ReadError::Malformed(violation)) => return (answered, Some(violation)),
+        }
+    }
+}
+
+/// Waits for the worker to exit (killing it if it lingers: its answers
+/// have ended, so it has nothing more to give) and describes how it ended.
+fn reap(child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.to_string(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) => {
+                let _ = child.kill();
+                return match child.wait() {
+                    Ok(status) => format!("unresponsive, killed: {status}"),
+                    Err(e) => format!("unresponsive, kill failed: {e}"),
+                };
+            }
+            Err(e) => return format!("unknown: {e}"),
+        }
+    }
+}
