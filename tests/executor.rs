@@ -90,6 +90,29 @@ fn chatty(lines: u32) -> u32 {
     lines
 }
 
+/// Returns the proxy it was given: a proxy is a reference, never stored
+/// again (listed here, and offered to the policy below).
+#[proxied(types = [Proxy<String>])]
+fn pass_listed(proxy: Proxy<String>) -> Proxy<String> {
+    proxy
+}
+
+#[proxied]
+fn pass(proxy: Proxy<String>) -> Proxy<String> {
+    proxy
+}
+
+#[proxied(types = [Proxy<String>])]
+fn objects_while_holding(dir: PathBuf, proxy: Proxy<String>) -> usize {
+    assert_eq!(*proxy, "original");
+    count(&dir)
+}
+
+#[proxied]
+fn pass_all(proxies: Vec<Proxy<String>>) -> Vec<Proxy<String>> {
+    proxies
+}
+
 /// A user predicate, evaluated in workers too: proxy byte buffers that
 /// start with a marker.
 fn marked(info: &proxystore::policy::ValueInfo<'_>) -> bool {
@@ -392,6 +415,47 @@ fn existing_proxies_and_borrows_are_passed_as_they_are(pool: Pool) {
     assert_eq!(f.left(), 0);
 }
 
+fn a_proxy_is_passed_through_never_proxied_again(pool: Pool) {
+    let f = Fixture::new();
+    let original = f.store.proxy("original".to_string()).unwrap();
+    let key = Proxy::key(&original);
+
+    let ex = f.executor(pool);
+    let during = ex
+        .submit(objects_while_holding::task(f.objects(), original.clone()))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*during, 1, "only the original object is in the store");
+
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
+    let listed = ex.submit(pass_listed::task(original.clone())).unwrap();
+    let offered = ex.submit(pass::task(original.clone())).unwrap();
+    for r in [listed.result().unwrap(), offered.result().unwrap()] {
+        let TaskValue::Value(returned) = &r else {
+            panic!("a returned proxy comes back as itself, got {r:?}")
+        };
+        assert_eq!(Proxy::key(returned), key);
+        assert_eq!(**returned, "original");
+        assert_eq!(f.left(), 1, "no proxy of a proxy was stored");
+    }
+
+    // Only a proxy itself passes through: a Vec of proxies is a value.
+    let all = ex
+        .submit(pass_all::task(vec![original.clone(); 3]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(matches!(all, TaskValue::Owned(_)), "{all:?}");
+    assert!(all
+        .iter()
+        .all(|p| Proxy::key(p) == key && **p == "original"));
+    assert_eq!(f.left(), 2, "the original and the owned result");
+    drop((all, during, ex));
+    assert_eq!(f.left(), 1, "the original is left to its owner");
+    assert!(f.store.exists(&key).unwrap());
+}
+
 fn map_keeps_input_order(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
@@ -546,6 +610,7 @@ for_both_pools!(
     user_predicate,
     compile_time_types,
     existing_proxies_and_borrows_are_passed_as_they_are,
+    a_proxy_is_passed_through_never_proxied_again,
     map_keeps_input_order,
     failures_fail_the_future_and_the_pool_goes_on,
     cancellation,

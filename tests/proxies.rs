@@ -57,6 +57,11 @@ fn a_proxy_is_lazy_resolves_once_and_travels_as_a_reference() {
         "only the factory travels: {} bytes",
         bytes.len()
     );
+    assert_eq!(bytes, wire(Proxy::factory(&proxy)), "exactly the factory");
+    let json = serde_json::to_string(&proxy).unwrap();
+    assert_eq!(json, serde_json::to_string(Proxy::factory(&proxy)).unwrap());
+    let from_json: Proxy<Vec<f64>> = serde_json::from_str(&json).unwrap();
+    assert_eq!(Proxy::key(&from_json), key);
     let arrived: Proxy<Vec<f64>> = ciborium::from_reader(&bytes[..]).unwrap();
     assert!(!Proxy::is_resolved(&arrived));
     assert_eq!(arrived[5], 2.0);

@@ -40,6 +40,10 @@ use crate::key::Key;
 use crate::store::{get_or_create_store, Store, StoreConfig};
 use crate::Storable;
 
+mod marker;
+
+pub(crate) use marker::is_proxy;
+
 /// What a proxy needs to find its object: the store's configuration and
 /// the key. This is all that is serialized.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -252,14 +256,47 @@ impl<T: Storable + PartialEq> PartialEq for Proxy<T> {
     }
 }
 
+impl Factory {
+    /// Serializes the factory as a reference to a stored object: what
+    /// [`Proxy`] (and the borrows of an owner) serialize to. The bytes are
+    /// those of the factory; the marker lets the executor recognize a proxy
+    /// and pass it as it is instead of storing it again.
+    pub(crate) fn serialize_as_proxy<S: Serializer>(
+        &self,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_struct(marker::MARKER, self)
+    }
+
+    /// Reads what [`Factory::serialize_as_proxy`] wrote.
+    pub(crate) fn deserialize_as_proxy<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Factory;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a proxy (a store configuration and a key)")
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Factory, D::Error> {
+                Factory::deserialize(deserializer)
+            }
+        }
+        deserializer.deserialize_newtype_struct(marker::MARKER, Visitor)
+    }
+}
+
 impl<T> Serialize for Proxy<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.inner.factory.serialize(serializer)
+        self.inner.factory.serialize_as_proxy(serializer)
     }
 }
 
 impl<'de, T: Storable> Deserialize<'de> for Proxy<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Factory::deserialize(deserializer).map(Proxy::lazy)
+        Factory::deserialize_as_proxy(deserializer).map(Proxy::lazy)
     }
 }

@@ -40,6 +40,9 @@ use crate::Storable;
 ///   `#[proxied(types = [...])]` always go through the store; all others
 ///   are offered to the runtime policy ([`ShouldProxy`], default
 ///   [`ShouldProxy::Never`]), which is evaluated in workers for results.
+/// - A value that already is a proxy (an argument or a result of type
+///   [`Proxy<T>`](crate::Proxy)) is never proxied again: the reference is
+///   passed as it is, and the executor never evicts its object.
 /// - The proxied inputs a submission created are evicted when its task
 ///   ends, however it ends.
 /// - With `ownership` (the default), a proxied result comes back as an
