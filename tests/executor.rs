@@ -456,6 +456,38 @@ fn a_proxy_is_passed_through_never_proxied_again(pool: Pool) {
     assert!(f.store.exists(&key).unwrap());
 }
 
+fn results_that_outlive_the_closed_store_fail_clearly_and_do_not_resurrect_it(pool: Pool) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let name = unique("outlived");
+    let store = Store::new(&name, FileConnector::new(&objects).unwrap()).unwrap();
+    let ex = StoreExecutor::new(pool.make(), store).should_proxy(ShouldProxy::Always);
+    let owned = ex.submit(double::task(21)).unwrap().result().unwrap();
+    let TaskValue::Owned(owner) = &owned else {
+        panic!("expected an owned result, got {owned:?}")
+    };
+    let factory = OwnedProxy::factory(owner);
+    let plain: Proxy<i64> = Proxy::from_parts(factory.store_config().clone(), factory.key());
+    drop(ex); // closes the store
+    assert!(!objects.exists());
+
+    let closed = |err: Error| matches!(&err, Error::StoreClosed { store } if *store == name);
+    assert!(closed(owned.resolve().unwrap_err()));
+    assert!(closed(Proxy::resolve(&plain).unwrap_err()));
+    assert!(
+        proxystore::store::get_store(&name).is_none(),
+        "resolving did not build the store again"
+    );
+    drop(owned); // the owner evicts: no panic, nothing built or created
+    assert!(proxystore::store::get_store(&name).is_none());
+    assert!(!objects.exists());
+
+    let again = Store::new(&name, FileConnector::new(&objects).unwrap()).unwrap();
+    let err = Proxy::resolve(&plain).unwrap_err();
+    assert!(matches!(err, Error::MissingObject { .. }), "{err}");
+    again.close().unwrap();
+}
+
 fn map_keeps_input_order(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
@@ -611,6 +643,7 @@ for_both_pools!(
     compile_time_types,
     existing_proxies_and_borrows_are_passed_as_they_are,
     a_proxy_is_passed_through_never_proxied_again,
+    results_that_outlive_the_closed_store_fail_clearly_and_do_not_resurrect_it,
     map_keeps_input_order,
     failures_fail_the_future_and_the_pool_goes_on,
     cancellation,

@@ -138,18 +138,20 @@ fn resolution_errors_name_the_key_and_the_store_and_say_why() {
     let corrupt: Proxy<String> = store.proxy_from_key(key);
     let err = Proxy::resolve(&corrupt).unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
-    // Store gone.
+    // Store closed in this process: said so, and not built again.
     let key = store.put(&5u8).unwrap();
     let orphan: Proxy<u8> = store.proxy_from_key(key);
     store.close().unwrap();
-    assert!(matches!(
-        Proxy::resolve(&orphan),
-        Err(Error::MissingObject { .. })
-    ));
+    let err = Proxy::resolve(&orphan).unwrap_err();
+    assert!(matches!(err, Error::StoreClosed { .. }), "{err}");
+    assert!(err.to_string().contains(store.name()), "{err}");
     // Deref panics with the same message.
     let panic = std::panic::catch_unwind(|| *orphan).unwrap_err();
     let message = panic.downcast_ref::<String>().unwrap();
-    assert!(message.contains(&key.to_string()), "{message}");
+    assert_eq!(*message, err.to_string());
+    // Elsewhere (no such store here) the object is just missing.
+    let elsewhere = Store::from_config(store.config().clone()).unwrap();
+    assert!(matches!(elsewhere.load::<u8>(&key), Ok(None)));
 }
 
 #[test]

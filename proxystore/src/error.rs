@@ -112,8 +112,13 @@ pub enum Error {
         name: String,
     },
 
-    /// The store was closed.
-    #[error("store `{store}` is closed")]
+    /// The store was closed (also reported for proxies and results that
+    /// outlive a store closed in this process).
+    #[error(
+        "store `{store}` is closed: its objects can no longer be read or written; keep it open \
+         until its proxies and results are used (`StoreExecutor::close_store(false)` leaves it \
+         open), or create it again with `Store::new`"
+    )]
     StoreClosed {
         /// Name of the store.
         store: String,

@@ -68,7 +68,8 @@ impl Factory {
     }
 
     /// The store, found by name in this process or built from its
-    /// configuration.
+    /// configuration; [`Error::StoreClosed`] if it was closed in this
+    /// process (see [`get_or_create_store`]).
     pub fn store(&self) -> Result<Store> {
         get_or_create_store(&self.store)
     }
