@@ -488,6 +488,55 @@ fn results_that_outlive_the_closed_store_fail_clearly_and_do_not_resurrect_it(po
     again.close().unwrap();
 }
 
+fn shutdown_closes_the_store_after_running_tasks(pool: Pool) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let store = Store::new(unique("shutdown"), FileConnector::new(&objects).unwrap()).unwrap();
+    let ex = StoreExecutor::new(pool.make(), store.clone());
+    let slow = ex
+        .submit(objects_during_listed::task(objects.clone(), vec![1; 10]))
+        .unwrap();
+    let slower = ex.submit(sleep_ms::task(150)).unwrap();
+    ex.shutdown(true, false);
+    assert!(
+        store.is_closed(),
+        "shutdown closes the store, as ProxyStore's does"
+    );
+    assert!(!objects.exists());
+    assert_eq!(*slow.result().unwrap(), 1, "tasks ran before the close");
+    assert_eq!(*slower.result().unwrap(), 150);
+    assert!(matches!(
+        ex.submit(double::task(1)),
+        Err(Error::ShutDown { .. })
+    ));
+    ex.shutdown(true, false);
+    drop(ex);
+    assert!(proxystore::store::get_store(store.name()).is_none());
+}
+
+fn shutdown_without_waiting_closes_the_store_at_once(pool: Pool) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let store = Store::new(unique("no-wait"), FileConnector::new(&objects).unwrap()).unwrap();
+    let ex = StoreExecutor::new(pool.make(), store.clone()).should_proxy(ShouldProxy::Always);
+    let running = ex.submit(sleep_ms::task(300)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    ex.shutdown(false, false);
+    assert!(store.is_closed(), "closed without waiting for the task");
+    // The task cannot store its result any more: its future fails, clearly.
+    let err = running.result().unwrap_err();
+    assert!(matches!(err, Error::TaskFailed { .. }), "{err}");
+    if let Pool::Threads = pool {
+        assert!(err.to_string().contains("is closed"), "{err}");
+    }
+    drop(ex);
+    assert!(
+        proxystore::store::get_store(store.name()).is_none(),
+        "nothing built the store again"
+    );
+    assert!(!objects.exists(), "nothing created its directory again");
+}
+
 fn map_keeps_input_order(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
@@ -644,6 +693,8 @@ for_both_pools!(
     existing_proxies_and_borrows_are_passed_as_they_are,
     a_proxy_is_passed_through_never_proxied_again,
     results_that_outlive_the_closed_store_fail_clearly_and_do_not_resurrect_it,
+    shutdown_closes_the_store_after_running_tasks,
+    shutdown_without_waiting_closes_the_store_at_once,
     map_keeps_input_order,
     failures_fail_the_future_and_the_pool_goes_on,
     cancellation,
