@@ -209,6 +209,19 @@ pub enum Error {
     )]
     WorkerEntry,
 
+    /// A thread could not be started.
+    #[error(
+        "could not start a thread to {purpose}: {source}; the process is probably at its limit \
+         of threads (`ulimit -u`) or of memory"
+    )]
+    ThreadSpawn {
+        /// What the thread was for.
+        purpose: &'static str,
+        /// The error from the operating system.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A protocol frame between the pool and a worker was malformed.
     #[error("worker protocol error: {0}")]
     Protocol(String),
