@@ -90,6 +90,29 @@ fn chatty(lines: u32) -> u32 {
     lines
 }
 
+/// Returns the proxy it was given: a proxy is a reference, never stored
+/// again (listed here, and offered to the policy below).
+#[proxied(types = [Proxy<String>])]
+fn pass_listed(proxy: Proxy<String>) -> Proxy<String> {
+    proxy
+}
+
+#[proxied]
+fn pass(proxy: Proxy<String>) -> Proxy<String> {
+    proxy
+}
+
+#[proxied(types = [Proxy<String>])]
+fn objects_while_holding(dir: PathBuf, proxy: Proxy<String>) -> usize {
+    assert_eq!(*proxy, "original");
+    count(&dir)
+}
+
+#[proxied]
+fn pass_all(proxies: Vec<Proxy<String>>) -> Vec<Proxy<String>> {
+    proxies
+}
+
 /// A user predicate, evaluated in workers too: proxy byte buffers that
 /// start with a marker.
 fn marked(info: &proxystore::policy::ValueInfo<'_>) -> bool {
@@ -392,6 +415,128 @@ fn existing_proxies_and_borrows_are_passed_as_they_are(pool: Pool) {
     assert_eq!(f.left(), 0);
 }
 
+fn a_proxy_is_passed_through_never_proxied_again(pool: Pool) {
+    let f = Fixture::new();
+    let original = f.store.proxy("original".to_string()).unwrap();
+    let key = Proxy::key(&original);
+
+    let ex = f.executor(pool);
+    let during = ex
+        .submit(objects_while_holding::task(f.objects(), original.clone()))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*during, 1, "only the original object is in the store");
+
+    let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
+    let listed = ex.submit(pass_listed::task(original.clone())).unwrap();
+    let offered = ex.submit(pass::task(original.clone())).unwrap();
+    for r in [listed.result().unwrap(), offered.result().unwrap()] {
+        let TaskValue::Value(returned) = &r else {
+            panic!("a returned proxy comes back as itself, got {r:?}")
+        };
+        assert_eq!(Proxy::key(returned), key);
+        assert_eq!(**returned, "original");
+        assert_eq!(f.left(), 1, "no proxy of a proxy was stored");
+    }
+
+    // Only a proxy itself passes through: a Vec of proxies is a value.
+    let all = ex
+        .submit(pass_all::task(vec![original.clone(); 3]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(matches!(all, TaskValue::Owned(_)), "{all:?}");
+    assert!(all
+        .iter()
+        .all(|p| Proxy::key(p) == key && **p == "original"));
+    assert_eq!(f.left(), 2, "the original and the owned result");
+    drop((all, during, ex));
+    assert_eq!(f.left(), 1, "the original is left to its owner");
+    assert!(f.store.exists(&key).unwrap());
+}
+
+fn results_that_outlive_the_closed_store_fail_clearly_and_do_not_resurrect_it(pool: Pool) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let name = unique("outlived");
+    let store = Store::new(&name, FileConnector::new(&objects).unwrap()).unwrap();
+    let ex = StoreExecutor::new(pool.make(), store).should_proxy(ShouldProxy::Always);
+    let owned = ex.submit(double::task(21)).unwrap().result().unwrap();
+    let TaskValue::Owned(owner) = &owned else {
+        panic!("expected an owned result, got {owned:?}")
+    };
+    let factory = OwnedProxy::factory(owner);
+    let plain: Proxy<i64> = Proxy::from_parts(factory.store_config().clone(), factory.key());
+    drop(ex); // closes the store
+    assert!(!objects.exists());
+
+    let closed = |err: Error| matches!(&err, Error::StoreClosed { store } if *store == name);
+    assert!(closed(owned.resolve().unwrap_err()));
+    assert!(closed(Proxy::resolve(&plain).unwrap_err()));
+    assert!(
+        proxystore::store::get_store(&name).is_none(),
+        "resolving did not build the store again"
+    );
+    drop(owned); // the owner evicts: no panic, nothing built or created
+    assert!(proxystore::store::get_store(&name).is_none());
+    assert!(!objects.exists());
+
+    let again = Store::new(&name, FileConnector::new(&objects).unwrap()).unwrap();
+    let err = Proxy::resolve(&plain).unwrap_err();
+    assert!(matches!(err, Error::MissingObject { .. }), "{err}");
+    again.close().unwrap();
+}
+
+fn shutdown_closes_the_store_after_running_tasks(pool: Pool) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let store = Store::new(unique("shutdown"), FileConnector::new(&objects).unwrap()).unwrap();
+    let ex = StoreExecutor::new(pool.make(), store.clone());
+    let slow = ex
+        .submit(objects_during_listed::task(objects.clone(), vec![1; 10]))
+        .unwrap();
+    let slower = ex.submit(sleep_ms::task(150)).unwrap();
+    ex.shutdown(true, false);
+    assert!(
+        store.is_closed(),
+        "shutdown closes the store, as ProxyStore's does"
+    );
+    assert!(!objects.exists());
+    assert_eq!(*slow.result().unwrap(), 1, "tasks ran before the close");
+    assert_eq!(*slower.result().unwrap(), 150);
+    assert!(matches!(
+        ex.submit(double::task(1)),
+        Err(Error::ShutDown { .. })
+    ));
+    ex.shutdown(true, false);
+    drop(ex);
+    assert!(proxystore::store::get_store(store.name()).is_none());
+}
+
+fn shutdown_without_waiting_closes_the_store_at_once(pool: Pool) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let store = Store::new(unique("no-wait"), FileConnector::new(&objects).unwrap()).unwrap();
+    let ex = StoreExecutor::new(pool.make(), store.clone()).should_proxy(ShouldProxy::Always);
+    let running = ex.submit(sleep_ms::task(300)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    ex.shutdown(false, false);
+    assert!(store.is_closed(), "closed without waiting for the task");
+    // The task cannot store its result any more: its future fails, clearly.
+    let err = running.result().unwrap_err();
+    assert!(matches!(err, Error::TaskFailed { .. }), "{err}");
+    if let Pool::Threads = pool {
+        assert!(err.to_string().contains("is closed"), "{err}");
+    }
+    drop(ex);
+    assert!(
+        proxystore::store::get_store(store.name()).is_none(),
+        "nothing built the store again"
+    );
+    assert!(!objects.exists(), "nothing created its directory again");
+}
+
 fn map_keeps_input_order(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
@@ -546,6 +691,10 @@ for_both_pools!(
     user_predicate,
     compile_time_types,
     existing_proxies_and_borrows_are_passed_as_they_are,
+    a_proxy_is_passed_through_never_proxied_again,
+    results_that_outlive_the_closed_store_fail_clearly_and_do_not_resurrect_it,
+    shutdown_closes_the_store_after_running_tasks,
+    shutdown_without_waiting_closes_the_store_at_once,
     map_keeps_input_order,
     failures_fail_the_future_and_the_pool_goes_on,
     cancellation,

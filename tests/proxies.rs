@@ -4,10 +4,13 @@ mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use proxystore::connectors::{FileConnector, LocalConnector};
 use proxystore::store::Operation;
 use proxystore::{Error, Key, OwnedProxy, Proxy, Store};
+use serde::{Deserialize, Serialize};
 use support::common::{from_hex, to_hex, unique};
 
 fn file_store(prefix: &str) -> (Store, tempfile::TempDir) {
@@ -57,6 +60,11 @@ fn a_proxy_is_lazy_resolves_once_and_travels_as_a_reference() {
         "only the factory travels: {} bytes",
         bytes.len()
     );
+    assert_eq!(bytes, wire(Proxy::factory(&proxy)), "exactly the factory");
+    let json = serde_json::to_string(&proxy).unwrap();
+    assert_eq!(json, serde_json::to_string(Proxy::factory(&proxy)).unwrap());
+    let from_json: Proxy<Vec<f64>> = serde_json::from_str(&json).unwrap();
+    assert_eq!(Proxy::key(&from_json), key);
     let arrived: Proxy<Vec<f64>> = ciborium::from_reader(&bytes[..]).unwrap();
     assert!(!Proxy::is_resolved(&arrived));
     assert_eq!(arrived[5], 2.0);
@@ -87,10 +95,78 @@ fn resolving_in_the_background_then_dereferencing() {
     let (store, _dir) = file_store("async");
     let key = store.put(&vec![1u8; 1 << 20]).unwrap();
     let proxy: Proxy<Vec<u8>> = store.proxy_from_key(key);
-    Proxy::resolve_async(&proxy);
-    Proxy::resolve_async(&proxy);
+    Proxy::resolve_async(&proxy).unwrap();
+    Proxy::resolve_async(&proxy).unwrap();
     assert_eq!(proxy.len(), 1 << 20);
     assert_eq!(store.metrics().unwrap().get(Operation::Get).count, 1);
+    store.close().unwrap();
+}
+
+/// A value whose decoding waits until [`GATE`] opens, so that background
+/// resolutions stay in flight.
+struct Gated(u64);
+
+static GATE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+/// Opens the gate when dropped, also when an assertion fails.
+struct OpenGateOnDrop;
+
+impl Drop for OpenGateOnDrop {
+    fn drop(&mut self) {
+        *GATE.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        GATE.1.notify_all();
+    }
+}
+
+impl Serialize for Gated {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Gated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let open = GATE.0.lock().unwrap_or_else(|e| e.into_inner());
+        drop(GATE.1.wait_while(open, |open| !*open));
+        u64::deserialize(d).map(Gated)
+    }
+}
+
+fn threads_of_this_process() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+fn background_resolution_uses_a_few_threads_however_many_proxies() {
+    let store = Store::new(unique("background"), LocalConnector::new()).unwrap();
+    let proxies: Vec<Proxy<Gated>> = (0..10_000)
+        .map(|i| store.proxy_from_key(store.put(&Gated(i)).unwrap()))
+        .collect();
+    let before = threads_of_this_process();
+    // The background pool has at most 8 threads; other tests of this
+    // binary may start a few threads meanwhile.
+    let most = before + 8 + 16;
+    let gate = OpenGateOnDrop;
+    for (i, proxy) in proxies.iter().enumerate() {
+        Proxy::resolve_async(proxy).unwrap();
+        if i % 100 == 99 {
+            let now = threads_of_this_process();
+            assert!(
+                now <= most,
+                "{now} threads after {} background resolutions (from {before})",
+                i + 1
+            );
+        }
+    }
+    drop(gate);
+    // They resolve in the background, without a dereference.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !proxies.iter().all(Proxy::is_resolved) {
+        assert!(Instant::now() < deadline, "background resolution stalled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(proxies.iter().enumerate().all(|(i, p)| p.0 == i as u64));
+    assert!(threads_of_this_process() <= most);
     store.close().unwrap();
 }
 
@@ -133,18 +209,20 @@ fn resolution_errors_name_the_key_and_the_store_and_say_why() {
     let corrupt: Proxy<String> = store.proxy_from_key(key);
     let err = Proxy::resolve(&corrupt).unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
-    // Store gone.
+    // Store closed in this process: said so, and not built again.
     let key = store.put(&5u8).unwrap();
     let orphan: Proxy<u8> = store.proxy_from_key(key);
     store.close().unwrap();
-    assert!(matches!(
-        Proxy::resolve(&orphan),
-        Err(Error::MissingObject { .. })
-    ));
+    let err = Proxy::resolve(&orphan).unwrap_err();
+    assert!(matches!(err, Error::StoreClosed { .. }), "{err}");
+    assert!(err.to_string().contains(store.name()), "{err}");
     // Deref panics with the same message.
     let panic = std::panic::catch_unwind(|| *orphan).unwrap_err();
     let message = panic.downcast_ref::<String>().unwrap();
-    assert!(message.contains(&key.to_string()), "{message}");
+    assert_eq!(*message, err.to_string());
+    // Elsewhere (no such store here) the object is just missing.
+    let elsewhere = Store::from_config(store.config().clone()).unwrap();
+    assert!(matches!(elsewhere.load::<u8>(&key), Ok(None)));
 }
 
 #[test]

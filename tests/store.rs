@@ -203,6 +203,34 @@ fn the_registry_finds_builds_and_refuses_duplicates() {
 }
 
 #[test]
+fn a_closed_store_is_not_rebuilt_from_its_config_in_the_same_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects");
+    let name = unique("closed");
+    let store = Store::new(&name, FileConnector::new(&path).unwrap()).unwrap();
+    let config = store.config().clone();
+    store.close().unwrap();
+    drop(store);
+    // What a proxy or result that outlived the store resolves through.
+    let err = store::get_or_create_store(&config).unwrap_err();
+    assert!(
+        matches!(&err, Error::StoreClosed { store } if *store == name),
+        "{err}"
+    );
+    assert!(store::get_store(&name).is_none(), "not registered again");
+    // Another store of that name (another directory) is not the closed one.
+    let other = FileConnector::new(dir.path().join("other")).unwrap();
+    let mut other_config = config.clone();
+    other_config.connector = other.config();
+    let rebuilt = store::get_or_create_store(&other_config).unwrap();
+    rebuilt.close().unwrap();
+    // Creating the store again makes the name usable again.
+    let again = Store::new(&name, FileConnector::new(&path).unwrap()).unwrap();
+    assert!(store::get_or_create_store(&config).is_ok());
+    again.close().unwrap();
+}
+
+#[test]
 fn closing_a_file_store_removes_its_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("objects");

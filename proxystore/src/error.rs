@@ -112,8 +112,13 @@ pub enum Error {
         name: String,
     },
 
-    /// The store was closed.
-    #[error("store `{store}` is closed")]
+    /// The store was closed (also reported for proxies and results that
+    /// outlive a store closed in this process).
+    #[error(
+        "store `{store}` is closed: its objects can no longer be read or written; keep it open \
+         until its proxies and results are used (`StoreExecutor::close_store(false)` leaves it \
+         open), or create it again with `Store::new`"
+    )]
     StoreClosed {
         /// Name of the store.
         store: String,
@@ -203,6 +208,19 @@ pub enum Error {
          tests: proxystore::test_worker!() and ProcessPool::builder(n).test_harness())"
     )]
     WorkerEntry,
+
+    /// A thread could not be started.
+    #[error(
+        "could not start a thread to {purpose}: {source}; the process is probably at its limit \
+         of threads (`ulimit -u`) or of memory"
+    )]
+    ThreadSpawn {
+        /// What the thread was for.
+        purpose: &'static str,
+        /// The error from the operating system.
+        #[source]
+        source: std::io::Error,
+    },
 
     /// A protocol frame between the pool and a worker was malformed.
     #[error("worker protocol error: {0}")]

@@ -415,7 +415,7 @@ impl<T: Storable> Deref for RefProxy<'_, T> {
 
 impl<T: Storable> Serialize for RefProxy<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.owner.factory_ref().serialize(serializer)
+        self.owner.factory_ref().serialize_as_proxy(serializer)
     }
 }
 
@@ -452,7 +452,7 @@ impl<T: Storable> DerefMut for RefMutProxy<'_, T> {
 
 impl<T: Storable> Serialize for RefMutProxy<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.owner.factory_ref().serialize(serializer)
+        self.owner.factory_ref().serialize_as_proxy(serializer)
     }
 }
 

@@ -29,8 +29,8 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use once_cell::sync::OnceCell;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -39,6 +39,11 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::store::{get_or_create_store, Store, StoreConfig};
 use crate::Storable;
+
+mod background;
+mod marker;
+
+pub(crate) use marker::is_proxy;
 
 /// What a proxy needs to find its object: the store's configuration and
 /// the key. This is all that is serialized.
@@ -64,7 +69,8 @@ impl Factory {
     }
 
     /// The store, found by name in this process or built from its
-    /// configuration.
+    /// configuration; [`Error::StoreClosed`] if it was closed in this
+    /// process (see [`get_or_create_store`]).
     pub fn store(&self) -> Result<Store> {
         get_or_create_store(&self.store)
     }
@@ -101,7 +107,8 @@ impl fmt::Debug for Factory {
 struct Inner<T> {
     factory: Factory,
     value: OnceCell<Arc<T>>,
-    background: Mutex<Option<JoinHandle<()>>>,
+    /// A background resolution is queued or running.
+    queued: AtomicBool,
 }
 
 /// A lazy reference to a `T` in a store.
@@ -123,7 +130,7 @@ impl<T: Storable> Proxy<T> {
             inner: Arc::new(Inner {
                 factory,
                 value: OnceCell::new(),
-                background: Mutex::new(None),
+                queued: AtomicBool::new(false),
             }),
         }
     }
@@ -153,25 +160,57 @@ impl<T: Storable> Proxy<T> {
             .map(|v| &**v)
     }
 
-    /// Starts resolving on a background thread and returns at once; a
-    /// later dereference waits for that read instead of starting its own.
-    pub fn resolve_async(this: &Self) {
-        if Proxy::is_resolved(this) {
-            return;
-        }
-        let mut background = this
-            .inner
-            .background
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if background.is_some() {
-            return;
+    /// Starts resolving in the background and returns at once.
+    ///
+    /// The read runs on a small process-wide pool of threads (the machine's
+    /// parallelism, between 2 and 8, started at first use), so resolving
+    /// many proxies this way queues their reads rather than starting a
+    /// thread for each. A dereference that needs the value while its
+    /// background read runs waits for that read instead of starting its
+    /// own; if the read has not started yet, the dereference reads, and the
+    /// queued read then has nothing left to do. An error is not lost: the
+    /// next dereference (or [`Proxy::resolve`]) tries again and reports it.
+    ///
+    /// ```
+    /// use proxystore::connectors::LocalConnector;
+    /// use proxystore::{Proxy, Store};
+    ///
+    /// let store = Store::new("resolve-async-doc", LocalConnector::new())?;
+    /// let proxies: Vec<Proxy<u64>> = (0..100)
+    ///     .map(|i| Ok(store.proxy_from_key(store.put(&i)?)))
+    ///     .collect::<proxystore::Result<_>>()?;
+    /// for proxy in &proxies {
+    ///     Proxy::resolve_async(proxy)?;     // all start reading, on a few threads
+    /// }
+    /// assert_eq!(proxies.iter().map(|p| **p).sum::<u64>(), 4950);
+    /// # Ok::<(), proxystore::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ThreadSpawn`] if no thread of the pool could be started; the
+    /// proxy still resolves when it is first used.
+    pub fn resolve_async(this: &Self) -> Result<()> {
+        if Proxy::is_resolved(this) || this.inner.queued.swap(true, Ordering::AcqRel) {
+            return Ok(());
         }
         let proxy = this.clone();
-        *background = Some(std::thread::spawn(move || {
-            // An error is not lost: the next dereference retries and reports it.
+        let queued = background::run(Box::new(move || {
+            // Cleared however the read ends, so a later call can try again.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+            let _done = Done(&proxy.inner.queued);
+            // get_or_try_init: concurrent dereferences wait for this read.
             let _ = Proxy::resolve(&proxy);
         }));
+        if queued.is_err() {
+            this.inner.queued.store(false, Ordering::Release);
+        }
+        queued
     }
 
     /// The value if already resolved, without reading anything.
@@ -252,14 +291,47 @@ impl<T: Storable + PartialEq> PartialEq for Proxy<T> {
     }
 }
 
+impl Factory {
+    /// Serializes the factory as a reference to a stored object: what
+    /// [`Proxy`] (and the borrows of an owner) serialize to. The bytes are
+    /// those of the factory; the marker lets the executor recognize a proxy
+    /// and pass it as it is instead of storing it again.
+    pub(crate) fn serialize_as_proxy<S: Serializer>(
+        &self,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_struct(marker::MARKER, self)
+    }
+
+    /// Reads what [`Factory::serialize_as_proxy`] wrote.
+    pub(crate) fn deserialize_as_proxy<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Factory;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a proxy (a store configuration and a key)")
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Factory, D::Error> {
+                Factory::deserialize(deserializer)
+            }
+        }
+        deserializer.deserialize_newtype_struct(marker::MARKER, Visitor)
+    }
+}
+
 impl<T> Serialize for Proxy<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.inner.factory.serialize(serializer)
+        self.inner.factory.serialize_as_proxy(serializer)
     }
 }
 
 impl<'de, T: Storable> Deserialize<'de> for Proxy<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Factory::deserialize(deserializer).map(Proxy::lazy)
+        Factory::deserialize_as_proxy(deserializer).map(Proxy::lazy)
     }
 }

@@ -40,13 +40,17 @@ use crate::Storable;
 ///   `#[proxied(types = [...])]` always go through the store; all others
 ///   are offered to the runtime policy ([`ShouldProxy`], default
 ///   [`ShouldProxy::Never`]), which is evaluated in workers for results.
+/// - A value that already is a proxy (an argument or a result of type
+///   [`Proxy<T>`](crate::Proxy)) is never proxied again: the reference is
+///   passed as it is, and the executor never evicts its object.
 /// - The proxied inputs a submission created are evicted when its task
 ///   ends, however it ends.
 /// - With `ownership` (the default), a proxied result comes back as an
 ///   [`OwnedProxy`](crate::OwnedProxy) that evicts it when dropped;
 ///   without, as a plain [`Proxy`](crate::Proxy) the caller cleans up.
-/// - Dropping the executor shuts it down (waiting for running tasks) and,
-///   with `close_store` (the default), closes the store.
+/// - [`shutdown`](StoreExecutor::shutdown) and dropping the executor
+///   (which shuts it down, waiting for running tasks) close the store with
+///   `close_store` (the default), as ProxyStore's executor does.
 pub struct StoreExecutor {
     executor: Box<dyn Executor>,
     store: Store,
@@ -55,6 +59,7 @@ pub struct StoreExecutor {
     close_store: bool,
     context: Arc<[u8]>,
     shut_down: AtomicBool,
+    store_closed: AtomicBool,
     outstanding: Arc<AtomicUsize>,
 }
 
@@ -69,6 +74,7 @@ impl StoreExecutor {
             close_store: true,
             context: Arc::from(&[][..]),
             shut_down: AtomicBool::new(false),
+            store_closed: AtomicBool::new(false),
             outstanding: Arc::default(),
         };
         this.encode_context();
@@ -103,7 +109,9 @@ impl StoreExecutor {
         self
     }
 
-    /// Whether dropping the executor closes the store (default `true`).
+    /// Whether shutting the executor down (with
+    /// [`shutdown`](StoreExecutor::shutdown) or by dropping it) closes the
+    /// store (default `true`).
     #[must_use]
     pub fn close_store(mut self, close: bool) -> Self {
         self.close_store = close;
@@ -183,12 +191,33 @@ impl StoreExecutor {
         Ok(futures.into_iter().map(TaskFuture::result))
     }
 
-    /// Stops accepting tasks. With `cancel_futures`, tasks not yet started
-    /// are cancelled (their inputs evicted); with `wait`, returns when the
-    /// running ones are done. Does not close the store (dropping does).
+    /// Stops accepting tasks and, with `close_store` (the default), closes
+    /// the store, like ProxyStore's `shutdown`.
+    ///
+    /// With `cancel_futures`, tasks not yet started are cancelled (their
+    /// inputs evicted). With `wait`, returns when the running tasks are done
+    /// (their inputs evicted too), and only then closes the store.
+    ///
+    /// Without `wait`, the store is closed at once, while tasks may still
+    /// be running: one that then reads a proxied input or stores a proxied
+    /// result fails its future (with [`Error::StoreClosed`] on a
+    /// [`ThreadPool`](crate::executor::ThreadPool); on a
+    /// [`ProcessPool`](crate::executor::ProcessPool), with the missing
+    /// object or the I/O error the worker met), and a result that comes
+    /// back as a proxy cannot be resolved. Tasks that need neither complete
+    /// normally. To keep results usable, wait, or set `close_store(false)`
+    /// and close the store yourself.
+    ///
+    /// The store is closed once: later calls, and dropping the executor,
+    /// do not close it again. A failure to close is logged.
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.shut_down.store(true, Ordering::Release);
         self.executor.shutdown(wait, cancel_futures);
+        if self.close_store && !self.store_closed.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.store.close() {
+                tracing::warn!(store = %self.store.name(), error = %e, "closing the store failed");
+            }
+        }
     }
 }
 
@@ -203,11 +232,6 @@ fn evict_all(store: &Store, keys: &[Key]) {
 impl Drop for StoreExecutor {
     fn drop(&mut self) {
         self.shutdown(true, false);
-        if self.close_store {
-            if let Err(e) = self.store.close() {
-                tracing::warn!(store = %self.store.name(), error = %e, "closing the store failed");
-            }
-        }
     }
 }
 

@@ -3,59 +3,115 @@
 //! A proxy that arrives in a process (a task argument in a worker, a result
 //! in the client) resolves through the store registered under its store's
 //! name, or builds and registers one from the [`StoreConfig`] it carries.
+//!
+//! A store closed in this process is not built again from its
+//! configuration: proxies and results that outlive it (an owned result of a
+//! [`StoreExecutor`](crate::StoreExecutor) that closed its store, a task
+//! still running on a thread pool) fail with [`Error::StoreClosed`] instead
+//! of bringing it back under its name. Registering a store of that name
+//! again ([`Store::new`], [`register_store`]) ends this. Worker processes
+//! never closed the caller's store, so they build it from the configuration
+//! as usual.
+//!
+//! ```
+//! use proxystore::connectors::LocalConnector;
+//! use proxystore::store::get_or_create_store;
+//! use proxystore::{Error, Store};
+//!
+//! let store = Store::new("registry-doc", LocalConnector::new())?;
+//! let config = store.config().clone();
+//! store.close()?;
+//! assert!(matches!(get_or_create_store(&config), Err(Error::StoreClosed { .. })));
+//!
+//! let again = Store::new("registry-doc", LocalConnector::new())?;  // the name is free
+//! # again.close()?;
+//! # Ok::<(), proxystore::Error>(())
+//! ```
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock, RwLockWriteGuard};
 
 use super::{Store, StoreConfig};
 use crate::error::{Error, Result};
 
-fn stores() -> &'static RwLock<HashMap<String, Store>> {
-    static STORES: OnceLock<RwLock<HashMap<String, Store>>> = OnceLock::new();
-    STORES.get_or_init(Default::default)
+#[derive(Default)]
+struct Registry {
+    open: HashMap<String, Store>,
+    /// Configurations of stores closed in this process, by name, until a
+    /// store of that name is registered again.
+    closed: HashMap<String, StoreConfig>,
+}
+
+fn registry() -> &'static RwLock<Registry> {
+    static REGISTRY: OnceLock<RwLock<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+fn write() -> RwLockWriteGuard<'static, Registry> {
+    registry().write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Registers `store` under its name; fails if the name is taken.
 pub fn register_store(store: &Store) -> Result<()> {
-    let mut stores = stores().write().unwrap_or_else(|e| e.into_inner());
-    if stores.contains_key(store.name()) {
+    let mut registry = write();
+    if registry.open.contains_key(store.name()) {
         return Err(Error::StoreExists {
             name: store.name().to_string(),
         });
     }
-    stores.insert(store.name().to_string(), store.clone());
+    registry.closed.remove(store.name());
+    registry
+        .open
+        .insert(store.name().to_string(), store.clone());
     Ok(())
 }
 
 /// The store registered under `name`.
 pub fn get_store(name: &str) -> Option<Store> {
-    stores()
+    registry()
         .read()
         .unwrap_or_else(|e| e.into_inner())
+        .open
         .get(name)
         .cloned()
 }
 
 /// Removes the registration of `name`, returning the store.
+///
+/// [`Store::close`] unregisters the store through here; a store removed
+/// once it is closed is remembered as closed (see the module docs).
 pub fn unregister_store(name: &str) -> Option<Store> {
-    stores()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(name)
+    let mut registry = write();
+    let store = registry.open.remove(name)?;
+    if store.is_closed() {
+        registry
+            .closed
+            .insert(name.to_string(), store.config().clone());
+    }
+    Some(store)
 }
 
 /// The store registered under `config.name`, or a new one built from
 /// `config` and registered.
+///
+/// Fails with [`Error::StoreClosed`] if the store `config` describes was
+/// closed in this process and its name has not been registered since.
 pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
     if let Some(store) = get_store(&config.name) {
         return Ok(store);
     }
-    let mut stores = stores().write().unwrap_or_else(|e| e.into_inner());
-    if let Some(store) = stores.get(&config.name) {
+    let mut registry = write();
+    if let Some(store) = registry.open.get(&config.name) {
         return Ok(store.clone());
+    }
+    if registry.closed.get(&config.name) == Some(config) {
+        return Err(Error::StoreClosed {
+            store: config.name.clone(),
+        });
     }
     let store = Store::from_config(config.clone())?;
     tracing::debug!(store = %config.name, "registered a store rebuilt from its config");
-    stores.insert(config.name.clone(), store.clone());
+    registry.closed.remove(&config.name);
+    registry.open.insert(config.name.clone(), store.clone());
     Ok(store)
 }

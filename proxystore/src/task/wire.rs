@@ -34,8 +34,9 @@ pub(super) fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
     buf
 }
 
-/// Encodes `value` inline, or puts it in the store, as the policies say.
-/// Returns the tag and bytes of its frame, and the key it was put under.
+/// Encodes `value` inline, or puts it in the store, as the policies say;
+/// a value that is itself a proxy always goes inline. Returns the tag and
+/// bytes of its frame, and the key it was put under.
 pub(super) fn place<T: Storable>(
     value: &T,
     listed: bool,
@@ -44,6 +45,13 @@ pub(super) fn place<T: Storable>(
     key: impl FnOnce(&Store) -> Result<Key>,
 ) -> Result<(Vec<u8>, Option<Key>)> {
     let encoded = codec::encode(value)?;
+    if crate::proxy::is_proxy(value) {
+        // Already a reference (ProxyStore never proxies a proxy): it travels
+        // as itself, and the object stays its owner's to evict.
+        let mut frame = Vec::new();
+        push_frame(&mut frame, VALUE, &encoded.parts());
+        return Ok((frame, None));
+    }
     let proxy = listed
         || (!policy.is_never()
             && policy.should_proxy(&ValueInfo {
