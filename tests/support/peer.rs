@@ -88,11 +88,52 @@ fn main() {
             Ok(_) => println!("pool started"),
             Err(e) => println!("error: {e}"),
         },
+        // worker <how>: a worker that breaks the protocol: it waits for the
+        // first job, then answers it with `how`:
+        //   huge    a header announcing 2^62 bytes, then exits;
+        //   garbage bytes that are no message at all, then waits;
+        //   forged  a well-formed result for a job it was never sent, then waits.
+        "worker" => broken_worker(arg(1)),
         other => {
             eprintln!("unknown command `{other}`");
             std::process::exit(2);
         }
     }
+}
+
+fn broken_worker(how: &str) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: a pool starts its workers with the protocol on 3 and 4.
+    let (mut requests, mut answers) =
+        unsafe { (std::fs::File::from_raw_fd(3), std::fs::File::from_raw_fd(4)) };
+    let mut header = [0u8; 19];
+    if requests.read_exact(&mut header).is_err() {
+        return; // the pool closed the pipe before sending a job
+    }
+    let id = u64::from_le_bytes(header[3..11].try_into().unwrap());
+    let message = |kind: u8, id: u64, len: u64| {
+        let mut out = b"PX".to_vec();
+        out.push(kind);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out
+    };
+    match how {
+        "huge" => {
+            answers.write_all(&message(3, id, 1 << 62)).unwrap();
+            answers.write_all(b"and a few bytes").unwrap();
+            return;
+        }
+        "garbage" => answers.write_all(&[0xff; 4096]).unwrap(),
+        "forged" => {
+            let mut forged = message(3, id + 1000, 4);
+            forged.extend_from_slice(b"fake");
+            answers.write_all(&forged).unwrap();
+        }
+        other => panic!("unknown way to break: {other}"),
+    }
+    std::thread::sleep(std::time::Duration::from_secs(60));
 }
 
 fn connector(config: &str) -> std::sync::Arc<dyn Connector> {

@@ -93,6 +93,8 @@ struct State {
     next_id: u64,
     /// Steals sent and not yet answered.
     stealing: usize,
+    /// Shutdown timed out: workers are being killed, nothing runs any more.
+    killing: bool,
     shutdown_at: Option<Instant>,
 }
 
@@ -153,6 +155,7 @@ impl Dispatch {
                 accepting: true,
                 next_id: 0,
                 stealing: 0,
+                killing: false,
                 shutdown_at: None,
             }),
             finished: Condvar::new(),
@@ -468,6 +471,7 @@ impl Dispatch {
     /// the jobs still queued.
     pub(super) fn kill_remaining(&self) {
         let mut s = self.lock();
+        s.killing = true;
         let queued = std::mem::take(&mut s.queue);
         for slot in &mut s.slots {
             if let Some(conn) = &slot.conn {
@@ -507,7 +511,8 @@ impl Dispatch {
                     Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
                     _ => {}
                 }
-                if undelivered.contains(&id) && held.attempts + 1 < SEND_ATTEMPTS {
+                let retry_it = undelivered.contains(&id) && held.attempts + 1 < SEND_ATTEMPTS;
+                if retry_it && !s.killing {
                     retry.push(Queued {
                         id,
                         job: held.job,
@@ -532,7 +537,7 @@ impl Dispatch {
     /// Whether slot `index` should start another worker.
     pub(super) fn wants_worker(&self) -> bool {
         let s = self.lock();
-        s.accepting || !s.queue.is_empty()
+        !s.killing && (s.accepting || !s.queue.is_empty())
     }
 
     /// Fails the oldest queued job: a worker cannot be started.

@@ -1,0 +1,388 @@
+//! Faults around worker processes, done for real: workers that break the
+//! protocol, are stopped or killed, tasks that exit or start programs, a
+//! pool's process killed from outside. None may crash or hang the caller,
+//! lose a finished result, or leave work running.
+
+mod support;
+
+use support::common::unique;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proxystore::connectors::LocalConnector;
+use proxystore::executor::ProcessPool;
+use proxystore::{proxied, Error, Store, StoreExecutor};
+
+proxystore::test_worker!();
+
+#[proxied]
+fn double(x: i64) -> i64 {
+    x * 2
+}
+
+/// Sleeps, then says which process ran it.
+#[proxied]
+fn pid_after(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// Writes `dir/name` when it starts, then sleeps.
+#[proxied]
+fn mark(dir: PathBuf, name: String, ms: u64) -> u32 {
+    std::fs::write(dir.join(name), b"started").unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+#[proxied]
+fn exit_now(code: i32) -> i32 {
+    std::process::exit(code)
+}
+
+#[proxied]
+fn echo(bytes: Vec<u8>) -> usize {
+    bytes.len()
+}
+
+/// Runs a shell command and returns what it printed.
+#[proxied]
+fn shell(script: String) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn executor(pool: ProcessPool) -> StoreExecutor {
+    let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
+    StoreExecutor::new(pool, store)
+}
+
+fn pool(workers: usize) -> proxystore::executor::ProcessPoolBuilder {
+    ProcessPool::builder(workers).test_harness()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited: only its entry is left for its parent to reap.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for `condition` up to `limit`; whether it came true.
+fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
+
+fn broken_workers(how: &str) -> StoreExecutor {
+    executor(
+        ProcessPool::builder(1)
+            .program(env!("CARGO_BIN_EXE_proxystore-peer"))
+            .args(["worker", how])
+            .build()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_worker_announcing_a_huge_answer_fails_only_its_task() {
+    let ex = broken_workers("huge");
+    for _ in 0..3 {
+        let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+        assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    }
+}
+
+#[test]
+fn a_worker_writing_garbage_is_killed_and_replaced() {
+    let pool = Arc::new(
+        ProcessPool::builder(1)
+            .program(env!("CARGO_BIN_EXE_proxystore-peer"))
+            .args(["worker", "garbage"])
+            .build()
+            .unwrap(),
+    );
+    let first = pool.worker_pids();
+    let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
+    let ex = StoreExecutor::new(pool.clone(), store);
+    let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{text}");
+    assert!(text.contains("broke the worker protocol"), "{text}");
+    assert!(text.contains("magic"), "{text}");
+    assert!(eventually(Duration::from_secs(5), || {
+        let now = pool.worker_pids();
+        now.len() == 1 && now != first
+    }));
+    assert!(!alive(first[0]), "the broken worker was killed");
+}
+
+#[test]
+fn a_worker_forging_an_answer_for_another_job_is_killed() {
+    let ex = broken_workers("forged");
+    let started = Instant::now();
+    let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+    assert!(err.to_string().contains("which it does not hold"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "no waiting for the worker's sleep"
+    );
+}
+
+#[test]
+fn tasks_see_neither_the_protocol_descriptors_nor_the_worker_variable() {
+    let ex = executor(pool(1).build().unwrap());
+    let seen = ex
+        .submit(shell::task(
+            "for fd in 3 4; do [ -e /proc/$$/fd/$fd ] && echo \"fd $fd open\"; done; \
+             echo \"env=${PROXYSTORE_WORKER:-unset}\""
+                .to_string(),
+        ))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(seen.trim(), "env=unset", "{}", *seen);
+}
+
+#[test]
+fn a_killed_worker_whose_task_started_a_program_fails_at_once() {
+    let pool = Arc::new(pool(1).build().unwrap());
+    let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
+    let ex = StoreExecutor::new(pool.clone(), store);
+    let fut = ex.submit(shell::task("sleep 20".to_string())).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(pool.worker_pids()[0], "KILL");
+    let started = Instant::now();
+    let err = fut.result().unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the task's program: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn results_leave_the_worker_as_soon_as_they_exist() {
+    // Both jobs sit in the one worker; the first is answered before the
+    // second ends the process.
+    let ex = executor(pool(1).build().unwrap());
+    let done = ex.submit(double::task(21)).unwrap();
+    let fatal = ex.submit(exit_now::task(3)).unwrap();
+    assert_eq!(*done.result().unwrap(), 42);
+    let err = fatal.result().unwrap_err();
+    assert!(err.to_string().contains("exit status: 3"), "{err}");
+}
+
+#[test]
+fn workers_exit_when_their_pool_process_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_proxystore-parent"))
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let worker: u32 = line.trim().parse().unwrap();
+    assert!(eventually(Duration::from_secs(10), || dir
+        .path()
+        .join("first")
+        .exists()));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || !alive(worker)),
+        "worker {worker} outlived its pool"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for queued in ["second", "third"] {
+        assert!(!dir.path().join(queued).exists(), "{queued} started");
+    }
+}
+
+#[test]
+fn dropping_a_pool_with_a_stopped_worker_returns_and_fails_its_tasks() {
+    let pool = pool(1)
+        .shutdown_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let pid = pool.worker_pids()[0];
+    let ex = executor(pool);
+    assert_eq!(*ex.submit(double::task(1)).unwrap().result().unwrap(), 2);
+    signal(pid, "STOP");
+    // A large argument cannot fit in the pipe of a worker that does not
+    // read: submit returns all the same.
+    let started = Instant::now();
+    let large = ex.submit(echo::task(vec![7u8; 8 << 20])).unwrap();
+    let small = ex.submit(pid_after::task(0)).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "submit blocked");
+    let started = Instant::now();
+    drop(ex);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    for fut in [small.result().map(|_| ()), large.result().map(|_| ())] {
+        let err = fut.unwrap_err();
+        assert!(
+            err.to_string().contains("after shutdown began, killed"),
+            "{err}"
+        );
+    }
+    assert!(!alive(pid));
+}
+
+#[test]
+fn a_cold_pool_runs_as_many_tasks_at_once_as_it_has_workers() {
+    let ex = executor(pool(2).build().unwrap());
+    let futures: Vec<_> = (0..8)
+        .map(|_| ex.submit(pid_after::task(300)).unwrap())
+        .collect();
+    let mut per_worker: HashMap<u32, usize> = HashMap::new();
+    for fut in futures {
+        *per_worker.entry(*fut.result().unwrap()).or_default() += 1;
+    }
+    let counts: Vec<usize> = per_worker.values().copied().collect();
+    assert_eq!(counts, [4, 4], "{per_worker:?}");
+}
+
+#[test]
+fn a_short_task_never_waits_behind_a_long_one_while_a_worker_is_idle() {
+    let ex = executor(pool(2).build().unwrap());
+    // Warm: prefetching is at its deepest for a pool used to short tasks.
+    let warm: Vec<_> = (0..200)
+        .map(|i| ex.submit(double::task(i)).unwrap())
+        .collect();
+    warm.into_iter().for_each(|f| drop(f.result().unwrap()));
+    let long = ex.submit(pid_after::task(3_000)).unwrap();
+    let short: Vec<_> = (0..6)
+        .map(|_| ex.submit(pid_after::task(20)).unwrap())
+        .collect();
+    let ran_on: Vec<u32> = short.into_iter().map(|f| *f.result().unwrap()).collect();
+    assert!(!long.done(), "the short tasks waited for the long one");
+    let long_pid = *long.result().unwrap();
+    assert!(
+        ran_on.iter().all(|pid| *pid != long_pid),
+        "{ran_on:?} vs {long_pid}"
+    );
+}
+
+fn started(dir: &Path, name: &str) -> bool {
+    dir.join(name).exists()
+}
+
+#[test]
+fn cancel_reaches_tasks_a_worker_holds_but_has_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let ex = executor(pool(1).build().unwrap());
+    let long = ex
+        .submit(mark::task(d.clone(), "long".to_string(), 700))
+        .unwrap();
+    let held: Vec<_> = (0..4)
+        .map(|i| {
+            ex.submit(mark::task(d.clone(), format!("held-{i}"), 0))
+                .unwrap()
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || started(&d, "long")));
+    assert!(!long.cancel(), "a running task cannot be cancelled");
+    assert!(held[1].cancel() && held[3].cancel());
+    assert!(held[1].cancelled() && held[1].done());
+    let mut held = held.into_iter();
+    let (h0, h1, h2, h3) = (
+        held.next().unwrap(),
+        held.next().unwrap(),
+        held.next().unwrap(),
+        held.next().unwrap(),
+    );
+    assert!(matches!(h1.result(), Err(Error::Cancelled { .. })));
+    assert!(matches!(h3.result(), Err(Error::Cancelled { .. })));
+    assert!(h0.result().is_ok() && h2.result().is_ok() && long.result().is_ok());
+    assert!(!started(&d, "held-1") && !started(&d, "held-3"));
+
+    // Shutting down with cancel_futures reaches them too.
+    let long = ex
+        .submit(mark::task(d.clone(), "long-2".to_string(), 500))
+        .unwrap();
+    let held: Vec<_> = (0..3)
+        .map(|i| {
+            ex.submit(mark::task(d.clone(), format!("late-{i}"), 0))
+                .unwrap()
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || started(
+        &d, "long-2"
+    )));
+    ex.shutdown(true, true);
+    assert!(long.result().is_ok());
+    for (i, fut) in held.into_iter().enumerate() {
+        assert!(fut.cancelled());
+        assert!(!started(&d, &format!("late-{i}")));
+    }
+}
+
+#[test]
+fn every_worker_is_up_when_build_returns() {
+    let pool = pool(3).build().unwrap();
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.iter().all(|pid| alive(*pid)));
+}
+
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let rest: Vec<&str> = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                rest.first() == Some(&"Z") && rest.get(1) == Some(&me.as_str())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_pool_that_cannot_start_leaves_no_process_behind() {
+    let err = ProcessPool::builder(2)
+        .program("/nonexistent/proxystore-worker")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("starting /nonexistent"), "{err}");
+    assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+}
