@@ -18,9 +18,9 @@ const MAGIC: [u8; 2] = *b"PX";
 pub(crate) const HEADER: usize = 2 + 1 + 8 + 8;
 
 /// The first step of a body read: larger bodies grow by doubling as their
-/// bytes arrive. Fresh zeroed memory of this size costs no page until it is
-/// written.
-const FIRST_STEP: usize = 64 << 20;
+/// bytes arrive. Fresh zeroed memory costs no page until it is written, so
+/// a lie up to this size costs address space only.
+const FIRST_STEP: usize = 256 << 20;
 
 /// What a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,21 +173,25 @@ fn read_body(input: &mut impl Read, len: u64, body: &mut Vec<u8>) -> Result<(), 
             "a body of {len} bytes cannot exist on this host"
         )));
     };
-    body.clear();
-    if len > body.capacity() && len > 4096 {
-        // Zeroed, so untouched pages stay unbacked if the sender lied.
-        *body = crate::codec::zeroed_buffer(len.min(FIRST_STEP));
+    let first = len.min(FIRST_STEP);
+    if first <= body.capacity() || first <= 4096 {
         body.clear();
+        body.resize(first, 0);
+    } else {
+        // Fresh zeroed memory, read into as it is: no pass to clear it.
+        *body = crate::codec::zeroed_buffer(first);
     }
     let mut filled = 0;
-    while filled < len {
-        let step = len.min(filled.saturating_mul(2).max(FIRST_STEP));
-        body.resize(step, 0);
-        let got = read_full(input, &mut body[filled..step]).map_err(ReadError::Io)?;
+    loop {
+        let got = read_full(input, &mut body[filled..]).map_err(ReadError::Io)?;
         filled += got;
-        if filled < step {
+        if filled < body.len() {
             return Err(too_short(filled));
         }
+        if filled == len {
+            break;
+        }
+        body.resize(len.min(filled.saturating_mul(2)), 0);
     }
     body.truncate(len);
     Ok(())

@@ -506,13 +506,23 @@ impl Dispatch {
             let mut lost = Vec::new();
             let mut retry = Vec::new();
             for (id, mut held) in held {
-                match held.revoke.take() {
-                    Some(Revoke::Steal) => s.stealing -= 1,
-                    Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
-                    _ => {}
-                }
-                let retry_it = undelivered.contains(&id) && held.attempts + 1 < SEND_ATTEMPTS;
-                if retry_it && !s.killing {
+                let delivered = !undelivered.contains(&id);
+                let cancelled = match held.revoke.take() {
+                    Some(Revoke::Steal) => {
+                        s.stealing -= 1;
+                        false
+                    }
+                    Some(Revoke::Cancel(waiter)) => {
+                        fx.wake.push(waiter);
+                        true
+                    }
+                    Some(Revoke::Shutdown) => true,
+                    None => false,
+                };
+                if !delivered && cancelled {
+                    // It never reached the worker: it will not run.
+                    fx.finish.push((held.completion, Outcome::Cancel));
+                } else if !delivered && held.attempts + 1 < SEND_ATTEMPTS && !s.killing {
                     retry.push(Queued {
                         id,
                         job: held.job,
