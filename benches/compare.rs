@@ -192,13 +192,21 @@ impl Table {
 }
 
 fn store_executor(o: &Options, label: &str, policy: ShouldProxy) -> (StoreExecutor, PathBuf) {
+    store_executor_on(o, label, policy, ProcessPool::new(2).unwrap())
+}
+
+fn store_executor_on(
+    o: &Options,
+    label: &str,
+    policy: ShouldProxy,
+    pool: ProcessPool,
+) -> (StoreExecutor, PathBuf) {
     let dir = o.root.join(format!("rust-{label}"));
     let name = format!("bench-{label}-{}", std::process::id());
     let store = Store::builder(name, FileConnector::new(&dir).unwrap())
         .cache_size(0)
         .build()
         .unwrap();
-    let pool = ProcessPool::new(2).unwrap();
     let ex = StoreExecutor::new(pool, store).should_proxy(policy);
     (ex, dir)
 }
@@ -237,6 +245,22 @@ fn value<R: proxystore::Storable>(r: &TaskValue<R>) -> &R {
     r
 }
 
+/// Throughput of three bursts of no-op tasks, submitted all at once.
+fn bursts(o: &Options, ex: &StoreExecutor) -> Vec<f64> {
+    (0..3)
+        .map(|_| {
+            let t0 = Instant::now();
+            let futures: Vec<_> = (0..o.n_noop as i64)
+                .map(|i| ex.submit(noop::task(i)).unwrap())
+                .collect();
+            for f in futures {
+                black_box(f.result().unwrap());
+            }
+            o.n_noop as f64 / t0.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
 fn rust_round(o: &Options, t: &mut Table) {
     // a. no-op, nothing proxied: latency and burst throughput.
     let (ex, dir) = store_executor(o, "a", ShouldProxy::Never);
@@ -252,19 +276,22 @@ fn rust_round(o: &Options, t: &mut Table) {
         })
         .collect();
     t.rust("a. no-op latency (ProxyNever)", "us", &lat);
-    let thr: Vec<f64> = (0..3)
-        .map(|_| {
-            let t0 = Instant::now();
-            let futures: Vec<_> = (0..o.n_noop as i64)
-                .map(|i| ex.submit(noop::task(i)).unwrap())
-                .collect();
-            for f in futures {
-                black_box(f.result().unwrap());
-            }
-            o.n_noop as f64 / t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.rust(&format!("a. no-op burst of {}", o.n_noop), "task/s", &thr);
+    t.rust(
+        &format!("a. no-op burst of {}", o.n_noop),
+        "task/s",
+        &bursts(o, &ex),
+    );
+    drop(ex);
+    assert_eq!(leftovers(&dir), 0);
+    // What holding jobs ahead in the workers buys: the same burst with
+    // one job per worker at a time.
+    let serial = ProcessPool::builder(2).max_in_flight(1).build().unwrap();
+    let (ex, dir) = store_executor_on(o, "a1", ShouldProxy::Never, serial);
+    t.rust(
+        &format!("a. no-op burst of {}, max_in_flight 1", o.n_noop),
+        "task/s",
+        &bursts(o, &ex),
+    );
     drop(ex);
     assert_eq!(leftovers(&dir), 0);
 
