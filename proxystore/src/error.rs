@@ -63,6 +63,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A connector could not remove everything it owns; calling `close`
+    /// again retries.
+    #[error(
+        "{connector} connector: close did not finish: {reason}; stop the processes still \
+         writing to the store and call close again"
+    )]
+    CloseIncomplete {
+        /// Which connector (and where, e.g. its directory).
+        connector: String,
+        /// What was left.
+        reason: String,
+    },
+
     /// A string from outside is not a valid key.
     #[error("`{input}` is not a valid object key: keys are UUIDs ({reason})")]
     InvalidKey {

@@ -69,6 +69,10 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     fn evict(&self, key: &Key) -> Result<()>;
 
     /// Releases the connector's resources (and, where configured, its data).
+    ///
+    /// A close that fails leaves the connector usable and may be called
+    /// again to finish; [`Store::close`](crate::Store::close) does so when
+    /// it is called again.
     fn close(&self) -> Result<()>;
 
     /// Opens an object for streaming reads, or `None` if there is none.
