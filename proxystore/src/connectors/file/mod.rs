@@ -1,7 +1,9 @@
 //! One file per object in a directory.
 
+mod entries;
+
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Connector, ConnectorConfig, FromConfig, ObjectReader};
 use crate::error::{Error, Result};
 use crate::key::Key;
+use entries::OpenError;
 
 /// Stores each object as a file named by its key in one directory.
 ///
@@ -18,6 +21,11 @@ use crate::key::Key;
 /// into place, so no reader, in any process, ever sees half an object.
 /// [`close`](Connector::close) removes the directory and everything in it
 /// unless [`keep_on_close`](FileConnector::keep_on_close) was asked for.
+///
+/// Only a regular file is an object: reads refuse anything else at a key's
+/// name (a symbolic link, a fifo, a directory) with
+/// [`Error::NotAnObject`], without following or waiting on it, and
+/// [`exists`](Connector::exists) does not count it.
 ///
 /// ```
 /// use proxystore::connectors::{Connector, FileConnector};
@@ -81,6 +89,24 @@ impl FileConnector {
     fn err(&self, operation: &str, key: &Key, e: io::Error) -> Error {
         Error::io(&self.name, format!("{operation} {key}"), e)
     }
+
+    fn not_an_object(&self, key: &Key, found: &str) -> Error {
+        Error::NotAnObject {
+            connector: self.name.clone(),
+            key: *key,
+            found: found.to_string(),
+        }
+    }
+
+    /// Opens the object under `key`, refusing what is not a regular file.
+    fn open_object(&self, key: &Key) -> Result<Option<(fs::File, u64)>> {
+        match entries::open_regular(&self.path(key)) {
+            Ok(opened) => Ok(Some(opened)),
+            Err(OpenError::Missing) => Ok(None),
+            Err(OpenError::NotAFile(what)) => Err(self.not_an_object(key, what)),
+            Err(OpenError::Io(e)) => Err(self.err("opening", key, e)),
+        }
+    }
 }
 
 impl Connector for FileConnector {
@@ -116,31 +142,33 @@ impl Connector for FileConnector {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        match fs::read(self.path(key)) {
-            Ok(bytes) => {
-                tracing::debug!(%key, size = bytes.len(), "file: get");
-                Ok(Some(bytes))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err("reading", key, e)),
-        }
+        let Some((mut file, len)) = self.open_object(key)? else {
+            return Ok(None);
+        };
+        // The length only sizes the buffer if it can be had; a file that
+        // grew or shrank since (it cannot: objects are replaced, never
+        // rewritten) would still be read whole.
+        let mut bytes = Vec::new();
+        let _ = bytes.try_reserve_exact(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(&mut bytes)
+            .map_err(|e| self.err("reading", key, e))?;
+        tracing::debug!(%key, size = bytes.len(), "file: get");
+        Ok(Some(bytes))
     }
 
     fn open(&self, key: &Key) -> Result<Option<ObjectReader>> {
-        match File::open(self.path(key)) {
-            Ok(file) => {
-                tracing::debug!(%key, "file: open");
-                Ok(Some(Box::new(file)))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err("opening", key, e)),
-        }
+        let opened = self.open_object(key)?;
+        tracing::debug!(%key, found = opened.is_some(), "file: open");
+        Ok(opened.map(|(file, _)| Box::new(file) as ObjectReader))
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
-        self.path(key)
-            .try_exists()
-            .map_err(|e| self.err("checking", key, e))
+        // Only a regular file is an object; a link is not followed.
+        match fs::symlink_metadata(self.path(key)) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.err("checking", key, e)),
+        }
     }
 
     fn evict(&self, key: &Key) -> Result<()> {
