@@ -5,7 +5,9 @@
 //!
 //! - [`LocalConnector`]: in memory, for one process;
 //! - [`FileConnector`]: one file per object in a directory that every
-//!   process on the machine (or on a shared file system) can read.
+//!   process on the machine (or on a shared file system) can read; it
+//!   removes only what it created and never follows a link out of its
+//!   directory.
 //!
 //! ```
 //! use proxystore::connectors::{Connector, FileConnector};

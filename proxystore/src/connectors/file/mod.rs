@@ -1,8 +1,29 @@
 //! One file per object in a directory.
+//!
+//! # What the file store touches
+//!
+//! A file store removes only what it created, and never follows a link out
+//! of its directory:
+//!
+//! - its entries are told apart by name: objects are named by their key
+//!   (a canonical UUID) and temporary files by `.<key>.<uuid>.tmp`; every
+//!   other name, and every subdirectory, is someone else's and is left
+//!   alone;
+//! - removing an entry unlinks it: a key-named symbolic link is removed,
+//!   its target is not; reads refuse anything at a key's name that is not a
+//!   regular file (a link, a fifo, a directory) with
+//!   [`Error::NotAnObject`], without following or waiting on it;
+//! - the directory is resolved once, by [`FileConnector::new`]; a path that
+//!   is a symbolic link to a directory means that directory, which the
+//!   store then did not create;
+//! - the directory itself is removed only if `new` created it and it is
+//!   empty once the store's own entries are gone.
+//!
+//! See [`FileConnector`] for the whole contract.
 
 mod entries;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -11,7 +32,11 @@ use serde::{Deserialize, Serialize};
 use super::{Connector, ConnectorConfig, FromConfig, ObjectReader};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use entries::OpenError;
+use entries::{OpenError, Scope};
+
+/// How many times `close` sweeps a directory that other processes keep
+/// writing into before it reports [`Error::CloseIncomplete`].
+const CLOSE_PASSES: usize = 4;
 
 /// Stores each object as a file named by its key in one directory.
 ///
@@ -19,13 +44,6 @@ use entries::OpenError;
 /// the connector for pools of worker processes on one machine (or on hosts
 /// sharing a file system). Writes go to a temporary file that is renamed
 /// into place, so no reader, in any process, ever sees half an object.
-/// [`close`](Connector::close) removes the directory and everything in it
-/// unless [`keep_on_close`](FileConnector::keep_on_close) was asked for.
-///
-/// Only a regular file is an object: reads refuse anything else at a key's
-/// name (a symbolic link, a fifo, a directory) with
-/// [`Error::NotAnObject`], without following or waiting on it, and
-/// [`exists`](Connector::exists) does not count it.
 ///
 /// ```
 /// use proxystore::connectors::{Connector, FileConnector};
@@ -35,13 +53,39 @@ use entries::OpenError;
 /// let key = connector.put(&[b"bytes"])?;
 /// assert!(dir.path().join("cache").join(key.to_string()).exists());
 /// connector.close()?;
-/// assert!(!dir.path().join("cache").exists());
+/// assert!(!dir.path().join("cache").exists());    // it made the directory
+///
+/// // A directory that was there before keeps everything but the objects.
+/// std::fs::write(dir.path().join("notes.txt"), "mine")?;
+/// let connector = FileConnector::new(dir.path())?;
+/// connector.put(&[b"bytes"])?;
+/// connector.close()?;
+/// assert!(dir.path().join("notes.txt").exists());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Only what it created
+///
+/// [`close`](Connector::close) removes the store's objects (files named by
+/// a key) and its temporary files, never anything else; the
+/// directory goes too if `new` created it and nothing else is left in it.
+/// Stores that share a directory share its objects: closing one removes
+/// them all. With [`keep_on_close`](FileConnector::keep_on_close), close
+/// keeps the objects and removes only temporary files left by writers that
+/// died (a writer holds a lock on its temporary file while it writes, and
+/// the kernel drops it with the process).
+///
+/// A close that finds other processes still writing objects removes what
+/// they wrote (it is the store's) and, if they keep writing, fails with
+/// [`Error::CloseIncomplete`]: call close again, or stop them first. Once
+/// the directory is gone, their writes fail. In a directory the store did
+/// not create nothing stops a writer that is still running after close
+/// returned: close the store after the processes using it are done.
 #[derive(Clone, Debug)]
 pub struct FileConnector {
     dir: PathBuf,
     clear: bool,
+    created: bool,
     name: String,
 }
 
@@ -49,20 +93,51 @@ pub struct FileConnector {
 struct Options {
     directory: PathBuf,
     clear: bool,
+    created: bool,
+}
+
+/// Creates `dir` (and, if needed, its parents); whether this call made it.
+fn create_dir(dir: &Path) -> io::Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => return Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 impl FileConnector {
-    /// Uses (and creates, if needed) `dir`. The path is made absolute so the
-    /// configuration means the same in a process with another working
-    /// directory.
+    /// Uses `dir`, creating it if needed.
+    ///
+    /// The path is resolved to an absolute one without symbolic links, so
+    /// the configuration means the same in a process with another working
+    /// directory. Whether this call created the directory decides whether
+    /// [`close`](Connector::close) may remove it.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let label = format!("file({})", dir.display());
-        fs::create_dir_all(dir).map_err(|e| Error::io(&label, "creating the directory", e))?;
+        let created =
+            create_dir(dir).map_err(|e| Error::io(&label, "creating the directory", e))?;
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io(&label, "resolving the directory", e))?;
-        Ok(Self::with_options(dir, true))
+        if !dir.is_dir() {
+            let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
+            return Err(Error::io(&label, "opening the directory", e));
+        }
+        Ok(Self::with_options(Options {
+            directory: dir,
+            clear: true,
+            created,
+        }))
     }
 
     /// Keeps the directory and its objects when the connector is closed.
@@ -71,9 +146,14 @@ impl FileConnector {
         self
     }
 
-    fn with_options(dir: PathBuf, clear: bool) -> Self {
-        let name = format!("file({})", dir.display());
-        FileConnector { dir, clear, name }
+    fn with_options(options: Options) -> Self {
+        let name = format!("file({})", options.directory.display());
+        FileConnector {
+            dir: options.directory,
+            clear: options.clear,
+            created: options.created,
+            name,
+        }
     }
 
     /// The directory holding the objects.
@@ -107,6 +187,51 @@ impl FileConnector {
             Err(OpenError::Io(e)) => Err(self.err("opening", key, e)),
         }
     }
+
+    fn sweep(&self, scope: Scope) -> Result<Option<entries::Swept>> {
+        entries::sweep(&self.dir, scope)
+            .map_err(|e| Error::io(&self.name, "removing the store's files", e))
+    }
+
+    /// Removes the store's objects and temporary files, then the
+    /// directory if this store created it and nothing else is in it.
+    fn remove_everything(&self) -> Result<()> {
+        if self.sweep(Scope::Everything)?.is_none() {
+            return Ok(());
+        }
+        for _ in 0..CLOSE_PASSES {
+            if self.created {
+                match fs::remove_dir(&self.dir) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+                    Err(e) => return Err(Error::io(&self.name, "removing the directory", e)),
+                }
+            }
+            // Whatever appeared since the last sweep was written by a
+            // process still using the store: it is the store's, remove it.
+            let Some(swept) = self.sweep(Scope::Everything)? else {
+                return Ok(());
+            };
+            if swept.removed == 0 {
+                if self.created {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        foreign = swept.foreign,
+                        "file: kept the directory: it holds files the store did not create"
+                    );
+                }
+                return Ok(());
+            }
+        }
+        Err(Error::CloseIncomplete {
+            connector: self.name.clone(),
+            reason: format!(
+                "other processes kept writing objects into {} while it was being removed",
+                self.dir.display()
+            ),
+        })
+    }
 }
 
 impl Connector for FileConnector {
@@ -114,6 +239,7 @@ impl Connector for FileConnector {
         let options = Options {
             directory: self.dir.clone(),
             clear: self.clear,
+            created: self.created,
         };
         ConnectorConfig::new(Self::KIND, &options).expect("plain options serialize")
     }
@@ -121,22 +247,25 @@ impl Connector for FileConnector {
     fn set(&self, key: &Key, parts: &[&[u8]]) -> Result<()> {
         let size: usize = parts.iter().map(|p| p.len()).sum();
         tracing::debug!(%key, size, dir = %self.dir.display(), "file: set");
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", &*key.as_str(), &*Key::new().as_str()));
-        let write = || -> io::Result<()> {
-            let file = File::create(&tmp)?;
+        let mut tmp = None;
+        let mut write = || -> io::Result<()> {
+            // The lock on the temporary file lasts until `file` is dropped,
+            // after the rename.
+            let (path, file) = entries::create_temporary(&self.dir, key)?;
+            let path = tmp.insert(path);
             // Small parts (headers) are gathered; large ones go straight
             // from the caller's memory to the file.
-            let mut out = BufWriter::with_capacity(64 * 1024, file);
+            let mut out = BufWriter::with_capacity(64 * 1024, &file);
             for part in parts {
                 out.write_all(part)?;
             }
             out.into_inner().map_err(|e| e.into_error())?;
-            fs::rename(&tmp, self.path(key))
+            fs::rename(&*path, self.path(key))
         };
         write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+            if let Some(tmp) = &tmp {
+                let _ = fs::remove_file(tmp);
+            }
             self.err("writing", key, e)
         })
     }
@@ -173,23 +302,19 @@ impl Connector for FileConnector {
 
     fn evict(&self, key: &Key) -> Result<()> {
         tracing::debug!(%key, "file: evict");
-        match fs::remove_file(self.path(key)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.err("evicting", key, e)),
-            _ => Ok(()),
-        }
+        entries::remove(&self.path(key))
+            .map(drop)
+            .map_err(|e| self.err("evicting", key, e))
     }
 
     fn close(&self) -> Result<()> {
-        if self.clear {
-            tracing::debug!(dir = %self.dir.display(), "file: removing directory");
-            match fs::remove_dir_all(&self.dir) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(Error::io(&self.name, "removing the directory", e))
-                }
-                _ => {}
-            }
+        if !self.clear {
+            tracing::debug!(dir = %self.dir.display(), "file: removing abandoned temporary files");
+            self.sweep(Scope::AbandonedTemporaries)?;
+            return Ok(());
         }
-        Ok(())
+        tracing::debug!(dir = %self.dir.display(), "file: removing the store's files");
+        self.remove_everything()
     }
 }
 
@@ -198,15 +323,15 @@ impl FromConfig for FileConnector {
 
     fn from_config(config: &ConnectorConfig) -> Result<Self> {
         let options: Options = config.options()?;
-        // Rebuilt connectors (in workers) never create the directory: if it
-        // is gone, the store was closed, and reads report missing objects.
         if !options.directory.is_absolute() {
             return Err(Error::InvalidConfig {
                 kind: Self::KIND.into(),
                 reason: format!("directory {} is not absolute", options.directory.display()),
             });
         }
-        Ok(Self::with_options(options.directory, options.clear))
+        // Rebuilt connectors (in workers) never create the directory: if it
+        // is gone, the store was closed, and reads report missing objects.
+        Ok(Self::with_options(options))
     }
 }
 
