@@ -1,7 +1,8 @@
 //! What the file store promises beyond the conformance suite: it removes
 //! only what it created, never follows a link out of its directory, can be
-//! closed again after a failed close, cleans up after killed writers, and
-//! never blocks on a file it did not write.
+//! closed again after a failed close, cleans up after killed writers,
+//! refuses configurations that point at directories that are not stores,
+//! and never blocks on a file it did not write.
 
 mod support;
 
@@ -16,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::{Connector, FileConnector};
-use proxystore::{Error, Key, Store};
+use proxystore::{Error, Key, OwnedProxy, Proxy, Store};
 use support::common::{to_hex, unique};
 
 /// The names in `dir`, sorted.
@@ -327,6 +328,104 @@ fn a_writer_killed_mid_put_leaves_no_temporary_file_in_a_kept_store() {
     let after = names(&path);
     assert!(!after.iter().any(|n| is_temporary(n)), "{after:?}");
     assert_eq!(c.get(&kept).unwrap().as_deref(), Some(&b"kept"[..]));
+}
+
+// 4. A received configuration acts only on a store's directory.
+
+/// Replaces every text `from` in a CBOR value by `to`.
+fn replace_text(value: &mut ciborium::Value, from: &str, to: &str) {
+    use ciborium::Value;
+    match value {
+        Value::Text(t) if t == from => *t = to.to_string(),
+        Value::Array(items) => items.iter_mut().for_each(|v| replace_text(v, from, to)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            replace_text(k, from, to);
+            replace_text(v, from, to);
+        }),
+        Value::Tag(_, inner) => replace_text(inner, from, to),
+        _ => {}
+    }
+}
+
+/// `wire` with the directory and key of a proxy swapped for others.
+fn forge(wire: &[u8], (dir, key): (&Path, Key), (to_dir, to_key): (&Path, Key)) -> Vec<u8> {
+    let mut value: ciborium::Value = ciborium::from_reader(wire).unwrap();
+    replace_text(&mut value, dir.to_str().unwrap(), to_dir.to_str().unwrap());
+    replace_text(&mut value, &key.to_string(), &to_key.to_string());
+    let mut forged = Vec::new();
+    ciborium::into_writer(&value, &mut forged).unwrap();
+    assert_ne!(forged, wire, "nothing was replaced");
+    forged
+}
+
+#[test]
+fn a_forged_proxy_cannot_evict_a_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = FileConnector::new(dir.path().join("objects")).unwrap();
+    let store_dir = c.directory().to_path_buf();
+    let store = Store::builder(unique("forged"), c)
+        .register(false)
+        .build()
+        .unwrap();
+    // A user's directory holding a file named like a key.
+    let home = dir.path().canonicalize().unwrap().join("home");
+    fs::create_dir(&home).unwrap();
+    let victim = Key::new();
+    fs::write(home.join(victim.to_string()), b"user data").unwrap();
+
+    let owned = store.owned_proxy("payload".to_string()).unwrap();
+    let key = OwnedProxy::key(&owned);
+    let mut wire = Vec::new();
+    ciborium::into_writer(&OwnedProxy::into_transfer(owned), &mut wire).unwrap();
+    let forged = forge(&wire, (&store_dir, key), (&home, victim));
+
+    let received: OwnedProxy<String> = ciborium::from_reader(&forged[..]).unwrap();
+    let err = OwnedProxy::resolve(&received).unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    assert!(
+        err.to_string().contains("not a proxystore file store"),
+        "{err}"
+    );
+    drop(received);
+    assert_eq!(
+        fs::read(home.join(victim.to_string())).unwrap(),
+        b"user data"
+    );
+
+    // A plain proxy is refused the same way.
+    let proxy = store.proxy("other".to_string()).unwrap();
+    let mut wire = Vec::new();
+    ciborium::into_writer(&proxy, &mut wire).unwrap();
+    let forged = forge(&wire, (&store_dir, Proxy::key(&proxy)), (&home, victim));
+    let received: Proxy<String> = ciborium::from_reader(&forged[..]).unwrap();
+    let err = Proxy::resolve(&received).unwrap_err();
+    assert!(
+        err.to_string().contains("not a proxystore file store"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(home.join(victim.to_string())).unwrap(),
+        b"user data"
+    );
+    store.close().unwrap();
+}
+
+#[test]
+fn a_config_naming_another_stores_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = FileConnector::new(dir.path().join("a")).unwrap();
+    let b = FileConnector::new(dir.path().join("b")).unwrap();
+    let key = b.put(&[b"b's object"]).unwrap();
+    let mut wire = Vec::new();
+    ciborium::into_writer(&a.config(), &mut wire).unwrap();
+    let forged = forge(&wire, (a.directory(), key), (b.directory(), key));
+    let config: proxystore::connectors::ConnectorConfig =
+        ciborium::from_reader(&forged[..]).unwrap();
+    let err = config.build().unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    assert!(b.exists(&key).unwrap());
+    // The genuine configurations still work.
+    assert!(b.config().build().unwrap().exists(&key).unwrap());
 }
 
 // 5. Nothing hangs.

@@ -1,13 +1,14 @@
 //! The entries of a store directory: which are the store's, how they are
 //! opened without following links or blocking, and how they are removed.
 //!
-//! The store owns exactly two kinds of entry, told apart by name alone:
+//! The store owns exactly three kinds of entry, told apart by name alone:
 //!
 //! - objects: named by a key in its canonical form (36 characters,
 //!   lowercase, hyphenated UUID);
 //! - temporary files: `.<key>.<uuid>.tmp`, written and then renamed to an
 //!   object; a name that starts with a dot can never be a key, so a reader
-//!   never mistakes one for an object.
+//!   never mistakes one for an object;
+//! - the marker, [`MARKER`].
 //!
 //! Everything else (other names, and directories whatever their name) is
 //! someone else's and is never touched.
@@ -21,11 +22,15 @@ use std::path::{Path, PathBuf};
 
 use crate::key::Key;
 
+/// The file that marks a directory as a file store (see `marker.rs`).
+pub(super) const MARKER: &str = ".proxystore";
+
 /// What an entry of a store directory is to the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Entry {
     Object,
     Temporary,
+    Marker,
     Foreign,
 }
 
@@ -33,6 +38,9 @@ pub(super) fn classify(name: &OsStr) -> Entry {
     let Some(name) = name.to_str() else {
         return Entry::Foreign;
     };
+    if name == MARKER {
+        return Entry::Marker;
+    }
     if is_key_name(name) {
         return Entry::Object;
     }
@@ -275,6 +283,7 @@ mod tests {
         assert_eq!(name(&key.to_string()), Entry::Object);
         assert_eq!(name(&key.to_string().to_uppercase()), Entry::Foreign);
         assert_eq!(name(&temporary_name(&key)), Entry::Temporary);
+        assert_eq!(name(MARKER), Entry::Marker);
         for foreign in [".bashrc", "notes.txt", ".x.tmp", ".a.b.tmp", ""] {
             assert_eq!(name(foreign), Entry::Foreign, "{foreign}");
         }

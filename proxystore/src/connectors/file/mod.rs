@@ -6,9 +6,9 @@
 //! of its directory:
 //!
 //! - its entries are told apart by name: objects are named by their key
-//!   (a canonical UUID) and temporary files by `.<key>.<uuid>.tmp`; every
-//!   other name, and every subdirectory, is someone else's and is left
-//!   alone;
+//!   (a canonical UUID), temporary files by `.<key>.<uuid>.tmp`, and the
+//!   marker is `.proxystore`; every other name, and every subdirectory, is
+//!   someone else's and is left alone;
 //! - removing an entry unlinks it: a key-named symbolic link is removed,
 //!   its target is not; reads refuse anything at a key's name that is not a
 //!   regular file (a link, a fifo, a directory) with
@@ -19,15 +19,21 @@
 //! - the directory itself is removed only if `new` created it and it is
 //!   empty once the store's own entries are gone.
 //!
-//! See [`FileConnector`] for the whole contract.
+//! A configuration received from elsewhere (a proxy, a task) acts only on a
+//! directory whose marker names the store's identity; see
+//! [`FileConnector`] for the whole contract.
 
 mod entries;
+mod marker;
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::{Connector, ConnectorConfig, FromConfig, ObjectReader};
 use crate::error::{Error, Result};
@@ -67,7 +73,7 @@ const CLOSE_PASSES: usize = 4;
 /// # Only what it created
 ///
 /// [`close`](Connector::close) removes the store's objects (files named by
-/// a key) and its temporary files, never anything else; the
+/// a key), its temporary files and its marker, never anything else; the
 /// directory goes too if `new` created it and nothing else is left in it.
 /// Stores that share a directory share its objects: closing one removes
 /// them all. With [`keep_on_close`](FileConnector::keep_on_close), close
@@ -81,11 +87,28 @@ const CLOSE_PASSES: usize = 4;
 /// the directory is gone, their writes fail. In a directory the store did
 /// not create nothing stops a writer that is still running after close
 /// returned: close the store after the processes using it are done.
+///
+/// # Configurations from elsewhere
+///
+/// The configuration carries the directory, whether `new` created it, and
+/// the store's identity, which `new` writes into the directory's marker
+/// file `.proxystore` (a directory that already has a marker, from a kept
+/// or shared store, keeps its identity). A connector rebuilt from a
+/// configuration ([`FromConfig`]) refuses, with [`Error::InvalidConfig`],
+/// to act on a directory without that marker: a proxy whose configuration
+/// was forged to name `/home/user` cannot read, overwrite or remove
+/// anything there. A directory that does not exist (the store was closed)
+/// holds no objects: reads find nothing, and nothing is created.
 #[derive(Clone, Debug)]
 pub struct FileConnector {
     dir: PathBuf,
     clear: bool,
     created: bool,
+    id: Uuid,
+    // Whether the directory was found to carry this store's marker; until
+    // then (a rebuilt connector whose directory did not exist yet) every
+    // operation checks again.
+    verified: Arc<AtomicBool>,
     name: String,
 }
 
@@ -94,6 +117,7 @@ struct Options {
     directory: PathBuf,
     clear: bool,
     created: bool,
+    id: Uuid,
 }
 
 /// Creates `dir` (and, if needed, its parents); whether this call made it.
@@ -115,7 +139,7 @@ fn create_dir(dir: &Path) -> io::Result<bool> {
 }
 
 impl FileConnector {
-    /// Uses `dir`, creating it if needed.
+    /// Uses `dir`, creating it if needed, and marks it as a store.
     ///
     /// The path is resolved to an absolute one without symbolic links, so
     /// the configuration means the same in a process with another working
@@ -133,11 +157,14 @@ impl FileConnector {
             let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
             return Err(Error::io(&label, "opening the directory", e));
         }
+        let id = marker::adopt_or_create(&dir, &label)?;
         Ok(Self::with_options(Options {
             directory: dir,
             clear: true,
             created,
-        }))
+            id,
+        })
+        .verified())
     }
 
     /// Keeps the directory and its objects when the connector is closed.
@@ -152,8 +179,15 @@ impl FileConnector {
             dir: options.directory,
             clear: options.clear,
             created: options.created,
+            id: options.id,
+            verified: Arc::default(),
             name,
         }
+    }
+
+    fn verified(self) -> Self {
+        self.verified.store(true, Ordering::Release);
+        self
     }
 
     /// The directory holding the objects.
@@ -178,8 +212,45 @@ impl FileConnector {
         }
     }
 
+    /// Whether the directory exists and is this store's (`Ok(false)`: no
+    /// directory, so no objects); an error if it exists and is not.
+    fn check(&self) -> Result<bool> {
+        if self.verified.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let not_a_store = |why: &str| Error::InvalidConfig {
+            kind: Self::KIND.into(),
+            reason: format!(
+                "directory {} is not a proxystore file store ({why}); refusing to touch it: the \
+                 store that used it was closed, or the configuration was not made by \
+                 FileConnector::new",
+                self.dir.display()
+            ),
+        };
+        match marker::read(&self.dir, &self.name)? {
+            Some(id) if id == self.id => {
+                self.verified.store(true, Ordering::Release);
+                Ok(true)
+            }
+            Some(id) => Err(not_a_store(&format!(
+                "its `.proxystore` marker names store {id}, not {}",
+                self.id
+            ))),
+            None => match fs::symlink_metadata(&self.dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                _ => Err(not_a_store(&format!(
+                    "it has no `.proxystore` marker of store {}",
+                    self.id
+                ))),
+            },
+        }
+    }
+
     /// Opens the object under `key`, refusing what is not a regular file.
     fn open_object(&self, key: &Key) -> Result<Option<(fs::File, u64)>> {
+        if !self.check()? {
+            return Ok(None);
+        }
         match entries::open_regular(&self.path(key)) {
             Ok(opened) => Ok(Some(opened)),
             Err(OpenError::Missing) => Ok(None),
@@ -193,12 +264,16 @@ impl FileConnector {
             .map_err(|e| Error::io(&self.name, "removing the store's files", e))
     }
 
-    /// Removes the store's objects and temporary files, then the
+    /// Removes the store's objects, temporary files and marker, then the
     /// directory if this store created it and nothing else is in it.
     fn remove_everything(&self) -> Result<()> {
         if self.sweep(Scope::Everything)?.is_none() {
             return Ok(());
         }
+        // The objects are gone: the directory stops being a store, and
+        // configurations received from now on are refused.
+        marker::remove(&self.dir)
+            .map_err(|e| Error::io(&self.name, "removing the store marker", e))?;
         for _ in 0..CLOSE_PASSES {
             if self.created {
                 match fs::remove_dir(&self.dir) {
@@ -240,6 +315,7 @@ impl Connector for FileConnector {
             directory: self.dir.clone(),
             clear: self.clear,
             created: self.created,
+            id: self.id,
         };
         ConnectorConfig::new(Self::KIND, &options).expect("plain options serialize")
     }
@@ -247,6 +323,10 @@ impl Connector for FileConnector {
     fn set(&self, key: &Key, parts: &[&[u8]]) -> Result<()> {
         let size: usize = parts.iter().map(|p| p.len()).sum();
         tracing::debug!(%key, size, dir = %self.dir.display(), "file: set");
+        if !self.check()? {
+            let e = io::Error::new(io::ErrorKind::NotFound, "the store's directory is gone");
+            return Err(self.err("writing", key, e));
+        }
         let mut tmp = None;
         let mut write = || -> io::Result<()> {
             // The lock on the temporary file lasts until `file` is dropped,
@@ -292,6 +372,9 @@ impl Connector for FileConnector {
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
+        if !self.check()? {
+            return Ok(false);
+        }
         // Only a regular file is an object; a link is not followed.
         match fs::symlink_metadata(self.path(key)) {
             Ok(meta) => Ok(meta.is_file()),
@@ -302,12 +385,18 @@ impl Connector for FileConnector {
 
     fn evict(&self, key: &Key) -> Result<()> {
         tracing::debug!(%key, "file: evict");
+        if !self.check()? {
+            return Ok(());
+        }
         entries::remove(&self.path(key))
             .map(drop)
             .map_err(|e| self.err("evicting", key, e))
     }
 
     fn close(&self) -> Result<()> {
+        if !self.check()? {
+            return Ok(());
+        }
         if !self.clear {
             tracing::debug!(dir = %self.dir.display(), "file: removing abandoned temporary files");
             self.sweep(Scope::AbandonedTemporaries)?;
@@ -331,7 +420,10 @@ impl FromConfig for FileConnector {
         }
         // Rebuilt connectors (in workers) never create the directory: if it
         // is gone, the store was closed, and reads report missing objects.
-        Ok(Self::with_options(options))
+        // If it exists, it must be this store's.
+        let connector = Self::with_options(options);
+        connector.check()?;
+        Ok(connector)
     }
 }
 
