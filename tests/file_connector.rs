@@ -130,6 +130,20 @@ fn close_through_a_symlinked_directory_keeps_the_targets_files() {
 }
 
 #[test]
+fn a_rebuilt_connector_closes_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+    let theirs = FileConnector::new(dir.path()).unwrap();
+    let made = FileConnector::new(dir.path().join("made")).unwrap();
+    for c in [&theirs, &made] {
+        c.put(&[b"x"]).unwrap();
+        c.config().build().unwrap().close().unwrap();
+    }
+    assert!(!dir.path().join("made").exists(), "new() made it: it goes");
+    assert_eq!(names(dir.path()), ["notes.txt"], "new() found it: it stays");
+}
+
+#[test]
 fn a_planted_key_named_symlink_is_never_followed() {
     let dir = tempfile::tempdir().unwrap();
     let outside = dir.path().join("secret.txt");

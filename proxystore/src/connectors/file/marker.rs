@@ -86,14 +86,35 @@ pub(super) fn adopt_or_create(dir: &Path, label: &str) -> Result<Uuid> {
 /// the marker's name, which fails if the name exists: another process
 /// never reads half a marker, and two processes never both win.
 fn create(dir: &Path, id: Uuid) -> io::Result<bool> {
+    let contents = format!("{HEADER}\n{id}\n");
+    let marker = dir.join(MARKER);
     let (tmp, mut file) = entries::create_temporary(dir, &Key::new())?;
-    let written = file
-        .write_all(format!("{HEADER}\n{id}\n").as_bytes())
-        .and_then(|()| fs::hard_link(&tmp, dir.join(MARKER)));
+    let linked = file
+        .write_all(contents.as_bytes())
+        .and_then(|()| fs::hard_link(&tmp, &marker));
     let _ = fs::remove_file(&tmp);
-    match written {
+    match linked {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without hard links (some FUSE and SMB mounts):
+        // create it in place; a process reading it at that very moment
+        // sees a short marker and fails rather than guessing.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+            {
+                Ok(mut file) => file.write_all(contents.as_bytes()).map(|()| true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     }
 }

@@ -75,8 +75,11 @@ const CLOSE_PASSES: usize = 4;
 /// [`close`](Connector::close) removes the store's objects (files named by
 /// a key), its temporary files and its marker, never anything else; the
 /// directory goes too if `new` created it and nothing else is left in it.
-/// Stores that share a directory share its objects: closing one removes
-/// them all. With [`keep_on_close`](FileConnector::keep_on_close), close
+/// Objects are recognized by name, so a file named like a key (a UUID in
+/// lowercase hyphenated form) in the directory is taken for one. Stores
+/// that share a directory share its objects: closing one removes them all.
+/// A connector rebuilt from the configuration closes the same way (whether
+/// `new` created the directory is part of the configuration). With [`keep_on_close`](FileConnector::keep_on_close), close
 /// keeps the objects and removes only temporary files left by writers that
 /// died (a writer holds a lock on its temporary file while it writes, and
 /// the kernel drops it with the process).
