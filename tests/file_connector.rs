@@ -442,6 +442,25 @@ fn a_config_naming_another_stores_directory_is_refused() {
     assert!(b.config().build().unwrap().exists(&key).unwrap());
 }
 
+#[test]
+fn a_directory_whose_marker_is_not_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(".proxystore"), b"my own dotfile").unwrap();
+    let err = FileConnector::new(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    assert!(err.to_string().contains("remove it"), "{err}");
+    assert_eq!(
+        fs::read(dir.path().join(".proxystore")).unwrap(),
+        b"my own dotfile"
+    );
+    // A marker that is a link is not followed either.
+    let linked = dir.path().join("linked");
+    fs::create_dir(&linked).unwrap();
+    symlink(dir.path().join(".proxystore"), linked.join(".proxystore")).unwrap();
+    let err = FileConnector::new(&linked).unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
 // 5. Nothing hangs.
 
 #[test]

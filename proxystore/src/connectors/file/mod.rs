@@ -160,14 +160,22 @@ impl FileConnector {
             let e = io::Error::new(io::ErrorKind::NotADirectory, "not a directory");
             return Err(Error::io(&label, "opening the directory", e));
         }
-        let id = marker::adopt_or_create(&dir, &label)?;
+        let id = match marker::adopt_or_create(&dir, &label) {
+            Ok(id) => id,
+            Err(e) => {
+                if created {
+                    let _ = fs::remove_dir(&dir);
+                }
+                return Err(e);
+            }
+        };
         Ok(Self::with_options(Options {
             directory: dir,
             clear: true,
             created,
             id,
         })
-        .verified())
+        .mark_verified())
     }
 
     /// Keeps the directory and its objects when the connector is closed.
@@ -188,7 +196,7 @@ impl FileConnector {
         }
     }
 
-    fn verified(self) -> Self {
+    fn mark_verified(self) -> Self {
         self.verified.store(true, Ordering::Release);
         self
     }
