@@ -315,7 +315,9 @@ fn file_connector_leaves_no_temporary_files() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
+    // The objects, and the marker that makes the directory a store.
     let mut expected: Vec<String> = keys.iter().map(Key::to_string).collect();
+    expected.push(".proxystore".to_string());
     expected.sort();
     assert_eq!(names, expected);
 }
@@ -324,7 +326,7 @@ fn file_connector_leaves_no_temporary_files() {
 fn file_connector_reports_io_errors_with_context() {
     let dir = tempfile::tempdir().unwrap();
     let c = FileConnector::new(dir.path().join("gone")).unwrap();
-    std::fs::remove_dir(dir.path().join("gone")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("gone")).unwrap();
     let err = c.put(&[b"x"]).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     let text = err.to_string();

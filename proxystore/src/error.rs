@@ -63,6 +63,35 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Something other than an object file sits where an object should be
+    /// (a fifo, a symbolic link, a directory, a device): it is refused
+    /// rather than read, followed or waited on.
+    #[error(
+        "{connector} connector: the entry for object {key} is a {found}, not an object file; \
+         the store never creates one, so something else put it there: remove it"
+    )]
+    NotAnObject {
+        /// Which connector (and where, e.g. its directory).
+        connector: String,
+        /// The key whose entry was refused.
+        key: Key,
+        /// What was found instead (e.g. "fifo", "symbolic link").
+        found: String,
+    },
+
+    /// A connector could not remove everything it owns; calling `close`
+    /// again retries.
+    #[error(
+        "{connector} connector: close did not finish: {reason}; stop the processes still \
+         writing to the store and call close again"
+    )]
+    CloseIncomplete {
+        /// Which connector (and where, e.g. its directory).
+        connector: String,
+        /// What was left.
+        reason: String,
+    },
+
     /// A string from outside is not a valid key.
     #[error("`{input}` is not a valid object key: keys are UUIDs ({reason})")]
     InvalidKey {

@@ -248,7 +248,9 @@ impl<T: Storable> OwnedProxy<T> {
 
 /// Evicts through the registered store, or a short-lived one built from the
 /// configuration; never registers a store (the original may have been closed
-/// on purpose).
+/// on purpose). The configuration may come from anywhere (a received
+/// proxy): connectors rebuilt from one must refuse to act outside their own
+/// store, as a `FileConnector` does by checking its directory's marker.
 pub(crate) fn evict(factory: &Factory) {
     let config = factory.store_config();
     let result = match get_store(&config.name) {

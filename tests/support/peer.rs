@@ -6,7 +6,7 @@
 #[path = "common.rs"]
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use common::{from_hex, hex, to_hex, unhex};
 use proxystore::connectors::{Connector, ConnectorConfig};
@@ -54,6 +54,31 @@ fn main() {
                 }
             }
             println!("whole {whole}");
+        }
+        // put-loop <connector-config> <bytes>: stores objects of that size
+        // over and over until killed, ignoring errors (the store may be
+        // closing under it). Prints "writing" after the first stored object.
+        "put-loop" => {
+            let connector = connector(arg(1));
+            let body = vec![7u8; arg(2).parse().unwrap()];
+            let mut announced = false;
+            loop {
+                if connector.put(&[&body]).is_ok() && !announced {
+                    println!("writing");
+                    std::io::stdout().flush().unwrap();
+                    announced = true;
+                }
+            }
+        }
+        // put-large <connector-config> <mib>: prints "writing", then stores
+        // one object of that many MiB (the test kills it meanwhile).
+        "put-large" => {
+            let connector = connector(arg(1));
+            let body = vec![7u8; arg(2).parse::<usize>().unwrap() << 20];
+            println!("writing");
+            std::io::stdout().flush().unwrap();
+            let key = connector.put(&[&body]).unwrap();
+            println!("{key}");
         }
         // proxy <proxy-hex>: resolves a Proxy<String>, prints it.
         "proxy" => {

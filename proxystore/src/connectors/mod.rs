@@ -5,7 +5,9 @@
 //!
 //! - [`LocalConnector`]: in memory, for one process;
 //! - [`FileConnector`]: one file per object in a directory that every
-//!   process on the machine (or on a shared file system) can read.
+//!   process on the machine (or on a shared file system) can read; it
+//!   removes only what it created and never follows a link out of its
+//!   directory.
 //!
 //! ```
 //! use proxystore::connectors::{Connector, FileConnector};
@@ -69,6 +71,10 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     fn evict(&self, key: &Key) -> Result<()>;
 
     /// Releases the connector's resources (and, where configured, its data).
+    ///
+    /// A close that fails leaves the connector usable and may be called
+    /// again to finish; [`Store::close`](crate::Store::close) does so when
+    /// it is called again.
     fn close(&self) -> Result<()>;
 
     /// Opens an object for streaming reads, or `None` if there is none.

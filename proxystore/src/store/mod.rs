@@ -15,7 +15,7 @@
 //! let proxy = store.proxy("a large string".to_string())?;
 //! assert_eq!(proxy.len(), 14);          // String methods through Deref
 //!
-//! store.close()?;                       // FileConnector: removes the directory
+//! store.close()?;                       // FileConnector: removes what it created
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -409,21 +409,32 @@ impl Store {
         self.inner.closed.load(Ordering::Acquire)
     }
 
-    /// Closes the store: unregisters it, empties the cache and closes the
-    /// connector (a [`FileConnector`](crate::connectors::FileConnector)
-    /// removes its directory). Closing twice is not an error.
+    /// Closes the store: closes the connector (a
+    /// [`FileConnector`](crate::connectors::FileConnector) removes what it
+    /// created), then unregisters the store and empties the cache. Closing
+    /// a closed store is not an error.
+    ///
+    /// Operations are refused while the connector closes. If it fails (e.g.
+    /// [`Error::CloseIncomplete`]: other processes were still writing), the
+    /// store is open again, still registered, and `close` can be called
+    /// again to finish the job.
     pub fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         tracing::debug!(store = %self.name(), "close");
+        if let Err(e) = self.inner.connector.close() {
+            tracing::debug!(store = %self.name(), error = %e, "close failed; it can be retried");
+            self.inner.closed.store(false, Ordering::Release);
+            return Err(e);
+        }
         if get_store(self.name()).is_some_and(|s| Arc::ptr_eq(&s.inner, &self.inner)) {
             unregister_store(self.name());
         }
         if let Some(cache) = &self.inner.cache {
             cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
-        self.inner.connector.close()
+        Ok(())
     }
 }
 

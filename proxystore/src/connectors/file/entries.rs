@@ -1,0 +1,293 @@
+//! The entries of a store directory: which are the store's, how they are
+//! opened without following links or blocking, and how they are removed.
+//!
+//! The store owns exactly three kinds of entry, told apart by name alone:
+//!
+//! - objects: named by a key in its canonical form (36 characters,
+//!   lowercase, hyphenated UUID);
+//! - temporary files: `.<key>.<uuid>.tmp`, written and then renamed to an
+//!   object; a name that starts with a dot can never be a key, so a reader
+//!   never mistakes one for an object;
+//! - the marker, [`MARKER`].
+//!
+//! Everything else (other names, and directories whatever their name) is
+//! someone else's and is never touched.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::key::Key;
+
+/// The file that marks a directory as a file store (see `marker.rs`).
+pub(super) const MARKER: &str = ".proxystore";
+
+/// What an entry of a store directory is to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Entry {
+    Object,
+    Temporary,
+    Marker,
+    Foreign,
+}
+
+pub(super) fn classify(name: &OsStr) -> Entry {
+    let Some(name) = name.to_str() else {
+        return Entry::Foreign;
+    };
+    if name == MARKER {
+        return Entry::Marker;
+    }
+    if is_key_name(name) {
+        return Entry::Object;
+    }
+    let temporary = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .and_then(|n| n.split_once('.'))
+        .is_some_and(|(key, nonce)| is_key_name(key) && is_key_name(nonce));
+    if temporary {
+        Entry::Temporary
+    } else {
+        Entry::Foreign
+    }
+}
+
+fn is_key_name(name: &str) -> bool {
+    Key::parse(name).is_ok_and(|key| *key.as_str() == *name)
+}
+
+/// A new, unique temporary file name for an object being written to `key`.
+pub(super) fn temporary_name(key: &Key) -> String {
+    format!(".{}.{}.tmp", &*key.as_str(), &*Key::new().as_str())
+}
+
+/// What `file_type` is, in words, for errors about entries that are not
+/// regular files.
+pub(super) fn describe(file_type: fs::FileType) -> &'static str {
+    if file_type.is_fifo() {
+        "fifo"
+    } else if file_type.is_symlink() {
+        "symbolic link"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+/// Why an entry could not be opened as a regular file.
+pub(super) enum OpenError {
+    /// Nothing there.
+    Missing,
+    /// Something that is not a regular file; the words say what.
+    NotAFile(&'static str),
+    Io(io::Error),
+}
+
+/// Opens the regular file at `path` for reading, refusing anything else.
+///
+/// The open itself never follows a symbolic link (`O_NOFOLLOW`) and never
+/// waits for a writer (`O_NONBLOCK`, which a fifo would otherwise need);
+/// the type is then checked on the opened descriptor, so the entry cannot
+/// be swapped between the check and the read.
+pub(super) fn open_regular(path: &Path) -> Result<(File, u64), OpenError> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Missing),
+        Err(e) => {
+            // `O_NOFOLLOW` reports a link as ELOOP on Linux and EMLINK or
+            // EFTYPE elsewhere: ask the entry itself.
+            return Err(match fs::symlink_metadata(path) {
+                Ok(meta) if meta.file_type().is_symlink() => OpenError::NotAFile("symbolic link"),
+                _ => OpenError::Io(e),
+            });
+        }
+    };
+    let meta = file.metadata().map_err(OpenError::Io)?;
+    if !meta.is_file() {
+        return Err(OpenError::NotAFile(describe(meta.file_type())));
+    }
+    blocking(&file).map_err(OpenError::Io)?;
+    Ok((file, meta.len()))
+}
+
+/// Clears `O_NONBLOCK` again, so the reader handed out behaves normally.
+fn blocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with plain integer arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates a temporary file for writing `key`, held under an exclusive
+/// lock for as long as the returned file is open.
+///
+/// The lock is how [`sweep`] tells a file being written from one whose
+/// writer died (the kernel drops the lock with the process). A sweep that
+/// came between creation and locking may have removed the file as
+/// abandoned; that is seen on the locked descriptor (no links left) and
+/// another name is tried.
+pub(super) fn create_temporary(dir: &Path, key: &Key) -> io::Result<(PathBuf, File)> {
+    for _ in 0..4 {
+        let path = dir.join(temporary_name(key));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        flock(&file, libc::LOCK_EX)?;
+        if file.metadata()?.nlink() > 0 {
+            return Ok((path, file));
+        }
+    }
+    Err(io::Error::other(
+        "temporary files kept disappearing while being created",
+    ))
+}
+
+/// Whether a temporary file is still being written.
+enum Writer {
+    Alive,
+    /// Gone; the lock taken to find out is held (if the entry is a regular
+    /// file) until the entry is removed, so a writer that raced us to the
+    /// lock sees its file unlinked and starts over.
+    Gone(Option<File>),
+}
+
+/// Whether the temporary file at `path` still has a writer.
+///
+/// Anything at a temporary name that is not a regular file is no writer's,
+/// and counts as abandoned (it is unlinked, never followed).
+fn writer(path: &Path) -> io::Result<Writer> {
+    let file = match open_regular(path) {
+        Ok((file, _)) => file,
+        // Gone already: removing it again is harmless.
+        Err(OpenError::Missing) | Err(OpenError::NotAFile(_)) => return Ok(Writer::Gone(None)),
+        Err(OpenError::Io(e)) => return Err(e),
+    };
+    match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => Ok(Writer::Gone(Some(file))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Writer::Alive),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a [`sweep`] removes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// Objects and every temporary file, being written or not.
+    Everything,
+    /// Only temporary files whose writers are gone.
+    AbandonedTemporaries,
+}
+
+/// What a [`sweep`] found.
+#[derive(Debug, Default)]
+pub(super) struct Swept {
+    /// Entries of the store's that were removed.
+    pub(super) removed: usize,
+    /// Entries that are not the store's (left alone).
+    pub(super) foreign: usize,
+}
+
+/// Removes the store's own entries in `dir` within `scope`; `None` if the
+/// directory does not exist.
+///
+/// Entries are unlinked, never followed: a key-named symbolic link loses
+/// the link, and its target stays. Directories are never entered nor
+/// removed, whatever their name.
+pub(super) fn sweep(dir: &Path, scope: Scope) -> io::Result<Option<Swept>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut swept = Swept::default();
+    for entry in entries {
+        let entry = entry?;
+        let kind = classify(&entry.file_name());
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if file_type.is_dir() {
+            swept.foreign += 1;
+            continue;
+        }
+        let path = entry.path();
+        let removed = match (kind, scope) {
+            (Entry::Object, Scope::Everything) | (Entry::Temporary, Scope::Everything) => {
+                remove(&path)?
+            }
+            (Entry::Temporary, Scope::AbandonedTemporaries) => match writer(&path)? {
+                Writer::Gone(_lock) => remove(&path)?,
+                Writer::Alive => false,
+            },
+            (Entry::Foreign, _) => {
+                swept.foreign += 1;
+                false
+            }
+            _ => false,
+        };
+        swept.removed += usize::from(removed);
+    }
+    Ok(Some(swept))
+}
+
+/// Unlinks `path`; `false` if it was already gone.
+pub(super) fn remove(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_told_apart() {
+        let key = Key::new();
+        let name = |s: &str| classify(OsStr::new(s));
+        assert_eq!(name(&key.to_string()), Entry::Object);
+        assert_eq!(name(&key.to_string().to_uppercase()), Entry::Foreign);
+        assert_eq!(name(&temporary_name(&key)), Entry::Temporary);
+        assert_eq!(name(MARKER), Entry::Marker);
+        for foreign in [".bashrc", "notes.txt", ".x.tmp", ".a.b.tmp", ""] {
+            assert_eq!(name(foreign), Entry::Foreign, "{foreign}");
+        }
+        let temporary = temporary_name(&key);
+        assert_eq!(name(&temporary[1..]), Entry::Foreign);
+    }
+}
