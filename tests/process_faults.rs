@@ -386,3 +386,116 @@ fn a_pool_that_cannot_start_leaves_no_process_behind() {
     assert!(err.to_string().contains("starting /nonexistent"), "{err}");
     assert!(zombie_children().is_empty(), "{:?}", zombie_children());
 }
+
+/// A pool shared with its executor, for calling the pool's own shutdown.
+fn shared(workers: usize) -> (Arc<ProcessPool>, StoreExecutor) {
+    let pool = Arc::new(pool(workers).build().unwrap());
+    let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
+    let ex = StoreExecutor::new(pool.clone(), store);
+    (pool, ex)
+}
+
+#[test]
+fn an_idle_worker_takes_a_job_held_behind_a_newer_running_one() {
+    // A stolen job that lands on a worker already running a newer job sits
+    // behind it: the job to take back is the last one sent, not the one
+    // with the highest id (which runs, and would be revoked over and over).
+    let (pool, ex) = shared(2);
+    let pids = pool.worker_pids();
+    let a0 = ex.submit(pid_after::task(900)).unwrap(); // worker 0
+    let b1 = ex.submit(pid_after::task(100)).unwrap(); // worker 1
+    let _a2 = ex.submit(pid_after::task(0)).unwrap(); // worker 0
+    let b3 = ex.submit(pid_after::task(0)).unwrap(); // worker 1
+    let a4 = ex.submit(pid_after::task(0)).unwrap(); // worker 0
+    std::thread::sleep(Duration::from_millis(50));
+    // Worker 0 cannot answer the revocation of a4 that worker 1, idle,
+    // sends for it: meanwhile a long job goes to worker 1.
+    signal(pids[0], "STOP");
+    assert_eq!(*b1.result().unwrap(), pids[1]);
+    assert_eq!(*b3.result().unwrap(), pids[1]);
+    let b5 = ex.submit(pid_after::task(1_500)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // a4 comes back and goes to worker 1, behind b5.
+    signal(pids[0], "CONT");
+    assert_eq!(*a0.result().unwrap(), pids[0]);
+    // Worker 0 is idle now and must take a4 over.
+    let ran_on = *a4.result().unwrap();
+    assert!(!b5.done(), "a4 waited for b5 while a worker was idle");
+    assert_eq!(ran_on, pids[0]);
+    assert_eq!(*b5.result().unwrap(), pids[1]);
+}
+
+#[test]
+fn a_job_taken_back_during_shutdown_is_not_sent_to_closed_workers() {
+    // Each worker that runs dry while shutting down must not be offered
+    // jobs: its pipe is closed. A job bounced that way three times used to
+    // fail with "worker died" at a clean shutdown.
+    let (pool, ex) = shared(4);
+    let slow = ex.submit(pid_after::task(2_500)).unwrap(); // worker 0
+    let others: Vec<_> = [300, 700, 1_100]
+        .into_iter()
+        .map(|ms| ex.submit(pid_after::task(ms)).unwrap()) // workers 1, 2, 3
+        .collect();
+    let bounced = ex.submit(pid_after::task(0)).unwrap(); // worker 0, queued
+    std::thread::sleep(Duration::from_millis(100));
+    let closing = {
+        let pool = pool.clone();
+        std::thread::spawn(move || proxystore::executor::Executor::shutdown(&*pool, true, false))
+    };
+    let bounced = bounced.result();
+    assert!(bounced.is_ok(), "{:?}", bounced.err());
+    assert!(slow.result().is_ok());
+    for fut in others {
+        assert!(fut.result().is_ok());
+    }
+    closing.join().unwrap();
+}
+
+#[test]
+fn shutting_down_with_cancel_reaches_a_job_being_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (pool, ex) = shared(2);
+    let pids = pool.worker_pids();
+    let a0 = ex.submit(mark::task(d.clone(), "a0".to_string(), 1_000)).unwrap();
+    let b1 = ex.submit(pid_after::task(100)).unwrap();
+    let a2 = ex.submit(mark::task(d.clone(), "a2".to_string(), 0)).unwrap();
+    assert!(eventually(Duration::from_secs(10), || started(&d, "a0")));
+    // Worker 1 runs dry and takes a2 back from worker 0, which cannot
+    // answer yet.
+    signal(pids[0], "STOP");
+    b1.result().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    proxystore::executor::Executor::shutdown(&*pool, false, true);
+    signal(pids[0], "CONT");
+    assert!(a0.result().is_ok());
+    let a2 = a2.result();
+    assert!(matches!(a2, Err(Error::Cancelled { .. })), "{:?}", a2.map(|v| *v));
+    assert!(!started(&d, "a2"));
+}
+
+#[test]
+fn cancelling_from_a_done_callback_neither_stalls_nor_runs_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let ex = executor(pool(1).build().unwrap());
+    let first = ex.submit(pid_after::task(100)).unwrap();
+    let long = ex.submit(pid_after::task(1_000)).unwrap();
+    let victim = Arc::new(ex.submit(mark::task(d.clone(), "victim".to_string(), 0)).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let v = victim.clone();
+    first.add_done_callback(move |_| {
+        let began = Instant::now();
+        v.cancel();
+        tx.send(began.elapsed()).unwrap();
+    });
+    let took = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(took < Duration::from_millis(500), "cancel took {took:?}");
+    assert!(long.result().is_ok());
+    assert!(
+        eventually(Duration::from_secs(5), || victim.done()),
+        "the victim never finished"
+    );
+    assert!(victim.cancelled(), "the victim ran");
+    assert!(!started(&d, "victim"));
+}
