@@ -67,6 +67,11 @@ pub(super) struct Held {
     completion: Completion,
     revoke: Option<Revoke>,
     attempts: u32,
+    /// When it was sent: a worker starts its jobs in this order (ids do
+    /// not tell, a job taken back goes out again later).
+    sent: u64,
+    /// The worker said it had started it: never worth taking back.
+    started: bool,
 }
 
 #[derive(Default)]
@@ -84,6 +89,16 @@ impl Slot {
     fn active(&self) -> usize {
         self.held.values().filter(|h| h.revoke.is_none()).count()
     }
+
+    /// The job to take back from this worker: the last one sent of those
+    /// not being taken back already and not known to have started.
+    fn to_steal(&self) -> Option<u64> {
+        self.held
+            .iter()
+            .filter(|(_, h)| h.revoke.is_none() && !h.started)
+            .max_by_key(|(_, h)| h.sent)
+            .map(|(id, _)| *id)
+    }
 }
 
 struct State {
@@ -91,6 +106,8 @@ struct State {
     slots: Vec<Slot>,
     accepting: bool,
     next_id: u64,
+    /// Jobs sent to workers so far.
+    sent: u64,
     /// Steals sent and not yet answered.
     stealing: usize,
     /// Shutdown timed out: workers are being killed, nothing runs any more.
@@ -154,6 +171,7 @@ impl Dispatch {
                 slots: (0..slots).map(|_| Slot::default()).collect(),
                 accepting: true,
                 next_id: 0,
+                sent: 0,
                 stealing: 0,
                 killing: false,
                 shutdown_at: None,
@@ -221,8 +239,11 @@ impl Dispatch {
                     completion: q.completion,
                     revoke: None,
                     attempts: q.attempts,
+                    sent: s.sent,
+                    started: false,
                 },
             );
+            s.sent += 1;
         }
         if s.queue.is_empty() {
             self.steal(s, fx);
@@ -237,7 +258,9 @@ impl Dispatch {
     }
 
     /// For each idle worker not already waiting for a stolen job, revokes
-    /// the newest job of the busiest worker that holds more than it runs.
+    /// the job last sent to the busiest worker that holds more than it runs
+    /// (never one it said it had started: revoking that again and again
+    /// would only bounce messages while the idle worker stays idle).
     fn steal(&self, s: &mut State, fx: &mut Effects) {
         let idle = s
             .slots
@@ -249,15 +272,9 @@ impl Dispatch {
                 .slots
                 .iter_mut()
                 .filter(|slot| slot.conn.is_some() && slot.active() >= 2)
-                .max_by_key(|slot| slot.active());
-            let Some(victim) = victim else { return };
-            let id = victim
-                .held
-                .iter()
-                .filter(|(_, h)| h.revoke.is_none())
-                .map(|(id, _)| *id)
-                .max()
-                .expect("active jobs");
+                .filter_map(|slot| Some((slot.to_steal()?, slot)))
+                .max_by_key(|(_, slot)| slot.active());
+            let Some((id, victim)) = victim else { return };
             victim.held.get_mut(&id).expect("held").revoke = Some(Revoke::Steal);
             let conn = victim.conn.as_ref().expect("live slot");
             conn.push_revoke(id);
@@ -314,6 +331,7 @@ impl Dispatch {
                         completion,
                         revoke: Some(revoke),
                         attempts,
+                        ..
                     }) = held
                     else {
                         return Err(format!("it dropped job {id}, which nobody revoked"));
@@ -336,10 +354,10 @@ impl Dispatch {
                     }
                 }
                 Kind::TooLate => {
-                    let revoke = s.slots[index]
-                        .held
-                        .get_mut(&id)
-                        .and_then(|held| held.revoke.take());
+                    let revoke = s.slots[index].held.get_mut(&id).and_then(|held| {
+                        held.started = true;
+                        held.revoke.take()
+                    });
                     match revoke {
                         Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
                         Some(Revoke::Steal) => s.stealing -= 1,
