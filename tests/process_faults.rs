@@ -152,6 +152,14 @@ fn a_worker_forging_an_answer_for_another_job_is_killed() {
 }
 
 #[test]
+fn a_worker_dropping_a_job_nobody_revoked_is_killed() {
+    let ex = broken_workers("revoked");
+    let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(err.to_string().contains("which nobody revoked"), "{err}");
+}
+
+#[test]
 fn tasks_see_neither_the_protocol_descriptors_nor_the_worker_variable() {
     let ex = executor(pool(1).build().unwrap());
     let seen = ex

@@ -325,16 +325,20 @@ impl Dispatch {
                     fx.finish.push((held.completion, Outcome::Answer(result)));
                 }
                 Kind::Revoked => {
-                    let held = s.slots[index].held.remove(&id);
+                    let slot = &mut s.slots[index];
+                    if !slot.held.get(&id).is_some_and(|h| h.revoke.is_some()) {
+                        // Left held, the job fails with the violation.
+                        return Err(format!("it dropped job {id}, which nobody revoked"));
+                    }
                     let Some(Held {
                         job,
                         completion,
                         revoke: Some(revoke),
                         attempts,
                         ..
-                    }) = held
+                    }) = slot.held.remove(&id)
                     else {
-                        return Err(format!("it dropped job {id}, which nobody revoked"));
+                        unreachable!("checked above");
                     };
                     match revoke {
                         Revoke::Steal => {
