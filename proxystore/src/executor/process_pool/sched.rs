@@ -82,9 +82,16 @@ struct Slot {
     finished: bool,
     /// Its worker was killed because shutdown took too long.
     killed: bool,
+    /// Its request pipe is closed (shutdown): it takes no more jobs.
+    closed: bool,
 }
 
 impl Slot {
+    /// Whether it can take jobs.
+    fn open(&self) -> bool {
+        self.conn.is_some() && !self.closed
+    }
+
     /// Jobs held and not being taken back.
     fn active(&self) -> usize {
         self.held.values().filter(|h| h.revoke.is_none()).count()
@@ -225,7 +232,7 @@ impl Dispatch {
             let best = s
                 .slots
                 .iter_mut()
-                .filter(|slot| slot.conn.is_some() && slot.held.len() < max)
+                .filter(|slot| slot.open() && slot.held.len() < max)
                 .min_by_key(|slot| slot.held.len());
             let Some(slot) = best else { break };
             let q = s.queue.pop_front().expect("not empty");
@@ -249,9 +256,10 @@ impl Dispatch {
             self.steal(s, fx);
         }
         if !s.accepting && s.queue.is_empty() {
-            for slot in &s.slots {
+            for slot in &mut s.slots {
                 if let (Some(conn), true) = (&slot.conn, slot.held.is_empty()) {
                     conn.close();
+                    slot.closed = true;
                 }
             }
         }
@@ -265,7 +273,7 @@ impl Dispatch {
         let idle = s
             .slots
             .iter()
-            .filter(|slot| slot.conn.is_some() && slot.held.is_empty())
+            .filter(|slot| slot.open() && slot.held.is_empty())
             .count();
         while s.stealing < idle {
             let victim = s
@@ -289,6 +297,7 @@ impl Dispatch {
         {
             let mut s = self.lock();
             s.slots[index].conn = Some(conn);
+            s.slots[index].closed = false;
             self.pump(&mut s, &mut fx);
         }
         fx.run();
@@ -524,6 +533,7 @@ impl Dispatch {
             let slot = &mut s.slots[index];
             let undelivered = slot.conn.take().map(|c| c.mark_dead()).unwrap_or_default();
             let killed = std::mem::take(&mut slot.killed);
+            slot.closed = false;
             let held: Vec<(u64, Held)> = slot.held.drain().collect();
             let mut lost = Vec::new();
             let mut retry = Vec::new();
