@@ -465,9 +465,13 @@ fn shutting_down_with_cancel_reaches_a_job_being_taken_back() {
     let d = dir.path().to_path_buf();
     let (pool, ex) = shared(2);
     let pids = pool.worker_pids();
-    let a0 = ex.submit(mark::task(d.clone(), "a0".to_string(), 1_000)).unwrap();
+    let a0 = ex
+        .submit(mark::task(d.clone(), "a0".to_string(), 1_000))
+        .unwrap();
     let b1 = ex.submit(pid_after::task(100)).unwrap();
-    let a2 = ex.submit(mark::task(d.clone(), "a2".to_string(), 0)).unwrap();
+    let a2 = ex
+        .submit(mark::task(d.clone(), "a2".to_string(), 0))
+        .unwrap();
     assert!(eventually(Duration::from_secs(10), || started(&d, "a0")));
     // Worker 1 runs dry and takes a2 back from worker 0, which cannot
     // answer yet.
@@ -478,7 +482,11 @@ fn shutting_down_with_cancel_reaches_a_job_being_taken_back() {
     signal(pids[0], "CONT");
     assert!(a0.result().is_ok());
     let a2 = a2.result();
-    assert!(matches!(a2, Err(Error::Cancelled { .. })), "{:?}", a2.map(|v| *v));
+    assert!(
+        matches!(a2, Err(Error::Cancelled { .. })),
+        "{:?}",
+        a2.map(|v| *v)
+    );
     assert!(!started(&d, "a2"));
 }
 
@@ -489,7 +497,10 @@ fn cancelling_from_a_done_callback_neither_stalls_nor_runs_the_job() {
     let ex = executor(pool(1).build().unwrap());
     let first = ex.submit(pid_after::task(100)).unwrap();
     let long = ex.submit(pid_after::task(1_000)).unwrap();
-    let victim = Arc::new(ex.submit(mark::task(d.clone(), "victim".to_string(), 0)).unwrap());
+    let victim = Arc::new(
+        ex.submit(mark::task(d.clone(), "victim".to_string(), 0))
+            .unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
     let v = victim.clone();
     first.add_done_callback(move |_| {

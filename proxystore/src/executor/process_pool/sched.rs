@@ -119,6 +119,10 @@ struct State {
     stealing: usize,
     /// Shutdown timed out: workers are being killed, nothing runs any more.
     killing: bool,
+    /// Shutdown with `cancel_futures`: a job that comes back unstarted
+    /// (a steal answered late, a worker that died before it got the job)
+    /// is cancelled rather than run.
+    cancel_pending: bool,
     shutdown_at: Option<Instant>,
 }
 
@@ -181,6 +185,7 @@ impl Dispatch {
                 sent: 0,
                 stealing: 0,
                 killing: false,
+                cancel_pending: false,
                 shutdown_at: None,
             }),
             finished: Condvar::new(),
@@ -352,12 +357,20 @@ impl Dispatch {
                     match revoke {
                         Revoke::Steal => {
                             s.stealing -= 1;
-                            s.queue.push_front(Queued {
-                                id,
-                                job,
-                                completion,
-                                attempts,
-                            });
+                            if s.killing {
+                                let task = job.name().to_string();
+                                fx.finish
+                                    .push((completion, Outcome::Fail(Error::ShutDown { task })));
+                            } else if s.cancel_pending {
+                                fx.finish.push((completion, Outcome::Cancel));
+                            } else {
+                                s.queue.push_front(Queued {
+                                    id,
+                                    job,
+                                    completion,
+                                    attempts,
+                                });
+                            }
                         }
                         Revoke::Cancel(waiter) => {
                             fx.finish.push((completion, Outcome::Cancel));
@@ -455,6 +468,7 @@ impl Dispatch {
             s.accepting = false;
             s.shutdown_at.get_or_insert_with(Instant::now);
             if cancel_pending {
+                s.cancel_pending = true;
                 for q in std::mem::take(&mut s.queue) {
                     fx.finish.push((q.completion, Outcome::Cancel));
                 }
@@ -542,14 +556,14 @@ impl Dispatch {
                 let cancelled = match held.revoke.take() {
                     Some(Revoke::Steal) => {
                         s.stealing -= 1;
-                        false
+                        s.cancel_pending
                     }
                     Some(Revoke::Cancel(waiter)) => {
                         fx.wake.push(waiter);
                         true
                     }
                     Some(Revoke::Shutdown) => true,
-                    None => false,
+                    None => s.cancel_pending,
                 };
                 if !delivered && cancelled {
                     // It never reached the worker: it will not run.
