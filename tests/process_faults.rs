@@ -518,3 +518,27 @@ fn cancelling_from_a_done_callback_neither_stalls_nor_runs_the_job() {
     assert!(victim.cancelled(), "the victim ran");
     assert!(!started(&d, "victim"));
 }
+
+#[test]
+fn two_callers_cancelling_the_same_held_job_both_hear_it_is_cancelled() {
+    let (pool, ex) = shared(1);
+    let pid = pool.worker_pids()[0];
+    let long = ex.submit(pid_after::task(300)).unwrap();
+    let victim = Arc::new(ex.submit(pid_after::task(0)).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    // The worker answers revocations only once it runs again.
+    signal(pid, "STOP");
+    let cancel = |victim: Arc<proxystore::executor::TaskFuture<u32>>| {
+        std::thread::spawn(move || victim.cancel())
+    };
+    let first = cancel(victim.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    let second = cancel(victim.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    signal(pid, "CONT");
+    let f = first.join().unwrap();
+    assert!(f, "the first caller was told no");
+    assert!(second.join().unwrap());
+    assert!(victim.cancelled());
+    assert!(long.result().is_ok());
+}

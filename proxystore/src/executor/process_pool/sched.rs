@@ -48,8 +48,8 @@ pub(super) struct Settings {
 enum Revoke {
     /// To give it to an idle worker.
     Steal,
-    /// A caller cancels it and waits for the answer.
-    Cancel(Sender<()>),
+    /// Callers cancel it and wait for the answer.
+    Cancel(Vec<Sender<()>>),
     /// Shutdown with `cancel_futures`.
     Shutdown,
 }
@@ -164,6 +164,12 @@ impl Effects {
             let _ = waiter.send(());
         }
     }
+}
+
+thread_local! {
+    /// On a slot's thread: the dispatch (its address) and the slot index
+    /// whose worker's answers this thread reads.
+    static READING: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
 }
 
 /// The scheduler shared by the pool's handle and its slot threads.
@@ -296,6 +302,11 @@ impl Dispatch {
         }
     }
 
+    /// Marks the calling thread as the one reading slot `index`'s answers.
+    pub(super) fn reading(&self, index: usize) {
+        READING.set(Some((self as *const Dispatch as usize, index)));
+    }
+
     /// A worker's connection is ready: it takes jobs from now on.
     pub(super) fn attach(&self, index: usize, conn: Arc<Conn>) {
         let mut fx = Effects::default();
@@ -332,7 +343,7 @@ impl Dispatch {
                         Err(TaskFailure::new(String::from_utf8_lossy(body).into_owned()))
                     };
                     match held.revoke {
-                        Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
+                        Some(Revoke::Cancel(waiters)) => fx.wake.extend(waiters),
                         Some(Revoke::Steal) => s.stealing -= 1,
                         _ => {}
                     }
@@ -372,9 +383,9 @@ impl Dispatch {
                                 });
                             }
                         }
-                        Revoke::Cancel(waiter) => {
+                        Revoke::Cancel(waiters) => {
                             fx.finish.push((completion, Outcome::Cancel));
-                            fx.wake.push(waiter);
+                            fx.wake.extend(waiters);
                         }
                         Revoke::Shutdown => fx.finish.push((completion, Outcome::Cancel)),
                     }
@@ -385,7 +396,7 @@ impl Dispatch {
                         held.revoke.take()
                     });
                     match revoke {
-                        Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
+                        Some(Revoke::Cancel(waiters)) => fx.wake.extend(waiters),
                         Some(Revoke::Steal) => s.stealing -= 1,
                         _ => {}
                     }
@@ -408,6 +419,7 @@ impl Dispatch {
     fn cancel(&self, id: u64) {
         let (waiter, answered) = crossbeam_channel::bounded(1);
         let mut fx = Effects::default();
+        let mut own_reader = false;
         {
             let mut s = self.lock();
             if let Some(pos) = s.queue.iter().position(|q| q.id == id) {
@@ -417,26 +429,40 @@ impl Dispatch {
                 let State {
                     slots, stealing, ..
                 } = &mut *s;
-                let Some(slot) = slots.iter_mut().find(|slot| slot.held.contains_key(&id)) else {
+                let Some(index) = slots.iter().position(|slot| slot.held.contains_key(&id)) else {
                     return;
                 };
+                own_reader = READING.get() == Some((self as *const Dispatch as usize, index));
+                let slot = &mut slots[index];
                 let held = slot.held.get_mut(&id).expect("found");
-                let previous = held.revoke.replace(Revoke::Cancel(waiter));
-                match previous {
+                let waiters = match held.revoke.take() {
                     // A revocation is on its way already: its answer serves.
-                    Some(Revoke::Steal) => *stealing -= 1,
-                    Some(_) => {}
+                    Some(Revoke::Steal) => {
+                        *stealing -= 1;
+                        vec![waiter]
+                    }
+                    Some(Revoke::Cancel(mut waiters)) => {
+                        waiters.push(waiter);
+                        waiters
+                    }
+                    Some(Revoke::Shutdown) => vec![waiter],
                     None => {
                         let conn = slot.conn.as_ref().expect("a slot holding jobs is live");
                         conn.push_revoke(id);
                         fx.flush(conn);
+                        vec![waiter]
                     }
-                }
+                };
+                held.revoke = Some(Revoke::Cancel(waiters));
             }
         }
         let waiting = fx.finish.is_empty();
         fx.run();
-        if !waiting {
+        if !waiting || own_reader {
+            // Called from a callback run by the thread that reads this
+            // worker's answers: the answer cannot come while it waits. The
+            // job is cancelled once the worker answers "revoked" (the
+            // future's cancel() returns false meanwhile).
             return;
         }
         if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
@@ -558,8 +584,8 @@ impl Dispatch {
                         s.stealing -= 1;
                         s.cancel_pending
                     }
-                    Some(Revoke::Cancel(waiter)) => {
-                        fx.wake.push(waiter);
+                    Some(Revoke::Cancel(waiters)) => {
+                        fx.wake.extend(waiters);
                         true
                     }
                     Some(Revoke::Shutdown) => true,
