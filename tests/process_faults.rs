@@ -542,3 +542,23 @@ fn two_callers_cancelling_the_same_held_job_both_hear_it_is_cancelled() {
     assert!(victim.cancelled());
     assert!(long.result().is_ok());
 }
+
+#[test]
+fn dropping_the_last_executor_from_a_done_callback_neither_stalls_nor_kills() {
+    let ex = Arc::new(executor(pool(1).build().unwrap()));
+    let first = ex.submit(pid_after::task(100)).unwrap();
+    let second = ex.submit(pid_after::task(300)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let last = ex.clone();
+    first.add_done_callback(move |_| {
+        let began = Instant::now();
+        drop(last);
+        tx.send(began.elapsed()).unwrap();
+    });
+    drop(ex);
+    let took = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(took < Duration::from_secs(2), "dropping took {took:?}");
+    assert!(first.result().is_ok());
+    let second = second.result();
+    assert!(second.is_ok(), "{:?}", second.err());
+}

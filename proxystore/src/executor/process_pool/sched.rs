@@ -307,6 +307,15 @@ impl Dispatch {
         READING.set(Some((self as *const Dispatch as usize, index)));
     }
 
+    /// The slot whose answers the calling thread reads, if it is one of
+    /// this pool's.
+    pub(super) fn reading_slot(&self) -> Option<usize> {
+        match READING.get() {
+            Some((dispatch, index)) if dispatch == self as *const Dispatch as usize => Some(index),
+            _ => None,
+        }
+    }
+
     /// A worker's connection is ready: it takes jobs from now on.
     pub(super) fn attach(&self, index: usize, conn: Arc<Conn>) {
         let mut fx = Effects::default();
@@ -519,11 +528,17 @@ impl Dispatch {
         self.lock().shutdown_at
     }
 
-    /// Waits until every slot's thread has ended, or `deadline`.
-    pub(super) fn wait_finished(&self, deadline: Instant) -> bool {
+    /// Waits until every slot's thread but `except`'s has ended, or
+    /// `deadline`.
+    pub(super) fn wait_finished(&self, deadline: Instant, except: Option<usize>) -> bool {
         let mut s = self.lock();
         loop {
-            if s.slots.iter().all(|slot| slot.finished) {
+            let others = s
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != except);
+            if others.map(|(_, slot)| slot).all(|slot| slot.finished) {
                 return true;
             }
             let now = Instant::now();
