@@ -562,3 +562,16 @@ fn dropping_the_last_executor_from_a_done_callback_neither_stalls_nor_kills() {
     let second = second.result();
     assert!(second.is_ok(), "{:?}", second.err());
 }
+
+#[test]
+fn a_panicking_done_callback_does_not_take_a_worker_slot_down() {
+    let ex = executor(pool(1).build().unwrap());
+    let first = ex.submit(double::task(1)).unwrap();
+    first.add_done_callback(|_| panic!("a callback that panics"));
+    assert_eq!(*first.result().unwrap(), 2);
+    for i in 0..3 {
+        let mut next = ex.submit(double::task(i)).unwrap();
+        let got = next.result_timeout(Duration::from_secs(10));
+        assert_eq!(*got.unwrap(), i * 2);
+    }
+}
