@@ -360,7 +360,7 @@ impl Dispatch {
                 }
                 Kind::Revoked => {
                     let slot = &mut s.slots[index];
-                    if !slot.held.get(&id).is_some_and(|h| h.revoke.is_some()) {
+                    if slot.held.get(&id).is_none_or(|h| h.revoke.is_none()) {
                         // Left held, the job fails with the violation.
                         return Err(format!("it dropped job {id}, which nobody revoked"));
                     }
