@@ -152,6 +152,14 @@ fn a_worker_forging_an_answer_for_another_job_is_killed() {
 }
 
 #[test]
+fn a_worker_dropping_a_job_nobody_revoked_is_killed() {
+    let ex = broken_workers("revoked");
+    let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(err.to_string().contains("which nobody revoked"), "{err}");
+}
+
+#[test]
 fn tasks_see_neither_the_protocol_descriptors_nor_the_worker_variable() {
     let ex = executor(pool(1).build().unwrap());
     let seen = ex
@@ -385,4 +393,185 @@ fn a_pool_that_cannot_start_leaves_no_process_behind() {
         .unwrap_err();
     assert!(err.to_string().contains("starting /nonexistent"), "{err}");
     assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+}
+
+/// A pool shared with its executor, for calling the pool's own shutdown.
+fn shared(workers: usize) -> (Arc<ProcessPool>, StoreExecutor) {
+    let pool = Arc::new(pool(workers).build().unwrap());
+    let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
+    let ex = StoreExecutor::new(pool.clone(), store);
+    (pool, ex)
+}
+
+#[test]
+fn an_idle_worker_takes_a_job_held_behind_a_newer_running_one() {
+    // A stolen job that lands on a worker already running a newer job sits
+    // behind it: the job to take back is the last one sent, not the one
+    // with the highest id (which runs, and would be revoked over and over).
+    let (pool, ex) = shared(2);
+    let pids = pool.worker_pids();
+    let a0 = ex.submit(pid_after::task(900)).unwrap(); // worker 0
+    let b1 = ex.submit(pid_after::task(100)).unwrap(); // worker 1
+    let _a2 = ex.submit(pid_after::task(0)).unwrap(); // worker 0
+    let b3 = ex.submit(pid_after::task(0)).unwrap(); // worker 1
+    let a4 = ex.submit(pid_after::task(0)).unwrap(); // worker 0
+    std::thread::sleep(Duration::from_millis(50));
+    // Worker 0 cannot answer the revocation of a4 that worker 1, idle,
+    // sends for it: meanwhile a long job goes to worker 1.
+    signal(pids[0], "STOP");
+    assert_eq!(*b1.result().unwrap(), pids[1]);
+    assert_eq!(*b3.result().unwrap(), pids[1]);
+    let b5 = ex.submit(pid_after::task(1_500)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // a4 comes back and goes to worker 1, behind b5.
+    signal(pids[0], "CONT");
+    assert_eq!(*a0.result().unwrap(), pids[0]);
+    // Worker 0 is idle now and must take a4 over.
+    let ran_on = *a4.result().unwrap();
+    assert!(!b5.done(), "a4 waited for b5 while a worker was idle");
+    assert_eq!(ran_on, pids[0]);
+    assert_eq!(*b5.result().unwrap(), pids[1]);
+}
+
+#[test]
+fn a_job_taken_back_during_shutdown_is_not_sent_to_closed_workers() {
+    // Each worker that runs dry while shutting down must not be offered
+    // jobs: its pipe is closed. A job bounced that way three times used to
+    // fail with "worker died" at a clean shutdown.
+    let (pool, ex) = shared(4);
+    let slow = ex.submit(pid_after::task(2_500)).unwrap(); // worker 0
+    let others: Vec<_> = [300, 700, 1_100]
+        .into_iter()
+        .map(|ms| ex.submit(pid_after::task(ms)).unwrap()) // workers 1, 2, 3
+        .collect();
+    let bounced = ex.submit(pid_after::task(0)).unwrap(); // worker 0, queued
+    std::thread::sleep(Duration::from_millis(100));
+    let closing = {
+        let pool = pool.clone();
+        std::thread::spawn(move || proxystore::executor::Executor::shutdown(&*pool, true, false))
+    };
+    let bounced = bounced.result();
+    assert!(bounced.is_ok(), "{:?}", bounced.err());
+    assert!(slow.result().is_ok());
+    for fut in others {
+        assert!(fut.result().is_ok());
+    }
+    closing.join().unwrap();
+}
+
+#[test]
+fn shutting_down_with_cancel_reaches_a_job_being_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (pool, ex) = shared(2);
+    let pids = pool.worker_pids();
+    let a0 = ex
+        .submit(mark::task(d.clone(), "a0".to_string(), 1_000))
+        .unwrap();
+    let b1 = ex.submit(pid_after::task(100)).unwrap();
+    let a2 = ex
+        .submit(mark::task(d.clone(), "a2".to_string(), 0))
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || started(&d, "a0")));
+    // Worker 1 runs dry and takes a2 back from worker 0, which cannot
+    // answer yet.
+    signal(pids[0], "STOP");
+    b1.result().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    proxystore::executor::Executor::shutdown(&*pool, false, true);
+    signal(pids[0], "CONT");
+    assert!(a0.result().is_ok());
+    let a2 = a2.result();
+    assert!(
+        matches!(a2, Err(Error::Cancelled { .. })),
+        "{:?}",
+        a2.map(|v| *v)
+    );
+    assert!(!started(&d, "a2"));
+}
+
+#[test]
+fn cancelling_from_a_done_callback_neither_stalls_nor_runs_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let ex = executor(pool(1).build().unwrap());
+    let first = ex.submit(pid_after::task(100)).unwrap();
+    let long = ex.submit(pid_after::task(1_000)).unwrap();
+    let victim = Arc::new(
+        ex.submit(mark::task(d.clone(), "victim".to_string(), 0))
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let v = victim.clone();
+    first.add_done_callback(move |_| {
+        let began = Instant::now();
+        v.cancel();
+        tx.send(began.elapsed()).unwrap();
+    });
+    let took = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(took < Duration::from_millis(500), "cancel took {took:?}");
+    assert!(long.result().is_ok());
+    assert!(
+        eventually(Duration::from_secs(5), || victim.done()),
+        "the victim never finished"
+    );
+    assert!(victim.cancelled(), "the victim ran");
+    assert!(!started(&d, "victim"));
+}
+
+#[test]
+fn two_callers_cancelling_the_same_held_job_both_hear_it_is_cancelled() {
+    let (pool, ex) = shared(1);
+    let pid = pool.worker_pids()[0];
+    let long = ex.submit(pid_after::task(300)).unwrap();
+    let victim = Arc::new(ex.submit(pid_after::task(0)).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    // The worker answers revocations only once it runs again.
+    signal(pid, "STOP");
+    let cancel = |victim: Arc<proxystore::executor::TaskFuture<u32>>| {
+        std::thread::spawn(move || victim.cancel())
+    };
+    let first = cancel(victim.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    let second = cancel(victim.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    signal(pid, "CONT");
+    let f = first.join().unwrap();
+    assert!(f, "the first caller was told no");
+    assert!(second.join().unwrap());
+    assert!(victim.cancelled());
+    assert!(long.result().is_ok());
+}
+
+#[test]
+fn dropping_the_last_executor_from_a_done_callback_neither_stalls_nor_kills() {
+    let ex = Arc::new(executor(pool(1).build().unwrap()));
+    let first = ex.submit(pid_after::task(100)).unwrap();
+    let second = ex.submit(pid_after::task(300)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let last = ex.clone();
+    first.add_done_callback(move |_| {
+        let began = Instant::now();
+        drop(last);
+        tx.send(began.elapsed()).unwrap();
+    });
+    drop(ex);
+    let took = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(took < Duration::from_secs(2), "dropping took {took:?}");
+    assert!(first.result().is_ok());
+    let second = second.result();
+    assert!(second.is_ok(), "{:?}", second.err());
+}
+
+#[test]
+fn a_panicking_done_callback_does_not_take_a_worker_slot_down() {
+    let ex = executor(pool(1).build().unwrap());
+    let first = ex.submit(double::task(1)).unwrap();
+    first.add_done_callback(|_| panic!("a callback that panics"));
+    assert_eq!(*first.result().unwrap(), 2);
+    for i in 0..3 {
+        let mut next = ex.submit(double::task(i)).unwrap();
+        let got = next.result_timeout(Duration::from_secs(10));
+        assert_eq!(*got.unwrap(), i * 2);
+    }
 }

@@ -156,6 +156,8 @@ fn broken_worker(how: &str) {
             forged.extend_from_slice(b"fake");
             answers.write_all(&forged).unwrap();
         }
+        // Drops a job nobody revoked.
+        "revoked" => answers.write_all(&message(5, id, 0)).unwrap(),
         other => panic!("unknown way to break: {other}"),
     }
     std::thread::sleep(std::time::Duration::from_secs(60));

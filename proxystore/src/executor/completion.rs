@@ -161,10 +161,17 @@ impl Shared {
             message,
         });
         for callback in callbacks {
-            callback(match &error {
+            let status = match &error {
                 None => Ok(()),
                 Some(e) => Err(e),
-            });
+            };
+            // Callbacks run on the executor's threads (a process pool's
+            // reader of a worker's answers, say): one that panics must not
+            // take that thread, and every task behind it, down.
+            let call = std::panic::AssertUnwindSafe(|| callback(status));
+            if std::panic::catch_unwind(call).is_err() {
+                tracing::error!(task = %self.name, "a done callback panicked");
+            }
         }
     }
 

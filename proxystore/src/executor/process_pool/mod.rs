@@ -221,18 +221,26 @@ impl Executor for ProcessPool {
         if !wait {
             return;
         }
+        // Called from a task's callback, on the thread reading a worker's
+        // answers (dropping the last handle on the executor there, say):
+        // that slot cannot finish while we wait, so it is left to finish
+        // on its own once the callback returns.
+        let own = self.dispatch.reading_slot();
         let began = self.dispatch.shutdown_at().unwrap_or_else(Instant::now);
         let timeout = self.dispatch.settings.shutdown_timeout;
         let finished = match began.checked_add(timeout) {
-            Some(deadline) => self.dispatch.wait_finished(deadline),
-            None => self.dispatch.wait_finished(far_future()),
+            Some(deadline) => self.dispatch.wait_finished(deadline, own),
+            None => self.dispatch.wait_finished(far_future(), own),
         };
         if !finished {
             self.dispatch.kill_remaining();
         }
         let threads = std::mem::take(&mut *self.threads());
+        let me = std::thread::current().id();
         for thread in threads {
-            let _ = thread.join();
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
         }
     }
 }

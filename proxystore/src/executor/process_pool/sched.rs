@@ -48,8 +48,8 @@ pub(super) struct Settings {
 enum Revoke {
     /// To give it to an idle worker.
     Steal,
-    /// A caller cancels it and waits for the answer.
-    Cancel(Sender<()>),
+    /// Callers cancel it and wait for the answer.
+    Cancel(Vec<Sender<()>>),
     /// Shutdown with `cancel_futures`.
     Shutdown,
 }
@@ -67,6 +67,11 @@ pub(super) struct Held {
     completion: Completion,
     revoke: Option<Revoke>,
     attempts: u32,
+    /// When it was sent: a worker starts its jobs in this order (ids do
+    /// not tell, a job taken back goes out again later).
+    sent: u64,
+    /// The worker said it had started it: never worth taking back.
+    started: bool,
 }
 
 #[derive(Default)]
@@ -77,12 +82,29 @@ struct Slot {
     finished: bool,
     /// Its worker was killed because shutdown took too long.
     killed: bool,
+    /// Its request pipe is closed (shutdown): it takes no more jobs.
+    closed: bool,
 }
 
 impl Slot {
+    /// Whether it can take jobs.
+    fn open(&self) -> bool {
+        self.conn.is_some() && !self.closed
+    }
+
     /// Jobs held and not being taken back.
     fn active(&self) -> usize {
         self.held.values().filter(|h| h.revoke.is_none()).count()
+    }
+
+    /// The job to take back from this worker: the last one sent of those
+    /// not being taken back already and not known to have started.
+    fn to_steal(&self) -> Option<u64> {
+        self.held
+            .iter()
+            .filter(|(_, h)| h.revoke.is_none() && !h.started)
+            .max_by_key(|(_, h)| h.sent)
+            .map(|(id, _)| *id)
     }
 }
 
@@ -91,10 +113,16 @@ struct State {
     slots: Vec<Slot>,
     accepting: bool,
     next_id: u64,
+    /// Jobs sent to workers so far.
+    sent: u64,
     /// Steals sent and not yet answered.
     stealing: usize,
     /// Shutdown timed out: workers are being killed, nothing runs any more.
     killing: bool,
+    /// Shutdown with `cancel_futures`: a job that comes back unstarted
+    /// (a steal answered late, a worker that died before it got the job)
+    /// is cancelled rather than run.
+    cancel_pending: bool,
     shutdown_at: Option<Instant>,
 }
 
@@ -138,6 +166,12 @@ impl Effects {
     }
 }
 
+thread_local! {
+    /// On a slot's thread: the dispatch (its address) and the slot index
+    /// whose worker's answers this thread reads.
+    static READING: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
 /// The scheduler shared by the pool's handle and its slot threads.
 pub(super) struct Dispatch {
     state: Mutex<State>,
@@ -154,8 +188,10 @@ impl Dispatch {
                 slots: (0..slots).map(|_| Slot::default()).collect(),
                 accepting: true,
                 next_id: 0,
+                sent: 0,
                 stealing: 0,
                 killing: false,
+                cancel_pending: false,
                 shutdown_at: None,
             }),
             finished: Condvar::new(),
@@ -207,7 +243,7 @@ impl Dispatch {
             let best = s
                 .slots
                 .iter_mut()
-                .filter(|slot| slot.conn.is_some() && slot.held.len() < max)
+                .filter(|slot| slot.open() && slot.held.len() < max)
                 .min_by_key(|slot| slot.held.len());
             let Some(slot) = best else { break };
             let q = s.queue.pop_front().expect("not empty");
@@ -221,48 +257,62 @@ impl Dispatch {
                     completion: q.completion,
                     revoke: None,
                     attempts: q.attempts,
+                    sent: s.sent,
+                    started: false,
                 },
             );
+            s.sent += 1;
         }
         if s.queue.is_empty() {
             self.steal(s, fx);
         }
         if !s.accepting && s.queue.is_empty() {
-            for slot in &s.slots {
+            for slot in &mut s.slots {
                 if let (Some(conn), true) = (&slot.conn, slot.held.is_empty()) {
                     conn.close();
+                    slot.closed = true;
                 }
             }
         }
     }
 
     /// For each idle worker not already waiting for a stolen job, revokes
-    /// the newest job of the busiest worker that holds more than it runs.
+    /// the job last sent to the busiest worker that holds more than it runs
+    /// (never one it said it had started: revoking that again and again
+    /// would only bounce messages while the idle worker stays idle).
     fn steal(&self, s: &mut State, fx: &mut Effects) {
         let idle = s
             .slots
             .iter()
-            .filter(|slot| slot.conn.is_some() && slot.held.is_empty())
+            .filter(|slot| slot.open() && slot.held.is_empty())
             .count();
         while s.stealing < idle {
             let victim = s
                 .slots
                 .iter_mut()
                 .filter(|slot| slot.conn.is_some() && slot.active() >= 2)
-                .max_by_key(|slot| slot.active());
-            let Some(victim) = victim else { return };
-            let id = victim
-                .held
-                .iter()
-                .filter(|(_, h)| h.revoke.is_none())
-                .map(|(id, _)| *id)
-                .max()
-                .expect("active jobs");
+                .filter_map(|slot| Some((slot.to_steal()?, slot)))
+                .max_by_key(|(_, slot)| slot.active());
+            let Some((id, victim)) = victim else { return };
             victim.held.get_mut(&id).expect("held").revoke = Some(Revoke::Steal);
             let conn = victim.conn.as_ref().expect("live slot");
             conn.push_revoke(id);
             fx.flush(conn);
             s.stealing += 1;
+        }
+    }
+
+    /// Marks the calling thread as the one reading slot `index`'s answers.
+    pub(super) fn reading(&self, index: usize) {
+        READING.set(Some((self as *const Dispatch as usize, index)));
+    }
+
+    /// The slot whose answers the calling thread reads, if it is one of
+    /// this pool's.
+    pub(super) fn reading_slot(&self) -> Option<usize> {
+        match READING.get() {
+            Some((dispatch, index)) if dispatch == self as *const Dispatch as usize => Some(index),
+            _ => None,
         }
     }
 
@@ -272,6 +322,7 @@ impl Dispatch {
         {
             let mut s = self.lock();
             s.slots[index].conn = Some(conn);
+            s.slots[index].closed = false;
             self.pump(&mut s, &mut fx);
         }
         fx.run();
@@ -301,47 +352,60 @@ impl Dispatch {
                         Err(TaskFailure::new(String::from_utf8_lossy(body).into_owned()))
                     };
                     match held.revoke {
-                        Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
+                        Some(Revoke::Cancel(waiters)) => fx.wake.extend(waiters),
                         Some(Revoke::Steal) => s.stealing -= 1,
                         _ => {}
                     }
                     fx.finish.push((held.completion, Outcome::Answer(result)));
                 }
                 Kind::Revoked => {
-                    let held = s.slots[index].held.remove(&id);
+                    let slot = &mut s.slots[index];
+                    if slot.held.get(&id).is_none_or(|h| h.revoke.is_none()) {
+                        // Left held, the job fails with the violation.
+                        return Err(format!("it dropped job {id}, which nobody revoked"));
+                    }
                     let Some(Held {
                         job,
                         completion,
                         revoke: Some(revoke),
                         attempts,
-                    }) = held
+                        ..
+                    }) = slot.held.remove(&id)
                     else {
-                        return Err(format!("it dropped job {id}, which nobody revoked"));
+                        unreachable!("checked above");
                     };
                     match revoke {
                         Revoke::Steal => {
                             s.stealing -= 1;
-                            s.queue.push_front(Queued {
-                                id,
-                                job,
-                                completion,
-                                attempts,
-                            });
+                            if s.killing {
+                                let task = job.name().to_string();
+                                fx.finish
+                                    .push((completion, Outcome::Fail(Error::ShutDown { task })));
+                            } else if s.cancel_pending {
+                                fx.finish.push((completion, Outcome::Cancel));
+                            } else {
+                                s.queue.push_front(Queued {
+                                    id,
+                                    job,
+                                    completion,
+                                    attempts,
+                                });
+                            }
                         }
-                        Revoke::Cancel(waiter) => {
+                        Revoke::Cancel(waiters) => {
                             fx.finish.push((completion, Outcome::Cancel));
-                            fx.wake.push(waiter);
+                            fx.wake.extend(waiters);
                         }
                         Revoke::Shutdown => fx.finish.push((completion, Outcome::Cancel)),
                     }
                 }
                 Kind::TooLate => {
-                    let revoke = s.slots[index]
-                        .held
-                        .get_mut(&id)
-                        .and_then(|held| held.revoke.take());
+                    let revoke = s.slots[index].held.get_mut(&id).and_then(|held| {
+                        held.started = true;
+                        held.revoke.take()
+                    });
                     match revoke {
-                        Some(Revoke::Cancel(waiter)) => fx.wake.push(waiter),
+                        Some(Revoke::Cancel(waiters)) => fx.wake.extend(waiters),
                         Some(Revoke::Steal) => s.stealing -= 1,
                         _ => {}
                     }
@@ -364,6 +428,7 @@ impl Dispatch {
     fn cancel(&self, id: u64) {
         let (waiter, answered) = crossbeam_channel::bounded(1);
         let mut fx = Effects::default();
+        let mut own_reader = false;
         {
             let mut s = self.lock();
             if let Some(pos) = s.queue.iter().position(|q| q.id == id) {
@@ -373,26 +438,40 @@ impl Dispatch {
                 let State {
                     slots, stealing, ..
                 } = &mut *s;
-                let Some(slot) = slots.iter_mut().find(|slot| slot.held.contains_key(&id)) else {
+                let Some(index) = slots.iter().position(|slot| slot.held.contains_key(&id)) else {
                     return;
                 };
+                own_reader = READING.get() == Some((self as *const Dispatch as usize, index));
+                let slot = &mut slots[index];
                 let held = slot.held.get_mut(&id).expect("found");
-                let previous = held.revoke.replace(Revoke::Cancel(waiter));
-                match previous {
+                let waiters = match held.revoke.take() {
                     // A revocation is on its way already: its answer serves.
-                    Some(Revoke::Steal) => *stealing -= 1,
-                    Some(_) => {}
+                    Some(Revoke::Steal) => {
+                        *stealing -= 1;
+                        vec![waiter]
+                    }
+                    Some(Revoke::Cancel(mut waiters)) => {
+                        waiters.push(waiter);
+                        waiters
+                    }
+                    Some(Revoke::Shutdown) => vec![waiter],
                     None => {
                         let conn = slot.conn.as_ref().expect("a slot holding jobs is live");
                         conn.push_revoke(id);
                         fx.flush(conn);
+                        vec![waiter]
                     }
-                }
+                };
+                held.revoke = Some(Revoke::Cancel(waiters));
             }
         }
         let waiting = fx.finish.is_empty();
         fx.run();
-        if !waiting {
+        if !waiting || own_reader {
+            // Called from a callback run by the thread that reads this
+            // worker's answers: the answer cannot come while it waits. The
+            // job is cancelled once the worker answers "revoked" (the
+            // future's cancel() returns false meanwhile).
             return;
         }
         if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
@@ -424,6 +503,7 @@ impl Dispatch {
             s.accepting = false;
             s.shutdown_at.get_or_insert_with(Instant::now);
             if cancel_pending {
+                s.cancel_pending = true;
                 for q in std::mem::take(&mut s.queue) {
                     fx.finish.push((q.completion, Outcome::Cancel));
                 }
@@ -448,11 +528,17 @@ impl Dispatch {
         self.lock().shutdown_at
     }
 
-    /// Waits until every slot's thread has ended, or `deadline`.
-    pub(super) fn wait_finished(&self, deadline: Instant) -> bool {
+    /// Waits until every slot's thread but `except`'s has ended, or
+    /// `deadline`.
+    pub(super) fn wait_finished(&self, deadline: Instant, except: Option<usize>) -> bool {
         let mut s = self.lock();
         loop {
-            if s.slots.iter().all(|slot| slot.finished) {
+            let others = s
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != except);
+            if others.map(|(_, slot)| slot).all(|slot| slot.finished) {
                 return true;
             }
             let now = Instant::now();
@@ -502,6 +588,7 @@ impl Dispatch {
             let slot = &mut s.slots[index];
             let undelivered = slot.conn.take().map(|c| c.mark_dead()).unwrap_or_default();
             let killed = std::mem::take(&mut slot.killed);
+            slot.closed = false;
             let held: Vec<(u64, Held)> = slot.held.drain().collect();
             let mut lost = Vec::new();
             let mut retry = Vec::new();
@@ -510,14 +597,14 @@ impl Dispatch {
                 let cancelled = match held.revoke.take() {
                     Some(Revoke::Steal) => {
                         s.stealing -= 1;
-                        false
+                        s.cancel_pending
                     }
-                    Some(Revoke::Cancel(waiter)) => {
-                        fx.wake.push(waiter);
+                    Some(Revoke::Cancel(waiters)) => {
+                        fx.wake.extend(waiters);
                         true
                     }
                     Some(Revoke::Shutdown) => true,
-                    None => false,
+                    None => s.cancel_pending,
                 };
                 if !delivered && cancelled {
                     // It never reached the worker: it will not run.

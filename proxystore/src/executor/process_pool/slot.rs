@@ -32,6 +32,7 @@ const QUICK_DEATH: Duration = Duration::from_secs(1);
 /// Runs slot `index`. `started` hears whether the first worker could be
 /// started (and then the slot ends if it could not).
 pub(super) fn run(dispatch: Arc<Dispatch>, index: usize, started: Sender<io::Result<()>>) {
+    dispatch.reading(index);
     let mut started = Some(started);
     let mut quick_deaths = 0u32;
     loop {
