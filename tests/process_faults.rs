@@ -56,6 +56,23 @@ fn shell(script: String) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Forks (without exec) a copy that sleeps, writes its pid to `pidfile`,
+/// then sleeps too.
+#[proxied]
+fn fork_and_sleep(pidfile: PathBuf) -> u32 {
+    // SAFETY: the copy only calls async-signal-safe functions.
+    let copy = unsafe { libc::fork() };
+    if copy == 0 {
+        unsafe {
+            libc::sleep(30);
+            libc::_exit(0);
+        }
+    }
+    std::fs::write(pidfile, copy.to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+    0
+}
+
 fn executor(pool: ProcessPool) -> StoreExecutor {
     let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
     StoreExecutor::new(pool, store)
@@ -188,6 +205,32 @@ fn a_killed_worker_whose_task_started_a_program_fails_at_once() {
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "waited for the task's program: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_killed_worker_whose_task_forked_fails_at_once() {
+    // The forked copy keeps the worker's answer pipe open: only the
+    // worker's own exit can tell the pool it is gone.
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("copy");
+    let pool = Arc::new(pool(1).build().unwrap());
+    let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
+    let ex = StoreExecutor::new(pool.clone(), store);
+    let fut = ex.submit(fork_and_sleep::task(pidfile.clone())).unwrap();
+    assert!(eventually(Duration::from_secs(10), || pidfile.exists()));
+    std::thread::sleep(Duration::from_millis(50));
+    let copy: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    signal(pool.worker_pids()[0], "KILL");
+    let started = Instant::now();
+    let result = fut.result();
+    signal(copy, "KILL");
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "waited for the forked copy: {:?}",
         started.elapsed()
     );
 }

@@ -7,7 +7,7 @@
 //! stream of small tasks never pays that wake-up.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ pub(crate) fn spin_window() -> Duration {
 pub(crate) struct SpinReader<R> {
     inner: R,
     window: Duration,
+    /// A process whose exit ends the input even if the pipe stays open
+    /// (another process may hold its write end).
+    writer: Option<OwnedFd>,
+    writer_exited: bool,
 }
 
 impl<R: Read + AsFd> SpinReader<R> {
@@ -43,19 +47,40 @@ impl<R: Read + AsFd> SpinReader<R> {
         Ok(SpinReader {
             inner,
             window: spin_window(),
+            writer: None,
+            writer_exited: false,
         })
     }
 
-    fn wait_readable(&self) -> io::Result<()> {
-        let mut fds = libc::pollfd {
-            fd: self.inner.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+    /// Ends the input (after what is already in the pipe) once process
+    /// `pid` has exited, even if another process still holds the pipe's
+    /// write end (a child the writer forked). Best effort: without
+    /// `pidfd_open` (Linux 5.3), only end-of-file ends the input.
+    pub(crate) fn until_exit_of(mut self, pid: u32) -> Self {
+        self.writer = pidfd_open(pid);
+        self
+    }
+
+    fn wait_readable(&mut self) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.inner.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.writer.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         loop {
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut fds, 1, -1) };
+            // SAFETY: two valid pollfds (a negative fd is ignored).
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
             if r >= 0 {
+                if fds[1].revents != 0 {
+                    self.writer_exited = true;
+                }
                 return Ok(());
             }
             let e = io::Error::last_os_error();
@@ -66,12 +91,29 @@ impl<R: Read + AsFd> SpinReader<R> {
     }
 }
 
+#[cfg(target_os = "linux")]
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a descriptor the call just opened for us alone.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
+    None
+}
+
 impl<R: Read + AsFd> Read for SpinReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut started: Option<Instant> = None;
         loop {
             match self.inner.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.writer_exited {
+                        // Everything the writer sent has been read.
+                        return Ok(0);
+                    }
                     let since = *started.get_or_insert_with(Instant::now);
                     if since.elapsed() < self.window {
                         std::thread::yield_now();

@@ -58,7 +58,7 @@ pub(super) fn run(dispatch: Arc<Dispatch>, index: usize, started: Sender<io::Res
         if let Some(started) = started.take() {
             let _ = started.send(Ok(()));
         }
-        let (answered, violation) = read_answers(&dispatch, index, responses);
+        let (answered, violation) = read_answers(&dispatch, index, conn.pid, responses);
         if violation.is_some() {
             // Not reaped yet: the pid is still this worker's.
             let _ = child.kill();
@@ -130,11 +130,15 @@ fn start(dispatch: &Dispatch) -> io::Result<Started> {
 fn read_answers(
     dispatch: &Dispatch,
     index: usize,
+    pid: u32,
     responses: io::PipeReader,
 ) -> (bool, Option<String>) {
     let Ok(responses) = crate::spin::SpinReader::new(responses) else {
         return (false, None);
     };
+    // A task may fork (without exec) and leave the copy running: the pipe
+    // then stays open after the worker dies. Its exit ends the answers.
+    let responses = responses.until_exit_of(pid);
     let mut input = BufReader::with_capacity(64 * 1024, responses);
     let mut body = Vec::new();
     let mut answered = false;
