@@ -365,6 +365,7 @@ fn cancel_reaches_tasks_a_worker_holds_but_has_not_started() {
         })
         .collect();
     assert!(eventually(Duration::from_secs(10), || started(&d, "long")));
+    assert!(long.running());
     assert!(!long.cancel(), "a running task cannot be cancelled");
     assert!(held[1].cancel() && held[3].cancel());
     assert!(held[1].cancelled() && held[1].done());

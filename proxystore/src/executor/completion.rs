@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     done: Condvar,
     /// Set once the task is done, for waiters polling without the lock.
     finished: std::sync::atomic::AtomicBool,
+    /// Handed to a worker that may hold it behind the task it runs (see
+    /// [`Completion::set_dispatched`]).
+    pub(crate) dispatched: std::sync::atomic::AtomicBool,
     /// Tasks of the same executor not done yet, this one included.
     outstanding: Arc<AtomicUsize>,
 }
@@ -74,6 +77,7 @@ impl Shared {
             }),
             done: Condvar::new(),
             finished: std::sync::atomic::AtomicBool::new(false),
+            dispatched: std::sync::atomic::AtomicBool::new(false),
             outstanding,
         })
     }
@@ -279,6 +283,15 @@ impl Completion {
     pub fn fail(mut self, error: Error) {
         self.completed = true;
         self.shared.finish(Err(error), false);
+    }
+
+    /// Marks the job as handed to (or taken back from) a worker that can
+    /// still give it back: the task then counts as running for
+    /// [`TaskFuture::running`](crate::executor::TaskFuture::running), as in
+    /// Python's process pools, yet can be cancelled through
+    /// [`on_cancel`](Completion::on_cancel).
+    pub(crate) fn set_dispatched(&self, dispatched: bool) {
+        self.shared.dispatched.store(dispatched, Ordering::Release);
     }
 
     /// Cancels the task (it will not run).

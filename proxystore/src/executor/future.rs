@@ -47,9 +47,18 @@ impl<R: Storable> TaskFuture<R> {
         self.shared.lock().cancelled
     }
 
-    /// Whether the task is running now.
+    /// Whether the task is running now. For a
+    /// [`ProcessPool`](crate::executor::ProcessPool), as for Python's
+    /// process pools, that includes a task handed to a worker that holds it
+    /// behind the one it runs (it can still be cancelled).
     pub fn running(&self) -> bool {
-        self.shared.lock().phase == Phase::Running
+        let phase = self.shared.lock().phase;
+        phase == Phase::Running
+            || (phase == Phase::Pending
+                && self
+                    .shared
+                    .dispatched
+                    .load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Cancels the task if it has not started; returns whether it is

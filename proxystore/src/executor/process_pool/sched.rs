@@ -250,6 +250,7 @@ impl Dispatch {
             let conn = slot.conn.as_ref().expect("live slot");
             conn.push_job(q.id, q.job.clone());
             fx.flush(conn);
+            q.completion.set_dispatched(true);
             slot.held.insert(
                 q.id,
                 Held {
@@ -384,6 +385,7 @@ impl Dispatch {
                             } else if s.cancel_pending {
                                 fx.finish.push((completion, Outcome::Cancel));
                             } else {
+                                completion.set_dispatched(false);
                                 s.queue.push_front(Queued {
                                     id,
                                     job,
@@ -622,6 +624,7 @@ impl Dispatch {
             }
             retry.sort_by_key(|q| std::cmp::Reverse(q.id));
             for q in retry {
+                q.completion.set_dispatched(false);
                 s.queue.push_front(q);
             }
             self.pump(&mut s, &mut fx);
