@@ -911,3 +911,22 @@ fn workers_that_do_not_speak_the_protocol_fail_tasks_instead_of_hanging() {
     drop(ex);
     assert_eq!(f.left(), 0);
 }
+
+#[test]
+fn a_thread_pool_dropped_from_its_own_done_callback_neither_panics_nor_hangs() {
+    let f = Fixture::new();
+    let ex = Arc::new(f.executor(Pool::Serial));
+    let first = ex.submit(sleep_ms::task(100)).unwrap();
+    let second = ex.submit(sleep_ms::task(50)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let last = ex.clone();
+    first.add_done_callback(move |_| {
+        drop(last);
+        tx.send(()).unwrap();
+    });
+    drop(ex);
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("dropping the executor in its own callback returned");
+    assert!(first.result().is_ok());
+    assert_eq!(*second.result().unwrap(), 50);
+}

@@ -69,8 +69,14 @@ impl JobQueue {
         if wait {
             let threads =
                 std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            let current = std::thread::current().id();
             for thread in threads {
-                let _ = thread.join();
+                // Shut down from one of its own threads (a done callback
+                // dropping the last handle): that thread ends by itself
+                // once the callback returns.
+                if thread.thread().id() != current {
+                    let _ = thread.join();
+                }
             }
         }
     }
