@@ -108,6 +108,9 @@ struct InboxState {
     jobs: VecDeque<(u64, Vec<u8>)>,
     /// The pool closed the pipe (or died): start nothing more.
     closed: bool,
+    /// The main thread sleeps on `ready` (otherwise it is busy or polling
+    /// `queued`, and a wake-up would be a wasted system call).
+    sleeping: bool,
 }
 
 impl Inbox {
@@ -133,7 +136,9 @@ impl Inbox {
                 self.queued.fetch_sub(1, Ordering::AcqRel);
                 return Some(job);
             }
+            state.sleeping = true;
             state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.sleeping = false;
         }
     }
 }
@@ -162,6 +167,7 @@ fn serve() -> io::Result<()> {
         state: Mutex::new(InboxState {
             jobs: VecDeque::new(),
             closed: false,
+            sleeping: false,
         }),
         ready: Condvar::new(),
         queued: AtomicUsize::new(0),
@@ -212,7 +218,9 @@ fn receive(input: impl io::Read, inbox: &Inbox, output: &Output) {
                 let mut state = inbox.lock();
                 state.jobs.push_back((header.id, std::mem::take(&mut body)));
                 inbox.queued.fetch_add(1, Ordering::AcqRel);
-                inbox.ready.notify_one();
+                if state.sleeping {
+                    inbox.ready.notify_one();
+                }
             }
             Kind::Revoke => {
                 let removed = {
