@@ -205,7 +205,10 @@ impl<S: Serializer> Serializer for Guard<S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        let level = self.level.enter(2)?;
+        // ciborium writes its own tagged values (`Value::Tag`, `tag::*`)
+        // as this variant: a CBOR tag, one level where the decoder reads it.
+        let tagged = (name, variant) == ("@@TAG@@", "@@TAGGED@@");
+        let level = self.level.enter(if tagged { 1 } else { 2 })?;
         let inner = self
             .inner
             .serialize_tuple_variant(name, index, variant, len)?;

@@ -189,6 +189,11 @@ fn values_nested_as_deep_as_the_decoder_reads_round_trip_and_deeper_ones_are_ref
         err.to_string().contains("nested deeper than 256 levels"),
         "{err}"
     );
+    // Tags too: one level each.
+    let tagged = (0..MAX_DEPTH).fold(ciborium::Value::Null, |v, t| {
+        ciborium::Value::Tag(t as u64 + 100, Box::new(v))
+    });
+    round_trip(tagged);
     // Enum variants count as the decoder counts them.
     round_trip(List::of(MAX_DEPTH / 2 - 1));
     assert!(encode(&List::of(MAX_DEPTH / 2)).is_err());
