@@ -87,6 +87,10 @@ pub trait Storable: serde::Serialize + serde::de::DeserializeOwned + Send + Sync
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Storable for T {}
 
+/// Not public API: entry points for the fuzzers and the decoder tests.
+#[doc(hidden)]
+pub mod __fuzz;
+
 /// Not public API: used by generated code.
 #[doc(hidden)]
 pub mod __private {
