@@ -183,6 +183,29 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     out
 }
 
+#[test]
+fn an_argument_announcing_a_huge_body_fails_its_task_only() {
+    count_panics();
+    let (_, job) = valid_inputs()
+        .into_iter()
+        .find(|(name, _)| *name == "job_frames")
+        .unwrap();
+    // The first argument is a `Vec<u8>` sent inline: its codec header is the
+    // first one in the job. Announce 2^62 bytes for its body.
+    let at = job.windows(4).position(|w| w == b"PXS1").unwrap();
+    let name_len = u16::from_le_bytes([job[at + 5], job[at + 6]]) as usize;
+    let len_at = at + 7 + name_len;
+    let mut hostile = job.clone();
+    hostile[len_at..len_at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    assert!(proxystore::task::run_job_bytes(&job).is_ok());
+    let failure = proxystore::task::run_job_bytes(&hostile).unwrap_err();
+    assert!(
+        failure.message().contains("argument 0") && failure.message().contains("announces"),
+        "{failure}"
+    );
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0);
+}
+
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus")
 }
