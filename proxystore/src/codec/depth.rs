@@ -18,8 +18,9 @@ pub const MAX_DEPTH: usize = 256;
 
 /// How many serializer calls may be open at once, containers or not
 /// (newtypes and `Some` nest without adding to the encoding's depth). This
-/// bounds the stack used by encoding.
-const MAX_NESTING: usize = 4 * MAX_DEPTH;
+/// bounds the stack used by encoding (and by decoding, which counts the
+/// same way).
+pub(super) const MAX_NESTING: usize = 4 * MAX_DEPTH;
 
 /// Where a serializer call sits: CBOR levels and recursive calls around it.
 #[derive(Clone, Copy, Default)]

@@ -25,6 +25,7 @@
 //! # Ok::<(), proxystore::Error>(())
 //! ```
 
+mod bounded;
 mod depth;
 mod raw;
 
@@ -294,7 +295,7 @@ pub fn decode_with<T: DeserializeOwned + 'static>(
     let value = match (header.format, fast_format::<T>()) {
         (Format::Cbor, _) => {
             let mut body = reader.take(len);
-            let value: T = ciborium::from_reader(&mut body).map_err(|e| fail(cbor_reason(e)))?;
+            let value: T = bounded::decode(&mut body, len).map_err(|e| fail(cbor_reason(e)))?;
             if body.limit() != 0 {
                 return Err(fail("the cbor value ends before the body does".into()));
             }

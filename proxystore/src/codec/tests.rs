@@ -241,3 +241,69 @@ fn encoding_a_very_deep_value_is_an_error_not_a_stack_overflow() {
     assert!(encode(&vecs).is_err());
     std::mem::forget(vecs); // its recursive drop is not what is tested here
 }
+
+/// Nests through `Option` and a newtype only: no CBOR level at all.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Chain(Option<Box<Chain>>);
+
+impl Chain {
+    fn of(len: usize) -> Chain {
+        (0..len).fold(Chain(None), |tail, _| Chain(Some(Box::new(tail))))
+    }
+}
+
+#[test]
+fn nesting_without_cbor_levels_is_bounded_on_both_sides() {
+    // One byte that a `Chain` reads as `Some(Chain(Some(...)))` forever.
+    let bytes = object::<Chain>(Format::Cbor, 1, &[0x01]);
+    for err in [
+        decode_slice::<Chain>(&bytes).unwrap_err(),
+        decode_stream::<Chain>(&bytes).unwrap_err(),
+    ] {
+        assert!(err.reason.contains("nested deeper than 1024"), "{err:?}");
+    }
+    // Encoding counts the same calls. (A `Chain` is `null` in CBOR, however
+    // deep: decoding one back is shallow.)
+    assert!(encode(&Chain::of(511)).is_ok());
+    let err = encode(&Chain::of(512)).unwrap_err();
+    assert!(err.to_string().contains("nested deeper than 1024"), "{err}");
+}
+
+/// Preallocates whatever its input announces, as some hand-written
+/// `Deserialize` impls do.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct Greedy(Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for Greedy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Greedy;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Greedy, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(Greedy(out))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
+}
+
+#[test]
+fn size_hints_are_capped_by_what_the_body_can_hold() {
+    round_trip(Greedy(vec![1, 2, 3]));
+    let mut body = vec![0x9bu8];
+    body.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    body.extend_from_slice(&[0x01; 4]);
+    let bytes = object::<Greedy>(Format::Cbor, body.len() as u64, &body);
+    assert!(decode_slice::<Greedy>(&bytes).is_err());
+    assert!(decode_stream::<Greedy>(&bytes).is_err());
+}
