@@ -99,6 +99,11 @@ fn valid_inputs() -> Vec<(&'static str, Vec<u8>)> {
         ciborium::Value::Map(vec![("k".into(), ciborium::Value::Float(0.5))]),
     ]);
     codec(encode(&value).unwrap().to_vec());
+    codec(
+        encode(&__fuzz::Chain(Some(Box::new(__fuzz::Chain(None)))))
+            .unwrap()
+            .to_vec(),
+    );
 
     let key = Key::new();
     inputs.push(("key", key.to_string().into_bytes()));

@@ -44,6 +44,11 @@ pub enum Shape {
     },
 }
 
+/// A type that nests through an option and a newtype only, without a CBOR
+/// level: decoding must still stop.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chain(pub Option<Box<Chain>>);
+
 /// Decodes `bytes` as a `T` every way there is; returns how many accepted.
 fn decode_as<T: Serialize + DeserializeOwned + Debug + 'static>(bytes: &[u8]) -> usize {
     let relaxed = DecodeOptions::new().check_type(false);
@@ -88,6 +93,7 @@ pub fn codec(bytes: &[u8]) -> usize {
         + decode_as::<Option<u8>>(bytes)
         + decode_as::<(String, Vec<u16>)>(bytes)
         + decode_as::<Vec<Shape>>(bytes)
+        + decode_as::<Chain>(bytes)
         + decode_as::<ciborium::Value>(bytes)
 }
 
