@@ -95,7 +95,11 @@ struct Guard<D> {
 macro_rules! calls {
     // Calls that may nest (as the encoder counts them): one level each.
     (nesting: $($method:ident($($arg:ident: $ty:ty),*);)*) => {
-        $(fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+        $(fn $method<V: Visitor<'de>>(
+            self,
+            $($arg: $ty,)*
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
             let limits = self.limits.enter::<D::Error>()?;
             self.inner.$method($($arg,)* Guarded { inner: visitor, limits })
         })*
@@ -103,7 +107,11 @@ macro_rules! calls {
     // Leaves: no level of their own, but the visitor stays guarded (CBOR
     // may still hand it an array).
     (leaves: $($method:ident($($arg:ident: $ty:ty),*);)*) => {
-        $(fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+        $(fn $method<V: Visitor<'de>>(
+            self,
+            $($arg: $ty,)*
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
             self.inner.$method($($arg,)* Guarded { inner: visitor, limits: self.limits })
         })*
     };

@@ -1,15 +1,21 @@
 //! How objects become bytes.
 //!
 //! Every stored object starts with a small header: a magic number, a format
-//! tag, the Rust type name it was stored as (for error messages) and the
-//! length of the body. Most types are encoded with serde and CBOR
-//! (`ciborium`). Plain numeric and byte buffers (`Vec<u8>`, `Vec<f32>`,
-//! `Vec<f64>`, `Vec<i32>`, `Vec<i64>`, `Vec<u32>`, `Vec<u64>`) and `String`
-//! take a fast path instead: their memory is written as it is (little
-//! endian) and read straight back into a new buffer, never element by
-//! element. That fast path is chosen by the value's type at compile time
+//! tag, the Rust type name it was stored as (decoding checks it, see
+//! [`DecodeOptions::check_type`]) and the length of the body. Most types are
+//! encoded with serde and CBOR (`ciborium`). Plain numeric and byte buffers
+//! (`Vec<u8>`, `Vec<f32>`, `Vec<f64>`, `Vec<i32>`, `Vec<i64>`, `Vec<u32>`,
+//! `Vec<u64>`) and `String` take a fast path instead: their memory is
+//! written as it is (little endian) and read straight back into a new
+//! buffer, never element by element. That fast path is chosen by the value's type at compile time
 //! (the `TypeId` tests below fold to constants), so it costs nothing for
 //! other types.
+//!
+//! Decoding trusts nothing it reads: a length sizes an allocation only when
+//! the input is known to hold that many bytes (otherwise buffers grow as
+//! bytes arrive), values nest at most [`MAX_DEPTH`] levels (encoding refuses
+//! deeper ones, which could not be read back), and every failure is a
+//! [`DecodeFailure`], never a panic.
 //!
 //! ```
 //! use proxystore::codec::{decode_slice, encode};

@@ -153,7 +153,10 @@ pub(crate) fn advise_huge_pages(len: usize, addr: usize) {
 
 fn truncated(e: io::Error, len: u64) -> String {
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        format!("the body is shorter than the {len} bytes its header announces; the object is truncated or corrupt")
+        format!(
+            "the body is shorter than the {len} bytes its header announces; the object is \
+             truncated or corrupt"
+        )
     } else {
         format!("reading the body failed: {e}")
     }
