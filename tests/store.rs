@@ -263,3 +263,43 @@ fn large_numeric_buffers_round_trip_through_files() {
     assert_eq!(store.load::<Vec<i32>>(&key).unwrap().unwrap(), ints);
     store.close().unwrap();
 }
+
+#[test]
+fn a_huge_cache_size_from_outside_only_bounds_the_cache() {
+    // A configuration arriving with a proxy can say anything: 2^40 cached
+    // objects must not be an allocation made up front.
+    let connector = LocalConnector::new();
+    let store = Store::builder(unique("huge-cache"), connector)
+        .cache_size(1 << 40)
+        .register(false)
+        .build()
+        .unwrap();
+    let key = store.put(&"cached".to_string()).unwrap();
+    assert_eq!(*store.get::<String>(&key).unwrap().unwrap(), "cached");
+
+    let mut config = store.config().clone();
+    config.name = unique("huge-cache-rebuilt");
+    let rebuilt = Store::from_config(config.clone()).unwrap();
+    assert_eq!(*rebuilt.get::<String>(&key).unwrap().unwrap(), "cached");
+    let proxy: proxystore::Proxy<String> = proxystore::Proxy::from_parts(config, key);
+    assert_eq!(*proxy, "cached");
+}
+
+#[test]
+fn a_value_stored_as_one_type_is_not_read_as_another_unless_asked() {
+    let store = Store::builder(unique("type-check"), LocalConnector::new())
+        .register(false)
+        .build()
+        .unwrap();
+    let key = store.put(&Some(7u8)).unwrap();
+    let err = store.get::<u64>(&key).unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("`core::option::Option<u8>`") && text.contains("`u64`"),
+        "{text}"
+    );
+    let relaxed = proxystore::codec::DecodeOptions::new().check_type(false);
+    assert_eq!(store.load_with::<u64>(&key, relaxed).unwrap(), Some(7));
+    assert_eq!(*store.get::<Option<u8>>(&key).unwrap().unwrap(), Some(7));
+}

@@ -35,13 +35,18 @@ impl Key {
 
     /// Parses and validates a key received from outside.
     pub fn parse(input: &str) -> Result<Self> {
-        // Only the canonical hyphenated form is accepted: one key, one name.
+        // Only the canonical form (hyphenated, lowercase) is accepted: one
+        // key, one name.
         if input.len() != 36 {
             return Err(invalid(input, "expected 36 characters"));
         }
-        Uuid::try_parse(input)
+        let key = Uuid::try_parse(input)
             .map(Key)
-            .map_err(|e| invalid(input, &e.to_string()))
+            .map_err(|e| invalid(input, &e.to_string()))?;
+        if *key.as_str() != *input {
+            return Err(invalid(input, "expected lowercase hexadecimal digits"));
+        }
+        Ok(key)
     }
 
     /// The key as a UUID.
@@ -155,6 +160,8 @@ mod tests {
             "{01234567-89ab-cdef-0123-456789abcdef}",
             "01234567-89ab-cdef-0123-456789abcde/",
             "..\\..\\..\\windows\\system32\\a.dll.",
+            // Another spelling of a valid key: one key, one name.
+            "01234567-89AB-cdef-0123-456789abcdef",
         ] {
             let err = Key::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidKey { .. }), "{bad}: {err}");

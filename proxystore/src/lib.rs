@@ -87,16 +87,9 @@ pub trait Storable: serde::Serialize + serde::de::DeserializeOwned + Send + Sync
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Storable for T {}
 
-/// Not public API: entry points for the fuzz targets in `fuzz/` and the
-/// decoder tests.
+/// Not public API: entry points for the fuzzers and the decoder tests.
 #[doc(hidden)]
-pub mod __fuzz {
-    /// Reads `bytes` as a worker's answers are read by the pool; returns
-    /// how many whole messages it held, or why it stopped.
-    pub fn worker_answers(bytes: &[u8]) -> Result<usize, String> {
-        crate::executor::protocol::parse_messages(bytes)
-    }
-}
+pub mod __fuzz;
 
 /// Not public API: used by generated code.
 #[doc(hidden)]

@@ -57,7 +57,9 @@ pub struct StoreConfig {
     pub name: String,
     /// The connector's kind and options.
     pub connector: ConnectorConfig,
-    /// How many deserialized objects to cache (0 disables the cache).
+    /// How many deserialized objects to cache at most (0 disables the
+    /// cache). Memory is taken as objects are cached, not up front, so a
+    /// large value only lifts the bound.
     pub cache_size: usize,
     /// Whether to keep per-operation metrics.
     pub metrics: bool,
@@ -167,7 +169,13 @@ impl Store {
     }
 
     fn with_connector(config: StoreConfig, connector: Arc<dyn Connector>) -> Store {
-        let cache = NonZeroUsize::new(config.cache_size).map(|n| Mutex::new(LruCache::new(n)));
+        // The size comes from outside (a proxy's configuration): it bounds
+        // the cache, it never sizes an allocation. The cache grows with use.
+        let cache = NonZeroUsize::new(config.cache_size).map(|n| {
+            let mut cache = LruCache::unbounded();
+            cache.resize(n);
+            Mutex::new(cache)
+        });
         let metrics = config.metrics.then(metrics::Recorder::default);
         Store {
             inner: Arc::new(Inner {
@@ -311,6 +319,30 @@ impl Store {
     /// Reads and decodes the object under `key` into a value of its own,
     /// bypassing the cache.
     pub fn load<T: Storable>(&self, key: &Key) -> Result<Option<T>> {
+        self.load_with(key, codec::DecodeOptions::new())
+    }
+
+    /// Like [`load`](Store::load), with decoding options: with
+    /// [`check_type(false)`](codec::DecodeOptions::check_type) it reads an
+    /// object stored as another type on purpose, if the bytes allow.
+    ///
+    /// ```
+    /// use proxystore::codec::DecodeOptions;
+    /// use proxystore::connectors::LocalConnector;
+    /// use proxystore::Store;
+    ///
+    /// let store = Store::new("load-with-doc", LocalConnector::new())?;
+    /// let key = store.put(&vec![1u16, 2, 3])?;
+    /// assert!(store.load::<Vec<u32>>(&key).is_err());   // stored as Vec<u16>
+    /// let wider = store.load_with::<Vec<u32>>(&key, DecodeOptions::new().check_type(false))?;
+    /// assert_eq!(wider, Some(vec![1, 2, 3]));
+    /// # Ok::<(), proxystore::Error>(())
+    /// ```
+    pub fn load_with<T: Storable>(
+        &self,
+        key: &Key,
+        options: codec::DecodeOptions,
+    ) -> Result<Option<T>> {
         self.check_open()?;
         let started = self.start();
         let Some(reader) = self.inner.connector.open(key)? else {
@@ -321,8 +353,8 @@ impl Store {
             inner: BufReader::with_capacity(64 * 1024, reader),
             bytes: 0,
         };
-        let value =
-            codec::decode::<T>(&mut counted).map_err(|f| f.into_error::<T>(*key, self.name()))?;
+        let value = codec::decode_with::<T>(&mut counted, options)
+            .map_err(|f| f.into_error::<T>(*key, self.name()))?;
         tracing::debug!(store = %self.name(), %key, size = counted.bytes, "get");
         self.record(Operation::Get, counted.bytes, started);
         Ok(Some(value))
