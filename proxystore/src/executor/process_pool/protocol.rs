@@ -19,8 +19,9 @@ pub(crate) const HEADER: usize = 2 + 1 + 8 + 8;
 
 /// The first step of a body read: larger bodies grow by doubling as their
 /// bytes arrive. Fresh zeroed memory costs no page until it is written, so
-/// a lie up to this size costs address space only.
-const FIRST_STEP: usize = 256 << 20;
+/// a lie up to this size costs address space only. (Fuzzing builds, under
+/// a sanitizer that touches what it allocates, take small steps.)
+const FIRST_STEP: usize = if cfg!(fuzzing) { 64 << 10 } else { 256 << 20 };
 
 /// What a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
