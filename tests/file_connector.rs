@@ -178,7 +178,9 @@ fn close_under_writers() -> usize {
         .unwrap();
     let config = to_hex(&store.config().connector);
     let peers: Vec<Peer> = (0..4)
-        .map(|_| writer(&["put-loop", &config, "1"]))
+        // Bounded, so that a close that cannot keep up fails the test
+        // instead of filling the disk.
+        .map(|_| writer(&["put-loop", &config, "1", "5"]))
         .collect();
     thread::sleep(Duration::from_millis(20));
 

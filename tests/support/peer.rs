@@ -55,14 +55,17 @@ fn main() {
             }
             println!("whole {whole}");
         }
-        // put-loop <connector-config> <bytes>: stores objects of that size
-        // over and over until killed, ignoring errors (the store may be
-        // closing under it). Prints "writing" after the first stored object.
+        // put-loop <connector-config> <bytes> [<seconds>]: stores objects of
+        // that size over and over for that long (default 3 s) or until
+        // killed, ignoring errors (the store may be closing under it).
+        // Prints "writing" after the first stored object.
         "put-loop" => {
             let connector = connector(arg(1));
             let body = vec![7u8; arg(2).parse().unwrap()];
+            let seconds: u64 = arg(3).parse().unwrap_or(3);
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
             let mut announced = false;
-            loop {
+            while std::time::Instant::now() < until {
                 if connector.put(&[&body]).is_ok() && !announced {
                     println!("writing");
                     std::io::stdout().flush().unwrap();

@@ -1,7 +1,7 @@
 //! In-memory connector.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use serde::{Deserialize, Serialize};
@@ -115,9 +115,19 @@ impl Connector for LocalConnector {
     }
 
     fn open(&self, key: &Key) -> Result<Option<ObjectReader>> {
+        Ok(self.open_sized(key)?.map(|(reader, _)| reader))
+    }
+
+    fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
         let found = self.read().get(key).cloned();
         tracing::debug!(%key, size = found.as_ref().map(|b| b.len()), "local: open");
-        Ok(found.map(|b| Box::new(Cursor::new(SharedBytes(b))) as Box<dyn Read + Send>))
+        Ok(found.map(|b| {
+            let len = b.len() as u64;
+            (
+                Box::new(Cursor::new(SharedBytes(b))) as ObjectReader,
+                Some(len),
+            )
+        }))
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {

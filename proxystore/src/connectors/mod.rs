@@ -88,6 +88,14 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
             .map(|bytes| Box::new(std::io::Cursor::new(bytes)) as ObjectReader))
     }
 
+    /// Like [`open`](Connector::open), with the object's length in bytes
+    /// when the connector knows it without reading it (a file's size, a
+    /// buffer's length): decoding then reads large bodies into one buffer
+    /// of their final size. The default knows no length.
+    fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
+        Ok(self.open(key)?.map(|reader| (reader, None)))
+    }
+
     /// Creates a key whose value will be [`set`](Connector::set) later,
     /// possibly by another process (results, futures).
     fn new_key(&self) -> Result<Key> {

@@ -345,9 +345,13 @@ impl Store {
     ) -> Result<Option<T>> {
         self.check_open()?;
         let started = self.start();
-        let Some(reader) = self.inner.connector.open(key)? else {
+        let Some((reader, len)) = self.inner.connector.open_sized(key)? else {
             tracing::debug!(store = %self.name(), %key, "get: missing");
             return Ok(None);
+        };
+        let options = match len {
+            Some(len) => options.input_len(len),
+            None => options,
         };
         let mut counted = Counted {
             inner: BufReader::with_capacity(64 * 1024, reader),

@@ -300,14 +300,19 @@ impl FileConnector {
                 return Ok(());
             };
             if swept.removed == 0 {
-                if self.created {
+                if !self.created {
+                    return Ok(());
+                }
+                if swept.foreign > 0 {
                     tracing::warn!(
                         dir = %self.dir.display(),
                         foreign = swept.foreign,
                         "file: kept the directory: it holds files the store did not create"
                     );
+                    return Ok(());
                 }
-                return Ok(());
+                // Nothing of ours was left when we looked, yet the directory
+                // was not empty: a writer added an object since. Again.
             }
         }
         Err(Error::CloseIncomplete {
@@ -377,9 +382,13 @@ impl Connector for FileConnector {
     }
 
     fn open(&self, key: &Key) -> Result<Option<ObjectReader>> {
+        Ok(self.open_sized(key)?.map(|(reader, _)| reader))
+    }
+
+    fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
         let opened = self.open_object(key)?;
-        tracing::debug!(%key, found = opened.is_some(), "file: open");
-        Ok(opened.map(|(file, _)| Box::new(file) as ObjectReader))
+        tracing::debug!(%key, size = opened.as_ref().map(|(_, len)| *len), "file: open");
+        Ok(opened.map(|(file, len)| (Box::new(file) as ObjectReader, Some(len))))
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
