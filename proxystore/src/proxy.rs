@@ -176,7 +176,7 @@ impl<T: Storable> Proxy<T> {
     /// use proxystore::{Proxy, Store};
     ///
     /// let store = Store::new("resolve-async-doc", LocalConnector::new())?;
-    /// let proxies: Vec<Proxy<u64>> = (0..100)
+    /// let proxies: Vec<Proxy<u64>> = (0..100u64)
     ///     .map(|i| Ok(store.proxy_from_key(store.put(&i)?)))
     ///     .collect::<proxystore::Result<_>>()?;
     /// for proxy in &proxies {
