@@ -211,8 +211,14 @@ fn store_executor_on(
     (ex, dir)
 }
 
+/// Entries left in a store's directory, but for the store's own marker.
 fn leftovers(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| e.as_ref().map_or(true, |e| e.file_name() != ".proxystore"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn us(d: Duration) -> f64 {
