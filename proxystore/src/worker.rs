@@ -231,7 +231,9 @@ fn receive(input: impl io::Read, inbox: &Inbox, output: &Output) {
             Kind::Job => {
                 let mut state = inbox.lock();
                 let spare = std::mem::take(&mut state.spare);
-                state.jobs.push_back((header.id, std::mem::replace(&mut body, spare)));
+                state
+                    .jobs
+                    .push_back((header.id, std::mem::replace(&mut body, spare)));
                 inbox.queued.fetch_add(1, Ordering::AcqRel);
                 if state.sleeping {
                     inbox.ready.notify_one();
