@@ -73,6 +73,20 @@ fn fork_and_sleep(pidfile: PathBuf) -> u32 {
     0
 }
 
+/// Writes `bytes` on the worker's answer descriptor, as a broken task
+/// (or memory corruption) would.
+#[proxied]
+fn scribble(bytes: Vec<u8>) -> u32 {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the worker's answer pipe; forgotten below, so never closed.
+    let mut answers = unsafe { std::fs::File::from_raw_fd(4) };
+    let _ = answers.write_all(&bytes);
+    std::mem::forget(answers);
+    std::thread::sleep(Duration::from_millis(500));
+    0
+}
+
 fn executor(pool: ProcessPool) -> StoreExecutor {
     let store = Store::new(unique("faults"), LocalConnector::new()).unwrap();
     StoreExecutor::new(pool, store)
@@ -130,6 +144,33 @@ fn a_worker_announcing_a_huge_answer_fails_only_its_task() {
         let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
         assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
     }
+}
+
+#[test]
+fn a_task_writing_a_huge_length_on_the_answer_pipe_fails_only_its_worker() {
+    let ex = executor(pool(1).build().unwrap());
+    // A well-formed header announcing 2^62 bytes, then garbage.
+    let mut lie = b"PX".to_vec();
+    lie.push(3);
+    lie.extend_from_slice(&0u64.to_le_bytes());
+    lie.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    lie.extend_from_slice(&[0xab; 64]);
+    let err = ex
+        .submit(scribble::task(lie))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    let err = ex
+        .submit(scribble::task(vec![0xff; 64]))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("broke the worker protocol"),
+        "{err}"
+    );
+    assert_eq!(*ex.submit(double::task(4)).unwrap().result().unwrap(), 8);
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub(crate) struct SpinReader<R> {
     /// (another process may hold its write end).
     writer: Option<OwnedFd>,
     writer_exited: bool,
+    /// How long the middle of a message may go without a byte.
+    stall: Option<Duration>,
+    /// Whether a message's body is being read.
+    pub(crate) in_body: bool,
 }
 
 impl<R: Read + AsFd> SpinReader<R> {
@@ -49,7 +53,17 @@ impl<R: Read + AsFd> SpinReader<R> {
             window: spin_window(),
             writer: None,
             writer_exited: false,
+            stall: None,
+            in_body: false,
         })
+    }
+
+    /// Fails a read with [`io::ErrorKind::TimedOut`] when no byte arrives
+    /// for `limit` in the middle of a message's body (see `in_body`): a
+    /// writer that announced more than it sends, then stays silent.
+    pub(crate) fn stall_limit(mut self, limit: Duration) -> Self {
+        self.stall = Some(limit);
+        self
     }
 
     /// Ends the input (after what is already in the pipe) once process
@@ -74,10 +88,23 @@ impl<R: Read + AsFd> SpinReader<R> {
                 revents: 0,
             },
         ];
+        let timeout = match (self.in_body, self.stall) {
+            (true, Some(limit)) => limit.as_millis().min(i32::MAX as u128) as i32,
+            _ => -1,
+        };
         loop {
             // SAFETY: two valid pollfds (a negative fd is ignored).
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if r >= 0 {
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+            if r == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no byte of an announced message body arrived for {:?}",
+                        self.stall.unwrap_or_default()
+                    ),
+                ));
+            }
+            if r > 0 {
                 if fds[1].revents != 0 {
                     self.writer_exited = true;
                 }

@@ -54,8 +54,8 @@ pub(crate) fn started_as_worker_without_init() -> bool {
 /// Serves tasks and exits if this process was started as a pool worker;
 /// returns at once otherwise. Call it first thing in `main`.
 ///
-/// Before any task runs, the worker hides itself from its tasks: the
-/// protocol descriptors are moved out of the way and closed on `exec`, and
+/// Before any task runs, the worker hides itself from the programs its
+/// tasks start: the protocol descriptors are closed on `exec`, and
 /// [`WORKER_ENV`] is removed from the environment, so a program a task
 /// starts is an ordinary process (it can even start pools of its own).
 pub fn init() {
@@ -75,24 +75,24 @@ pub fn init() {
     std::process::exit(code);
 }
 
-/// Moves a protocol descriptor above the range tasks use, close-on-exec.
+/// Takes a protocol descriptor, made close-on-exec so that no program a
+/// task starts inherits it.
 fn take_descriptor(fd: i32) -> io::Result<File> {
     // SAFETY: F_GETFD only reads the descriptor's flags.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags == -1 {
         return Err(io::Error::other(format!(
             "{WORKER_ENV} is set but descriptors {REQUEST_FD} and {RESPONSE_FD} are not open; \
              worker mode is only for processes started by a ProcessPool"
         )));
     }
     // SAFETY: the pool passed this descriptor to us and nothing else in
-    // this process uses it; after the move only the returned File owns it.
+    // this process uses it: the returned File is its one owner.
     unsafe {
-        let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
-        if moved == -1 {
+        if libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) == -1 {
             return Err(io::Error::last_os_error());
         }
-        libc::close(fd);
-        Ok(File::from_raw_fd(moved))
+        Ok(File::from_raw_fd(fd))
     }
 }
 
@@ -213,7 +213,7 @@ fn serve() -> io::Result<()> {
 
 /// The input thread: queues jobs, answers revocations at once (even while
 /// a task runs), and closes the inbox when the pool closes the pipe.
-fn receive(input: impl io::Read, inbox: &Inbox, output: &Output) {
+fn receive(input: crate::spin::SpinReader<File>, inbox: &Inbox, output: &Output) {
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let mut body = Vec::new();
     loop {

@@ -126,10 +126,26 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// An input of messages; told when a body is being read, so that a pipe
+/// reader can tell a silent worker in the middle of a message (a lie about
+/// its length) from an idle one.
+pub(crate) trait Input: Read {
+    /// A body starts (`true`) or the message is whole (`false`).
+    fn in_body(&mut self, _reading: bool) {}
+}
+
+impl Input for &[u8] {}
+
+impl<R: Read + std::os::fd::AsFd> Input for io::BufReader<crate::spin::SpinReader<R>> {
+    fn in_body(&mut self, reading: bool) {
+        self.get_mut().in_body = reading;
+    }
+}
+
 /// Reads one message into `body` (replacing its contents). `Ok(None)` at a
 /// clean end of input, between messages.
 pub(crate) fn read_message(
-    input: &mut impl Read,
+    input: &mut impl Input,
     body: &mut Vec<u8>,
 ) -> Result<Option<Header>, ReadError> {
     let mut header = [0u8; HEADER];
@@ -144,7 +160,10 @@ pub(crate) fn read_message(
         Err(e) => return Err(ReadError::Io(e)),
     }
     let header = Header::parse(&header).map_err(ReadError::Malformed)?;
-    read_body(input, header.len, body)?;
+    input.in_body(true);
+    let read = read_body(input, header.len, body);
+    input.in_body(false);
+    read?;
     Ok(Some(header))
 }
 

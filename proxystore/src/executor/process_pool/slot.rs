@@ -25,6 +25,12 @@ use super::sched::Dispatch;
 use super::spawn::{self, Spawned};
 use crate::error::Error;
 
+/// How long a worker may go silent in the middle of a message before it is
+/// taken for broken: it writes each message at once, so a body that stops
+/// arriving was announced longer than it is (or the worker was stopped
+/// mid-write).
+const MESSAGE_STALL: Duration = Duration::from_secs(10);
+
 /// A worker that dies this soon after it started, without answering
 /// anything, makes its slot wait before starting the next one.
 const QUICK_DEATH: Duration = Duration::from_secs(1);
@@ -138,7 +144,7 @@ fn read_answers(
     };
     // A task may fork (without exec) and leave the copy running: the pipe
     // then stays open after the worker dies. Its exit ends the answers.
-    let responses = responses.until_exit_of(pid);
+    let responses = responses.until_exit_of(pid).stall_limit(MESSAGE_STALL);
     let mut input = BufReader::with_capacity(64 * 1024, responses);
     let mut body = Vec::new();
     let mut answered = false;
@@ -149,6 +155,12 @@ fn read_answers(
                 if let Err(violation) = dispatch.on_message(index, header, &mut body) {
                     return (answered, Some(violation));
                 }
+            }
+            Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                return (
+                    answered,
+                    Some(format!("it went silent in the middle of a message: {e}")),
+                )
             }
             Ok(None) | Err(ReadError::Io(_)) | Err(ReadError::Truncated(_)) => {
                 return (answered, None)
