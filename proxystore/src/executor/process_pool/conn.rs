@@ -209,11 +209,8 @@ fn write_ready(outbox: &mut Outbox) -> Progress {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Blocked,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
-                // The worker is gone (EPIPE): what is queued, a message
-                // cut off in the middle included, never reached it whole.
-                let lost: Vec<u64> = outbox.queue.drain(..).filter_map(|m| m.job_id()).collect();
-                outbox.undelivered.extend(lost);
-                outbox.offset = 0;
+                // The worker is gone (EPIPE): stop writing. What is still
+                // queued is counted as undelivered by `mark_dead`.
                 outbox.pipe = None;
                 outbox.dead = true;
                 return Progress::Finished;
