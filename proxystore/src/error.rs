@@ -251,6 +251,65 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A Redis server could not be reached or refused a command. The
+    /// server is named by host and port only: credentials never appear.
+    #[error("Redis at {server}: {operation} failed: {message}")]
+    Redis {
+        /// `host:port/db` of the server, without credentials.
+        server: String,
+        /// The operation that failed.
+        operation: String,
+        /// What the client or the server reported.
+        message: String,
+    },
+
+    /// An object is larger than the connector can hold.
+    #[error("{connector} connector: an object of {size} bytes is larger than its limit of {limit} bytes{hint}")]
+    TooLarge {
+        /// Which connector.
+        connector: String,
+        /// The object's size.
+        size: u64,
+        /// The connector's limit.
+        limit: u64,
+        /// What to do instead (may be empty).
+        hint: String,
+    },
+
+    /// A task argument or the executor's store lives where the executor's
+    /// workers cannot reach it (memory of this process, a directory of this
+    /// host), so the task would fail later on a worker.
+    #[error(
+        "store `{store}` ({connector}) is reachable only from {reach}, but {executor} runs tasks \
+         on {needed}; use a store every worker can reach (for example a RedisConnector, or a \
+         FileConnector marked `.shared()` on a file system all hosts mount)"
+    )]
+    Unreachable {
+        /// The store.
+        store: String,
+        /// Its connector kind.
+        connector: String,
+        /// Where it can be reached from.
+        reach: String,
+        /// The executor.
+        executor: String,
+        /// Where the executor's tasks run.
+        needed: String,
+    },
+
+    /// A task failed on every attempt it was given (its worker died each
+    /// time, or it could not be run), and was moved to the dead-letter
+    /// stream.
+    #[error("task `{task}` was given up after {attempts} attempts: {last}")]
+    AttemptsExhausted {
+        /// Name of the task.
+        task: String,
+        /// How many times it was delivered.
+        attempts: u64,
+        /// What happened on the last attempt.
+        last: String,
+    },
+
     /// A protocol frame between the pool and a worker was malformed.
     #[error("worker protocol error: {0}")]
     Protocol(String),

@@ -140,6 +140,10 @@ impl Connector for LocalConnector {
         Ok(())
     }
 
+    fn reach(&self) -> super::Reach {
+        super::Reach::Process
+    }
+
     fn close(&self) -> Result<()> {
         self.write().clear();
         Ok(())

@@ -118,6 +118,37 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>> {
         keys.iter().map(|key| self.get(key)).collect()
     }
+
+    /// Which processes can read what this connector stores. An executor
+    /// whose tasks run farther away refuses stores that cannot reach them.
+    /// The default, for connectors of your own, is [`Reach::Network`].
+    fn reach(&self) -> Reach {
+        Reach::Network
+    }
+}
+
+/// Which processes can reach a connector's objects, from nearest to
+/// farthest: a multi-host executor needs [`Reach::Network`], a pool of
+/// worker processes [`Reach::Host`] or more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reach {
+    /// Only this process (memory).
+    Process,
+    /// Processes on this host (a local directory, a server on loopback).
+    Host,
+    /// Processes on any host that can reach it over the network (a
+    /// server, a shared file system).
+    Network,
+}
+
+impl fmt::Display for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reach::Process => "this process",
+            Reach::Host => "this host",
+            Reach::Network => "other hosts",
+        })
+    }
 }
 
 /// The serializable description of a connector: its registered kind and

@@ -107,6 +107,7 @@ pub struct FileConnector {
     dir: PathBuf,
     clear: bool,
     created: bool,
+    shared: bool,
     id: Uuid,
     // Whether the directory was found to carry this store's marker; until
     // then (a rebuilt connector whose directory did not exist yet) every
@@ -121,6 +122,10 @@ struct Options {
     clear: bool,
     created: bool,
     id: Uuid,
+    /// On a file system that other hosts mount too (absent in
+    /// configurations written before this option existed).
+    #[serde(default)]
+    shared: bool,
 }
 
 /// Creates `dir` (and, if needed, its parents); whether this call made it.
@@ -174,6 +179,7 @@ impl FileConnector {
             clear: true,
             created,
             id,
+            shared: false,
         })
         .mark_verified())
     }
@@ -184,12 +190,22 @@ impl FileConnector {
         self
     }
 
+    /// Declares that the directory is on a file system every host of a
+    /// multi-host executor mounts at the same path (NFS, Lustre, ...), so
+    /// such an executor accepts the store ([`Reach::Network`](super::Reach));
+    /// otherwise a directory is taken to be this host's alone.
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
     fn with_options(options: Options) -> Self {
         let name = format!("file({})", options.directory.display());
         FileConnector {
             dir: options.directory,
             clear: options.clear,
             created: options.created,
+            shared: options.shared,
             id: options.id,
             verified: Arc::default(),
             name,
@@ -332,6 +348,7 @@ impl Connector for FileConnector {
             clear: self.clear,
             created: self.created,
             id: self.id,
+            shared: self.shared,
         };
         ConnectorConfig::new(Self::KIND, &options).expect("plain options serialize")
     }
@@ -411,6 +428,14 @@ impl Connector for FileConnector {
         entries::remove(&self.path(key))
             .map(drop)
             .map_err(|e| self.err("evicting", key, e))
+    }
+
+    fn reach(&self) -> super::Reach {
+        if self.shared {
+            super::Reach::Network
+        } else {
+            super::Reach::Host
+        }
     }
 
     fn close(&self) -> Result<()> {
