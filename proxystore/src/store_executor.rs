@@ -25,6 +25,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::connectors::Reach;
 use crate::error::{Error, Result};
 use crate::executor::{Completion, Executor, Shared, TaskFuture};
 use crate::key::Key;
@@ -53,6 +54,7 @@ use crate::Storable;
 ///   `close_store` (the default), as ProxyStore's executor does.
 pub struct StoreExecutor {
     executor: Box<dyn Executor>,
+    executor_name: &'static str,
     store: Store,
     policy: ShouldProxy,
     ownership: bool,
@@ -65,9 +67,13 @@ pub struct StoreExecutor {
 
 impl StoreExecutor {
     /// Wraps `executor` with `store`, with the default options.
-    pub fn new(executor: impl Executor, store: Store) -> Self {
+    pub fn new<E: Executor>(executor: E, store: Store) -> Self {
+        let full = std::any::type_name::<E>();
+        let path = full.split('<').next().unwrap_or(full);
+        let executor_name = path.rsplit("::").next().unwrap_or(path);
         let mut this = StoreExecutor {
             executor: Box::new(executor),
+            executor_name,
             store,
             policy: ShouldProxy::Never,
             ownership: true,
@@ -130,6 +136,10 @@ impl StoreExecutor {
                 task: task.name().into(),
             });
         }
+        let needed = self.executor.task_reach();
+        if needed > Reach::Process {
+            task.check_reach(&self.store, &self.policy, needed, self.executor_name)?;
+        }
         let (prepared, created) = task.prepare(&self.store, &self.policy);
         let prepared = match prepared {
             Ok(prepared) => prepared,
@@ -145,6 +155,7 @@ impl StoreExecutor {
                 return Err(e);
             }
         };
+        let created_keys = created.clone();
         let cleanup = {
             let store = self.store.clone();
             let proxied_result = prepared.result_listed || !self.policy.is_never();
@@ -171,6 +182,7 @@ impl StoreExecutor {
             context: self.context.clone(),
             result_key,
             payload: prepared.payload,
+            created: created_keys,
         };
         tracing::debug!(task = prepared.name, "submit");
         self.executor.submit(job, Completion::new(shared.clone()));

@@ -59,6 +59,8 @@ pub(crate) fn started_as_worker_without_init() -> bool {
 /// [`WORKER_ENV`] is removed from the environment, so a program a task
 /// starts is an ordinary process (it can even start pools of its own).
 pub fn init() {
+    #[cfg(feature = "cluster")]
+    crate::executor::cluster::serve_from_env();
     if std::env::var_os(WORKER_ENV).is_none() {
         return;
     }

@@ -16,6 +16,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
     match arg(0) {
+        // serve: a cluster worker that registers no task at all (the
+        // queue's address comes from the environment).
+        "serve" => {
+            proxystore::worker::init();
+            panic!("serve: PROXYSTORE_CLUSTER is not set");
+        }
         // get <connector-config> <key>: prints the object in hex, or "missing".
         "get" => {
             let connector = connector(arg(1));

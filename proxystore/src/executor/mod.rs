@@ -37,6 +37,8 @@
 //! }
 //! ```
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod completion;
 mod future;
 mod process_pool;
@@ -51,6 +53,7 @@ pub use thread_pool::ThreadPool;
 
 pub(crate) use completion::Shared;
 
+use crate::connectors::Reach;
 use crate::task::Job;
 
 /// Runs jobs.
@@ -67,6 +70,16 @@ pub trait Executor: Send + Sync + 'static {
     /// Stops accepting jobs. With `cancel_pending`, jobs not yet started
     /// are cancelled; with `wait`, returns once running jobs have finished.
     fn shutdown(&self, wait: bool, cancel_pending: bool);
+
+    /// Where this executor's tasks run, seen from the caller: a
+    /// [`StoreExecutor`](crate::StoreExecutor) refuses, with
+    /// [`Error::Unreachable`](crate::Error::Unreachable), to send a task
+    /// proxies of a store whose [`Connector::reach`](crate::connectors::Connector::reach)
+    /// is nearer. The default, [`Reach::Process`], accepts every store;
+    /// executors that run tasks in other processes should say so.
+    fn task_reach(&self) -> Reach {
+        Reach::Process
+    }
 }
 
 impl<E: Executor + ?Sized> Executor for Box<E> {
@@ -76,6 +89,9 @@ impl<E: Executor + ?Sized> Executor for Box<E> {
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
         (**self).shutdown(wait, cancel_pending)
     }
+    fn task_reach(&self) -> Reach {
+        (**self).task_reach()
+    }
 }
 
 impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
@@ -84,5 +100,8 @@ impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
     }
     fn shutdown(&self, wait: bool, cancel_pending: bool) {
         (**self).shutdown(wait, cancel_pending)
+    }
+    fn task_reach(&self) -> Reach {
+        (**self).task_reach()
     }
 }

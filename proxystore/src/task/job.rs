@@ -21,6 +21,10 @@ pub struct Job {
     pub(crate) context: Arc<[u8]>,
     pub(crate) result_key: Key,
     pub(crate) payload: Vec<u8>,
+    /// The inputs the submission put in the store (the caller evicts them
+    /// when the task ends; a multi-host executor passes them on, so that
+    /// a worker that finds the caller gone can evict them instead).
+    pub(crate) created: Vec<Key>,
 }
 
 impl fmt::Debug for Job {
@@ -150,8 +154,27 @@ impl Job {
             context: job.context.into(),
             result_key: job.result_key,
             payload: job.payload.to_vec(),
+            created: Vec::new(),
         })
     }
+}
+
+/// The store of a job received as bytes and the key reserved for its
+/// result: what a worker evicts when the caller is gone.
+#[cfg(feature = "cluster")]
+pub(crate) fn job_store_and_result(bytes: &[u8]) -> Result<(crate::store::Store, Key)> {
+    let job = JobRef::parse(bytes)?;
+    let ctx = decode_context(job.context).map_err(|f| Error::Protocol(f.message().to_string()))?;
+    Ok((
+        crate::store::get_or_create_store(&ctx.store)?,
+        job.result_key,
+    ))
+}
+
+/// The task name of a job received as bytes.
+#[cfg(feature = "cluster")]
+pub(crate) fn job_name(bytes: &[u8]) -> Result<&str> {
+    Ok(JobRef::parse(bytes)?.name)
 }
 
 /// Runs a job received as bytes (from [`Job::to_bytes`]) in this process.

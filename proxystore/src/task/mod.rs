@@ -50,11 +50,15 @@ mod registry;
 mod value;
 mod wire;
 
+#[cfg(feature = "cluster")]
+pub(crate) use job::{job_name, job_store_and_result};
 pub use job::{run_job_bytes, Job};
 #[doc(hidden)]
 pub use registry::TaskEntry;
 pub use registry::{check_registry, find_task, registered_tasks};
 pub(crate) use value::discard_output;
+#[cfg(feature = "cluster")]
+pub(crate) use value::evict_output;
 pub use value::TaskValue;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
@@ -216,6 +220,11 @@ pub(crate) struct Prepare<'a> {
 
 trait PendingArg: Send {
     fn prepare(self: Box<Self>, p: &mut Prepare<'_>) -> Result<()>;
+    /// Whether the argument's type is listed (it always goes through the
+    /// store).
+    fn listed(&self) -> bool;
+    /// The store of an argument that already is a stored object.
+    fn stored_in(&self) -> Option<&StoreConfig>;
 }
 
 struct Pending<T> {
@@ -243,6 +252,17 @@ impl<T: Storable> PendingArg for Pending<T> {
         }
         Ok(())
     }
+
+    fn listed(&self) -> bool {
+        self.listed
+    }
+
+    fn stored_in(&self) -> Option<&StoreConfig> {
+        match &self.arg {
+            Arg::Stored(factory) => Some(factory.store_config()),
+            Arg::Value(_) => None,
+        }
+    }
 }
 
 /// A task whose arguments have been placed: inline or in the store.
@@ -254,6 +274,41 @@ pub(crate) struct Prepared {
 }
 
 impl<R> Task<R> {
+    /// Refuses, before anything is stored, a task whose proxies could not
+    /// be resolved where `executor` runs it: `store` (if the task would put
+    /// anything there) or the store of an argument that is already stored
+    /// is nearer than `needed`.
+    pub(crate) fn check_reach(
+        &self,
+        store: &Store,
+        policy: &ShouldProxy,
+        needed: crate::connectors::Reach,
+        executor: &str,
+    ) -> Result<()> {
+        let check = |store: &Store| {
+            let reach = store.connector().reach();
+            if reach >= needed {
+                return Ok(());
+            }
+            Err(Error::Unreachable {
+                store: store.name().to_string(),
+                connector: store.config().connector.kind.clone(),
+                reach: reach.to_string(),
+                executor: executor.to_string(),
+                needed: needed.to_string(),
+            })
+        };
+        let uses_store =
+            self.result_listed || !policy.is_never() || self.args.iter().any(|a| a.listed());
+        if uses_store {
+            check(store)?;
+        }
+        for config in self.args.iter().filter_map(|a| a.stored_in()) {
+            check(&crate::store::get_or_create_store(config)?)?;
+        }
+        Ok(())
+    }
+
     /// Places the arguments. On error the keys created so far are returned
     /// with it, for the caller to evict.
     pub(crate) fn prepare(

@@ -106,3 +106,15 @@ pub(crate) fn discard_output(bytes: Vec<u8>) {
         }
     }
 }
+
+/// Evicts the object of a result that went through the store, owned or
+/// not: a worker does this when the caller is gone.
+#[cfg(feature = "cluster")]
+pub(crate) fn evict_output(bytes: &[u8]) {
+    let mut rest = bytes;
+    if let Some((OWNED | PROXY, body)) = read_frame(&mut rest) {
+        if let Ok(factory) = ciborium::from_reader::<Factory, _>(body) {
+            crate::owned::evict(&factory);
+        }
+    }
+}

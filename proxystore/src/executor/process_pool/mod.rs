@@ -243,6 +243,10 @@ impl Executor for ProcessPool {
             }
         }
     }
+
+    fn task_reach(&self) -> crate::connectors::Reach {
+        crate::connectors::Reach::Host
+    }
 }
 
 fn far_future() -> Instant {

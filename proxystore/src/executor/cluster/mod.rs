@@ -1,0 +1,400 @@
+//! Tasks on many hosts: an executor whose job queue is a Redis stream.
+//!
+//! The job engine is Redis itself: a stream per queue and a consumer group
+//! of workers, Redis's own at-least-once work queue. A caller adds jobs
+//! with `XADD`; workers block in `XREADGROUP` (nobody polls), run the job,
+//! and in one atomic step push the reply to the caller's own list, `XACK`
+//! and `XDEL` the entry; the caller blocks in `BLPOP` on that list. Every
+//! host runs the same executable in worker mode, and tasks are found in the
+//! `#[proxied]` registry by name, exactly as in a
+//! [`ProcessPool`](crate::executor::ProcessPool)'s workers.
+//!
+//! ```no_run
+//! use proxystore::connectors::RedisConnector;
+//! use proxystore::executor::cluster::ClusterExecutor;
+//! use proxystore::{proxied, Store, StoreExecutor};
+//!
+//! #[proxied(types = [String])]
+//! fn concat(base: String, num: i64) -> String {
+//!     format!("{base}-{num}")
+//! }
+//!
+//! fn main() -> proxystore::Result<()> {
+//!     proxystore::worker::init(); // with PROXYSTORE_CLUSTER set: serves the queue, never returns
+//!
+//!     let url = "redis://redis-host:6379";
+//!     let store = Store::new("cluster-example", RedisConnector::new(url)?)?;
+//!     let executor = StoreExecutor::new(ClusterExecutor::new(url, "jobs")?, store);
+//!     let result = executor.submit(concat::task("foobar".to_string(), 42))?.result()?;
+//!     assert_eq!(*result, "foobar-42");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Workers
+//!
+//! On each worker host, run the same executable with the queue's address:
+//!
+//! ```sh
+//! PROXYSTORE_CLUSTER=redis://redis-host:6379 PROXYSTORE_QUEUE=jobs ./my-program
+//! ```
+//!
+//! [`worker::init`](crate::worker::init) (first thing in `main`) then
+//! serves the queue and never returns. Start as many such processes per
+//! host as it has cores to spare: each is one consumer of the group, named
+//! after its host and process id, and runs one job at a time.
+//! [`ClusterWorker`] does the same from code.
+//!
+//! # Failures, and at-least-once delivery
+//!
+//! - Each worker renews a heartbeat key (expiring after
+//!   [`Settings::heartbeat_ttl`]) and, while a job runs, the job's lease
+//!   (its idle time in the pending-entries list), however long it runs.
+//! - Reapers (every worker, and the caller) look for jobs whose lease ran
+//!   out ([`Settings::lease`]) and whose consumer's heartbeat expired, and
+//!   take them over with `XCLAIM`: a worker runs them again. A host that
+//!   dies mid-task therefore has its jobs re-run elsewhere within about
+//!   `heartbeat_ttl + reap_every` (4 s with the defaults).
+//! - Redis counts deliveries. A job delivered [`Settings::max_attempts`]
+//!   times without finishing is given up: it is copied to the dead-letter
+//!   stream `proxystore:queue:<queue>:dead` (with its task name, caller,
+//!   attempts and reason) and its future fails with
+//!   [`Error::AttemptsExhausted`](crate::Error::AttemptsExhausted).
+//!
+//! **A task may run more than once**: a worker that was cut off from Redis
+//! (or stopped) long enough to be taken for dead may still finish the job
+//! someone else ran again. The first reply completes the future; later
+//! ones are ignored, and a result stored through the store is written
+//! under the key the caller reserved, so a re-run overwrites it and never
+//! leaves a copy. Make tasks idempotent: derive what they write elsewhere
+//! from their inputs (a key, a file name), write it whole (to a temporary
+//! name, then rename), and do not count on side effects happening once.
+//!
+//! A task that fails (an error, a panic) is not retried: its future fails
+//! with the task's message, as with every executor.
+//!
+//! # Nothing left behind
+//!
+//! Finished entries are acknowledged and deleted at once, so the stream
+//! holds only jobs waiting or running. Replies live in the caller's list,
+//! which expires ([`Settings::reply_ttl`]) if the caller stops reading. A
+//! caller that dies stops renewing its own heartbeat: workers then drop its
+//! waiting jobs and evict the objects of its jobs (inputs and results)
+//! instead of replying. A caller that shuts down removes its heartbeat and
+//! reply list. Workers remove the group's record of consumers that died.
+//!
+//! # Stores
+//!
+//! Tasks run on other hosts, so their proxies must resolve there: a
+//! [`StoreExecutor`](crate::StoreExecutor) over this executor refuses,
+//! with [`Error::Unreachable`](crate::Error::Unreachable), a store whose
+//! connector is only of this process (a
+//! [`LocalConnector`](crate::connectors::LocalConnector)) or of this host
+//! (a [`FileConnector`](crate::connectors::FileConnector) not marked
+//! `shared()`) — unless the queue's server is itself on this host
+//! (loopback), in which case all workers are too.
+
+mod caller;
+mod queue;
+mod redis_io;
+mod serve;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::connectors::Reach;
+use crate::error::{Error, Result};
+use crate::executor::{Completion, Executor};
+use crate::task::Job;
+
+pub use queue::Settings;
+pub use serve::ClusterWorker;
+
+use caller::{Inner, Out, Outbox};
+
+/// The environment variable that puts an executable in cluster worker
+/// mode: the queue server's URL (`redis://host:port/db`, credentials
+/// allowed). See [`worker::init`](crate::worker::init).
+pub const CLUSTER_ENV: &str = "PROXYSTORE_CLUSTER";
+
+/// The environment variable naming the queue a worker serves (default
+/// `default`).
+pub const QUEUE_ENV: &str = "PROXYSTORE_QUEUE";
+
+/// How long [`shutdown`](Executor::shutdown) waits by default for jobs
+/// that were submitted and not answered.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs tasks on workers that serve a Redis stream, on any number of hosts.
+/// See the [module docs](self).
+pub struct ClusterExecutor {
+    inner: Arc<Inner>,
+    /// Taken at shutdown: the sender thread ends when the last sender
+    /// goes (revokers borrow it only while they run).
+    outbox: Arc<Mutex<Option<Outbox>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterExecutor")
+            .field("server", &self.inner.server.name)
+            .field("queue", &self.inner.keys.jobs())
+            .field("caller", &self.inner.caller)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ClusterExecutor`].
+#[derive(Debug)]
+pub struct ClusterBuilder {
+    url: String,
+    queue: String,
+    settings: Settings,
+    shutdown_timeout: Duration,
+}
+
+impl ClusterBuilder {
+    /// Timings and limits (see [`Settings`]).
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// How many deliveries a job gets before it is given up (default 3).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.settings.max_attempts = attempts;
+        self
+    }
+
+    /// How long shutting down with `wait` waits for unanswered jobs
+    /// (default [`DEFAULT_SHUTDOWN_TIMEOUT`]); those still unanswered then
+    /// fail with [`Error::ShutDown`](crate::Error::ShutDown), and workers
+    /// drop them and evict their objects.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Connects, creates the queue if needed and starts the caller's
+    /// threads.
+    pub fn build(self) -> Result<ClusterExecutor> {
+        self.settings.check()?;
+        let server = redis_io::Server::open(&self.url)?;
+        let keys = queue::Keys::new(&self.queue)?;
+        let inner = caller::shared(Inner::new(server, keys, self.settings));
+        let mut con = inner.server.connect(Some(redis_io::COMMAND_TIMEOUT))?;
+        serve::ensure_group(&mut con, &inner.keys, &inner.server)?;
+        // Alive before the first job: workers drop jobs of callers that
+        // are not.
+        redis::cmd("SET")
+            .arg(inner.alive_key())
+            .arg(1)
+            .arg("PX")
+            .arg(queue::ms(inner.caller_ttl()))
+            .query::<()>(&mut con)
+            .map_err(|e| inner.server.err("starting the caller's heartbeat", e))?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Out>();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|source| Error::ThreadSpawn {
+                    purpose: "serve a cluster executor",
+                    source,
+                })
+        };
+        let mut threads = Vec::new();
+        let i = inner.clone();
+        threads.push(spawn(
+            "proxystore-cluster-send",
+            Box::new(move || caller::send(&i, &rx)),
+        )?);
+        let i = inner.clone();
+        threads.push(spawn(
+            "proxystore-cluster-replies",
+            Box::new(move || caller::receive(&i)),
+        )?);
+        let i = inner.clone();
+        threads.push(spawn(
+            "proxystore-cluster-keeper",
+            Box::new(move || caller::keep(&i)),
+        )?);
+        Ok(ClusterExecutor {
+            inner,
+            outbox: Arc::new(Mutex::new(Some(tx))),
+            threads: Mutex::new(threads),
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+impl ClusterExecutor {
+    /// An executor on `queue` of the Redis server at `url`, with the
+    /// default settings.
+    pub fn new(url: &str, queue: &str) -> Result<ClusterExecutor> {
+        ClusterExecutor::builder(url, queue).build()
+    }
+
+    /// A builder for an executor on `queue` of the server at `url`.
+    pub fn builder(url: &str, queue: &str) -> ClusterBuilder {
+        ClusterBuilder {
+            url: url.to_string(),
+            queue: queue.to_string(),
+            settings: Settings::default(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+
+    /// Jobs submitted and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.inner.outstanding()
+    }
+
+    fn outbox(&self) -> Option<Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn finish_shutdown(inner: &Inner, threads: Vec<JoinHandle<()>>, timeout: Duration) {
+        if !inner.wait_idle(timeout) {
+            // Workers drop what they still hold once the heartbeat is gone.
+            caller::leave(inner);
+            inner.fail_all(|task| Error::ShutDown { task: task.into() });
+        }
+        inner.stop();
+        caller::wake_reader(inner);
+        for t in threads {
+            let _ = t.join();
+        }
+        caller::leave(inner);
+    }
+}
+
+impl Executor for ClusterExecutor {
+    fn submit(&self, job: Job, completion: Completion) {
+        let Some(outbox) = self.outbox() else {
+            let task = completion.name().to_string();
+            completion.fail(Error::ShutDown { task });
+            return;
+        };
+        let id = self.inner.next_id();
+        let revoke = {
+            let outbox = Arc::downgrade(&self.outbox);
+            move || {
+                // Cancelling waits for the answer (bounded: a server that
+                // does not answer leaves the job to run).
+                let Some(outbox) = outbox.upgrade() else {
+                    return;
+                };
+                let sender = outbox.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let Some(sender) = sender else { return };
+                let (done, wait) = crossbeam_channel::bounded(1);
+                if sender.send(Out::Revoke(id, Some(done))).is_ok() {
+                    drop(sender);
+                    let _ = wait.recv_timeout(Duration::from_secs(2));
+                }
+            }
+        };
+        completion.on_cancel(revoke);
+        self.inner.register(id, completion);
+        if outbox.send(Out::Job { id, job }).is_err() {
+            self.inner.fail(id, Error::ShutDown { task: "?".into() });
+        }
+    }
+
+    fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        let Some(outbox) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        if cancel_pending {
+            for id in self.inner.pending_ids() {
+                let _ = outbox.send(Out::Revoke(id, None));
+            }
+        }
+        drop(outbox);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let inner = self.inner.clone();
+        let timeout = self.shutdown_timeout;
+        if wait {
+            ClusterExecutor::finish_shutdown(&inner, threads, timeout);
+        } else {
+            // Results keep coming in the background until done or timed
+            // out.
+            let _ = std::thread::Builder::new()
+                .name("proxystore-cluster-shutdown".into())
+                .spawn(move || ClusterExecutor::finish_shutdown(&inner, threads, timeout));
+        }
+    }
+
+    fn task_reach(&self) -> Reach {
+        if self.inner.server.local {
+            Reach::Host
+        } else {
+            Reach::Network
+        }
+    }
+}
+
+impl Drop for ClusterExecutor {
+    fn drop(&mut self) {
+        if !self.inner.stopping.load(Ordering::Acquire) {
+            self.shutdown(true, false);
+        }
+    }
+}
+
+/// Serves the queue named by the environment if [`CLUSTER_ENV`] is set
+/// (never returning); returns otherwise.
+pub(crate) fn serve_from_env() {
+    let Some(url) = std::env::var_os(CLUSTER_ENV) else {
+        return;
+    };
+    let url = url.to_string_lossy().into_owned();
+    let queue = std::env::var(QUEUE_ENV).unwrap_or_else(|_| "default".into());
+    let settings = settings_from_env();
+    // Only this thread runs yet (worker mode is entered first thing in
+    // main): programs that tasks start do not inherit worker mode.
+    for var in [CLUSTER_ENV, QUEUE_ENV] {
+        std::env::remove_var(var);
+    }
+    let code = match settings
+        .and_then(|s| ClusterWorker::new(&url, &queue)?.settings(s))
+        .and_then(ClusterWorker::run)
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("proxystore cluster worker {}: {e}", std::process::id());
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// [`Settings`] with the overrides of `PROXYSTORE_HEARTBEAT_MS`,
+/// `PROXYSTORE_HEARTBEAT_TTL_MS`, `PROXYSTORE_LEASE_MS` and
+/// `PROXYSTORE_REAP_MS`.
+fn settings_from_env() -> Result<Settings> {
+    let mut s = Settings::default();
+    for (var, field) in [
+        ("PROXYSTORE_HEARTBEAT_MS", &mut s.heartbeat),
+        ("PROXYSTORE_HEARTBEAT_TTL_MS", &mut s.heartbeat_ttl),
+        ("PROXYSTORE_LEASE_MS", &mut s.lease),
+        ("PROXYSTORE_REAP_MS", &mut s.reap_every),
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            let ms: u64 = v.parse().map_err(|_| Error::InvalidConfig {
+                kind: "cluster queue".into(),
+                reason: format!("{var}={v:?} is not a number of milliseconds"),
+            })?;
+            *field = Duration::from_millis(ms);
+        }
+    }
+    s.check()?;
+    Ok(s)
+}

@@ -1,0 +1,305 @@
+//! The queue's keys in Redis, its settings, the scripts that change
+//! several keys at once, and the format of replies.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The consumer group every worker of a queue reads in.
+pub(super) const GROUP: &str = "workers";
+
+/// How many replies a caller takes per round trip.
+pub(super) const REPLY_BATCH: usize = 1024;
+
+/// The keys of one queue.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(queue: &str) -> Result<Keys> {
+        if queue.is_empty()
+            || queue.len() > 200
+            || !queue
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(Error::InvalidConfig {
+                kind: "cluster queue".into(),
+                reason: format!(
+                    "queue name {queue:?}: use 1 to 200 ASCII letters, digits, '-', '_' or '.'"
+                ),
+            });
+        }
+        Ok(Keys {
+            prefix: format!("proxystore:queue:{queue}"),
+        })
+    }
+
+    /// The stream of jobs.
+    pub(crate) fn jobs(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
+    /// The stream of jobs given up after their last attempt.
+    pub(crate) fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
+    /// A caller's list of replies.
+    pub(crate) fn reply(&self, caller: &str) -> String {
+        format!("{}:reply:{caller}", self.prefix)
+    }
+
+    /// A process's heartbeat key (workers and callers).
+    pub(crate) fn alive(&self, member: &str) -> String {
+        format!("{}:alive:{member}", self.prefix)
+    }
+}
+
+/// Timings and limits shared by callers and workers of a queue.
+///
+/// The defaults find a dead worker within about 3 s and suit tasks of any
+/// length (a running task keeps its job leased). Callers and workers of one
+/// queue should use the same values.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a process renews its heartbeat key and the lease of the
+    /// job it runs (default 1 s).
+    pub heartbeat: Duration,
+    /// How long a heartbeat key lives without renewal: a process silent
+    /// that long is taken for dead (default 3 s).
+    pub heartbeat_ttl: Duration,
+    /// How long a delivered job may go without its lease being renewed
+    /// before a reaper may take it from a consumer whose heartbeat expired
+    /// (default 3 s).
+    pub lease: Duration,
+    /// How often reapers look for jobs of dead consumers (default 1 s).
+    pub reap_every: Duration,
+    /// How many times a job is delivered before it is given up and moved
+    /// to the dead-letter stream (default 3). Set by the caller, carried by
+    /// each job.
+    pub max_attempts: u32,
+    /// How long replies wait for a caller that stopped reading them, and
+    /// jobs for a caller that died, before they expire (default 1 hour).
+    pub reply_ttl: Duration,
+    /// How long entries stay in the dead-letter stream (default 1 day).
+    pub dead_letter_ttl: Duration,
+    /// How long a caller's heartbeat lives without renewal (default 30 s).
+    /// Workers drop the jobs of a caller silent that long, and evict their
+    /// objects: keep it well above any stall the caller may have.
+    pub caller_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            heartbeat: Duration::from_secs(1),
+            heartbeat_ttl: Duration::from_secs(3),
+            lease: Duration::from_secs(3),
+            reap_every: Duration::from_secs(1),
+            max_attempts: 3,
+            reply_ttl: Duration::from_secs(3600),
+            dead_letter_ttl: Duration::from_secs(24 * 3600),
+            caller_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Settings {
+    pub(crate) fn check(&self) -> Result<()> {
+        let bad = |reason: String| {
+            Err(Error::InvalidConfig {
+                kind: "cluster queue".into(),
+                reason,
+            })
+        };
+        if self.heartbeat.is_zero() || self.heartbeat_ttl <= self.heartbeat {
+            return bad(format!(
+                "heartbeat_ttl ({:?}) must be longer than the heartbeat interval ({:?})",
+                self.heartbeat_ttl, self.heartbeat
+            ));
+        }
+        if self.lease <= self.heartbeat {
+            return bad(format!(
+                "the lease ({:?}) must be longer than the heartbeat interval ({:?}) that renews it",
+                self.lease, self.heartbeat
+            ));
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts must be at least 1".into());
+        }
+        if self.caller_ttl <= self.heartbeat {
+            return bad(format!(
+                "caller_ttl ({:?}) must be longer than the heartbeat interval ({:?})",
+                self.caller_ttl, self.heartbeat
+            ));
+        }
+        if self.reap_every.is_zero() || self.reply_ttl.is_zero() || self.dead_letter_ttl.is_zero() {
+            return bad("reap_every, reply_ttl and dead_letter_ttl must not be zero".into());
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Finishes a job: if its caller is alive, queue the reply (and keep the
+/// list from outliving an absent reader); in every case acknowledge and
+/// delete the entry. Returns 1 if the reply was queued, 0 if the caller is
+/// gone. KEYS: jobs, reply, caller's heartbeat. ARGV: group, entry id,
+/// reply, reply ttl (ms).
+pub(super) const FINISH: &str = r"
+local alive = redis.call('EXISTS', KEYS[3])
+if alive == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return alive
+";
+
+/// Gives a job up: copy it to the dead-letter stream, reply to its caller
+/// (if alive), acknowledge and delete it. KEYS: jobs, dead, reply, caller's
+/// heartbeat. ARGV: group, entry id, reply, reply ttl (ms), dead-letter ttl
+/// (ms), task name, caller, attempts, reason.
+pub(super) const GIVE_UP: &str = r"
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*',
+  'task', ARGV[6], 'caller', ARGV[7], 'attempts', ARGV[8], 'reason', ARGV[9],
+  'entry', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+local alive = redis.call('EXISTS', KEYS[4])
+if alive == 1 then
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return alive
+";
+
+/// Takes back a job nobody has been delivered yet: deletes it if it is not
+/// in the pending-entries list. Returns 1 if it was deleted. KEYS: jobs.
+/// ARGV: group, entry id.
+pub(super) const REVOKE: &str = r"
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending > 0 then
+  return 0
+end
+return redis.call('XDEL', KEYS[1], ARGV[2])
+";
+
+/// What a worker sends back for one job.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The task's encoded result.
+    Done(Vec<u8>),
+    /// The task failed (error, panic, undecodable arguments).
+    Failed(String),
+    /// The worker has no task of that name.
+    UnknownTask { registered: String },
+    /// The job was delivered `attempts` times without finishing.
+    GaveUp { attempts: u64, reason: String },
+    /// The caller wakes its own reader to stop it.
+    Stop,
+}
+
+const DONE: u8 = 0;
+const FAILED: u8 = 1;
+const UNKNOWN: u8 = 2;
+const GAVE_UP: u8 = 3;
+const STOP: u8 = 255;
+
+impl Reply {
+    /// `kind, job id (8 bytes, little endian), body`.
+    pub(crate) fn encode(&self, id: u64) -> Vec<u8> {
+        let (kind, body): (u8, &[u8]) = match self {
+            Reply::Done(bytes) => (DONE, bytes),
+            Reply::Failed(message) => (FAILED, message.as_bytes()),
+            Reply::UnknownTask { registered } => (UNKNOWN, registered.as_bytes()),
+            Reply::GaveUp { .. } => (GAVE_UP, &[]),
+            Reply::Stop => (STOP, &[]),
+        };
+        let mut out = Vec::with_capacity(9 + body.len() + 16);
+        out.push(kind);
+        out.extend_from_slice(&id.to_le_bytes());
+        if let Reply::GaveUp { attempts, reason } = self {
+            out.extend_from_slice(&attempts.to_le_bytes());
+            out.extend_from_slice(reason.as_bytes());
+        } else {
+            out.extend_from_slice(body);
+        }
+        out
+    }
+
+    /// Reads a reply; `None` if it is malformed.
+    pub(crate) fn decode(mut bytes: Vec<u8>) -> Option<(u64, Reply)> {
+        if bytes.len() < 9 {
+            return None;
+        }
+        let kind = bytes[0];
+        let id = u64::from_le_bytes(bytes[1..9].try_into().ok()?);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let reply = match kind {
+            DONE => {
+                bytes.drain(..9);
+                Reply::Done(bytes)
+            }
+            FAILED => Reply::Failed(text(&bytes[9..])),
+            UNKNOWN => Reply::UnknownTask {
+                registered: text(&bytes[9..]),
+            },
+            GAVE_UP => {
+                let attempts = u64::from_le_bytes(bytes.get(9..17)?.try_into().ok()?);
+                Reply::GaveUp {
+                    attempts,
+                    reason: text(&bytes[17..]),
+                }
+            }
+            STOP => Reply::Stop,
+            _ => return None,
+        };
+        Some((id, reply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_round_trip_and_garbage_is_refused() {
+        for reply in [
+            Reply::Done(vec![1, 2, 3]),
+            Reply::Failed("boom".into()),
+            Reply::UnknownTask {
+                registered: "a, b".into(),
+            },
+            Reply::GaveUp {
+                attempts: 3,
+                reason: "died".into(),
+            },
+            Reply::Stop,
+        ] {
+            let (id, back) = Reply::decode(reply.encode(42)).unwrap();
+            assert_eq!(id, 42);
+            assert_eq!(format!("{back:?}"), format!("{reply:?}"));
+        }
+        assert!(Reply::decode(vec![0; 8]).is_none());
+        assert!(Reply::decode(vec![7; 20]).is_none());
+        assert!(Reply::decode([&[GAVE_UP][..], &[0; 10]].concat()).is_none());
+    }
+
+    #[test]
+    fn queue_names_are_checked() {
+        assert!(Keys::new("jobs-1.a_b").is_ok());
+        for bad in ["", "a b", "a:b", "a*", "ä"] {
+            assert!(Keys::new(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Keys::new("q").unwrap().jobs(), "proxystore:queue:q:jobs");
+    }
+}

@@ -1,0 +1,641 @@
+//! A worker: one consumer of the queue's group, running one job at a time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::{Connection, Value};
+
+use super::queue::{ms, Keys, Reply, Settings, FINISH, GIVE_UP, GROUP};
+use super::redis_io::{self, is_connection_error, Entry, Server, COMMAND_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+/// A worker of a queue: runs the jobs that callers submit through a
+/// [`ClusterExecutor`](super::ClusterExecutor) on the same queue, finding
+/// each task by name among this executable's `#[proxied]` functions.
+///
+/// Most programs do not build one: they run their own executable with
+/// [`CLUSTER_ENV`](super::CLUSTER_ENV) set, and
+/// [`worker::init`](crate::worker::init) serves the queue (see the
+/// [module docs](super)). `ClusterWorker` is for programs that decide
+/// themselves when to serve.
+///
+/// ```no_run
+/// use proxystore::executor::cluster::ClusterWorker;
+///
+/// let worker = ClusterWorker::new("redis://redis-host:6379", "jobs")?;
+/// let stop = worker.stop_handle();        // set it to stop after the current job
+/// worker.run()?;                          // serves until stopped
+/// # Ok::<(), proxystore::Error>(())
+/// ```
+pub struct ClusterWorker {
+    server: Server,
+    keys: Keys,
+    settings: Settings,
+    consumer: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for ClusterWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterWorker")
+            .field("server", &self.server.name)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterWorker {
+    /// A worker of `queue` on the Redis server at `url`, with the default
+    /// [`Settings`].
+    pub fn new(url: &str, queue: &str) -> Result<ClusterWorker> {
+        Ok(ClusterWorker {
+            server: Server::open(url)?,
+            keys: Keys::new(queue)?,
+            settings: Settings::default(),
+            consumer: format!(
+                "{}-{}-{}",
+                redis_io::hostname(),
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            stop: Arc::default(),
+        })
+    }
+
+    /// Uses these timings (they should match the callers').
+    pub fn settings(mut self, settings: Settings) -> Result<Self> {
+        settings.check()?;
+        self.settings = settings;
+        Ok(self)
+    }
+
+    /// This worker's consumer name in the group: host, process id and a
+    /// random suffix.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// A flag that stops [`run`](ClusterWorker::run) once the job it runs
+    /// (if any) is finished.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Serves jobs until stopped. Survives restarts of the server (it
+    /// reconnects, with growing pauses up to 1 s); returns an error only
+    /// if it cannot start (the first connection fails).
+    pub fn run(self) -> Result<()> {
+        let con = self.server.connect(Some(self.read_timeout()))?;
+        let state = Arc::new(Heart {
+            current: Mutex::new(None),
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let mut worker = Serving {
+            con,
+            w: &self,
+            heart: state.clone(),
+            last_reap: Instant::now() - self.settings.reap_every,
+            reaps: 0,
+        };
+        // Alive before reading: a reaper must never see this consumer's
+        // jobs without its heartbeat.
+        worker.with_retry("heartbeat", |con, w| {
+            beat(con, &w.keys, &w.consumer, &w.settings)
+        });
+        ensure_group(&mut worker.con, &self.keys, &self.server)?;
+        let heartbeat = {
+            let (server, keys, settings, consumer) = (
+                self.server.clone(),
+                self.keys.clone(),
+                self.settings.clone(),
+                self.consumer.clone(),
+            );
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name("proxystore-cluster-heartbeat".into())
+                .spawn(move || heartbeat(&server, &keys, &settings, &consumer, &state))
+                .map_err(|source| Error::ThreadSpawn {
+                    purpose: "renew the worker's heartbeat",
+                    source,
+                })?
+        };
+        tracing::info!(consumer = %self.consumer, server = %self.server.name, "cluster worker serving");
+        while !self.stop.load(Ordering::Acquire) {
+            worker.step();
+        }
+        *state.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        state.wake.notify_all();
+        let _ = heartbeat.join();
+        // Nothing of ours is pending: leave the group and say goodbye.
+        let _: redis::RedisResult<Value> = redis::pipe()
+            .cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(self.keys.jobs())
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .cmd("DEL")
+            .arg(self.keys.alive(&self.consumer))
+            .query(&mut worker.con);
+        Ok(())
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.settings.reap_every + COMMAND_TIMEOUT
+    }
+}
+
+/// What the heartbeat thread shares with the main one.
+struct Heart {
+    /// The entry being run, whose lease the heartbeat renews.
+    current: Mutex<Option<String>>,
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+struct Serving<'a> {
+    con: Connection,
+    w: &'a ClusterWorker,
+    heart: Arc<Heart>,
+    last_reap: Instant,
+    reaps: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn beat(
+    con: &mut Connection,
+    keys: &Keys,
+    member: &str,
+    settings: &Settings,
+) -> redis::RedisResult<()> {
+    redis::cmd("SET")
+        .arg(keys.alive(member))
+        .arg(1)
+        .arg("PX")
+        .arg(ms(settings.heartbeat_ttl))
+        .query(con)
+}
+
+/// Creates the queue's stream and group if they do not exist.
+pub(super) fn ensure_group(con: &mut Connection, keys: &Keys, server: &Server) -> Result<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys.jobs())
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(con);
+    match created {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(server.err("creating the queue's consumer group", e)),
+    }
+}
+
+fn heartbeat(server: &Server, keys: &Keys, settings: &Settings, consumer: &str, heart: &Heart) {
+    let mut con: Option<Connection> = None;
+    loop {
+        {
+            let stopped = heart.stopped.lock().unwrap_or_else(|e| e.into_inner());
+            let (stopped, _) = heart
+                .wake
+                .wait_timeout_while(stopped, settings.heartbeat, |s| !*s)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                return;
+            }
+        }
+        if con.is_none() {
+            con = server.connect(Some(COMMAND_TIMEOUT)).ok();
+        }
+        let Some(c) = con.as_mut() else { continue };
+        let current = heart
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(keys.alive(consumer))
+            .arg(1)
+            .arg("PX")
+            .arg(ms(settings.heartbeat_ttl))
+            .ignore();
+        if let Some(id) = current {
+            // Renews the job's lease: its idle time starts again, and the
+            // delivery count stays (JUSTID).
+            pipe.cmd("XCLAIM")
+                .arg(keys.jobs())
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(0)
+                .arg(id)
+                .arg("JUSTID")
+                .ignore();
+        }
+        if let Err(e) = pipe.query::<()>(c) {
+            tracing::warn!(error = %e, "cluster worker: heartbeat failed");
+            if is_connection_error(&e) {
+                con = None;
+            }
+        }
+    }
+}
+
+impl Serving<'_> {
+    /// Runs `op`, reconnecting (with growing pauses) until it succeeds or
+    /// the worker is stopped. Errors that are not about the connection are
+    /// returned.
+    fn with_retry<T>(
+        &mut self,
+        what: &str,
+        mut op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        let w = self.w;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match op(&mut self.con, w) {
+                Ok(v) => return Some(v),
+                Err(e) if is_connection_error(&e) || e.code() == Some("NOGROUP") => {
+                    tracing::warn!(error = %e, "cluster worker: {what} failed; reconnecting");
+                    if w.stop.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    if let Ok(con) = w.server.connect(Some(w.read_timeout())) {
+                        self.con = con;
+                        let _ = ensure_group(&mut self.con, &w.keys, &w.server);
+                        let _ = beat(&mut self.con, &w.keys, &w.consumer, &w.settings);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster worker: {what} failed");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        if self.last_reap.elapsed() >= self.w.settings.reap_every {
+            self.last_reap = Instant::now();
+            for (entry, attempt) in self.reap() {
+                self.handle(entry, attempt);
+            }
+        }
+        let block = ms(self.w.settings.reap_every);
+        let read = self.with_retry("reading jobs", |con, w| {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&w.consumer)
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(block)
+                .arg("STREAMS")
+                .arg(w.keys.jobs())
+                .arg(">")
+                .query::<Value>(con)
+        });
+        for entry in read
+            .as_ref()
+            .map(redis_io::read_entries)
+            .unwrap_or_default()
+        {
+            self.handle(entry, 1);
+        }
+    }
+
+    /// Takes over the jobs of consumers whose heartbeat expired and whose
+    /// lease ran out; returns them with their attempt numbers, after giving
+    /// up those that used their last attempt.
+    fn reap(&mut self) -> Vec<(Entry, u64)> {
+        let me = self.w.consumer.clone();
+        let stale = reap_candidates(&mut self.con, &self.w.keys, &self.w.settings, &me);
+        let mut run = Vec::new();
+        for (id, delivered) in stale.unwrap_or_default() {
+            let claimed = self.with_retry("claiming a job", |con, w| {
+                redis::cmd("XCLAIM")
+                    .arg(w.keys.jobs())
+                    .arg(GROUP)
+                    .arg(&me)
+                    .arg(ms(w.settings.lease))
+                    .arg(&id)
+                    .query::<Value>(con)
+            });
+            for entry in claimed.as_ref().map(redis_io::entries).unwrap_or_default() {
+                let max = entry
+                    .text("attempts")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(1u64);
+                if delivered >= max {
+                    let reason =
+                        format!("its worker died or was lost on each of {delivered} attempts");
+                    give_up(
+                        &mut self.con,
+                        &self.w.keys,
+                        &self.w.settings,
+                        &entry,
+                        delivered,
+                        &reason,
+                    );
+                } else {
+                    tracing::info!(entry = %entry.id, attempt = delivered + 1, "cluster worker: re-running a job of a dead worker");
+                    run.push((entry, delivered + 1));
+                }
+            }
+        }
+        self.reaps += 1;
+        if self.reaps % 10 == 1 {
+            forget_dead_consumers(&mut self.con, &self.w.keys, &self.w.settings);
+        }
+        run
+    }
+
+    /// Runs one job and sends its reply.
+    fn handle(&mut self, entry: Entry, attempt: u64) {
+        let keys = self.w.keys.clone();
+        let parsed = JobEntry::parse(&entry);
+        let Some(job) = parsed else {
+            tracing::error!(entry = %entry.id, "cluster worker: malformed job entry dropped");
+            let _ = redis::pipe()
+                .cmd("XACK")
+                .arg(keys.jobs())
+                .arg(GROUP)
+                .arg(&entry.id)
+                .ignore()
+                .cmd("XDEL")
+                .arg(keys.jobs())
+                .arg(&entry.id)
+                .ignore()
+                .query::<()>(&mut self.con);
+            return;
+        };
+        let caller_alive = keys.alive(job.caller);
+        // A job that waited longer than a heartbeat may belong to a caller
+        // that is gone: then nobody wants it.
+        let waited = now_ms().saturating_sub(entry.added_ms());
+        if waited > ms(self.w.settings.heartbeat_ttl) {
+            let alive: Option<i64> = self.with_retry("checking the caller", |con, _| {
+                redis::cmd("EXISTS").arg(&caller_alive).query(con)
+            });
+            if alive == Some(0) {
+                tracing::info!(entry = %entry.id, "cluster worker: dropping a job whose caller is gone");
+                orphaned(job.job, None, job.created);
+                let _ = redis::pipe()
+                    .cmd("XACK")
+                    .arg(keys.jobs())
+                    .arg(GROUP)
+                    .arg(&entry.id)
+                    .ignore()
+                    .cmd("XDEL")
+                    .arg(keys.jobs())
+                    .arg(&entry.id)
+                    .ignore()
+                    .query::<()>(&mut self.con);
+                return;
+            }
+        }
+        *self.heart.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.id.clone());
+        let reply = match crate::task::job_name(job.job).and_then(crate::task::find_task) {
+            Err(Error::UnknownTask { registered, .. }) => Reply::UnknownTask { registered },
+            _ => match crate::task::run_job_bytes(job.job) {
+                Ok(bytes) => Reply::Done(bytes),
+                Err(failure) => Reply::Failed(failure.message().to_string()),
+            },
+        };
+        tracing::debug!(entry = %entry.id, attempt, "cluster worker: job done");
+        let blob = reply.encode(job.id);
+        let reply_key = keys.reply(job.caller);
+        let ttl = ms(self.w.settings.reply_ttl);
+        let delivered = self.with_retry("sending a reply", |con, _| {
+            redis::cmd("EVAL")
+                .arg(FINISH)
+                .arg(3)
+                .arg(keys.jobs())
+                .arg(&reply_key)
+                .arg(&caller_alive)
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&blob)
+                .arg(ttl)
+                .query::<i64>(con)
+        });
+        *self.heart.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if delivered != Some(1) {
+            let output = match &reply {
+                Reply::Done(bytes) => Some(&bytes[..]),
+                _ => None,
+            };
+            orphaned(job.job, output, job.created);
+        }
+    }
+}
+
+/// The fields of a job entry.
+pub(super) struct JobEntry<'a> {
+    pub(super) job: &'a [u8],
+    pub(super) caller: &'a str,
+    pub(super) id: u64,
+    pub(super) created: Vec<Key>,
+}
+
+impl<'a> JobEntry<'a> {
+    pub(super) fn parse(entry: &'a Entry) -> Option<JobEntry<'a>> {
+        let caller = entry.text("caller")?;
+        if caller.is_empty() || !caller.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        let created = entry
+            .field("evict")
+            .unwrap_or_default()
+            .chunks(16)
+            .filter_map(|b| uuid::Uuid::from_slice(b).ok())
+            .filter_map(|u| Key::parse(&u.hyphenated().to_string()).ok())
+            .collect();
+        Some(JobEntry {
+            job: entry.field("job")?,
+            caller,
+            id: entry.text("id")?.parse().ok()?,
+            created,
+        })
+    }
+}
+
+/// Evicts what a job of a caller that is gone put in the store: its result
+/// (if it went through the store) and its inputs.
+pub(super) fn orphaned(job: &[u8], output: Option<&[u8]>, created: Vec<Key>) {
+    if let Some(output) = output {
+        crate::task::evict_output(output);
+    }
+    match crate::task::job_store_and_result(job) {
+        Ok((store, result_key)) => {
+            for key in created.iter().chain([&result_key]) {
+                if let Err(e) = store.evict(key) {
+                    tracing::debug!(%key, error = %e, "cluster: could not evict an orphaned object");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cluster: the store of an orphaned job is unknown"),
+    }
+}
+
+/// Entries (id, times delivered) of consumers whose heartbeat expired and
+/// whose lease ran out, other than `me`.
+pub(super) fn reap_candidates(
+    con: &mut Connection,
+    keys: &Keys,
+    settings: &Settings,
+    me: &str,
+) -> redis::RedisResult<Vec<(String, u64)>> {
+    let pending: Value = redis::cmd("XPENDING")
+        .arg(keys.jobs())
+        .arg(GROUP)
+        .arg("IDLE")
+        .arg(ms(settings.lease))
+        .arg("-")
+        .arg("+")
+        .arg(64)
+        .query(con)?;
+    let rows: Vec<(String, String, u64)> = redis_io::array(&pending)
+        .iter()
+        .filter_map(|row| {
+            let row = redis_io::array(row);
+            Some((
+                redis_io::text(row.first()?)?.to_string(),
+                redis_io::text(row.get(1)?)?.to_string(),
+                u64::try_from(redis_io::int(row.get(3)?)?).ok()?,
+            ))
+        })
+        .filter(|(_, consumer, _)| consumer != me)
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut consumers: Vec<&str> = rows.iter().map(|(_, c, _)| c.as_str()).collect();
+    consumers.sort_unstable();
+    consumers.dedup();
+    let mut pipe = redis::pipe();
+    for c in &consumers {
+        pipe.cmd("EXISTS").arg(keys.alive(c));
+    }
+    let alive: Vec<i64> = pipe.query(con)?;
+    let dead: Vec<&str> = consumers
+        .iter()
+        .zip(alive)
+        .filter(|(_, a)| *a == 0)
+        .map(|(c, _)| *c)
+        .collect();
+    Ok(rows
+        .iter()
+        .filter(|(_, c, _)| dead.contains(&c.as_str()))
+        .map(|(id, _, n)| (id.clone(), *n))
+        .collect())
+}
+
+/// Moves a job to the dead-letter stream and fails it.
+pub(super) fn give_up(
+    con: &mut Connection,
+    keys: &Keys,
+    settings: &Settings,
+    entry: &Entry,
+    attempts: u64,
+    reason: &str,
+) {
+    let Some(job) = JobEntry::parse(entry) else {
+        let _ = redis::pipe()
+            .cmd("XACK")
+            .arg(keys.jobs())
+            .arg(GROUP)
+            .arg(&entry.id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(keys.jobs())
+            .arg(&entry.id)
+            .ignore()
+            .query::<()>(con);
+        return;
+    };
+    let name = crate::task::job_name(job.job).unwrap_or("?").to_string();
+    tracing::warn!(entry = %entry.id, task = %name, attempts, "cluster: job given up");
+    let blob = Reply::GaveUp {
+        attempts,
+        reason: reason.to_string(),
+    }
+    .encode(job.id);
+    let delivered: redis::RedisResult<i64> = redis::cmd("EVAL")
+        .arg(GIVE_UP)
+        .arg(4)
+        .arg(keys.jobs())
+        .arg(keys.dead())
+        .arg(keys.reply(job.caller))
+        .arg(keys.alive(job.caller))
+        .arg(GROUP)
+        .arg(&entry.id)
+        .arg(&blob)
+        .arg(ms(settings.reply_ttl))
+        .arg(ms(settings.dead_letter_ttl))
+        .arg(&name)
+        .arg(job.caller)
+        .arg(attempts)
+        .arg(reason)
+        .query(con);
+    if !matches!(delivered, Ok(1)) {
+        orphaned(job.job, None, job.created);
+    }
+}
+
+/// Removes consumers that hold no jobs and whose heartbeat expired, so the
+/// group does not collect the names of every worker that ever ran.
+fn forget_dead_consumers(con: &mut Connection, keys: &Keys, settings: &Settings) {
+    let Ok(info) = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys.jobs())
+        .arg(GROUP)
+        .query::<Value>(con)
+    else {
+        return;
+    };
+    for consumer in redis_io::array(&info) {
+        let fields: Vec<(String, &Value)> = match consumer {
+            Value::Map(kv) => kv
+                .iter()
+                .filter_map(|(k, v)| Some((redis_io::text(k)?.to_string(), v)))
+                .collect(),
+            other => redis_io::array(other)
+                .chunks(2)
+                .filter_map(|kv| Some((redis_io::text(kv.first()?)?.to_string(), kv.get(1)?)))
+                .collect(),
+        };
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let (Some(name), Some(pending), Some(idle)) = (
+            get("name").and_then(redis_io::text),
+            get("pending").and_then(redis_io::int),
+            get("idle").and_then(redis_io::int),
+        ) else {
+            continue;
+        };
+        if pending != 0 || (idle as u64) < ms(settings.lease) {
+            continue;
+        }
+        let alive: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(keys.alive(name)).query(con);
+        if alive == Ok(0) {
+            let _: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(keys.jobs())
+                .arg(GROUP)
+                .arg(name)
+                .query(con);
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! The multi-host executor on one host: a real redis-server, real worker
+//! processes (this test binary in cluster worker mode), real kills.
+//! `tests/hosts.rs` runs the same over network namespaces.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proxystore::connectors::{FileConnector, LocalConnector};
+use proxystore::executor::cluster::{ClusterExecutor, Settings, CLUSTER_ENV, QUEUE_ENV};
+use proxystore::executor::{Executor, ProcessPool};
+use proxystore::{proxied, Error, Store, StoreExecutor};
+use support::common::unique;
+use support::redis_server::RedisServer;
+
+proxystore::test_worker!();
+
+#[proxied(types = [String])]
+fn concat(base: String, num: i64) -> String {
+    format!("{base}-{num}")
+}
+
+#[proxied(types = [Vec<f64>])]
+fn scale(values: Vec<f64>, by: f64) -> Vec<f64> {
+    values.into_iter().map(|v| v * by).collect()
+}
+
+/// Sleeps, then says which process ran it.
+#[proxied]
+fn pid_after(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// Ends the worker process running it, as a crash would.
+#[proxied]
+fn crash() -> u32 {
+    std::process::abort()
+}
+
+#[proxied]
+fn fails() -> Result<u32, String> {
+    Err("no luck".into())
+}
+
+/// Timings short enough for tests.
+fn quick() -> Settings {
+    Settings {
+        heartbeat: Duration::from_millis(200),
+        heartbeat_ttl: Duration::from_millis(800),
+        lease: Duration::from_millis(800),
+        reap_every: Duration::from_millis(200),
+        caller_ttl: Duration::from_secs(2),
+        ..Settings::default()
+    }
+}
+
+/// A worker process: this test binary, serving `queue`.
+struct Worker(Child);
+
+impl Worker {
+    fn start(url: &str, queue: &str) -> Worker {
+        Worker::start_program(
+            std::env::current_exe().unwrap().as_path(),
+            &[
+                "proxystore_worker_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ],
+            url,
+            queue,
+        )
+    }
+
+    fn start_program(program: &Path, args: &[&str], url: &str, queue: &str) -> Worker {
+        let child = Command::new(program)
+            .args(args)
+            .env(CLUSTER_ENV, url)
+            .env(QUEUE_ENV, queue)
+            .env("PROXYSTORE_HEARTBEAT_MS", "200")
+            .env("PROXYSTORE_HEARTBEAT_TTL_MS", "800")
+            .env("PROXYSTORE_LEASE_MS", "800")
+            .env("PROXYSTORE_REAP_MS", "200")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("worker starts");
+        Worker(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn executor(server: &RedisServer, queue: &str) -> ClusterExecutor {
+    ClusterExecutor::builder(&server.url(), queue)
+        .settings(quick())
+        .build()
+        .unwrap()
+}
+
+fn xlen(server: &RedisServer, queue: &str) -> String {
+    server.raw(&["XLEN", &format!("proxystore:queue:{queue}:jobs")])
+}
+
+/// The queue's keys other than the stream itself and worker heartbeats.
+fn leftovers(server: &RedisServer, queue: &str) -> Vec<String> {
+    server
+        .keys(&format!("proxystore:queue:{queue}:*"))
+        .into_iter()
+        .filter(|k| !k.ends_with(":jobs") && !k.contains(":alive:"))
+        .collect()
+}
+
+fn objects(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".proxystore")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn tasks_run_on_worker_processes_and_leave_nothing_behind() {
+    let Some(server) = RedisServer::start("tasks_run_on_worker_processes") else {
+        return;
+    };
+    let queue = "basic";
+    let _workers = [
+        Worker::start(&server.url(), queue),
+        Worker::start(&server.url(), queue),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        unique("cluster-basic"),
+        FileConnector::new(dir.path().join("objects")).unwrap(),
+    )
+    .unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store).close_store(false);
+
+    let result = executor
+        .submit(concat::task("foobar".to_string(), 42))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(result.is_proxy());
+    assert_eq!(*result, "foobar-42");
+
+    let data: Vec<f64> = (0..1_000_000).map(f64::from).collect();
+    let scaled = executor
+        .submit(scale::task(data, 2.0))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(scaled.len(), 1_000_000);
+    assert_eq!(scaled[999_999], 1_999_998.0);
+
+    let pids: std::collections::HashSet<u32> = executor
+        .map((0..40).map(|_| pid_after::task(20)))
+        .unwrap()
+        .map(|r| *r.unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "both workers took jobs");
+
+    let err = executor
+        .submit(fails::task())
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::TaskFailed { message, .. } if message.contains("no luck")),
+        "{err}"
+    );
+
+    drop((result, scaled));
+    executor.shutdown(true, false);
+    assert_eq!(
+        objects(&dir.path().join("objects")),
+        Vec::<String>::new(),
+        "store emptied"
+    );
+    assert_eq!(xlen(&server, queue), ":0\r\n", "stream emptied");
+    assert_eq!(leftovers(&server, queue), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_worker_s_job_runs_again_elsewhere() {
+    let Some(server) = RedisServer::start("a_killed_worker_s_job_runs_again") else {
+        return;
+    };
+    let queue = "kill";
+    let mut first = Worker::start(&server.url(), queue);
+    let executor = executor(&server, queue);
+    let store = Store::new(unique("cluster-kill"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor, store);
+    let mut future = executor.submit(pid_after::task(1500)).unwrap();
+    // Wait until the first worker holds the job, then kill it mid-task.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server
+        .raw(&["XPENDING", "proxystore:queue:kill:jobs", "workers"])
+        .starts_with("*4\r\n:1")
+    {
+        assert!(Instant::now() < deadline, "the job was never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dead = first.pid();
+    first.kill();
+    let killed = Instant::now();
+    let _second = Worker::start(&server.url(), queue);
+    let pid = *future.result_timeout(Duration::from_secs(30)).unwrap();
+    assert_ne!(pid, dead, "another worker ran it");
+    eprintln!(
+        "re-run elsewhere and done {:?} after the kill",
+        killed.elapsed()
+    );
+    executor.shutdown(true, false);
+    assert_eq!(xlen(&server, queue), ":0\r\n");
+}
+
+#[test]
+fn a_job_that_kills_every_worker_is_given_up_with_a_typed_error() {
+    let Some(server) = RedisServer::start("a_job_that_kills_every_worker") else {
+        return;
+    };
+    let queue = "poison";
+    let _workers: Vec<Worker> = (0..3)
+        .map(|_| Worker::start(&server.url(), queue))
+        .collect();
+    let executor = ClusterExecutor::builder(&server.url(), queue)
+        .settings(quick())
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let store = Store::new(unique("cluster-poison"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor, store);
+    let err = executor
+        .submit(crash::task())
+        .unwrap()
+        .result_timeout(Duration::from_secs(30))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::AttemptsExhausted { attempts: 2, .. }),
+        "{err}"
+    );
+    let dead = server.raw(&["XRANGE", "proxystore:queue:poison:dead", "-", "+"]);
+    assert!(dead.contains("crash"), "dead letter names the task: {dead}");
+    executor.shutdown(true, false);
+    assert_eq!(xlen(&server, queue), ":0\r\n");
+}
+
+#[test]
+fn a_worker_without_the_task_names_the_ones_it_knows() {
+    let Some(server) = RedisServer::start("a_worker_without_the_task") else {
+        return;
+    };
+    let queue = "unknown";
+    let _peer = Worker::start_program(
+        Path::new(env!("CARGO_BIN_EXE_proxystore-peer")),
+        &["serve"],
+        &server.url(),
+        queue,
+    );
+    let store = Store::new(unique("cluster-unknown"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store);
+    let err = executor
+        .submit(pid_after::task(1))
+        .unwrap()
+        .result_timeout(Duration::from_secs(30))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownTask { name, .. } if name.ends_with("pid_after")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_job_nobody_took_can_be_cancelled_and_leaves_the_stream() {
+    let Some(server) = RedisServer::start("a_job_nobody_took") else {
+        return;
+    };
+    let queue = "cancel";
+    let store = Store::new(unique("cluster-cancel"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store);
+    let future = executor.submit(pid_after::task(1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while xlen(&server, queue) != ":1\r\n" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(future.cancel());
+    assert!(matches!(
+        future.result().unwrap_err(),
+        Error::Cancelled { .. }
+    ));
+    assert_eq!(xlen(&server, queue), ":0\r\n");
+}
+
+#[test]
+fn a_dead_caller_s_jobs_are_dropped_and_its_keys_expire() {
+    let Some(server) = RedisServer::start("a_dead_caller_s_jobs") else {
+        return;
+    };
+    let queue = "orphans";
+    let dir = tempfile::tempdir().unwrap();
+    // The caller: the parent support program, killed with jobs queued.
+    let mut caller = Command::new(env!("CARGO_BIN_EXE_proxystore-parent"))
+        .args([
+            "cluster-submit",
+            &server.url(),
+            queue,
+            dir.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(caller.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "submitted");
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    assert!(
+        !objects(&dir.path().join("objects")).is_empty(),
+        "inputs were stored"
+    );
+    // Its heartbeat expires (2 s); a worker started after that drops its
+    // jobs and evicts their inputs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .keys(&format!("proxystore:queue:{queue}:alive:*"))
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the caller's heartbeat never expired"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _worker = Worker::start(&server.url(), queue);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = objects(&dir.path().join("objects"));
+        if xlen(&server, queue) == ":0\r\n"
+            && left.is_empty()
+            && leftovers(&server, queue).is_empty()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left: {left:?}, {:?}, {}",
+            leftovers(&server, queue),
+            xlen(&server, queue)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stores_the_workers_cannot_reach_are_refused_before_anything_is_stored() {
+    let store = Store::new(unique("reach-local"), LocalConnector::new()).unwrap();
+    let pool = ProcessPool::builder(1).test_harness().build().unwrap();
+    assert_eq!(pool.task_reach(), proxystore::connectors::Reach::Host);
+    let executor = StoreExecutor::new(pool, store.clone());
+    let err = executor
+        .submit(concat::task("x".to_string(), 1))
+        .unwrap_err();
+    assert!(matches!(&err, Error::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().contains("reachable only from this process"),
+        "{err}"
+    );
+    // A value that needs no store still runs.
+    let pid = executor
+        .submit(pid_after::task(0))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(*pid > 0);
+    // A proxy of a memory store, passed to a task on other processes.
+    let other = Store::new(unique("reach-file"), LocalConnector::new()).unwrap();
+    let proxy = other.proxy("held".to_string()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = Store::new(
+        unique("reach-file2"),
+        FileConnector::new(dir.path().join("o")).unwrap(),
+    )
+    .unwrap();
+    let executor = StoreExecutor::new(
+        ProcessPool::builder(1).test_harness().build().unwrap(),
+        file,
+    );
+    let err = executor.submit(concat::task(proxy, 1)).unwrap_err();
+    assert!(matches!(&err, Error::Unreachable { .. }), "{err}");
+}
+
+#[test]
+fn workers_and_callers_survive_a_server_restart() {
+    let Some(mut server) = RedisServer::start("workers_and_callers_survive_a_restart") else {
+        return;
+    };
+    let queue = "restart";
+    let _worker = Worker::start(&server.url(), queue);
+    let store = Store::new(unique("cluster-restart"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store);
+    assert!(
+        *executor
+            .submit(pid_after::task(0))
+            .unwrap()
+            .result()
+            .unwrap()
+            > 0
+    );
+    server.restart();
+    // The queue is gone with the data; both sides reconnect and recreate it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut f = executor.submit(pid_after::task(0)).unwrap();
+        match f.result_timeout(Duration::from_secs(5)) {
+            Ok(pid) => {
+                assert!(*pid > 0);
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+            }
+        }
+    }
+    // A job the restart loses fails with a typed error instead of waiting
+    // for ever.
+    let mut slow = executor.submit(pid_after::task(2000)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server
+        .raw(&["XPENDING", "proxystore:queue:restart:jobs", "workers"])
+        .starts_with("*4\r\n:1")
+    {
+        assert!(Instant::now() < deadline, "the job was never taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.restart();
+    let err = slow.result_timeout(Duration::from_secs(20)).unwrap_err();
+    assert!(
+        matches!(&err, Error::Redis { message, .. } if message.contains("no longer in the queue")),
+        "{err}"
+    );
+    let t = Instant::now();
+    drop(executor);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "nothing left to wait for"
+    );
+}
