@@ -155,7 +155,9 @@ impl MultiConnector {
 
     fn with_routes(routes: Vec<(Option<u64>, Arc<dyn Connector>)>) -> Result<Self> {
         if routes.is_empty() {
-            return Err(invalid("no route and no fallback: there is nowhere to put objects"));
+            return Err(invalid(
+                "no route and no fallback: there is nowhere to put objects",
+            ));
         }
         Ok(MultiConnector { routes })
     }
@@ -286,7 +288,10 @@ impl Connector for MultiConnector {
                 keys[*i] = Some(key);
             }
         }
-        Ok(keys.into_iter().map(|k| k.expect("every object routed")).collect())
+        Ok(keys
+            .into_iter()
+            .map(|k| k.expect("every object routed"))
+            .collect())
     }
 
     fn get_batch(&self, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>> {

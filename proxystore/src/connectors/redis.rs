@@ -346,8 +346,7 @@ fn okay(command: &str, value: Value) -> redis::RedisResult<()> {
 /// Whether a host name or address is this host's loopback.
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost")
-    {
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
         return true;
     }
     host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -441,6 +440,11 @@ impl RedisConnector {
         }
         let db = settings.db();
         let (server, reach) = match info.addr() {
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. }
+                if host.is_empty() =>
+            {
+                return Err(invalid(format!("the Redis URL has no host: {expected}")));
+            }
             ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
                 let shown = if host.contains(':') {
                     format!("[{host}]:{port}/{db}")
@@ -822,7 +826,14 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost"] {
+        for host in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LocalHost",
+        ] {
             assert!(is_loopback(host), "{host}");
         }
         for host in ["10.0.0.1", "example.com", "::2", "0.0.0.0"] {
