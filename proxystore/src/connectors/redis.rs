@@ -343,6 +343,16 @@ fn okay(command: &str, value: Value) -> redis::RedisResult<()> {
     }
 }
 
+/// `text` with every secret replaced.
+fn scrub(secrets: &[String], mut text: String) -> String {
+    for secret in secrets {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "<hidden>");
+        }
+    }
+    text
+}
+
 /// Whether a host name or address is this host's loopback.
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -411,33 +421,39 @@ impl RedisConnector {
         ) {
             return Err(invalid(format!("not a Redis URL: {expected}")));
         }
-        let info = url.as_str().into_connection_info().map_err(|e| {
-            // The client's message names the part that is wrong, never the
-            // URL itself; scrubbed all the same below.
-            invalid(format!("the Redis URL is not valid ({}): {expected}", e))
-        })?;
-        let settings = info.redis_settings();
+        // The credentials as written (percent-encoded), then as decoded.
         let mut secrets: Vec<String> = Vec::new();
-        for secret in [settings.password(), settings.username()]
-            .into_iter()
-            .flatten()
-        {
-            if !secret.is_empty() {
-                secrets.push(secret.to_string());
-            }
-        }
-        // The raw (percent-encoded) forms too.
         if let Some((userinfo, _)) = url
             .split_once("://")
             .and_then(|(_, rest)| rest.split('/').next())
             .and_then(|authority| authority.rsplit_once('@'))
         {
-            for part in userinfo.split(':') {
-                if !part.is_empty() && !secrets.iter().any(|s| s == part) {
-                    secrets.push(part.to_string());
-                }
+            secrets.extend(
+                userinfo
+                    .split(':')
+                    .filter(|part| !part.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        let info = url.as_str().into_connection_info().map_err(|e| {
+            // The client's message names the part that is wrong, not the
+            // URL; scrubbed all the same.
+            let message = scrub(&secrets, e.to_string());
+            invalid(format!(
+                "the Redis URL is not valid ({message}): {expected}"
+            ))
+        })?;
+        let settings = info.redis_settings();
+        for secret in [settings.password(), settings.username()]
+            .into_iter()
+            .flatten()
+        {
+            if !secret.is_empty() && !secrets.iter().any(|s| s == secret) {
+                secrets.push(secret.to_string());
             }
         }
+        // Longest first, so that no part of a longer secret is left.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         let db = settings.db();
         let (server, reach) = match info.addr() {
             ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. }
@@ -466,8 +482,12 @@ impl RedisConnector {
         if options.namespace.is_empty() {
             return Err(invalid("the namespace is empty"));
         }
-        let client = redis::Client::open(info)
-            .map_err(|e| invalid(format!("the Redis URL is not valid ({e}): {expected}")))?;
+        let client = redis::Client::open(info).map_err(|e| {
+            let message = scrub(&secrets, e.to_string());
+            invalid(format!(
+                "the Redis URL is not valid ({message}): {expected}"
+            ))
+        })?;
         let inner = Inner {
             url,
             client,
@@ -489,21 +509,11 @@ impl RedisConnector {
         Ok(connector)
     }
 
-    fn scrub(&self, text: String) -> String {
-        let mut text = text;
-        for secret in &self.inner.secrets {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "<hidden>");
-            }
-        }
-        text
-    }
-
     fn redis_error(&self, operation: &str, e: &redis::RedisError) -> Error {
         Error::Redis {
             server: self.inner.server.clone(),
             operation: operation.to_string(),
-            message: self.scrub(e.to_string()),
+            message: scrub(&self.inner.secrets, e.to_string()),
         }
     }
 
