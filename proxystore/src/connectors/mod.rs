@@ -8,7 +8,7 @@
 //!   process on the machine (or on a shared file system) can read; it
 //!   removes only what it created and never follows a link out of its
 //!   directory;
-//! - [`RedisConnector`] (feature `redis`): objects in a Redis server, for
+//! - `RedisConnector` (feature `redis`): objects in a Redis server, for
 //!   processes on any host that reaches it;
 //! - [`MultiConnector`]: routes each object by size to one of several
 //!   connectors (small ones to Redis, large ones to a shared directory).

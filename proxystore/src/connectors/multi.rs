@@ -37,7 +37,7 @@ use crate::key::Key;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// With a [`RedisConnector`](super::RedisConnector) for small objects and
+/// With a `RedisConnector` (feature `redis`) for small objects and
 /// a shared directory for the rest (Redis refuses strings over 512 MiB):
 ///
 /// ```no_run
