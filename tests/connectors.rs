@@ -6,31 +6,101 @@ use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 
-use proxystore::connectors::{Connector, ConnectorConfig, FileConnector, LocalConnector};
+use proxystore::connectors::{
+    Connector, ConnectorConfig, FileConnector, LocalConnector, MultiConnector, RedisConnector,
+};
 use proxystore::{Error, Key};
 use support::common::{hex, to_hex, unhex};
+use support::redis_server::RedisServer;
+
+/// A connector under test and what it needs to keep running.
+struct Made {
+    connector: Arc<dyn Connector>,
+    /// A temporary directory whose `objects` subdirectory `close` removes.
+    dir: Option<tempfile::TempDir>,
+    /// The server the connector talks to, stopped when dropped.
+    _server: Option<RedisServer>,
+}
+
+impl Made {
+    fn new(connector: impl Connector, dir: Option<tempfile::TempDir>) -> Option<Self> {
+        Some(Made {
+            connector: Arc::new(connector),
+            dir,
+            _server: None,
+        })
+    }
+}
 
 /// How a connector under test is made, and what it promises.
 trait Subject {
-    fn make() -> (Arc<dyn Connector>, Option<tempfile::TempDir>);
+    /// `None` when the test cannot run here (no `redis-server`): the test
+    /// returns at once.
+    fn make(test: &str) -> Option<Made>;
     /// Whether another process can use it.
     const SHARED_ACROSS_PROCESSES: bool;
 }
 
 struct File;
 impl Subject for File {
-    fn make() -> (Arc<dyn Connector>, Option<tempfile::TempDir>) {
+    fn make(_: &str) -> Option<Made> {
         let dir = tempfile::tempdir().unwrap();
         let connector = FileConnector::new(dir.path().join("objects")).unwrap();
-        (Arc::new(connector), Some(dir))
+        Made::new(connector, Some(dir))
     }
     const SHARED_ACROSS_PROCESSES: bool = true;
 }
 
 struct Local;
 impl Subject for Local {
-    fn make() -> (Arc<dyn Connector>, Option<tempfile::TempDir>) {
-        (Arc::new(LocalConnector::new()), None)
+    fn make(_: &str) -> Option<Made> {
+        Made::new(LocalConnector::new(), None)
+    }
+    const SHARED_ACROSS_PROCESSES: bool = false;
+}
+
+struct Redis;
+impl Subject for Redis {
+    fn make(test: &str) -> Option<Made> {
+        let server = RedisServer::start(test)?;
+        let connector = RedisConnector::new(server.url()).unwrap();
+        Some(Made {
+            connector: Arc::new(connector),
+            dir: None,
+            _server: Some(server),
+        })
+    }
+    const SHARED_ACROSS_PROCESSES: bool = true;
+}
+
+/// Objects up to 1000 bytes in one directory, larger ones in another.
+struct Multi;
+impl Subject for Multi {
+    fn make(_: &str) -> Option<Made> {
+        let dir = tempfile::tempdir().unwrap();
+        let connector = MultiConnector::builder()
+            .route(
+                1000,
+                FileConnector::new(dir.path().join("objects")).unwrap(),
+            )
+            .fallback(FileConnector::new(dir.path().join("large")).unwrap())
+            .build()
+            .unwrap();
+        Made::new(connector, Some(dir))
+    }
+    const SHARED_ACROSS_PROCESSES: bool = true;
+}
+
+/// Two in-memory connectors.
+struct MultiLocal;
+impl Subject for MultiLocal {
+    fn make(_: &str) -> Option<Made> {
+        let connector = MultiConnector::builder()
+            .route(100, LocalConnector::new())
+            .fallback(LocalConnector::new())
+            .build()
+            .unwrap();
+        Made::new(connector, None)
     }
     const SHARED_ACROSS_PROCESSES: bool = false;
 }
@@ -49,8 +119,11 @@ fn peer(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn put_get_round_trip<S: Subject>() {
-    let (c, _dir) = S::make();
+fn put_get_round_trip<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
     let key = c.put(&[b"hello ", b"", b"world"]).unwrap();
     assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"hello world"[..]));
     let mut read = Vec::new();
@@ -69,8 +142,11 @@ fn put_get_round_trip<S: Subject>() {
     assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"second"[..]));
 }
 
-fn missing_keys<S: Subject>() {
-    let (c, _dir) = S::make();
+fn missing_keys<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
     let key = Key::new();
     assert_eq!(c.get(&key).unwrap(), None);
     assert!(c.open(&key).unwrap().is_none());
@@ -83,8 +159,11 @@ fn missing_keys<S: Subject>() {
     c.evict(&stored).unwrap();
 }
 
-fn new_key_then_set<S: Subject>() {
-    let (c, _dir) = S::make();
+fn new_key_then_set<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
     let key = c.new_key().unwrap();
     assert!(!c.exists(&key).unwrap());
     assert_eq!(c.get(&key).unwrap(), None);
@@ -92,8 +171,11 @@ fn new_key_then_set<S: Subject>() {
     assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"later"[..]));
 }
 
-fn batches<S: Subject>() {
-    let (c, _dir) = S::make();
+fn batches<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
     let objects: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; i as usize * 3]).collect();
     let parts: Vec<[&[u8]; 1]> = objects.iter().map(|o| [o.as_slice()]).collect();
     let refs: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
@@ -112,8 +194,11 @@ fn batches<S: Subject>() {
     assert_eq!(got, objects);
 }
 
-fn config_round_trip<S: Subject>() {
-    let (c, _dir) = S::make();
+fn config_round_trip<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
     let key = c.put(&[b"shared"]).unwrap();
     let config = c.config();
     let mut wire = Vec::new();
@@ -127,8 +212,11 @@ fn config_round_trip<S: Subject>() {
     assert!(!c.exists(&key).unwrap());
 }
 
-fn threads<S: Subject>() {
-    let (c, _dir) = S::make();
+fn threads<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
     thread::scope(|s| {
         for t in 0..8u8 {
             let c = &c;
@@ -166,8 +254,11 @@ fn threads<S: Subject>() {
     });
 }
 
-fn second_process<S: Subject>() {
-    let (c, _dir) = S::make();
+fn second_process<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
     let config = to_hex(&c.config());
     if !S::SHARED_ACROSS_PROCESSES {
         let out = Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
@@ -220,8 +311,12 @@ fn second_process<S: Subject>() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "whole 300");
 }
 
-fn close<S: Subject>() {
-    let (c, dir) = S::make();
+fn close<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
+    let dir = &made.dir;
     let key = c.put(&[b"x"]).unwrap();
     c.close().unwrap();
     assert!(!c.exists(&key).unwrap());
@@ -239,35 +334,44 @@ macro_rules! conformance {
             use super::*;
             #[test]
             fn put_get_round_trip() {
-                super::put_get_round_trip::<$subject>()
+                super::put_get_round_trip::<$subject>(concat!(
+                    stringify!($module),
+                    "::put_get_round_trip"
+                ))
             }
             #[test]
             fn missing_keys() {
-                super::missing_keys::<$subject>()
+                super::missing_keys::<$subject>(concat!(stringify!($module), "::missing_keys"))
             }
             #[test]
             fn new_key_then_set() {
-                super::new_key_then_set::<$subject>()
+                super::new_key_then_set::<$subject>(concat!(
+                    stringify!($module),
+                    "::new_key_then_set"
+                ))
             }
             #[test]
             fn batches() {
-                super::batches::<$subject>()
+                super::batches::<$subject>(concat!(stringify!($module), "::batches"))
             }
             #[test]
             fn config_round_trip() {
-                super::config_round_trip::<$subject>()
+                super::config_round_trip::<$subject>(concat!(
+                    stringify!($module),
+                    "::config_round_trip"
+                ))
             }
             #[test]
             fn threads() {
-                super::threads::<$subject>()
+                super::threads::<$subject>(concat!(stringify!($module), "::threads"))
             }
             #[test]
             fn second_process() {
-                super::second_process::<$subject>()
+                super::second_process::<$subject>(concat!(stringify!($module), "::second_process"))
             }
             #[test]
             fn close() {
-                super::close::<$subject>()
+                super::close::<$subject>(concat!(stringify!($module), "::close"))
             }
         }
     };
@@ -275,6 +379,9 @@ macro_rules! conformance {
 
 conformance!(file, File);
 conformance!(local, Local);
+conformance!(redis, Redis);
+conformance!(multi, Multi);
+conformance!(multi_local, MultiLocal);
 
 use std::io::Read;
 
@@ -368,4 +475,81 @@ fn a_key_from_outside_cannot_leave_the_directory() {
     let decoded: Result<proxystore::Proxy<String>, _> = ciborium::from_reader(&tampered[..]);
     let err = decoded.unwrap_err().to_string();
     assert!(err.contains("not a valid object key"), "{err}");
+}
+
+#[test]
+fn multi_connector_routes_by_size() {
+    let small = LocalConnector::new();
+    let middle = LocalConnector::new();
+    let dir = tempfile::tempdir().unwrap();
+    let large = FileConnector::new(dir.path().join("large")).unwrap();
+    let c = MultiConnector::builder()
+        .route(1000, middle.clone())
+        .route(10, small.clone())
+        .fallback(large.clone())
+        .build()
+        .unwrap();
+    assert_eq!(c.reach(), proxystore::connectors::Reach::Process);
+    let k10 = c.put(&[&[1u8; 6], &[1u8; 4]]).unwrap();
+    let k11 = c.put(&[&[2u8; 11]]).unwrap();
+    let k1000 = c.put(&[&[3u8; 1000]]).unwrap();
+    let k1001 = c.put(&[&[4u8; 1001]]).unwrap();
+    let holds = |c: &dyn Connector, k: &Key| c.exists(k).unwrap();
+    assert!(holds(&small, &k10) && !holds(&middle, &k10) && !holds(&large, &k10));
+    assert!(!holds(&small, &k11) && holds(&middle, &k11) && !holds(&large, &k11));
+    assert!(holds(&middle, &k1000) && !holds(&large, &k1000));
+    assert!(holds(&large, &k1001) && !holds(&middle, &k1001));
+    // Batches route each object.
+    let keys = c
+        .put_batch(&[&[&[5u8; 3]], &[&[6u8; 2000]], &[&[7u8; 500]]])
+        .unwrap();
+    assert!(holds(&small, &keys[0]) && holds(&large, &keys[1]) && holds(&middle, &keys[2]));
+    let got = c
+        .get_batch(&[keys[1], Key::new(), keys[0], keys[2]])
+        .unwrap();
+    assert_eq!(got[0].as_ref().unwrap().len(), 2000);
+    assert_eq!(got[1], None);
+    assert_eq!(got[2].as_deref(), Some(&[5u8; 3][..]));
+    assert_eq!(got[3].as_ref().unwrap().len(), 500);
+    // Setting a key again with another size moves it.
+    c.set(&k10, &[&[8u8; 5000]]).unwrap();
+    assert!(!holds(&small, &k10) && holds(&large, &k10));
+    assert_eq!(c.get(&k10).unwrap().unwrap().len(), 5000);
+    let (reader, len) = c.open_sized(&k10).unwrap().unwrap();
+    drop(reader);
+    assert_eq!(len, Some(5000));
+    // Evict removes it everywhere; close closes every route.
+    c.evict(&k11).unwrap();
+    assert!(!c.exists(&k11).unwrap());
+    c.close().unwrap();
+    assert!(small.is_empty() && middle.is_empty());
+    assert!(!dir.path().join("large").exists());
+}
+
+#[test]
+fn multi_connector_without_fallback_refuses_large_objects() {
+    let c = MultiConnector::builder()
+        .route(10, LocalConnector::new())
+        .build()
+        .unwrap();
+    let err = c.put(&[&[0u8; 11]]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooLarge {
+                size: 11,
+                limit: 10,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = MultiConnector::builder().build().unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+    let err = MultiConnector::builder()
+        .route(10, LocalConnector::new())
+        .route(10, LocalConnector::new())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
 }

@@ -191,10 +191,17 @@ impl RedisServer {
             request.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
         }
         stream.write_all(request.as_bytes()).unwrap();
-        stream.shutdown(std::net::Shutdown::Write).ok();
-        let mut reply = String::new();
-        let _ = stream.read_to_string(&mut reply);
-        reply
+        // Read until one whole reply arrived (closing our side first would
+        // let the server drop a large reply half way).
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while resp_end(&reply, 0).is_none() {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&reply).into_owned()
     }
 
     /// Every key on the server matching `pattern` (KEYS: fine for tests).
@@ -217,6 +224,33 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Where the RESP value starting at `at` ends, if it is complete.
+fn resp_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + bytes.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&bytes[at + 1..line_end]).ok()?;
+    let next = line_end + 2;
+    match bytes[at] {
+        b'$' | b'=' | b'!' => {
+            let len: i64 = line.parse().ok()?;
+            if len < 0 {
+                return Some(next);
+            }
+            let end = next + len as usize + 2;
+            (bytes.len() >= end).then_some(end)
+        }
+        b'*' | b'~' | b'>' | b'%' => {
+            let count: i64 = line.parse().ok()?;
+            let count = if bytes[at] == b'%' { count * 2 } else { count };
+            let mut pos = next;
+            for _ in 0..count.max(0) {
+                pos = resp_end(bytes, pos)?;
+            }
+            Some(pos)
+        }
+        _ => Some(next),
     }
 }
 

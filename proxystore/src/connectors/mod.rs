@@ -7,7 +7,11 @@
 //! - [`FileConnector`]: one file per object in a directory that every
 //!   process on the machine (or on a shared file system) can read; it
 //!   removes only what it created and never follows a link out of its
-//!   directory.
+//!   directory;
+//! - `RedisConnector` (feature `redis`): objects in a Redis server, for
+//!   processes on any host that reaches it;
+//! - [`MultiConnector`]: routes each object by size to one of several
+//!   connectors (small ones to Redis, large ones to a shared directory).
 //!
 //! ```
 //! use proxystore::connectors::{Connector, FileConnector};
@@ -29,6 +33,9 @@
 
 mod file;
 mod local;
+mod multi;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::io::Read;
@@ -42,6 +49,9 @@ use crate::key::Key;
 
 pub use file::FileConnector;
 pub use local::LocalConnector;
+pub use multi::{MultiConnector, MultiConnectorBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConnector, RedisConnectorBuilder, REDIS_MAX_OBJECT_SIZE};
 
 /// A byte reader over one stored object, returned by [`Connector::open`].
 pub type ObjectReader = Box<dyn Read + Send>;

@@ -1,0 +1,443 @@
+//! The Redis connector against a real `redis-server` (each test starts its
+//! own; without one installed they return at once, see
+//! `support/redis_server.rs`).
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use proxystore::connectors::{Connector, FileConnector, MultiConnector, Reach, RedisConnector};
+use proxystore::{Error, Key, Proxy, Store};
+use support::common::{to_hex, unique};
+use support::redis_server::{free_port, RedisServer};
+
+macro_rules! server {
+    ($test:expr) => {
+        match RedisServer::start($test) {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+
+/// `calls` of `command` in `INFO commandstats` (0 if never called).
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let info = server.raw(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn stores_sharing_a_server_close_only_their_own_keys() {
+    let server = server!("stores_sharing_a_server_close_only_their_own_keys");
+    let a = RedisConnector::new(server.url()).unwrap();
+    let b = RedisConnector::new(server.url()).unwrap();
+    assert_ne!(a.namespace(), b.namespace(), "fresh namespaces");
+    server.raw(&["SET", "someone-else", "x"]);
+    let a_keys: Vec<Key> = (0..2500u32)
+        .map(|i| a.put(&[&i.to_le_bytes()]).unwrap())
+        .collect();
+    let b_key = b.put(&[b"b's"]).unwrap();
+    assert_eq!(
+        server
+            .keys(&format!("proxystore:{}:*", a.namespace()))
+            .len(),
+        2500
+    );
+    assert_eq!(
+        server.keys("*").len(),
+        2502,
+        "a's keys, b's key and someone else's"
+    );
+    assert_eq!(server.keys(&b.redis_key(&b_key)).len(), 1);
+
+    a.close().unwrap();
+    assert!(server
+        .keys(&format!("proxystore:{}:*", a.namespace()))
+        .is_empty());
+    assert_eq!(
+        server.keys("*"),
+        vec![b.redis_key(&b_key), "someone-else".to_string()]
+    );
+    assert!(!a.exists(&a_keys[0]).unwrap());
+    // Closing again is fine, and the connector is still usable.
+    a.close().unwrap();
+    let again = a.put(&[b"after close"]).unwrap();
+    assert_eq!(a.get(&again).unwrap().as_deref(), Some(&b"after close"[..]));
+    a.close().unwrap();
+    assert_eq!(b.get(&b_key).unwrap().as_deref(), Some(&b"b's"[..]));
+}
+
+#[test]
+fn namespaces_with_glob_characters_match_only_themselves() {
+    let server = server!("namespaces_with_glob_characters_match_only_themselves");
+    let names = ["a*", "a?", "a[bc]", "ab", "ac", "a\\", "a]", "a-b", "a^"];
+    let connectors: Vec<RedisConnector> = names
+        .iter()
+        .map(|ns| {
+            RedisConnector::builder(server.url())
+                .namespace(*ns)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let keys: Vec<Key> = connectors
+        .iter()
+        .map(|c| c.put(&[c.namespace().as_bytes()]).unwrap())
+        .collect();
+    assert_eq!(server.keys("*").len(), names.len());
+    // Closing the ones whose names are patterns removes only their own.
+    for i in 0..3 {
+        connectors[i].close().unwrap();
+        assert!(!connectors[i].exists(&keys[i]).unwrap(), "{}", names[i]);
+        for j in i + 1..names.len() {
+            assert!(
+                connectors[j].exists(&keys[j]).unwrap(),
+                "closing {} removed {}'s object",
+                names[i],
+                names[j]
+            );
+        }
+    }
+    assert_eq!(server.keys("*").len(), names.len() - 3);
+    for c in &connectors {
+        c.close().unwrap();
+    }
+    assert!(server.keys("*").is_empty());
+}
+
+#[test]
+fn a_connector_rebuilt_from_its_config_never_clears() {
+    let server = server!("a_connector_rebuilt_from_its_config_never_clears");
+    let c = RedisConnector::new(server.url()).unwrap();
+    let key = c.put(&[b"kept"]).unwrap();
+    let rebuilt = c.config().build().unwrap();
+    assert_eq!(rebuilt.get(&key).unwrap().as_deref(), Some(&b"kept"[..]));
+    rebuilt.close().unwrap();
+    assert!(
+        c.exists(&key).unwrap(),
+        "a worker's close removed the objects"
+    );
+    assert_eq!(server.keys("*").len(), 1);
+    c.close().unwrap();
+    assert!(server.keys("*").is_empty());
+
+    // keep_on_close keeps them even in the creating process.
+    let kept = RedisConnector::builder(server.url())
+        .keep_on_close()
+        .build()
+        .unwrap();
+    let key = kept.put(&[b"x"]).unwrap();
+    kept.close().unwrap();
+    assert!(kept.exists(&key).unwrap());
+}
+
+#[test]
+fn operations_work_again_after_a_server_restart() {
+    let mut server = server!("operations_work_again_after_a_server_restart");
+    let c = RedisConnector::new(server.url()).unwrap();
+    // Several pooled connections, all broken by the restart.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    c.put(&[b"before"]).unwrap();
+                }
+            });
+        }
+    });
+    let key = c.put(&[b"before"]).unwrap();
+    server.restart();
+    // The data is gone (no persistence), the connector works again.
+    assert_eq!(c.get(&key).unwrap(), None);
+    for _ in 0..10 {
+        let key = c.put(&[b"after"]).unwrap();
+        assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"after"[..]));
+    }
+}
+
+#[test]
+fn a_dead_server_is_a_typed_error_quickly() {
+    let mut server = server!("a_dead_server_is_a_typed_error_quickly");
+    let c = RedisConnector::new(server.url()).unwrap();
+    let key = c.put(&[b"x"]).unwrap();
+    server.kill();
+    let start = Instant::now();
+    for result in [
+        c.get(&key).map(drop),
+        c.put(&[b"y"]).map(drop),
+        c.exists(&key).map(drop),
+        c.evict(&key),
+        c.close(),
+    ] {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("127.0.0.1:{}/0", server.port())),
+            "{text}"
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Nobody listening at all: new fails, quickly too.
+    let start = Instant::now();
+    let err = RedisConnector::new(format!("redis://127.0.0.1:{}", free_port())).unwrap_err();
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    // A listener that accepts connections and never says anything.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let start = Instant::now();
+    let err = RedisConnector::builder(format!("redis://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(listener);
+}
+
+#[test]
+fn objects_over_the_limit_are_refused_before_sending() {
+    let server = server!("objects_over_the_limit_are_refused_before_sending");
+    let c = RedisConnector::builder(server.url())
+        .max_object_size(100)
+        .build()
+        .unwrap();
+    assert_eq!(
+        RedisConnector::new(server.url()).unwrap().max_object_size(),
+        512 << 20
+    );
+    server.raw(&["CONFIG", "RESETSTAT"]);
+    let key = c.put(&[&[1u8; 60], &[2u8; 40]]).unwrap();
+    let err = c.put(&[&[1u8; 60], &[2u8; 41]]).unwrap_err();
+    match &err {
+        Error::TooLarge {
+            size, limit, hint, ..
+        } => {
+            assert_eq!((*size, *limit), (101, 100));
+            assert!(hint.contains("MultiConnector"), "{hint}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = c.set(&key, &[&[0u8; 101]]).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }));
+    let err = c.put_batch(&[&[b"ok"], &[&[0u8; 200]]]).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }));
+    // Nothing was sent for the refused ones.
+    assert_eq!(calls(&server, "set"), 1);
+    assert_eq!(calls(&server, "mset"), 0);
+    assert_eq!(server.keys("*").len(), 1);
+}
+
+#[test]
+fn secrets_never_show() {
+    let server = server!("secrets_never_show");
+    let password = "s3cr3t-PaSsWoRd";
+    let reply = server.raw(&["CONFIG", "SET", "requirepass", password]);
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let port = server.port();
+    let url = format!("redis://:{password}@127.0.0.1:{port}/0");
+    let c = RedisConnector::new(&url).unwrap();
+    let key = c.put(&[b"x"]).unwrap();
+    assert_eq!(c.get(&key).unwrap().as_deref(), Some(&b"x"[..]));
+    // The configuration carries it, for workers on other hosts.
+    let rebuilt = c.config().build().unwrap();
+    assert!(rebuilt.exists(&key).unwrap());
+
+    let mut shown = vec![format!("{c:?}"), format!("{rebuilt:?}")];
+    shown.push(format!("{:?}", RedisConnector::builder(&url)));
+    // A wrong password.
+    let wrong = format!("redis://:{password}-nope@127.0.0.1:{port}/0");
+    let err = RedisConnector::new(&wrong).unwrap_err();
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+    shown.push(err.to_string());
+    shown.push(format!("{err:?}"));
+    // A user and password.
+    let err =
+        RedisConnector::new(format!("redis://someuser:{password}@127.0.0.1:{port}/0")).unwrap_err();
+    shown.push(err.to_string());
+    // Invalid URLs.
+    for bad in [
+        format!("redis://:{password}@127.0.0.1:{port}/notanumber"),
+        format!("http://:{password}@127.0.0.1:{port}"),
+        format!("redis://:{password}@:{port}"),
+    ] {
+        let err = RedisConnector::new(bad).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+        shown.push(err.to_string());
+    }
+    // A server that went away.
+    drop(server);
+    let err = c.get(&key).unwrap_err();
+    shown.push(err.to_string());
+    shown.push(format!("{err:?}"));
+    for text in &shown {
+        assert!(!text.contains(password), "the password shows in: {text}");
+        assert!(!text.contains("someuser"), "the user shows in: {text}");
+    }
+    assert!(
+        shown[0].contains(&format!("127.0.0.1:{port}/0")),
+        "{}",
+        shown[0]
+    );
+}
+
+#[test]
+fn urls_are_checked_up_front() {
+    for bad in [
+        "",
+        "127.0.0.1:6379",
+        "redis://",
+        "redis://host:port",
+        "redis://h/x",
+    ] {
+        let err = RedisConnector::new(bad).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{bad}: {err:?}");
+    }
+    // Without proxystore's `redis-tls` feature, TLS URLs say what to
+    // enable; with it (e.g. `--all-features`) they are tried.
+    let err = RedisConnector::new(format!("rediss://127.0.0.1:{}", free_port())).unwrap_err();
+    match err {
+        Error::InvalidConfig { reason, .. } => assert!(reason.contains("redis-tls"), "{reason}"),
+        Error::Redis { .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn batches_are_single_round_trips() {
+    let server = server!("batches_are_single_round_trips");
+    let c = RedisConnector::new(server.url()).unwrap();
+    server.raw(&["CONFIG", "RESETSTAT"]);
+    let objects: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 1000]).collect();
+    let parts: Vec<[&[u8]; 2]> = objects.iter().map(|o| [&o[..500], &o[500..]]).collect();
+    let refs: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+    let keys = c.put_batch(&refs).unwrap();
+    let got = c.get_batch(&keys).unwrap();
+    assert_eq!(
+        got.into_iter().map(Option::unwrap).collect::<Vec<_>>(),
+        objects
+    );
+    assert_eq!(calls(&server, "mset"), 1);
+    assert_eq!(calls(&server, "mget"), 1);
+    assert_eq!(calls(&server, "set"), 0);
+    assert_eq!(calls(&server, "get"), 0);
+    assert!(c.get_batch(&[]).unwrap().is_empty());
+    assert!(c.put_batch(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn reach_follows_the_host() {
+    let server = server!("reach_follows_the_host");
+    let c = RedisConnector::new(server.url()).unwrap();
+    assert_eq!(c.reach(), Reach::Host);
+    let localhost = RedisConnector::new(format!("redis://localhost:{}", server.port())).unwrap();
+    assert_eq!(localhost.reach(), Reach::Host);
+    // A configuration for a remote server is rebuilt without connecting.
+    let mut config = c.config();
+    let remote = RedisConnector::builder("redis://10.11.12.13:6379")
+        .connect_timeout(Duration::from_millis(1));
+    assert!(remote.build().is_err());
+    let options: std::collections::BTreeMap<String, ciborium::Value> = config.options().unwrap();
+    let mut options = options;
+    options.insert(
+        "url".into(),
+        ciborium::Value::Text("redis://10.11.12.13:6379".into()),
+    );
+    config = proxystore::connectors::ConnectorConfig::new(&config.kind, &options).unwrap();
+    assert_eq!(config.build().unwrap().reach(), Reach::Network);
+}
+
+#[test]
+fn a_large_vector_round_trips_through_a_store_and_a_proxy() {
+    let server = server!("a_large_vector_round_trips_through_a_store_and_a_proxy");
+    let store = Store::new(
+        unique("redis-vec"),
+        RedisConnector::new(server.url()).unwrap(),
+    )
+    .unwrap();
+    let values: Vec<f64> = (0..(10 << 20) / 8).map(|i| i as f64 * 0.5).collect();
+    let proxy = store.proxy(values.clone()).unwrap();
+    let mut wire = Vec::new();
+    ciborium::into_writer(&proxy, &mut wire).unwrap();
+    let back: Proxy<Vec<f64>> = ciborium::from_reader(&wire[..]).unwrap();
+    assert_eq!(*Proxy::resolve(&back).unwrap(), values);
+    let key = store.put(&values).unwrap();
+    assert_eq!(*store.get::<Vec<f64>>(&key).unwrap().unwrap(), values);
+    store.close().unwrap();
+    assert!(server.keys("*").is_empty());
+}
+
+#[test]
+fn a_proxy_resolves_in_another_process() {
+    let server = server!("a_proxy_resolves_in_another_process");
+    let store = Store::new(
+        unique("redis-peer"),
+        RedisConnector::new(server.url()).unwrap(),
+    )
+    .unwrap();
+    let proxy = store.proxy("hello through redis".to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
+        .args(["proxy", &to_hex(&proxy)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello through redis"
+    );
+    // The peer's store (rebuilt from the proxy) did not clear anything.
+    assert!(store.exists(&Proxy::key(&proxy)).unwrap());
+    store.close().unwrap();
+}
+
+#[test]
+fn small_objects_in_redis_large_ones_in_files() {
+    let server = server!("small_objects_in_redis_large_ones_in_files");
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisConnector::new(server.url()).unwrap();
+    let namespace = redis.namespace().to_string();
+    let c = MultiConnector::builder()
+        .route(1024, redis)
+        .fallback(FileConnector::new(dir.path().join("large")).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(c.reach(), Reach::Host);
+    let small = c.put(&[&[1u8; 1024]]).unwrap();
+    let large = c.put(&[&[2u8; 1025]]).unwrap();
+    assert_eq!(
+        server.keys("*"),
+        vec![format!("proxystore:{namespace}:{small}")]
+    );
+    assert!(dir.path().join("large").join(large.to_string()).exists());
+    assert_eq!(c.get(&large).unwrap().unwrap().len(), 1025);
+    // Rebuilt elsewhere from the configuration: same routes.
+    let rebuilt = c.config().build().unwrap();
+    assert_eq!(rebuilt.get(&small).unwrap().unwrap(), vec![1u8; 1024]);
+    assert_eq!(rebuilt.get(&large).unwrap().unwrap(), vec![2u8; 1025]);
+    c.close().unwrap();
+    assert!(server.keys("*").is_empty());
+    assert!(!dir.path().join("large").exists());
+}
