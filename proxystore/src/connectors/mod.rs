@@ -163,7 +163,10 @@ impl fmt::Display for Reach {
 
 /// The serializable description of a connector: its registered kind and
 /// its options.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` output hides credentials: in any text option that is a URL,
+/// the user information (`user:password@`) is shown as `<hidden>@`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectorConfig {
     /// The name the connector kind is registered under.
     pub kind: String,
@@ -218,6 +221,44 @@ impl ConnectorConfig {
     }
 }
 
+impl fmt::Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("kind", &self.kind)
+            .field("options", &redacted(&self.options))
+            .finish()
+    }
+}
+
+/// `value` with the user information of URLs in text values hidden.
+fn redacted(value: &ciborium::Value) -> ciborium::Value {
+    use ciborium::Value;
+    match value {
+        Value::Text(text) => Value::Text(redact_url(text)),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        Value::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(k, v)| (redacted(k), redacted(v)))
+                .collect(),
+        ),
+        Value::Tag(tag, inner) => Value::Tag(*tag, Box::new(redacted(inner))),
+        other => other.clone(),
+    }
+}
+
+/// `scheme://user:password@host...` as `scheme://<hidden>@host...`.
+pub(crate) fn redact_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<hidden>{}", &rest[at..]),
+        None => text.to_string(),
+    }
+}
+
 pub(crate) fn join<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let mut names: Vec<&str> = names.collect();
     names.sort_unstable();
@@ -263,6 +304,36 @@ impl ConnectorKind {
 }
 
 inventory::collect!(ConnectorKind);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_credentials_in_urls() {
+        #[derive(Serialize)]
+        struct Options {
+            url: &'static str,
+            nested: Vec<&'static str>,
+        }
+        let config = ConnectorConfig::new(
+            "x",
+            &Options {
+                url: "redis://user:s3cret@host:6379/2",
+                nested: vec!["rediss://:hunter2@h/0?x=@", "/plain/path@x"],
+            },
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://<hidden>@host:6379/2"), "{shown}");
+        assert!(shown.contains("/plain/path@x"), "{shown}");
+        assert_eq!(redact_url("redis://host:1"), "redis://host:1");
+    }
+}
 
 /// Registers a connector type by its [`FromConfig::KIND`], so stores using
 /// it can be rebuilt from their configuration in any process of this

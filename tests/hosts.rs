@@ -1,0 +1,393 @@
+//! Several hosts made of network namespaces: Redis on one, two worker
+//! hosts with two worker processes each, the caller on a fourth. The
+//! caller runs the `concat` example and a 50 MiB `Vec<f64>` pipeline
+//! through a `RedisConnector` store and a `ClusterExecutor`; one worker
+//! host is killed (all its processes) mid-run. Every future must complete
+//! with the right result, and Redis must hold no key of the run afterwards.
+//!
+//! Namespaces need root (CI runs as root) and `ip` (iproute2). Without
+//! them the test says so and runs the same scenario with processes on
+//! loopback.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proxystore::connectors::RedisConnector;
+use proxystore::executor::cluster::{ClusterExecutor, Settings, CLUSTER_ENV, QUEUE_ENV};
+use proxystore::{proxied, OwnedProxy, Store, StoreExecutor, TaskValue};
+use support::redis_server::{free_port, program_or_skip, RedisServer};
+
+proxystore::test_worker!();
+
+const QUEUE: &str = "hosts";
+const CALLER_ENV: &str = "PROXYSTORE_TEST_HOSTS_CALLER";
+/// 50 MiB of f64 in chunks.
+const CHUNKS: usize = 10;
+const CHUNK_LEN: usize = 50 * 1024 * 1024 / 8 / CHUNKS;
+
+#[proxied(types = [String])]
+fn concat(base: String, num: i64) -> String {
+    format!("{base}-{num}")
+}
+
+/// Scales a chunk; slow enough that a host dies while some run.
+#[proxied(types = [Vec<f64>])]
+fn scale(values: Vec<f64>, by: f64) -> Vec<f64> {
+    std::thread::sleep(Duration::from_millis(300));
+    values.into_iter().map(|v| v * by).collect()
+}
+
+#[proxied(types = [Vec<f64>])]
+fn total(values: Vec<f64>) -> f64 {
+    values.iter().sum()
+}
+
+fn settings() -> Settings {
+    Settings {
+        heartbeat: Duration::from_millis(200),
+        heartbeat_ttl: Duration::from_millis(800),
+        lease: Duration::from_millis(800),
+        reap_every: Duration::from_millis(200),
+        caller_ttl: Duration::from_secs(5),
+        ..Settings::default()
+    }
+}
+
+/// The caller's side of the scenario, run in the caller's namespace by
+/// [`hosts_survive_the_death_of_one`]; does nothing in a normal test run.
+#[test]
+fn caller_entry_for_the_hosts_scenario() {
+    let Ok(url) = std::env::var(CALLER_ENV) else {
+        return;
+    };
+    let store = Store::new(
+        "hosts-scenario",
+        RedisConnector::builder(&url)
+            .namespace("hosts-scenario")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let executor = ClusterExecutor::builder(&url, QUEUE)
+        .settings(settings())
+        .build()
+        .unwrap();
+    let executor = StoreExecutor::new(executor, store);
+
+    let result = executor
+        .submit(concat::task("foobar".to_string(), 42))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(result.is_proxy());
+    assert_eq!(*result, "foobar-42");
+
+    let chunks: Vec<Vec<f64>> = (0..CHUNKS)
+        .map(|c| (0..CHUNK_LEN).map(|i| (c * CHUNK_LEN + i) as f64).collect())
+        .collect();
+    let expected: f64 = chunks.iter().flatten().map(|v| v * 3.0).sum();
+    let scaled: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| executor.submit(scale::task(chunk, 3.0)).unwrap())
+        .collect();
+    println!("\nSCENARIO-RUNNING");
+    let mut sum = 0.0;
+    for future in scaled {
+        let value = future.result().unwrap();
+        let TaskValue::Owned(owned) = &value else {
+            panic!("a listed result comes back owned");
+        };
+        // Worker to worker: the scaled chunk goes to the next task as a
+        // reference, never through this process.
+        sum += *executor
+            .submit(total::task(owned as &OwnedProxy<Vec<f64>>))
+            .unwrap()
+            .result()
+            .unwrap();
+    }
+    assert_eq!(sum, expected);
+    drop(result);
+    executor.shutdown(true, false);
+    println!("\nSCENARIO-DONE");
+}
+
+/// Processes that make up one host.
+struct Host {
+    ns: Option<String>,
+    children: Vec<Child>,
+}
+
+impl Host {
+    fn command(&self, program: &std::path::Path) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn start_worker(&mut self, url: &str) {
+        let child = self
+            .command(&std::env::current_exe().unwrap())
+            .args([
+                "proxystore_worker_entry",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CLUSTER_ENV, url)
+            .env(QUEUE_ENV, QUEUE)
+            .env("PROXYSTORE_HEARTBEAT_MS", "200")
+            .env("PROXYSTORE_HEARTBEAT_TTL_MS", "800")
+            .env("PROXYSTORE_LEASE_MS", "800")
+            .env("PROXYSTORE_REAP_MS", "200")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("worker starts");
+        self.children.push(child);
+    }
+
+    /// Kills every process of the host.
+    fn kill(&mut self) {
+        if let Some(ns) = &self.ns {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: kill has no memory preconditions.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Namespaces joined by a bridge, removed when dropped.
+struct Network {
+    tag: String,
+    names: Vec<String>,
+    subnet: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Network {
+    /// A bridge with address .1 in this namespace, and namespaces with
+    /// addresses .2, .3, ... on it.
+    fn new(hosts: &[&str]) -> Result<Network, String> {
+        let pid = std::process::id();
+        let tag = format!("ps{}", pid % 100_000);
+        let subnet = format!("10.231.{}", pid % 250);
+        let mut net = Network {
+            tag: tag.clone(),
+            names: Vec::new(),
+            subnet: subnet.clone(),
+        };
+        let bridge = format!("{tag}br");
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for (i, host) in hosts.iter().enumerate() {
+            let ns = format!("{tag}-{host}");
+            ip(&["netns", "add", &ns])?;
+            net.names.push(ns.clone());
+            let (outside, inside) = (format!("{tag}v{i}"), format!("{tag}p{i}"));
+            ip(&[
+                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ])?;
+            ip(&["link", "set", &inside, "netns", &ns])?;
+            ip(&["link", "set", &outside, "master", &bridge, "up"])?;
+            let addr = format!("{subnet}.{}/24", i + 2);
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", &inside])?;
+            ip(&["-n", &ns, "link", "set", &inside, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    fn ns(&self, i: usize) -> String {
+        self.names[i].clone()
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 2)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["link", "del", &format!("{}br", self.tag)]);
+    }
+}
+
+fn namespaces_usable() -> Result<(), String> {
+    if std::env::var_os("PROXYSTORE_TEST_NO_NETNS").is_some() {
+        return Err("PROXYSTORE_TEST_NO_NETNS is set".into());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root".into());
+    }
+    Command::new("ip")
+        .arg("-V")
+        .output()
+        .map_err(|e| format!("`ip` (iproute2) is not available: {e}"))?;
+    Ok(())
+}
+
+#[test]
+fn hosts_survive_the_death_of_one() {
+    let Some(program) = program_or_skip("hosts_survive_the_death_of_one") else {
+        return;
+    };
+    let network = namespaces_usable().and_then(|()| Network::new(&["redis", "w1", "w2", "caller"]));
+    let network = match network {
+        Ok(n) => Some(n),
+        Err(reason) => {
+            eprintln!(
+                "NOTE hosts_survive_the_death_of_one: network namespaces unavailable ({reason}); \
+                 running the same scenario with processes on loopback"
+            );
+            None
+        }
+    };
+    let port = free_port();
+    let (server, hosts, caller_ns) = match &network {
+        Some(net) => {
+            let prefix = ["ip", "netns", "exec", &net.ns(0)];
+            let server = RedisServer::start_on(&program, &prefix, &net.addr(0), port)
+                .expect("redis-server starts in its namespace");
+            let host = |i: usize| Host {
+                ns: Some(net.ns(i)),
+                children: Vec::new(),
+            };
+            (server, [host(1), host(2)], Some(net.ns(3)))
+        }
+        None => {
+            let server = RedisServer::start_on(&program, &[], "127.0.0.1", port)
+                .expect("redis-server starts");
+            let host = || Host {
+                ns: None,
+                children: Vec::new(),
+            };
+            (server, [host(), host()], None)
+        }
+    };
+    let url = server.url();
+    let [mut doomed, mut survivor] = hosts;
+    for _ in 0..2 {
+        doomed.start_worker(&url);
+        survivor.start_worker(&url);
+    }
+
+    let exe = std::env::current_exe().unwrap();
+    let caller_host = Host {
+        ns: caller_ns,
+        children: Vec::new(),
+    };
+    let started = Instant::now();
+    let mut caller = caller_host
+        .command(&exe)
+        .args([
+            "caller_entry_for_the_hosts_scenario",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CALLER_ENV, &url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("caller starts");
+    let mut lines = BufReader::new(caller.stdout.take().unwrap()).lines();
+    let mut killed_at = None;
+    let mut done = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.trim() == "SCENARIO-RUNNING" && killed_at.is_none() {
+            // Kill the host while its workers hold jobs.
+            let pids: Vec<String> = doomed
+                .children
+                .iter()
+                .map(|c| format!("-{}-", c.id()))
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let pending = server.raw(&[
+                    "XPENDING",
+                    &format!("proxystore:queue:{QUEUE}:jobs"),
+                    "workers",
+                ]);
+                if pids.iter().any(|p| pending.contains(p.as_str())) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "host 1 never took a job: {pending:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            doomed.kill();
+            killed_at = Some(Instant::now());
+            eprintln!("killed worker host 1 at {:?}", started.elapsed());
+        }
+        if line.trim() == "SCENARIO-DONE" {
+            done = true;
+        }
+    }
+    let status = caller.wait().unwrap();
+    assert!(status.success() && done, "the caller failed: {status}");
+    eprintln!(
+        "scenario done in {:?}; {:?} after the kill",
+        started.elapsed(),
+        killed_at.map(|k| k.elapsed())
+    );
+
+    // Nothing of the run is left: no object, no reply list, no caller
+    // heartbeat, no job; once the workers are gone, their heartbeats
+    // expire too.
+    survivor.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys = server.keys("*");
+        let jobs = format!("proxystore:queue:{QUEUE}:jobs");
+        if keys == [jobs.clone()] {
+            assert_eq!(server.raw(&["XLEN", &jobs]), ":0\r\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "keys left in Redis: {keys:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
