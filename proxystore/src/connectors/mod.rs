@@ -305,35 +305,6 @@ impl ConnectorKind {
 
 inventory::collect!(ConnectorKind);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_output_hides_credentials_in_urls() {
-        #[derive(Serialize)]
-        struct Options {
-            url: &'static str,
-            nested: Vec<&'static str>,
-        }
-        let config = ConnectorConfig::new(
-            "x",
-            &Options {
-                url: "redis://user:s3cret@host:6379/2",
-                nested: vec!["rediss://:hunter2@h/0?x=@", "/plain/path@x"],
-            },
-        )
-        .unwrap();
-        let shown = format!("{config:?}");
-        assert!(
-            !shown.contains("s3cret") && !shown.contains("hunter2"),
-            "{shown}"
-        );
-        assert!(shown.contains("redis://<hidden>@host:6379/2"), "{shown}");
-        assert!(shown.contains("/plain/path@x"), "{shown}");
-        assert_eq!(redact_url("redis://host:1"), "redis://host:1");
-    }
-}
 
 /// Registers a connector type by its [`FromConfig::KIND`], so stores using
 /// it can be rebuilt from their configuration in any process of this
@@ -378,4 +349,34 @@ macro_rules! register_connector {
             )
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_credentials_in_urls() {
+        #[derive(Serialize)]
+        struct Options {
+            url: &'static str,
+            nested: Vec<&'static str>,
+        }
+        let config = ConnectorConfig::new(
+            "x",
+            &Options {
+                url: "redis://user:s3cret@host:6379/2",
+                nested: vec!["rediss://:hunter2@h/0?x=@", "/plain/path@x"],
+            },
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://<hidden>@host:6379/2"), "{shown}");
+        assert!(shown.contains("/plain/path@x"), "{shown}");
+        assert_eq!(redact_url("redis://host:1"), "redis://host:1");
+    }
 }
