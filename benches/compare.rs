@@ -5,19 +5,31 @@
 //! `ProcessPoolExecutor(2)` and a `FileConnector`), then prints one table:
 //! each workload's median and min–max on both sides and the ratio.
 //!
+//! With `redis-server` on PATH (or `PROXYSTORE_REDIS_SERVER`), a private
+//! server is started on a free port for the run, and the Redis rows (`r.`)
+//! are measured too: the floor (a plain Redis round trip), the multi-host
+//! executor (`ClusterExecutor`, two worker processes: this executable in
+//! cluster worker mode) with a `RedisConnector` store, and the process pool
+//! with a `RedisConnector` store, beside the anchor's `--redis` rows (and
+//! with `--dask`, its Dask rows beside the cluster executor's).
+//!
 //! Run it with `bench/compare` (which prepares the Python side), or
-//! `cargo bench --bench compare -- [--quick] [--rounds N] [--python PATH --anchor PATH]`.
+//! `cargo bench --bench compare -- [--quick] [--rounds N] [--dask] [--python PATH --anchor PATH]`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proxystore::connectors::FileConnector;
+use proxystore::connectors::{FileConnector, RedisConnector};
+use proxystore::executor::cluster::{ClusterExecutor, CLUSTER_ENV, QUEUE_ENV};
 use proxystore::executor::ProcessPool;
 use proxystore::{proxied, ShouldProxy, Store, StoreExecutor, TaskValue};
+
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -50,6 +62,12 @@ struct Options {
     root: PathBuf,
     n_noop: usize,
     scale: f64,
+    /// Also run the anchor's Dask mode, the peer of the cluster executor.
+    dask: bool,
+    /// Sequential round trips per latency row of the Redis section.
+    n_redis_lat: usize,
+    /// Tasks per burst of the Redis section.
+    n_redis_burst: usize,
 }
 
 fn options() -> Options {
@@ -62,6 +80,9 @@ fn options() -> Options {
         root: std::env::temp_dir().join(format!("proxystore-bench-{}", std::process::id())),
         n_noop: 10_000,
         scale: 1.0,
+        dask: false,
+        n_redis_lat: 2_000,
+        n_redis_burst: 10_000,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -75,6 +96,7 @@ fn options() -> Options {
             "--python" => o.python = args.next().map(PathBuf::from),
             "--anchor" => o.anchor = args.next().map(PathBuf::from),
             "--store-root" => o.root = args.next().map(PathBuf::from).expect("--store-root DIR"),
+            "--dask" => o.dask = true,
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -83,6 +105,8 @@ fn options() -> Options {
         o.rounds = 1;
         o.n_noop = 300;
         o.scale = 0.05;
+        o.n_redis_lat = 200;
+        o.n_redis_burst = 500;
     }
     o
 }
@@ -159,12 +183,19 @@ impl Table {
     }
 
     fn print(&self) {
+        let w = self
+            .order
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+            .max(44);
         println!();
         println!(
-            "{:<44} {:>6} | {:>10} {:>21} | {:>10} {:>21} | {:>9}",
+            "{:<w$} {:>6} | {:>10} {:>21} | {:>10} {:>21} | {:>9}",
             "workload", "unit", "rust", "rust min-max", "python", "python min-max", "speedup"
         );
-        println!("{}", "-".repeat(136));
+        println!("{}", "-".repeat(w + 92));
         for name in &self.order {
             let (unit, higher, rust, python) = &self.rows[name];
             let cell = |s: &Side| {
@@ -186,7 +217,7 @@ impl Table {
             } else {
                 format!("{:.1}x", python.median() / rust.median())
             };
-            println!("{name:<44} {unit:>6} | {rm} {rr} | {pm} {pr} | {ratio:>9}");
+            println!("{name:<w$} {unit:>6} | {rm} {rr} | {pm} {pr} | {ratio:>9}");
         }
     }
 }
@@ -253,16 +284,21 @@ fn value<R: proxystore::Storable>(r: &TaskValue<R>) -> &R {
 
 /// Throughput of three bursts of no-op tasks, submitted all at once.
 fn bursts(o: &Options, ex: &StoreExecutor) -> Vec<f64> {
+    bursts_of(o.n_noop, ex)
+}
+
+/// Throughput of three bursts of `n` no-op tasks, submitted all at once.
+fn bursts_of(n: usize, ex: &StoreExecutor) -> Vec<f64> {
     (0..3)
         .map(|_| {
             let t0 = Instant::now();
-            let futures: Vec<_> = (0..o.n_noop as i64)
+            let futures: Vec<_> = (0..n as i64)
                 .map(|i| ex.submit(noop::task(i)).unwrap())
                 .collect();
             for f in futures {
                 black_box(f.result().unwrap());
             }
-            o.n_noop as f64 / t0.elapsed().as_secs_f64()
+            n as f64 / t0.elapsed().as_secs_f64()
         })
         .collect()
 }
@@ -453,7 +489,19 @@ fn sweep<A>(
     make: impl Fn(usize) -> A,
     run: impl Fn(usize, A),
 ) {
-    for (i, &size) in SIZES.iter().enumerate() {
+    sweep_sizes(o, t, &SIZES, name, make, run)
+}
+
+/// [`sweep`] over the first `sizes.len()` of [`SIZES`].
+fn sweep_sizes<A>(
+    o: &Options,
+    t: &mut Table,
+    sizes: &[usize],
+    name: &str,
+    make: impl Fn(usize) -> A,
+    run: impl Fn(usize, A),
+) {
+    for (i, &size) in sizes.iter().enumerate() {
         let xs = payload_run(o, size, || make(i), |arg| run(size, arg));
         t.rust(&format!("{name} {}", label(size)), "ms", &xs);
     }
@@ -494,50 +542,112 @@ fn pipe_round_trips(n: usize) -> Vec<f64> {
     xs
 }
 
-fn python_round(o: &Options, t: &mut Table) {
-    let (Some(python), Some(anchor)) = (&o.python, &o.anchor) else {
-        return;
-    };
-    let json = o.root.join("python.json");
-    let mut cmd = Command::new(python);
-    cmd.arg(anchor)
-        .args([
-            "--parts",
-            "abcde",
-            "--n",
-            &o.n_noop.to_string(),
-            "--scale",
-            &o.scale.to_string(),
-        ])
+/// Runs the Python anchor with `args`; `None` (after saying why) if it is
+/// not configured or fails: its rows are then left out, never the Rust ones.
+fn run_anchor(o: &Options, what: &str, args: &[String]) -> Option<serde_json::Value> {
+    let (python, anchor) = (o.python.as_ref()?, o.anchor.as_ref()?);
+    let json = o.root.join(format!("python-{what}.json"));
+    let _ = std::fs::remove_file(&json);
+    let out = Command::new(python)
+        .arg(anchor)
+        .args(args)
         .arg("--json")
         .arg(&json)
         .arg("--store-root")
-        .arg(o.root.join("python"));
-    let out = cmd.output().expect("running the python anchor");
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        panic!("python anchor failed");
-    }
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let st = |v: &serde_json::Value, k: f64| {
-        (
-            v["median"].as_f64().unwrap() * k,
-            v["min"].as_f64().unwrap() * k,
-            v["max"].as_f64().unwrap() * k,
-        )
+        .arg(o.root.join(format!("python-{what}")))
+        .stdin(Stdio::null())
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("python anchor ({what}) did not start: {e}; its rows are left out");
+            return None;
+        }
     };
-    let (m, lo, hi) = st(&r["a_storeexec_never_noop"]["lat_us"], 1.0);
-    t.python("a. no-op latency (ProxyNever)", "us", m, lo, hi);
-    let (m, lo, hi) = st(&r["a_storeexec_never_noop"]["thr_tasks_s"], 1.0);
-    t.python(
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        eprintln!(
+            "python anchor ({what}) failed ({}); its rows are left out:\n{tail}",
+            out.status
+        );
+        return None;
+    }
+    let parsed = std::fs::read(&json)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!(
+                "python anchor ({what}) wrote no readable results ({e}); its rows are left out"
+            );
+            None
+        }
+    }
+}
+
+/// Median, min and max of one of the anchor's summaries, times `k`.
+fn stat(v: &serde_json::Value, k: f64) -> Option<(f64, f64, f64)> {
+    Some((
+        v["median"].as_f64()? * k,
+        v["min"].as_f64()? * k,
+        v["max"].as_f64()? * k,
+    ))
+}
+
+impl Table {
+    fn python_stat(&mut self, name: &str, unit: &str, v: &serde_json::Value, k: f64) {
+        if let Some((m, lo, hi)) = stat(v, k) {
+            self.python(name, unit, m, lo, hi);
+        }
+    }
+
+    /// The anchor's per-size rows of `key` (in ms) as `{name} {size}`, for
+    /// the sizes in `sizes` only.
+    fn python_sizes(&mut self, r: &serde_json::Value, key: &str, name: &str, sizes: &[usize]) {
+        for row in r[key].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let Some(size) = row["size_bytes"].as_u64().map(|s| s as usize) else {
+                continue;
+            };
+            if sizes.contains(&size) {
+                self.python_stat(&format!("{name} {}", label(size)), "ms", &row["sec"], 1e3);
+            }
+        }
+    }
+}
+
+fn python_round(o: &Options, t: &mut Table) {
+    let args = [
+        "--parts".to_string(),
+        "abcde".into(),
+        "--n".into(),
+        o.n_noop.to_string(),
+        "--scale".into(),
+        o.scale.to_string(),
+    ];
+    let Some(r) = run_anchor(o, "file", &args) else {
+        return;
+    };
+    t.python_stat(
+        "a. no-op latency (ProxyNever)",
+        "us",
+        &r["a_storeexec_never_noop"]["lat_us"],
+        1.0,
+    );
+    t.python_stat(
         &format!("a. no-op burst of {}", o.n_noop),
         "task/s",
-        m,
-        lo,
-        hi,
+        &r["a_storeexec_never_noop"]["thr_tasks_s"],
+        1.0,
     );
-    let (m, lo, hi) = st(&r["b_storeexec_always_full"]["lat_us"], 1.0);
-    t.python("b. small value, ProxyAlways round trip", "us", m, lo, hi);
+    t.python_stat(
+        "b. small value, ProxyAlways round trip",
+        "us",
+        &r["b_storeexec_always_full"]["lat_us"],
+        1.0,
+    );
     for (key, name) in [
         ("c_storeexec_bytes_touch", "c. bytes touch"),
         ("c_storeexec_bytes_echo_resolved", "c. bytes echo"),
@@ -546,17 +656,420 @@ fn python_round(o: &Options, t: &mut Table) {
         ("d_plain_ppe_bytes_echo", "e. by value: bytes echo"),
         ("d_plain_ppe_numpy_asum", "e. by value: f64 sum"),
     ] {
-        for row in r[key].as_array().unwrap() {
-            let size = row["size_bytes"].as_u64().unwrap() as usize;
-            let (m, lo, hi) = st(&row["sec"], 1e3);
-            t.python(&format!("{name} {}", label(size)), "ms", m, lo, hi);
-        }
+        t.python_sizes(&r, key, name, &SIZES);
     }
     let e = &r["e_physical_100MiB"];
-    let (m, lo, hi) = st(&e["memcpy: memoryview(bytearray)[:] = bytes"]["sec"], 1e3);
-    t.python("f. memcpy 100MiB (warm buffer)", "ms", m, lo, hi);
-    let (m, lo, hi) = st(&e["file write+read 100MiB"]["sec"], 1e3);
-    t.python("f. file write+read 100MiB", "ms", m, lo, hi);
+    t.python_stat(
+        "f. memcpy 100MiB (warm buffer)",
+        "ms",
+        &e["memcpy: memoryview(bytearray)[:] = bytes"]["sec"],
+        1e3,
+    );
+    t.python_stat(
+        "f. file write+read 100MiB",
+        "ms",
+        &e["file write+read 100MiB"]["sec"],
+        1e3,
+    );
+}
+
+/// The Redis side of a run: a private `redis-server` on a free port and two
+/// cluster workers (this executable in cluster worker mode), stopped when
+/// dropped.
+struct RedisRig {
+    workers: Vec<Child>,
+    queue: String,
+    server: redis_server::RedisServer,
+}
+
+impl RedisRig {
+    /// Starts the server and the workers, or says why the Redis rows are
+    /// skipped.
+    fn start() -> Result<RedisRig, String> {
+        if redis_server::program().is_none() {
+            return Err(
+                "Redis rows skipped: `redis-server` is not on PATH (install it with \
+                        `apt-get install redis-server` or `brew install redis`, or point \
+                        PROXYSTORE_REDIS_SERVER at one)"
+                    .into(),
+            );
+        }
+        let server = redis_server::RedisServer::start("bench compare")
+            .ok_or("Redis rows skipped: no redis-server")?;
+        let queue = format!("bench-{}", std::process::id());
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut rig = RedisRig {
+            workers: Vec::new(),
+            queue,
+            server,
+        };
+        for _ in 0..2 {
+            let child = Command::new(&exe)
+                .env(CLUSTER_ENV, rig.server.url())
+                .env(QUEUE_ENV, &rig.queue)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("Redis rows skipped: a cluster worker did not start: {e}"))?;
+            rig.workers.push(child);
+        }
+        Ok(rig)
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// A store on this server (its own namespace), and that namespace.
+    fn store(&self, label: &str) -> (Store, String) {
+        let connector = RedisConnector::new(self.url()).unwrap();
+        let namespace = connector.namespace().to_string();
+        let name = format!("bench-{label}-{}", std::process::id());
+        let store = Store::builder(name, connector)
+            .cache_size(0)
+            .build()
+            .unwrap();
+        (store, namespace)
+    }
+
+    /// The cluster executor on the two workers, with a Redis store.
+    fn cluster(&self, label: &str, policy: ShouldProxy) -> (StoreExecutor, String) {
+        let (store, namespace) = self.store(label);
+        let cluster = ClusterExecutor::new(&self.url(), &self.queue).unwrap();
+        (
+            StoreExecutor::new(cluster, store).should_proxy(policy),
+            namespace,
+        )
+    }
+
+    /// The process pool (2 workers) with a Redis store.
+    fn pool(&self, label: &str, policy: ShouldProxy) -> (StoreExecutor, String) {
+        let (store, namespace) = self.store(label);
+        let pool = ProcessPool::new(2).unwrap();
+        (
+            StoreExecutor::new(pool, store).should_proxy(policy),
+            namespace,
+        )
+    }
+
+    /// Says so if objects of `namespace` are still in Redis (they should
+    /// all have been evicted by now).
+    fn check_leftovers(&self, what: &str, namespace: &str) {
+        let pattern = format!("proxystore:{namespace}:*");
+        let mut left = self.server.keys(&pattern).len();
+        if left > 0 {
+            std::thread::sleep(Duration::from_millis(100)); // evictions in flight
+            left = self.server.keys(&pattern).len();
+        }
+        if left > 0 {
+            eprintln!("warning: {what}: {left} objects left in Redis after the run");
+        }
+    }
+}
+
+impl Drop for RedisRig {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        // The server is killed when `server` drops, after this.
+    }
+}
+
+/// The sizes of the Redis payload rows: up to 1 MiB in quick mode.
+fn redis_sizes(o: &Options) -> &'static [usize] {
+    if o.quick {
+        &SIZES[..2]
+    } else {
+        &SIZES
+    }
+}
+
+fn percentile(xs: &[f64], p: f64) -> f64 {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    xs[((xs.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The floor under a task's round trip through Redis: a `PING`, and a
+/// ping-pong over two lists between two clients (this thread `RPUSH`es a
+/// request and `BLPOP`s the answer; a helper thread `BLPOP`s the request
+/// and `RPUSH`es it back), as a job and its reply travel.
+fn redis_floor(url: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let client = redis::Client::open(url).unwrap();
+    let connect = || {
+        let con = client.get_connection().unwrap();
+        con.set_read_timeout(None).unwrap(); // BLPOP waits
+        con
+    };
+    let mut con = connect();
+    let ping: Vec<f64> = (0..n + 100)
+        .map(|_| {
+            let t0 = Instant::now();
+            let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+            assert_eq!(pong, "PONG");
+            us(t0.elapsed())
+        })
+        .skip(100)
+        .collect();
+
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (requests, answers) = (format!("bench:{tag}:req"), format!("bench:{tag}:ans"));
+    let mut other = connect();
+    let helper = {
+        let (requests, answers) = (requests.clone(), answers.clone());
+        std::thread::spawn(move || loop {
+            let (_, v): (String, Vec<u8>) = redis::cmd("BLPOP")
+                .arg(&requests)
+                .arg(0)
+                .query(&mut other)
+                .unwrap();
+            if v == b"stop" {
+                break;
+            }
+            redis::cmd("RPUSH")
+                .arg(&answers)
+                .arg(v)
+                .query::<i64>(&mut other)
+                .unwrap();
+        })
+    };
+    let frame = [7u8; 16];
+    let pingpong: Vec<f64> = (0..n + 100)
+        .map(|_| {
+            let t0 = Instant::now();
+            redis::cmd("RPUSH")
+                .arg(&requests)
+                .arg(&frame[..])
+                .query::<i64>(&mut con)
+                .unwrap();
+            let (_, v): (String, Vec<u8>) = redis::cmd("BLPOP")
+                .arg(&answers)
+                .arg(0)
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(v, frame);
+            us(t0.elapsed())
+        })
+        .skip(100)
+        .collect();
+    redis::cmd("RPUSH")
+        .arg(&requests)
+        .arg("stop")
+        .query::<i64>(&mut con)
+        .unwrap();
+    helper.join().unwrap();
+    (ping, pingpong)
+}
+
+/// Sequential no-op round trips: `check` sees each result.
+fn latencies<R: proxystore::Storable>(
+    n: usize,
+    ex: &StoreExecutor,
+    task: impl Fn(i64) -> proxystore::Task<R>,
+    check: impl Fn(i64, TaskValue<R>),
+) -> Vec<f64> {
+    (0..n as i64)
+        .map(|i| {
+            let t0 = Instant::now();
+            let r = ex.submit(task(i)).unwrap().result().unwrap();
+            check(i, r); // drops the result: an owned proxy is evicted
+            us(t0.elapsed())
+        })
+        .collect()
+}
+
+fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
+    let n = o.n_redis_lat;
+    let (ping, pingpong) = redis_floor(&rig.url(), n);
+    t.rust("r. floor: PING round trip", "us", &ping);
+    t.rust("r. floor: list ping-pong, RPUSH+BLPOP x2", "us", &pingpong);
+
+    // The cluster executor, nothing proxied: latency and bursts.
+    let (ex, namespace) = rig.cluster("ra", ShouldProxy::Never);
+    for i in 0..200 {
+        ex.submit(noop::task(i)).unwrap().result().unwrap();
+    }
+    let lat = latencies(n, &ex, noop::task, |i, r| assert_eq!(*r, i));
+    t.rust("r. cluster: no-op latency (ProxyNever)", "us", &lat);
+    t.rust(
+        "r. cluster: no-op latency p90 (ProxyNever)",
+        "us",
+        &[percentile(&lat, 0.9)],
+    );
+    t.rust(
+        &format!("r. cluster: no-op burst of {}", o.n_redis_burst),
+        "task/s",
+        &bursts_of(o.n_redis_burst, &ex),
+    );
+    rig.check_leftovers("cluster ProxyNever", &namespace);
+    drop(ex);
+
+    // Small value proxied both ways through Redis.
+    let small_always = |ex: &StoreExecutor| {
+        for i in 0..50 {
+            ex.submit(noop::task(i)).unwrap().result().unwrap();
+        }
+        latencies(n, ex, noop::task, |i, r| {
+            assert!(r.is_proxy());
+            assert_eq!(*value(&r), i);
+        })
+    };
+    let (ex, namespace) = rig.cluster("rb", ShouldProxy::Always);
+    t.rust(
+        "r. cluster: small value, ProxyAlways round trip",
+        "us",
+        &small_always(&ex),
+    );
+    rig.check_leftovers("cluster ProxyAlways", &namespace);
+    drop(ex);
+
+    let sizes = redis_sizes(o);
+    let bytes: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&s| (0..s).map(|i| (i * 131 % 251) as u8).collect())
+        .collect();
+    let echo_bytes = |ex: &StoreExecutor, size: usize, arg: Vec<u8>| {
+        let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
+        assert!(r.is_proxy());
+        assert_eq!(r.len(), size);
+    };
+
+    // Bytes proxied to a worker on the cluster and back.
+    let (ex, namespace) = rig.cluster("rc", ShouldProxy::types::<(Vec<u8>,)>());
+    sweep_sizes(
+        o,
+        t,
+        sizes,
+        "r. cluster: bytes echo",
+        |i| bytes[i].clone(),
+        |size, arg| echo_bytes(&ex, size, arg),
+    );
+    rig.check_leftovers("cluster bytes echo", &namespace);
+    drop(ex);
+
+    // The process pool with the Redis store: the anchor's `--redis` rows.
+    let (ex, namespace) = rig.pool("rp", ShouldProxy::Always);
+    t.rust(
+        "r. pool+redis: small value, ProxyAlways round trip",
+        "us",
+        &small_always(&ex),
+    );
+    rig.check_leftovers("pool ProxyAlways", &namespace);
+    drop(ex);
+    let (ex, namespace) = rig.pool("rq", ShouldProxy::types::<(Vec<u8>,)>());
+    sweep_sizes(
+        o,
+        t,
+        sizes,
+        "r. pool+redis: bytes touch",
+        |i| bytes[i].clone(),
+        |size, arg| {
+            assert_eq!(
+                *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
+                size as u64
+            );
+        },
+    );
+    sweep_sizes(
+        o,
+        t,
+        sizes,
+        "r. pool+redis: bytes echo",
+        |i| bytes[i].clone(),
+        |size, arg| echo_bytes(&ex, size, arg),
+    );
+    rig.check_leftovers("pool bytes", &namespace);
+    drop(ex);
+    drop(bytes);
+    let floats: Vec<Vec<f64>> = sizes
+        .iter()
+        .map(|&s| (0..s / 8).map(|i| i as f64 * 0.5).collect())
+        .collect();
+    let sums: Vec<f64> = floats.iter().map(|f| f.iter().sum()).collect();
+    let (ex, namespace) = rig.pool("rr", ShouldProxy::types::<(Vec<f64>,)>());
+    sweep_sizes(
+        o,
+        t,
+        sizes,
+        "r. pool+redis: f64 sum",
+        |i| floats[i].clone(),
+        |size, arg| {
+            let r = ex.submit(asum::task(arg)).unwrap().result().unwrap();
+            assert_eq!(*r, sums[index_of(size)]);
+        },
+    );
+    rig.check_leftovers("pool f64", &namespace);
+    drop(ex);
+}
+
+/// The anchor's Redis rows (`--redis`: its process pool with a Redis
+/// store) and, with `--dask`, its Dask rows beside the cluster executor's.
+fn python_redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
+    let server = format!("127.0.0.1:{}", rig.server.port());
+    let sizes = redis_sizes(o);
+    let args = [
+        "--parts".to_string(),
+        "bc".into(),
+        "--n".into(),
+        o.n_redis_lat.to_string(),
+        "--scale".into(),
+        o.scale.to_string(),
+        "--redis".into(),
+        server.clone(),
+    ];
+    if let Some(r) = run_anchor(o, "redis", &args) {
+        t.python_stat(
+            "r. pool+redis: small value, ProxyAlways round trip",
+            "us",
+            &r["b_storeexec_always_full"]["lat_us"],
+            1.0,
+        );
+        for (key, name) in [
+            ("c_storeexec_bytes_touch", "r. pool+redis: bytes touch"),
+            (
+                "c_storeexec_bytes_echo_resolved",
+                "r. pool+redis: bytes echo",
+            ),
+            ("c_storeexec_numpy_asum", "r. pool+redis: f64 sum"),
+        ] {
+            t.python_sizes(&r, key, name, sizes);
+        }
+    }
+    if !o.dask {
+        return;
+    }
+    let args = [
+        "--dask".to_string(),
+        "--parts".into(),
+        "ab".into(),
+        "--n".into(),
+        o.n_redis_burst.to_string(),
+        "--redis".into(),
+        server,
+    ];
+    if let Some(r) = run_anchor(o, "dask", &args) {
+        let a = &r["a_storeexec_never_noop"];
+        t.python_stat(
+            "r. cluster: no-op latency (ProxyNever)",
+            "us",
+            &a["lat_us"],
+            1.0,
+        );
+        t.python_stat(
+            &format!("r. cluster: no-op burst of {}", o.n_redis_burst),
+            "task/s",
+            &a["thr_tasks_s"],
+            1.0,
+        );
+        t.python_stat(
+            "r. cluster: small value, ProxyAlways round trip",
+            "us",
+            &r["b_storeexec_always_full"]["lat_us"],
+            1.0,
+        );
+    }
 }
 
 fn status_kib(field: &str) -> u64 {
@@ -638,15 +1151,37 @@ fn main() {
     let o = options();
     std::fs::create_dir_all(&o.root).unwrap();
     let mut table = Table::default();
+    let rig = RedisRig::start();
+    if let Err(skipped) = &rig {
+        eprintln!("{skipped}");
+    }
     for round in 0..o.rounds {
         eprintln!("round {}/{}: rust", round + 1, o.rounds);
         rust_round(&o, &mut table);
+        if let Ok(rig) = &rig {
+            eprintln!("round {}/{}: rust, redis", round + 1, o.rounds);
+            redis_round(&o, &mut table, rig);
+        }
         if o.python.is_some() {
             eprintln!("round {}/{}: python", round + 1, o.rounds);
             python_round(&o, &mut table);
+            if let Ok(rig) = &rig {
+                eprintln!("round {}/{}: python, redis", round + 1, o.rounds);
+                python_redis_round(&o, &mut table, rig);
+            }
         }
     }
     table.print();
+    match &rig {
+        Ok(_) if o.dask => println!(
+            "(r. rows: python beside \"cluster\" is Dask distributed on a LocalCluster of 2 processes, beside \"pool+redis\" a ProcessPoolExecutor(2); both with a RedisConnector store)"
+        ),
+        Ok(_) => println!(
+            "(r. rows: python beside \"pool+redis\" is a ProcessPoolExecutor(2) with a RedisConnector store; `bench/compare --dask` adds Dask beside \"cluster\")"
+        ),
+        Err(skipped) => println!("{skipped}"),
+    }
+    drop(rig);
     growth(&o);
     let _ = std::fs::remove_dir_all(&o.root);
 }
