@@ -305,7 +305,6 @@ impl ConnectorKind {
 
 inventory::collect!(ConnectorKind);
 
-
 /// Registers a connector type by its [`FromConfig::KIND`], so stores using
 /// it can be rebuilt from their configuration in any process of this
 /// executable.
