@@ -82,11 +82,12 @@ const MSET_BYTES: u64 = 256 * 1024 * 1024;
 /// fresh random UUID per [`new`](RedisConnector::new) (or
 /// [`build`](RedisConnectorBuilder::build)), so two stores never share
 /// keys by accident; [`namespace`](RedisConnectorBuilder::namespace) sets it
-/// (any text; several connectors with the same namespace share objects).
+/// (any text without `:`, other than `queue`; several connectors with the
+/// same namespace share objects).
 ///
 /// [`close`](Connector::close) removes the namespace's keys, found with
-/// `SCAN MATCH proxystore:{namespace}:*` (glob characters of the namespace
-/// escaped) and removed with `UNLINK` in batches; it never uses `FLUSHDB`
+/// `SCAN MATCH proxystore:{namespace}:<uuid pattern>` (glob characters of
+/// the namespace escaped; nothing not shaped like an object key) and removed with `UNLINK` in batches; it never uses `FLUSHDB`
 /// or `KEYS`, and leaves every other key of the database alone. Only the
 /// connector made by `new`/`build` clears its namespace; one rebuilt from
 /// its configuration ([`FromConfig`], in a worker) never does, and
@@ -259,6 +260,9 @@ fn invalid(reason: impl Into<String>) -> Error {
         reason: reason.into(),
     }
 }
+
+/// A `SCAN MATCH` pattern of the canonical text form of a key.
+const UUID_PATTERN: &str = "????????-????-????-????-????????????";
 
 /// Escapes the characters that `SCAN MATCH` treats as a pattern.
 fn glob_escape(text: &str) -> String {
@@ -482,6 +486,14 @@ impl RedisConnector {
         if options.namespace.is_empty() {
             return Err(invalid("the namespace is empty"));
         }
+        if options.namespace.contains(':') || options.namespace == "queue" {
+            return Err(invalid(format!(
+                "the namespace {:?} may not contain ':' nor be \"queue\" (the multi-host \
+                 executor's keys are proxystore:queue:...): another namespace's keys would \
+                 fall under it",
+                options.namespace
+            )));
+        }
         let client = redis::Client::open(info).map_err(|e| {
             let message = scrub(&secrets, e.to_string());
             invalid(format!(
@@ -603,7 +615,13 @@ impl RedisConnector {
 
     /// Removes every key of the namespace (SCAN + UNLINK).
     fn clear_namespace(&self) -> Result<u64> {
-        let pattern = format!("proxystore:{}:*", glob_escape(&self.inner.namespace));
+        // Only names shaped like the namespace's object keys: nothing else
+        // under the prefix (a queue of the multi-host executor, another
+        // program's keys) is touched.
+        let pattern = format!(
+            "proxystore:{}:{UUID_PATTERN}",
+            glob_escape(&self.inner.namespace)
+        );
         let mut removed = 0u64;
         let mut cursor: u64 = 0;
         loop {

@@ -60,6 +60,8 @@ pub(crate) use value::discard_output;
 #[cfg(feature = "cluster")]
 pub(crate) use value::evict_output;
 pub use value::TaskValue;
+#[cfg(feature = "cluster")]
+pub(crate) use wire::with_result_guard;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
 use wire::{cbor, place, push_frame, read_frame, OWNED, PROXY, VALUE};

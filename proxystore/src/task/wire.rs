@@ -158,13 +158,49 @@ pub fn output<R: Storable>(
         &value,
         listed,
         &ctx.context.policy,
-        || get_or_create_store(&ctx.context.store),
+        || {
+            if !result_may_be_stored() {
+                return Err(crate::error::Error::Protocol(
+                    "this job was taken over by another worker while it ran (this worker was \
+                     taken for dead); its result is not stored, so as not to overwrite the \
+                     other run's"
+                        .into(),
+                ));
+            }
+            get_or_create_store(&ctx.context.store)
+        },
         |_| Ok(ctx.result_key),
     )?;
     if stored.is_some() && ctx.context.ownership {
         frame[0] = OWNED;
     }
     Ok(TaskOutput(frame))
+}
+
+thread_local! {
+    /// Set by an executor that may have a job taken away while it runs
+    /// (the multi-host executor): whether this run still owns the job.
+    static RESULT_GUARD: std::cell::RefCell<Option<Box<dyn FnMut() -> bool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn result_may_be_stored() -> bool {
+    RESULT_GUARD.with(|g| g.borrow_mut().as_mut().is_none_or(|check| check()))
+}
+
+/// Runs `f` with `guard` asked before a result is put in the store on this
+/// thread: a result of a run that no longer owns its job is not stored.
+#[cfg(feature = "cluster")]
+pub(crate) fn with_result_guard<T>(guard: Box<dyn FnMut() -> bool>, f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RESULT_GUARD.with(|g| g.borrow_mut().take());
+        }
+    }
+    RESULT_GUARD.with(|g| *g.borrow_mut() = Some(guard));
+    let _reset = Reset;
+    f()
 }
 
 /// A task failure from an error value; used by generated code.

@@ -278,6 +278,8 @@ fn send_batch(
                 .arg(*id)
                 .arg("attempts")
                 .arg(inner.settings.max_attempts)
+                .arg("ttl")
+                .arg(ms(inner.settings.reply_ttl))
                 .arg("evict")
                 .arg(evict);
             ids.push(*id);
@@ -297,15 +299,19 @@ fn send_batch(
             let _answer = done.as_ref().map(Answer);
             let entry = inner.lock().get(id).and_then(|p| p.entry.clone());
             let Some(entry) = entry else { continue };
-            let deleted: i64 = redis::cmd("EVAL")
+            // A revocation that fails leaves the job to run; it must not
+            // fail the batch, whose jobs are already in the stream.
+            let deleted: redis::RedisResult<i64> = redis::cmd("EVAL")
                 .arg(REVOKE)
                 .arg(1)
                 .arg(&jobs)
                 .arg(GROUP)
                 .arg(&entry)
-                .query(con)
-                .map_err(Some)?;
-            if deleted == 1 {
+                .query(con);
+            if let Err(e) = &deleted {
+                tracing::warn!(error = %e, "cluster caller: could not take a job back");
+            }
+            if deleted == Ok(1) {
                 if let Some(p) = inner.take(*id) {
                     p.completion.cancel();
                 }
@@ -314,6 +320,9 @@ fn send_batch(
     }
     Ok(())
 }
+
+/// How long the reply reader blocks per `BLPOP`.
+const REPLY_BLOCK: Duration = Duration::from_secs(5);
 
 /// Answers a waiting revoker when dropped, however the revocation went.
 struct Answer<'a>(&'a Sender<()>);
@@ -333,7 +342,13 @@ pub(super) fn receive(inner: &Inner) {
     let mut lost_connection = false;
     while !inner.stopping.load(Ordering::Acquire) || inner.outstanding() > 0 {
         if con.is_none() {
-            match inner.server.connect(None) {
+            // Blocks are bounded, and so is the wait for their answer: a
+            // server whose host vanished without closing the connection
+            // is noticed.
+            match inner
+                .server
+                .connect(Some(REPLY_BLOCK + Duration::from_secs(10)))
+            {
                 Ok(mut c) => {
                     if lost_connection {
                         // The server may have restarted without its data.
@@ -357,7 +372,10 @@ pub(super) fn receive(inner: &Inner) {
             }
         }
         let Some(c) = con.as_mut() else { continue };
-        let first: redis::RedisResult<Value> = redis::cmd("BLPOP").arg(&reply_key).arg(0).query(c);
+        let first: redis::RedisResult<Value> = redis::cmd("BLPOP")
+            .arg(&reply_key)
+            .arg(REPLY_BLOCK.as_secs())
+            .query(c);
         let mut blobs = Vec::new();
         let result = first.and_then(|v| {
             if let Some(b) = redis_io::array(&v).get(1).and_then(redis_io::bytes) {
@@ -536,6 +554,10 @@ pub(super) fn leave(inner: &Inner) {
             .arg("DELCONSUMER")
             .arg(inner.keys.jobs())
             .arg(GROUP)
+            .arg(&inner.caller)
+            .ignore()
+            .cmd("SREM")
+            .arg(inner.keys.callers())
             .arg(&inner.caller)
             .ignore()
             .query(&mut c);

@@ -149,12 +149,22 @@ impl std::fmt::Debug for ClusterExecutor {
 }
 
 /// Builds a [`ClusterExecutor`].
-#[derive(Debug)]
 pub struct ClusterBuilder {
     url: String,
     queue: String,
     settings: Settings,
     shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("url", &crate::connectors::redact_url(&self.url))
+            .field("queue", &self.queue)
+            .field("settings", &self.settings)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
 }
 
 impl ClusterBuilder {
@@ -190,11 +200,18 @@ impl ClusterBuilder {
         serve::ensure_group(&mut con, &inner.keys, &inner.server)?;
         // Alive before the first job: workers drop jobs of callers that
         // are not.
-        redis::cmd("SET")
+        redis::pipe()
+            .cmd("SET")
             .arg(inner.alive_key())
             .arg(1)
             .arg("PX")
             .arg(queue::ms(inner.caller_ttl()))
+            .ignore()
+            // Known, so that a worker can sweep what it leaves if it dies.
+            .cmd("SADD")
+            .arg(inner.keys.callers())
+            .arg(&inner.caller)
+            .ignore()
             .query::<()>(&mut con)
             .map_err(|e| inner.server.err("starting the caller's heartbeat", e))?;
         let (tx, rx) = crossbeam_channel::unbounded::<Out>();

@@ -52,6 +52,11 @@ impl Keys {
         format!("{}:reply:{caller}", self.prefix)
     }
 
+    /// The set of callers that may have replies waiting.
+    pub(crate) fn callers(&self) -> String {
+        format!("{}:callers", self.prefix)
+    }
+
     /// A process's heartbeat key (workers and callers).
     pub(crate) fn alive(&self, member: &str) -> String {
         format!("{}:alive:{member}", self.prefix)
@@ -147,12 +152,18 @@ pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Finishes a job: if its caller is alive, queue the reply (and keep the
-/// list from outliving an absent reader); in every case acknowledge and
-/// delete the entry. Returns 1 if the reply was queued, 0 if the caller is
-/// gone. KEYS: jobs, reply, caller's heartbeat. ARGV: group, entry id,
-/// reply, reply ttl (ms).
+/// Finishes a job: if it is still pending to this consumer (not taken
+/// over meanwhile by a reaper) and its caller is alive, queue the reply
+/// (and keep the list from outliving an absent reader); in every case
+/// acknowledge and delete the entry. Returns 1 if the reply was queued, 0
+/// if the caller is gone, 2 if the job is no longer pending to this
+/// consumer (another worker took it over, and its run answers). KEYS: jobs, reply, caller's heartbeat. ARGV: group, entry id,
+/// reply, reply ttl (ms), consumer.
 pub(super) const FINISH: &str = r"
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #owner == 0 or owner[1][2] ~= ARGV[5] then
+  return 2
+end
 local alive = redis.call('EXISTS', KEYS[3])
 if alive == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[3])

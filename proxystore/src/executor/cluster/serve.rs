@@ -99,6 +99,7 @@ impl ClusterWorker {
             heart: state.clone(),
             last_reap: Instant::now() - self.settings.reap_every,
             reaps: 0,
+            recover: false,
         };
         // Alive before reading: a reaper must never see this consumer's
         // jobs without its heartbeat.
@@ -161,6 +162,9 @@ struct Serving<'a> {
     heart: Arc<Heart>,
     last_reap: Instant,
     reaps: u64,
+    /// Whether to look for entries pending to this consumer (after a
+    /// reconnect).
+    recover: bool,
 }
 
 fn now_ms() -> u64 {
@@ -257,6 +261,27 @@ impl Serving<'_> {
     fn with_retry<T>(
         &mut self,
         what: &str,
+        op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        self.retry(what, false, op)
+    }
+
+    /// Like [`with_retry`](Self::with_retry), but retries every error (a
+    /// server out of memory, a replica turned read-only) until it succeeds
+    /// or the worker is stopped: for the steps that must happen once a job
+    /// has run, or the job would stay pending to this live worker for ever.
+    fn must<T>(
+        &mut self,
+        what: &str,
+        op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
+    ) -> Option<T> {
+        self.retry(what, true, op)
+    }
+
+    fn retry<T>(
+        &mut self,
+        what: &str,
+        every_error: bool,
         mut op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
     ) -> Option<T> {
         let w = self.w;
@@ -264,6 +289,16 @@ impl Serving<'_> {
         loop {
             match op(&mut self.con, w) {
                 Ok(v) => return Some(v),
+                Err(e)
+                    if every_error && !is_connection_error(&e) && e.code() != Some("NOGROUP") =>
+                {
+                    tracing::warn!(error = %e, "cluster worker: {what} failed; retrying");
+                    if w.stop.load(Ordering::Acquire) {
+                        return None;
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
                 Err(e) if is_connection_error(&e) || e.code() == Some("NOGROUP") => {
                     tracing::warn!(error = %e, "cluster worker: {what} failed; reconnecting");
                     if w.stop.load(Ordering::Acquire) {
@@ -275,6 +310,9 @@ impl Serving<'_> {
                         self.con = con;
                         let _ = ensure_group(&mut self.con, &w.keys, &w.server);
                         let _ = beat(&mut self.con, &w.keys, &w.consumer, &w.settings);
+                        // A delivery may have been lost with the old
+                        // connection: it is pending to us now.
+                        self.recover = true;
                     }
                 }
                 Err(e) => {
@@ -286,6 +324,32 @@ impl Serving<'_> {
     }
 
     fn step(&mut self) {
+        if self.recover {
+            self.recover = false;
+            // Entries pending to this consumer that it is not running: a
+            // delivery (or a claim) whose answer the connection lost, or a
+            // job whose finish was interrupted. Run them again.
+            let own = self.with_retry("reading its own pending jobs", |con, w| {
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&w.consumer)
+                    .arg("COUNT")
+                    .arg(64)
+                    .arg("STREAMS")
+                    .arg(w.keys.jobs())
+                    .arg("0")
+                    .query::<Value>(con)
+            });
+            let own = own.as_ref().map(redis_io::read_entries).unwrap_or_default();
+            if own.len() == 64 {
+                self.recover = true;
+            }
+            for entry in own {
+                tracing::info!(entry = %entry.id, "cluster worker: running a job left pending to it");
+                self.handle(entry, 0);
+            }
+        }
         if self.last_reap.elapsed() >= self.w.settings.reap_every {
             self.last_reap = Instant::now();
             for (entry, attempt) in self.reap() {
@@ -358,6 +422,7 @@ impl Serving<'_> {
         self.reaps += 1;
         if self.reaps % 10 == 1 {
             forget_dead_consumers(&mut self.con, &self.w.keys, &self.w.settings);
+            sweep_dead_callers(&mut self.con, &self.w.keys);
         }
         run
     }
@@ -368,17 +433,7 @@ impl Serving<'_> {
         let parsed = JobEntry::parse(&entry);
         let Some(job) = parsed else {
             tracing::error!(entry = %entry.id, "cluster worker: malformed job entry dropped");
-            let _ = redis::pipe()
-                .cmd("XACK")
-                .arg(keys.jobs())
-                .arg(GROUP)
-                .arg(&entry.id)
-                .ignore()
-                .cmd("XDEL")
-                .arg(keys.jobs())
-                .arg(&entry.id)
-                .ignore()
-                .query::<()>(&mut self.con);
+            self.drop_entry(&entry.id);
             return;
         };
         let caller_alive = keys.alive(job.caller);
@@ -392,33 +447,27 @@ impl Serving<'_> {
             if alive == Some(0) {
                 tracing::info!(entry = %entry.id, "cluster worker: dropping a job whose caller is gone");
                 orphaned(job.job, None, job.created);
-                let _ = redis::pipe()
-                    .cmd("XACK")
-                    .arg(keys.jobs())
-                    .arg(GROUP)
-                    .arg(&entry.id)
-                    .ignore()
-                    .cmd("XDEL")
-                    .arg(keys.jobs())
-                    .arg(&entry.id)
-                    .ignore()
-                    .query::<()>(&mut self.con);
+                self.drop_entry(&entry.id);
                 return;
             }
         }
         *self.heart.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.id.clone());
         let reply = match crate::task::job_name(job.job).and_then(crate::task::find_task) {
             Err(Error::UnknownTask { registered, .. }) => Reply::UnknownTask { registered },
-            _ => match crate::task::run_job_bytes(job.job) {
-                Ok(bytes) => Reply::Done(bytes),
-                Err(failure) => Reply::Failed(failure.message().to_string()),
-            },
+            _ => {
+                let guard = owner_check(&self.w.server, &keys, &self.w.consumer, &entry.id);
+                match crate::task::with_result_guard(guard, || crate::task::run_job_bytes(job.job))
+                {
+                    Ok(bytes) => Reply::Done(bytes),
+                    Err(failure) => Reply::Failed(failure.message().to_string()),
+                }
+            }
         };
         tracing::debug!(entry = %entry.id, attempt, "cluster worker: job done");
         let blob = reply.encode(job.id);
         let reply_key = keys.reply(job.caller);
-        let ttl = ms(self.w.settings.reply_ttl);
-        let delivered = self.with_retry("sending a reply", |con, _| {
+        let ttl = job.reply_ttl.unwrap_or(ms(self.w.settings.reply_ttl));
+        let delivered = self.must("sending a reply", |con, w| {
             redis::cmd("EVAL")
                 .arg(FINISH)
                 .arg(3)
@@ -429,16 +478,51 @@ impl Serving<'_> {
                 .arg(&entry.id)
                 .arg(&blob)
                 .arg(ttl)
+                .arg(&w.consumer)
                 .query::<i64>(con)
         });
         *self.heart.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if delivered != Some(1) {
-            let output = match &reply {
-                Reply::Done(bytes) => Some(&bytes[..]),
-                _ => None,
-            };
-            orphaned(job.job, output, job.created);
+        match delivered {
+            // Another worker took the job over while this one was taken
+            // for dead: its run answers and owns the result key.
+            Some(2) => {
+                tracing::info!(entry = %entry.id, "cluster worker: a job it ran had been taken over");
+            }
+            Some(1) => {
+                // The task has ended: its proxied inputs go now (the caller
+                // evicts them too when the reply arrives, but it may die
+                // before that).
+                evict_inputs(job.job, &job.created);
+            }
+            Some(_) => {
+                let output = match &reply {
+                    Reply::Done(bytes) => Some(&bytes[..]),
+                    _ => None,
+                };
+                orphaned(job.job, output, job.created);
+            }
+            // Stopped before the reply went out: the entry stays pending to
+            // this consumer, and a reaper gives it to another worker once
+            // this one's heartbeat is gone.
+            None => {}
         }
+    }
+
+    /// Acknowledges and deletes an entry that will not run.
+    fn drop_entry(&mut self, id: &str) {
+        self.must("dropping a job", |con, w| {
+            redis::pipe()
+                .cmd("XACK")
+                .arg(w.keys.jobs())
+                .arg(GROUP)
+                .arg(id)
+                .ignore()
+                .cmd("XDEL")
+                .arg(w.keys.jobs())
+                .arg(id)
+                .ignore()
+                .query::<()>(con)
+        });
     }
 }
 
@@ -448,6 +532,8 @@ pub(super) struct JobEntry<'a> {
     pub(super) caller: &'a str,
     pub(super) id: u64,
     pub(super) created: Vec<Key>,
+    /// How long the caller wants its replies kept (ms).
+    pub(super) reply_ttl: Option<u64>,
 }
 
 impl<'a> JobEntry<'a> {
@@ -468,6 +554,10 @@ impl<'a> JobEntry<'a> {
             caller,
             id: entry.text("id")?.parse().ok()?,
             created,
+            reply_ttl: entry
+                .text("ttl")
+                .and_then(|t| t.parse().ok())
+                .filter(|&t: &u64| t > 0),
         })
     }
 }
@@ -490,6 +580,60 @@ pub(super) fn orphaned(job: &[u8], output: Option<&[u8]>, created: Vec<Key>) {
     }
 }
 
+/// Whether `entry` is still pending to `consumer`: asked before a result
+/// is stored, so that a run taken for dead (and re-run elsewhere) does not
+/// write its result over the other run's, or recreate it after the caller
+/// evicted it. An unreachable server counts as "still ours" (the result is
+/// stored, as before the check existed).
+fn owner_check(
+    server: &Server,
+    keys: &Keys,
+    consumer: &str,
+    entry: &str,
+) -> Box<dyn FnMut() -> bool> {
+    let (server, jobs, consumer, entry) = (
+        server.clone(),
+        keys.jobs(),
+        consumer.to_string(),
+        entry.to_string(),
+    );
+    Box::new(move || {
+        let Ok(mut con) = server.connect(Some(COMMAND_TIMEOUT)) else {
+            return true;
+        };
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(&jobs)
+            .arg(GROUP)
+            .arg(&entry)
+            .arg(&entry)
+            .arg(1)
+            .query(&mut con);
+        match pending {
+            Ok(v) => {
+                redis_io::array(&v)
+                    .first()
+                    .and_then(|row| redis_io::array(row).get(1).and_then(redis_io::text))
+                    == Some(consumer.as_str())
+            }
+            Err(_) => true,
+        }
+    })
+}
+
+/// Evicts a finished job's proxied inputs.
+fn evict_inputs(job: &[u8], created: &[Key]) {
+    if created.is_empty() {
+        return;
+    }
+    if let Ok((store, _)) = crate::task::job_store_and_result(job) {
+        for key in created {
+            if let Err(e) = store.evict(key) {
+                tracing::debug!(%key, error = %e, "cluster worker: could not evict an input");
+            }
+        }
+    }
+}
+
 /// Entries (id, times delivered) of consumers whose heartbeat expired and
 /// whose lease ran out, other than `me`.
 pub(super) fn reap_candidates(
@@ -498,49 +642,51 @@ pub(super) fn reap_candidates(
     settings: &Settings,
     me: &str,
 ) -> redis::RedisResult<Vec<(String, u64)>> {
-    let pending: Value = redis::cmd("XPENDING")
+    // Who holds entries: the summary form lists every consumer with
+    // pending entries, so dead ones are never hidden behind live ones.
+    let summary: Value = redis::cmd("XPENDING")
         .arg(keys.jobs())
         .arg(GROUP)
-        .arg("IDLE")
-        .arg(ms(settings.lease))
-        .arg("-")
-        .arg("+")
-        .arg(64)
         .query(con)?;
-    let rows: Vec<(String, String, u64)> = redis_io::array(&pending)
+    let holders = redis_io::array(&summary)
+        .get(3)
+        .map(redis_io::array)
+        .unwrap_or_default();
+    let consumers: Vec<String> = holders
         .iter()
-        .filter_map(|row| {
-            let row = redis_io::array(row);
-            Some((
-                redis_io::text(row.first()?)?.to_string(),
-                redis_io::text(row.get(1)?)?.to_string(),
-                u64::try_from(redis_io::int(row.get(3)?)?).ok()?,
-            ))
-        })
-        .filter(|(_, consumer, _)| consumer != me)
+        .filter_map(|row| redis_io::array(row).first().and_then(redis_io::text))
+        .filter(|c| *c != me)
+        .map(str::to_string)
         .collect();
-    if rows.is_empty() {
+    if consumers.is_empty() {
         return Ok(Vec::new());
     }
-    let mut consumers: Vec<&str> = rows.iter().map(|(_, c, _)| c.as_str()).collect();
-    consumers.sort_unstable();
-    consumers.dedup();
     let mut pipe = redis::pipe();
     for c in &consumers {
         pipe.cmd("EXISTS").arg(keys.alive(c));
     }
     let alive: Vec<i64> = pipe.query(con)?;
-    let dead: Vec<&str> = consumers
-        .iter()
-        .zip(alive)
-        .filter(|(_, a)| *a == 0)
-        .map(|(c, _)| *c)
-        .collect();
-    Ok(rows
-        .iter()
-        .filter(|(_, c, _)| dead.contains(&c.as_str()))
-        .map(|(id, _, n)| (id.clone(), *n))
-        .collect())
+    let mut out = Vec::new();
+    for (consumer, _) in consumers.iter().zip(alive).filter(|(_, a)| *a == 0) {
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(keys.jobs())
+            .arg(GROUP)
+            .arg("IDLE")
+            .arg(ms(settings.lease))
+            .arg("-")
+            .arg("+")
+            .arg(64)
+            .arg(consumer)
+            .query(con)?;
+        out.extend(redis_io::array(&pending).iter().filter_map(|row| {
+            let row = redis_io::array(row);
+            Some((
+                redis_io::text(row.first()?)?.to_string(),
+                u64::try_from(redis_io::int(row.get(3)?)?).ok()?,
+            ))
+        }));
+    }
+    Ok(out)
 }
 
 /// Moves a job to the dead-letter stream and fails it.
@@ -592,6 +738,57 @@ pub(super) fn give_up(
         .query(con);
     if !matches!(delivered, Ok(1)) {
         orphaned(job.job, None, job.created);
+    }
+}
+
+/// Evicts the stored results waiting in the reply lists of callers that
+/// died (their heartbeat expired), then removes the lists. One worker wins
+/// each caller (`SREM` answers 1 to one of them).
+fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
+    let Ok(callers) = redis::cmd("SMEMBERS")
+        .arg(keys.callers())
+        .query::<Vec<String>>(con)
+    else {
+        return;
+    };
+    if callers.is_empty() {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    for c in &callers {
+        pipe.cmd("EXISTS").arg(keys.alive(c));
+    }
+    let Ok(alive) = pipe.query::<Vec<i64>>(con) else {
+        return;
+    };
+    for (caller, _) in callers.iter().zip(alive).filter(|(_, a)| *a == 0) {
+        let won: redis::RedisResult<i64> = redis::cmd("SREM")
+            .arg(keys.callers())
+            .arg(caller)
+            .query(con);
+        if won != Ok(1) {
+            continue;
+        }
+        let list = keys.reply(caller);
+        loop {
+            let Ok(batch) = redis::cmd("LPOP").arg(&list).arg(256).query::<Value>(con) else {
+                break;
+            };
+            let blobs = redis_io::array(&batch);
+            if blobs.is_empty() {
+                break;
+            }
+            for blob in blobs.iter().filter_map(redis_io::bytes) {
+                if let Some((_, Reply::Done(output))) = Reply::decode(blob.to_vec()) {
+                    crate::task::evict_output(&output);
+                }
+            }
+        }
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&list).query(con);
+        tracing::info!(
+            caller,
+            "cluster worker: swept the replies of a caller that died"
+        );
     }
 }
 
