@@ -4,9 +4,9 @@
 //!
 //! 1. Start Redis where every host can reach it:
 //!    `redis-server --bind 0.0.0.0 --protected-mode no --save ''`
-//! 2. On each worker host, run this program in worker mode (one process per
-//!    core you want to give it):
-//!    `PROXYSTORE_CLUSTER=redis://redis-host:6379 PROXYSTORE_QUEUE=example ./cluster`
+//! 2. On each worker host, run this program in worker mode (here with 4
+//!    worker processes, replaced if a task crashes one):
+//!    `PROXYSTORE_CLUSTER=redis://redis-host:6379 PROXYSTORE_QUEUE=example PROXYSTORE_WORKERS=4 ./cluster`
 //! 3. Run the caller: `cargo run --example cluster -- redis://redis-host:6379`
 //!
 //! With `--local-workers N` the caller starts N workers on this host itself

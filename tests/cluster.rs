@@ -76,8 +76,19 @@ impl Worker {
     }
 
     fn start_program(program: &Path, args: &[&str], url: &str, queue: &str) -> Worker {
+        Worker::start_with(program, args, url, queue, &[])
+    }
+
+    fn start_with(
+        program: &Path,
+        args: &[&str],
+        url: &str,
+        queue: &str,
+        env: &[(&str, &str)],
+    ) -> Worker {
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .env(CLUSTER_ENV, url)
             .env(QUEUE_ENV, queue)
             .env("PROXYSTORE_HEARTBEAT_MS", "200")
@@ -470,4 +481,92 @@ fn workers_and_callers_survive_a_server_restart() {
         t.elapsed() < Duration::from_secs(10),
         "nothing left to wait for"
     );
+}
+
+#[test]
+fn a_supervisor_replaces_the_workers_that_crash() {
+    let Some(server) = RedisServer::start("a_supervisor_replaces_the_workers") else {
+        return;
+    };
+    let queue = "supervised";
+    let exe = std::env::current_exe().unwrap();
+    let mut supervisor = Worker::start_with(
+        &exe,
+        &[
+            "proxystore_worker_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+        &server.url(),
+        queue,
+        &[("PROXYSTORE_WORKERS", "2")],
+    );
+    let executor = ClusterExecutor::builder(&server.url(), queue)
+        .settings(quick())
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let store = Store::new(unique("cluster-supervised"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor, store);
+    let before: std::collections::HashSet<u32> = executor
+        .map((0..20).map(|_| pid_after::task(20)))
+        .unwrap()
+        .map(|r| *r.unwrap())
+        .collect();
+    assert_eq!(before.len(), 2, "two worker processes");
+    let err = executor
+        .submit(crash::task())
+        .unwrap()
+        .result_timeout(Duration::from_secs(30))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::AttemptsExhausted { attempts: 1, .. }),
+        "{err}"
+    );
+    // The crashed worker was replaced: two workers again, one of them new.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let after: std::collections::HashSet<u32> = executor
+            .map((0..20).map(|_| pid_after::task(20)))
+            .unwrap()
+            .map(|r| *r.unwrap())
+            .collect();
+        if after.len() == 2 && after != before {
+            assert_eq!(
+                after.intersection(&before).count(),
+                1,
+                "{before:?} {after:?}"
+            );
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not replaced: {before:?} then {after:?}"
+        );
+    };
+    assert!(
+        supervisor.0.try_wait().unwrap().is_none(),
+        "the supervisor runs on"
+    );
+    // Its workers die with it.
+    supervisor.kill();
+    let running = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while after.iter().any(running) {
+        assert!(
+            Instant::now() < deadline,
+            "workers outlived their supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

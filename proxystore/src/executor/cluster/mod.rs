@@ -40,10 +40,17 @@
 //! ```
 //!
 //! [`worker::init`](crate::worker::init) (first thing in `main`) then
-//! serves the queue and never returns. Start as many such processes per
-//! host as it has cores to spare: each is one consumer of the group, named
-//! after its host and process id, and runs one job at a time.
-//! [`ClusterWorker`] does the same from code.
+//! serves the queue and never returns. Each such process is one consumer
+//! of the group, named after its host and process id, and runs one job at
+//! a time. With `PROXYSTORE_WORKERS=N` ([`WORKERS_ENV`]) the process
+//! instead supervises `N` worker processes and replaces any that exits (a
+//! task that crashed it); they die with it:
+//!
+//! ```sh
+//! PROXYSTORE_CLUSTER=redis://redis-host:6379 PROXYSTORE_QUEUE=jobs PROXYSTORE_WORKERS=8 ./my-program
+//! ```
+//!
+//! [`ClusterWorker`] serves from code.
 //!
 //! # Failures, and at-least-once delivery
 //!
@@ -122,6 +129,12 @@ pub const CLUSTER_ENV: &str = "PROXYSTORE_CLUSTER";
 /// The environment variable naming the queue a worker serves (default
 /// `default`).
 pub const QUEUE_ENV: &str = "PROXYSTORE_QUEUE";
+
+/// The environment variable that makes a worker host's process a
+/// supervisor of that many worker processes, each serving the queue and
+/// replaced when it exits (a task that crashed it, say). Without it, the
+/// process serves the queue itself.
+pub const WORKERS_ENV: &str = "PROXYSTORE_WORKERS";
 
 /// How long [`shutdown`](Executor::shutdown) waits by default for jobs
 /// that were submitted and not answered.
@@ -374,6 +387,9 @@ pub(crate) fn serve_from_env() {
     };
     let url = url.to_string_lossy().into_owned();
     let queue = std::env::var(QUEUE_ENV).unwrap_or_else(|_| "default".into());
+    if let Some(n) = std::env::var_os(WORKERS_ENV) {
+        std::process::exit(supervise(&n.to_string_lossy()));
+    }
     let settings = settings_from_env();
     // Only this thread runs yet (worker mode is entered first thing in
     // main): programs that tasks start do not inherit worker mode.
@@ -391,6 +407,84 @@ pub(crate) fn serve_from_env() {
         }
     };
     std::process::exit(code);
+}
+
+/// Runs `count` worker processes (this executable again, without
+/// [`WORKERS_ENV`]) and replaces each one that exits; never returns unless
+/// `count` is invalid or no worker can be started. The workers die with
+/// the supervisor (parent-death signal), so killing it stops the host.
+fn supervise(count: &str) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let Ok(count) = count.parse::<usize>() else {
+        eprintln!("proxystore cluster supervisor: {WORKERS_ENV}={count:?} is not a number");
+        return 2;
+    };
+    let count = count.max(1);
+    let Ok(exe) = std::env::current_exe() else {
+        eprintln!("proxystore cluster supervisor: cannot find this executable");
+        return 1;
+    };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let supervisor = std::process::id();
+    let spawn = || {
+        let mut command = std::process::Command::new(&exe);
+        command.args(&args).env_remove(WORKERS_ENV);
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else
+        // runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                #[cfg(target_os = "linux")]
+                {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::getppid() as u32 != supervisor {
+                        return Err(std::io::Error::other("the supervisor exited"));
+                    }
+                }
+                Ok(())
+            });
+        }
+        command.spawn()
+    };
+    let mut workers: std::collections::HashMap<u32, (std::process::Child, std::time::Instant)> =
+        std::collections::HashMap::new();
+    let mut failures = 0u32;
+    loop {
+        while workers.len() < count {
+            match spawn() {
+                Ok(child) => {
+                    workers.insert(child.id(), (child, std::time::Instant::now()));
+                }
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("proxystore cluster supervisor: cannot start a worker: {e}");
+                    if failures > 10 && workers.is_empty() {
+                        return 1;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid <= 0 {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        if let Some((_, started)) = workers.remove(&(pid as u32)) {
+            eprintln!(
+                "proxystore cluster supervisor: worker {pid} exited (status {status}); starting \
+                 another"
+            );
+            // A worker that dies at once (a bad URL, a task that crashes
+            // every worker) is not restarted in a tight loop.
+            if started.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// [`Settings`] with the overrides of `PROXYSTORE_HEARTBEAT_MS`,
