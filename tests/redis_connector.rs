@@ -441,3 +441,39 @@ fn small_objects_in_redis_large_ones_in_files() {
     assert!(server.keys("*").is_empty());
     assert!(!dir.path().join("large").exists());
 }
+
+/// `rediss://` against a real TLS server: the certificate is verified
+/// (with the test CA trusted through `SSL_CERT_FILE`, it works; without,
+/// it is refused), and a password never shows in the error.
+#[test]
+fn rediss_urls_use_verified_tls() {
+    let Some((server, ca)) = RedisServer::start_tls("rediss_urls_use_verified_tls") else {
+        return;
+    };
+    let peer = |url: &str, ca: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_proxystore-peer"));
+        c.args(["redis-round-trip", url])
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        if let Some(ca) = ca {
+            c.env("SSL_CERT_FILE", ca);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let (ok, said) = peer(&server.tls_url(), Some(&ca));
+    assert!(ok, "TLS round trip failed: {said}");
+    assert_eq!(said, "ok");
+    // An untrusted certificate is refused.
+    let url = server
+        .tls_url()
+        .replace("rediss://", "rediss://user:tls-s3cret@");
+    let (ok, said) = peer(&url, None);
+    assert!(!ok, "an unverified server was accepted");
+    assert!(said.to_lowercase().contains("certificate"), "refused for its certificate: {said}");
+    assert!(!said.contains("tls-s3cret"), "{said}");
+    assert!(said.contains("localhost"), "names the server: {said}");
+}

@@ -23,6 +23,25 @@ fn main() {
             panic!("serve: PROXYSTORE_CLUSTER is not set");
         }
         // get <connector-config> <key>: prints the object in hex, or "missing".
+        // redis-round-trip <url>: put, get and evict through a
+        // RedisConnector; prints "ok", or the error and exits with 1.
+        "redis-round-trip" => {
+            use proxystore::connectors::{Connector, RedisConnector};
+            let run = || -> proxystore::Result<()> {
+                let c = RedisConnector::new(arg(1))?;
+                let key = c.put(&[b"over ", b"tls"])?;
+                assert_eq!(c.get(&key)?.as_deref(), Some(&b"over tls"[..]));
+                c.evict(&key)?;
+                c.close()
+            };
+            match run() {
+                Ok(()) => println!("ok"),
+                Err(e) => {
+                    println!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         "get" => {
             let connector = connector(arg(1));
             match connector.get(&key(arg(2))).unwrap() {

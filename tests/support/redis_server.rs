@@ -59,6 +59,10 @@ pub struct RedisServer {
     bind: String,
     port: u16,
     dir: tempfile::TempDir,
+    /// Extra arguments (TLS settings).
+    extra: Vec<String>,
+    /// The TLS port, if any.
+    tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -90,9 +94,127 @@ impl RedisServer {
             bind: bind.to_string(),
             port,
             dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+            extra: Vec::new(),
+            tls_port: None,
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// Starts a server that also serves TLS, with a certificate for
+    /// `localhost` and 127.0.0.1 signed by a fresh test CA; returns it and
+    /// the CA's certificate file. `None` (after saying why) without
+    /// `redis-server` or `openssl`.
+    pub fn start_tls(test: &str) -> Option<(RedisServer, PathBuf)> {
+        let program = program_or_skip(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        std::fs::write(
+            dir.path().join("ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        let made = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=proxystore-test-ca",
+        ]) && openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]) && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        if !made {
+            let message = format!("{test}: needs the `openssl` command to make test certificates");
+            if required() {
+                panic!("{message} (PROXYSTORE_REQUIRE_REDIS is set, so this is a failure)");
+            }
+            eprintln!("SKIPPED {message}");
+            return None;
+        }
+        let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        for _ in 0..5 {
+            let (port, tls_port) = (free_port(), free_port());
+            let mut server = RedisServer {
+                child: None,
+                program: program.clone(),
+                prefix: Vec::new(),
+                bind: "127.0.0.1".into(),
+                port,
+                dir: tempfile::tempdir().unwrap(),
+                extra: vec![
+                    "--tls-port".into(),
+                    tls_port.to_string(),
+                    "--tls-cert-file".into(),
+                    file("server.crt"),
+                    "--tls-key-file".into(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.crt"),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ],
+                tls_port: Some(tls_port),
+            };
+            match server.spawn() {
+                Ok(()) => {
+                    let ca = server.dir.path().join("ca.crt");
+                    std::fs::copy(dir.path().join("ca.crt"), &ca).unwrap();
+                    return Some((server, ca));
+                }
+                Err(e) => eprintln!("redis-server with TLS did not start: {e}; retrying"),
+            }
+        }
+        panic!("redis-server with TLS did not start");
+    }
+
+    /// `rediss://localhost:<tls port>` of a server from
+    /// [`start_tls`](RedisServer::start_tls).
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://localhost:{}",
+            self.tls_port.expect("a TLS server")
+        )
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -112,6 +234,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--daemonize", "no"])
             .args(["--loglevel", "warning"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let mut child = command.spawn().map_err(|e| format!("spawn: {e}"))?;
