@@ -473,7 +473,10 @@ fn rediss_urls_use_verified_tls() {
         .replace("rediss://", "rediss://user:tls-s3cret@");
     let (ok, said) = peer(&url, None);
     assert!(!ok, "an unverified server was accepted");
-    assert!(said.to_lowercase().contains("certificate"), "refused for its certificate: {said}");
+    assert!(
+        said.to_lowercase().contains("certificate"),
+        "refused for its certificate: {said}"
+    );
     assert!(!said.contains("tls-s3cret"), "{said}");
     assert!(said.contains("localhost"), "names the server: {said}");
 }
