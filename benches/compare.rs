@@ -14,13 +14,14 @@
 //! with `--dask`, its Dask rows beside the cluster executor's).
 //!
 //! Run it with `bench/compare` (which prepares the Python side), or
-//! `cargo bench --bench compare -- [--quick] [--rounds N] [--dask] [--python PATH --anchor PATH]`.
+//! `cargo bench --bench compare -- [--quick] [--rounds N] [--dask] [--redis-only] [--python PATH --anchor PATH]`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::{FileConnector, RedisConnector};
@@ -62,6 +63,8 @@ struct Options {
     root: PathBuf,
     n_noop: usize,
     scale: f64,
+    /// Only the Redis rows (`--redis-only`).
+    redis_only: bool,
     /// Also run the anchor's Dask mode, the peer of the cluster executor.
     dask: bool,
     /// Sequential round trips per latency row of the Redis section.
@@ -81,6 +84,7 @@ fn options() -> Options {
         n_noop: 10_000,
         scale: 1.0,
         dask: false,
+        redis_only: false,
         n_redis_lat: 2_000,
         n_redis_burst: 10_000,
     };
@@ -97,6 +101,7 @@ fn options() -> Options {
             "--anchor" => o.anchor = args.next().map(PathBuf::from),
             "--store-root" => o.root = args.next().map(PathBuf::from).expect("--store-root DIR"),
             "--dask" => o.dask = true,
+            "--redis-only" => o.redis_only = true,
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -721,10 +726,20 @@ impl RedisRig {
     }
 
     /// A store on this server (its own namespace), and that namespace.
+    ///
+    /// Each gets a name never used before: the cluster workers outlive the
+    /// executors, and a worker resolves proxies through the store it
+    /// registered first under a name, even when a later store of that name
+    /// has another connector (another namespace).
     fn store(&self, label: &str) -> (Store, String) {
+        static STORES: AtomicUsize = AtomicUsize::new(0);
         let connector = RedisConnector::new(self.url()).unwrap();
         let namespace = connector.namespace().to_string();
-        let name = format!("bench-{label}-{}", std::process::id());
+        let name = format!(
+            "bench-{label}-{}-{}",
+            std::process::id(),
+            STORES.fetch_add(1, Ordering::Relaxed)
+        );
         let store = Store::builder(name, connector)
             .cache_size(0)
             .build()
@@ -1156,15 +1171,19 @@ fn main() {
         eprintln!("{skipped}");
     }
     for round in 0..o.rounds {
-        eprintln!("round {}/{}: rust", round + 1, o.rounds);
-        rust_round(&o, &mut table);
+        if !o.redis_only {
+            eprintln!("round {}/{}: rust", round + 1, o.rounds);
+            rust_round(&o, &mut table);
+        }
         if let Ok(rig) = &rig {
             eprintln!("round {}/{}: rust, redis", round + 1, o.rounds);
             redis_round(&o, &mut table, rig);
         }
         if o.python.is_some() {
-            eprintln!("round {}/{}: python", round + 1, o.rounds);
-            python_round(&o, &mut table);
+            if !o.redis_only {
+                eprintln!("round {}/{}: python", round + 1, o.rounds);
+                python_round(&o, &mut table);
+            }
             if let Ok(rig) = &rig {
                 eprintln!("round {}/{}: python, redis", round + 1, o.rounds);
                 python_redis_round(&o, &mut table, rig);
@@ -1182,6 +1201,8 @@ fn main() {
         Err(skipped) => println!("{skipped}"),
     }
     drop(rig);
-    growth(&o);
+    if !o.redis_only {
+        growth(&o);
+    }
     let _ = std::fs::remove_dir_all(&o.root);
 }
