@@ -570,3 +570,30 @@ fn a_supervisor_replaces_the_workers_that_crash() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A long-lived worker serves callers that each make a store of the same
+/// name with their own objects (a program run twice, each run with a fresh
+/// Redis namespace): each job reads its own caller's store.
+#[test]
+fn a_worker_serves_successive_callers_whose_stores_share_a_name() {
+    let Some(server) = RedisServer::start("a_worker_serves_successive_callers") else {
+        return;
+    };
+    let queue = "successive";
+    let _worker = Worker::start(&server.url(), queue);
+    let name = unique("same-name");
+    for run in 0..3 {
+        let connector = proxystore::connectors::RedisConnector::new(server.url()).unwrap();
+        let store = Store::new(name.clone(), connector).unwrap();
+        let executor = StoreExecutor::new(executor(&server, queue), store);
+        let result = executor
+            .submit(concat::task(format!("run{run}"), run))
+            .unwrap()
+            .result_timeout(Duration::from_secs(30))
+            .unwrap();
+        assert!(result.is_proxy());
+        assert_eq!(*result, format!("run{run}-{run}"));
+        drop(result);
+        executor.shutdown(true, false);
+    }
+}

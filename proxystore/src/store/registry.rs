@@ -94,15 +94,30 @@ pub fn unregister_store(name: &str) -> Option<Store> {
 /// The store registered under `config.name`, or a new one built from
 /// `config` and registered.
 ///
+/// A store registered under that name whose connector is another one (a
+/// long-lived worker of a multi-host executor serves callers that each
+/// made a store of the same name, say, with their own Redis namespaces) is
+/// not used for `config`: a store built from `config` is, kept among the
+/// few most recently used of such stores.
+///
 /// Fails with [`Error::StoreClosed`] if the store `config` describes was
 /// closed in this process and its name has not been registered since.
 pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
     if let Some(store) = get_store(&config.name) {
-        return Ok(store);
+        return if same_objects(store.config(), config) {
+            Ok(store)
+        } else {
+            other_store(config)
+        };
     }
     let mut registry = write();
     if let Some(store) = registry.open.get(&config.name) {
-        return Ok(store.clone());
+        return if same_objects(store.config(), config) {
+            Ok(store.clone())
+        } else {
+            drop(registry);
+            other_store(config)
+        };
     }
     if registry.closed.get(&config.name) == Some(config) {
         return Err(Error::StoreClosed {
@@ -113,5 +128,34 @@ pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
     tracing::debug!(store = %config.name, "registered a store rebuilt from its config");
     registry.closed.remove(&config.name);
     registry.open.insert(config.name.clone(), store.clone());
+    Ok(store)
+}
+
+/// Whether two configurations describe the same objects (the same
+/// connector); cache and metrics settings may differ.
+fn same_objects(a: &StoreConfig, b: &StoreConfig) -> bool {
+    std::ptr::eq(a, b) || a.connector == b.connector
+}
+
+/// How many stores that share a registered store's name, but not its
+/// connector, a process keeps built.
+const OTHERS: usize = 16;
+
+fn other_store(config: &StoreConfig) -> Result<Store> {
+    static STORES: std::sync::Mutex<std::collections::VecDeque<Store>> =
+        std::sync::Mutex::new(std::collections::VecDeque::new());
+    let mut stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = stores
+        .iter()
+        .position(|s| s.config().connector == config.connector)
+    {
+        let store = stores.remove(i).expect("found");
+        stores.push_front(store.clone());
+        return Ok(store);
+    }
+    let store = Store::from_config(config.clone())?;
+    tracing::debug!(store = %config.name, "built a store of a registered name with another connector");
+    stores.push_front(store.clone());
+    stores.truncate(OTHERS);
     Ok(store)
 }
