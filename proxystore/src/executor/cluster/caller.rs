@@ -301,13 +301,8 @@ fn send_batch(
             let Some(entry) = entry else { continue };
             // A revocation that fails leaves the job to run; it must not
             // fail the batch, whose jobs are already in the stream.
-            let deleted: redis::RedisResult<i64> = redis::cmd("EVAL")
-                .arg(REVOKE)
-                .arg(1)
-                .arg(&jobs)
-                .arg(GROUP)
-                .arg(&entry)
-                .query(con);
+            let deleted: redis::RedisResult<i64> =
+                REVOKE.call(&[&jobs]).arg(GROUP).arg(&entry).invoke(con);
             if let Err(e) = &deleted {
                 tracing::warn!(error = %e, "cluster caller: could not take a job back");
             }
@@ -376,10 +371,21 @@ pub(super) fn receive(inner: &Inner) {
             .arg(&reply_key)
             .arg(REPLY_BLOCK.as_secs())
             .query(c);
-        let mut blobs = Vec::new();
+        let deliver = |blob: Vec<u8>| match Reply::decode(blob) {
+            Some((_, Reply::Stop)) => {}
+            Some((id, reply)) => inner.deliver(id, reply),
+            None => tracing::warn!("cluster caller: malformed reply ignored"),
+        };
         let result = first.and_then(|v| {
-            if let Some(b) = redis_io::array(&v).get(1).and_then(redis_io::bytes) {
-                blobs.push(b.to_vec());
+            let Some(b) = redis_io::array(&v).get(1).and_then(redis_io::bytes) else {
+                return Ok(()); // the block timed out
+            };
+            // The first reply is delivered at once; more are taken in one
+            // round trip only while other jobs wait (a caller waiting for
+            // one task at a time never pays for it).
+            deliver(b.to_vec());
+            if inner.outstanding() == 0 {
+                return Ok(());
             }
             let more: Value = redis::cmd("LPOP")
                 .arg(&reply_key)
@@ -387,18 +393,11 @@ pub(super) fn receive(inner: &Inner) {
                 .query(c)?;
             for b in redis_io::array(&more) {
                 if let Some(b) = redis_io::bytes(b) {
-                    blobs.push(b.to_vec());
+                    deliver(b.to_vec());
                 }
             }
             Ok(())
         });
-        for blob in blobs {
-            match Reply::decode(blob) {
-                Some((_, Reply::Stop)) => {}
-                Some((id, reply)) => inner.deliver(id, reply),
-                None => tracing::warn!("cluster caller: malformed reply ignored"),
-            }
-        }
         if let Err(e) = result {
             if is_connection_error(&e) {
                 tracing::warn!(error = %e, "cluster caller: lost the queue; reconnecting");

@@ -152,6 +152,34 @@ pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// A server-side script, sent by its digest (`EVALSHA`) and loaded again
+/// when the server does not know it (after a restart).
+pub(super) struct Lua {
+    source: &'static str,
+    script: std::sync::OnceLock<redis::Script>,
+}
+
+impl Lua {
+    const fn new(source: &'static str) -> Lua {
+        Lua {
+            source,
+            script: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// An invocation with these keys; add arguments, then `invoke`.
+    pub(super) fn call(&self, keys: &[&str]) -> redis::ScriptInvocation<'_> {
+        let mut call = self
+            .script
+            .get_or_init(|| redis::Script::new(self.source))
+            .prepare_invoke();
+        for key in keys {
+            call.key(*key);
+        }
+        call
+    }
+}
+
 /// Finishes a job: if it is still pending to this consumer (not taken
 /// over meanwhile by a reaper) and its caller is alive, queue the reply
 /// (and keep the list from outliving an absent reader); in every case
@@ -159,7 +187,8 @@ pub(crate) fn ms(d: Duration) -> u64 {
 /// if the caller is gone, 2 if the job is no longer pending to this
 /// consumer (another worker took it over, and its run answers). KEYS: jobs, reply, caller's heartbeat. ARGV: group, entry id,
 /// reply, reply ttl (ms), consumer.
-pub(super) const FINISH: &str = r"
+pub(super) static FINISH: Lua = Lua::new(FINISH_LUA);
+const FINISH_LUA: &str = r"
 local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #owner == 0 or owner[1][2] ~= ARGV[5] then
   return 2
@@ -178,7 +207,8 @@ return alive
 /// (if alive), acknowledge and delete it. KEYS: jobs, dead, reply, caller's
 /// heartbeat. ARGV: group, entry id, reply, reply ttl (ms), dead-letter ttl
 /// (ms), task name, caller, attempts, reason.
-pub(super) const GIVE_UP: &str = r"
+pub(super) static GIVE_UP: Lua = Lua::new(GIVE_UP_LUA);
+const GIVE_UP_LUA: &str = r"
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*',
   'task', ARGV[6], 'caller', ARGV[7], 'attempts', ARGV[8], 'reason', ARGV[9],
   'entry', ARGV[2])
@@ -196,7 +226,8 @@ return alive
 /// Takes back a job nobody has been delivered yet: deletes it if it is not
 /// in the pending-entries list. Returns 1 if it was deleted. KEYS: jobs.
 /// ARGV: group, entry id.
-pub(super) const REVOKE: &str = r"
+pub(super) static REVOKE: Lua = Lua::new(REVOKE_LUA);
+const REVOKE_LUA: &str = r"
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #pending > 0 then
   return 0

@@ -468,18 +468,14 @@ impl Serving<'_> {
         let reply_key = keys.reply(job.caller);
         let ttl = job.reply_ttl.unwrap_or(ms(self.w.settings.reply_ttl));
         let delivered = self.must("sending a reply", |con, w| {
-            redis::cmd("EVAL")
-                .arg(FINISH)
-                .arg(3)
-                .arg(keys.jobs())
-                .arg(&reply_key)
-                .arg(&caller_alive)
+            FINISH
+                .call(&[&keys.jobs(), &reply_key, &caller_alive])
                 .arg(GROUP)
                 .arg(&entry.id)
                 .arg(&blob)
                 .arg(ttl)
                 .arg(&w.consumer)
-                .query::<i64>(con)
+                .invoke::<i64>(con)
         });
         *self.heart.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match delivered {
@@ -719,23 +715,23 @@ pub(super) fn give_up(
         reason: reason.to_string(),
     }
     .encode(job.id);
-    let delivered: redis::RedisResult<i64> = redis::cmd("EVAL")
-        .arg(GIVE_UP)
-        .arg(4)
-        .arg(keys.jobs())
-        .arg(keys.dead())
-        .arg(keys.reply(job.caller))
-        .arg(keys.alive(job.caller))
+    let delivered: redis::RedisResult<i64> = GIVE_UP
+        .call(&[
+            &keys.jobs(),
+            &keys.dead(),
+            &keys.reply(job.caller),
+            &keys.alive(job.caller),
+        ])
         .arg(GROUP)
         .arg(&entry.id)
         .arg(&blob)
-        .arg(ms(settings.reply_ttl))
+        .arg(job.reply_ttl.unwrap_or(ms(settings.reply_ttl)))
         .arg(ms(settings.dead_letter_ttl))
         .arg(&name)
         .arg(job.caller)
         .arg(attempts)
         .arg(reason)
-        .query(con);
+        .invoke(con);
     if !matches!(delivered, Ok(1)) {
         orphaned(job.job, None, job.created);
     }
