@@ -3,7 +3,8 @@
 //! An [`Executor`] receives [`Job`]s, each with a [`Completion`] to mark it
 //! started and complete it. [`ThreadPool`] runs jobs on threads of this
 //! process; [`ProcessPool`] on worker processes (this executable again, see
-//! [`worker`](crate::worker)). Wrap either in a
+//! [`worker`](crate::worker)); `cluster::ClusterExecutor` (feature
+//! `cluster`) on workers of any number of hosts, through Redis. Wrap either in a
 //! [`StoreExecutor`](crate::StoreExecutor) to move arguments and results
 //! through a store.
 //!
