@@ -40,6 +40,9 @@ struct Registry {
     /// Configurations of stores closed in this process, by name, until a
     /// store of that name is registered again.
     closed: HashMap<String, StoreConfig>,
+    /// Names of the open stores that were rebuilt from a configuration
+    /// (not made by this process's own code).
+    rebuilt: std::collections::HashSet<String>,
 }
 
 fn registry() -> &'static RwLock<Registry> {
@@ -60,6 +63,7 @@ pub fn register_store(store: &Store) -> Result<()> {
         });
     }
     registry.closed.remove(store.name());
+    registry.rebuilt.remove(store.name());
     registry
         .open
         .insert(store.name().to_string(), store.clone());
@@ -83,6 +87,7 @@ pub fn get_store(name: &str) -> Option<Store> {
 pub fn unregister_store(name: &str) -> Option<Store> {
     let mut registry = write();
     let store = registry.open.remove(name)?;
+    registry.rebuilt.remove(name);
     if store.is_closed() {
         registry
             .closed
@@ -94,30 +99,34 @@ pub fn unregister_store(name: &str) -> Option<Store> {
 /// The store registered under `config.name`, or a new one built from
 /// `config` and registered.
 ///
-/// A store registered under that name whose connector is another one (a
+/// A store that was itself rebuilt from a configuration, registered under
+/// that name but with another connector, is not used for `config`: a
 /// long-lived worker of a multi-host executor serves callers that each
-/// made a store of the same name, say, with their own Redis namespaces) is
-/// not used for `config`: a store built from `config` is, kept among the
-/// few most recently used of such stores.
+/// made a store of the same name (with their own Redis namespaces, say).
+/// A store built from `config` is used instead, kept among the few most
+/// recently used such stores. A store this process made itself answers
+/// for its name, whatever the configuration.
 ///
 /// Fails with [`Error::StoreClosed`] if the store `config` describes was
 /// closed in this process and its name has not been registered since.
 pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
-    if let Some(store) = get_store(&config.name) {
-        return if same_objects(store.config(), config) {
-            Ok(store)
-        } else {
-            other_store(config)
-        };
+    {
+        let registry = registry().read().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = registry.open.get(&config.name) {
+            if !registry.rebuilt.contains(&config.name) || same_objects(store.config(), config) {
+                return Ok(store.clone());
+            }
+            drop(registry);
+            return other_store(config);
+        }
     }
     let mut registry = write();
     if let Some(store) = registry.open.get(&config.name) {
-        return if same_objects(store.config(), config) {
-            Ok(store.clone())
-        } else {
-            drop(registry);
-            other_store(config)
-        };
+        if !registry.rebuilt.contains(&config.name) || same_objects(store.config(), config) {
+            return Ok(store.clone());
+        }
+        drop(registry);
+        return other_store(config);
     }
     if registry.closed.get(&config.name) == Some(config) {
         return Err(Error::StoreClosed {
@@ -127,6 +136,7 @@ pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
     let store = Store::from_config(config.clone())?;
     tracing::debug!(store = %config.name, "registered a store rebuilt from its config");
     registry.closed.remove(&config.name);
+    registry.rebuilt.insert(config.name.clone());
     registry.open.insert(config.name.clone(), store.clone());
     Ok(store)
 }
