@@ -303,3 +303,54 @@ fn a_value_stored_as_one_type_is_not_read_as_another_unless_asked() {
     assert_eq!(store.load_with::<u64>(&key, relaxed).unwrap(), Some(7));
     assert_eq!(*store.get::<Option<u8>>(&key).unwrap().unwrap(), Some(7));
 }
+
+/// A process that rebuilt a store from one configuration (a worker) and
+/// then receives a configuration of another store with the same name (the
+/// next caller's) uses that other store, not the first one; a store the
+/// process made itself keeps answering for its name.
+#[test]
+fn a_rebuilt_store_gives_way_to_another_connector_of_the_same_name() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let name = unique("same-name");
+    let first = Store::new(&name, FileConnector::new(a.path().join("o")).unwrap()).unwrap();
+    let key = first.put(&"from a".to_string()).unwrap();
+    let config_a = first.config().clone();
+    store::unregister_store(&name).unwrap();
+    let second = Store::new(&name, FileConnector::new(b.path().join("o")).unwrap()).unwrap();
+    let config_b = second.config().clone();
+    second.put(&"from b".to_string()).unwrap();
+    store::unregister_store(&name).unwrap();
+
+    // As in a worker: rebuilt from a's configuration, then b's arrives.
+    let rebuilt_a = store::get_or_create_store(&config_a).unwrap();
+    assert_eq!(
+        rebuilt_a
+            .get::<String>(&key)
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("from a")
+    );
+    let rebuilt_b = store::get_or_create_store(&config_b).unwrap();
+    assert_eq!(rebuilt_b.config().connector, config_b.connector);
+    assert!(
+        rebuilt_b.get::<String>(&key).unwrap().is_none(),
+        "b's objects, not a's"
+    );
+    assert_eq!(
+        store::get_or_create_store(&config_a)
+            .unwrap()
+            .config()
+            .connector,
+        config_a.connector
+    );
+
+    // A store made here answers for its name.
+    store::unregister_store(&name).unwrap();
+    let mine = Store::new(&name, LocalConnector::new()).unwrap();
+    let got = store::get_or_create_store(&config_a).unwrap();
+    assert_eq!(got.config().connector, mine.config().connector);
+    mine.close().unwrap();
+    first.close().unwrap();
+    second.close().unwrap();
+}
