@@ -70,10 +70,11 @@
 //!
 //! **A task may run more than once**: a worker that was cut off from Redis
 //! (or stopped) long enough to be taken for dead may still finish the job
-//! someone else ran again. The first reply completes the future; later
-//! ones are ignored, and a result stored through the store is written
-//! under the key the caller reserved, so a re-run overwrites it and never
-//! leaves a copy. Make tasks idempotent: derive what they write elsewhere
+//! someone else ran again. The first reply completes the future. A run
+//! whose job was taken over checks before it stores its result (under the
+//! key the caller reserved) and does not reply, so it neither overwrites
+//! the other run's result nor brings back one the caller evicted; only its
+//! side effects remain. Make tasks idempotent: derive what they write elsewhere
 //! from their inputs (a key, a file name), write it whole (to a temporary
 //! name, then rename), and do not count on side effects happening once.
 //!
