@@ -66,7 +66,7 @@
 //!   times without finishing is given up: it is copied to the dead-letter
 //!   stream `proxystore:queue:<queue>:dead` (with its task name, caller,
 //!   attempts and reason) and its future fails with
-//!   [`Error::AttemptsExhausted`](crate::Error::AttemptsExhausted).
+//!   [`Error::AttemptsExhausted`].
 //!
 //! **A task may run more than once**: a worker that was cut off from Redis
 //! (or stopped) long enough to be taken for dead may still finish the job
@@ -95,7 +95,7 @@
 //!
 //! Tasks run on other hosts, so their proxies must resolve there: a
 //! [`StoreExecutor`](crate::StoreExecutor) over this executor refuses,
-//! with [`Error::Unreachable`](crate::Error::Unreachable), a store whose
+//! with [`Error::Unreachable`], a store whose
 //! connector is only of this process (a
 //! [`LocalConnector`](crate::connectors::LocalConnector)) or of this host
 //! (a [`FileConnector`](crate::connectors::FileConnector) not marked
@@ -196,7 +196,7 @@ impl ClusterBuilder {
 
     /// How long shutting down with `wait` waits for unanswered jobs
     /// (default [`DEFAULT_SHUTDOWN_TIMEOUT`]); those still unanswered then
-    /// fail with [`Error::ShutDown`](crate::Error::ShutDown), and workers
+    /// fail with [`Error::ShutDown`], and workers
     /// drop them and evict their objects.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
