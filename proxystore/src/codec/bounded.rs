@@ -39,7 +39,7 @@ pub(super) fn decode<T: DeserializeOwned, R: std::io::Read>(
     // ciborium's deserializer cannot be built outside ciborium, so the
     // guard is entered through the root type, which reads the cap here.
     let previous = HINT_CAP.replace(cap);
-    let result = ciborium::from_reader::<Root<T>, _>(reader).map(|root| root.0);
+    let result = super::cbor_from_reader::<Root<T>, _>(reader).map(|root| root.0);
     HINT_CAP.set(previous);
     result
 }

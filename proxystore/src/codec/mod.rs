@@ -47,6 +47,28 @@ use raw::{fast_bytes, fast_format, fast_read};
 pub use depth::MAX_DEPTH;
 pub(crate) use raw::zeroed_buffer;
 
+/// Size of the scratch space ciborium decodes text and byte strings in.
+const SCRATCH: usize = 4096;
+
+thread_local! {
+    /// One scratch buffer per thread, reused by every decoding on it:
+    /// `ciborium::from_reader` would zero a fresh 4 KiB one each time.
+    static CBOR_SCRATCH: std::cell::RefCell<Box<[u8; SCRATCH]>> =
+        std::cell::RefCell::new(Box::new([0; SCRATCH]));
+}
+
+/// `ciborium::from_reader`, with this thread's scratch buffer (a fresh one
+/// when a decoding is already using it, as when a decoded value decodes
+/// another inside its `Deserialize`).
+pub(crate) fn cbor_from_reader<T: DeserializeOwned, R: Read>(
+    reader: R,
+) -> std::result::Result<T, ciborium::de::Error<io::Error>> {
+    CBOR_SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => ciborium::de::from_reader_with_buffer(reader, &mut scratch[..]),
+        Err(_) => ciborium::de::from_reader_with_buffer(reader, &mut [0; SCRATCH]),
+    })
+}
+
 const MAGIC: [u8; 4] = *b"PXS1";
 const FIXED_HEADER: usize = 4 + 1 + 2;
 

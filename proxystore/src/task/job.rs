@@ -46,7 +46,7 @@ fn decode_context(bytes: &[u8]) -> Result<Arc<ExecContext>, TaskFailure> {
             return Ok(ctx.clone());
         }
     }
-    let ctx: ExecContext = ciborium::from_reader(bytes)
+    let ctx: ExecContext = crate::codec::cbor_from_reader(bytes)
         .map_err(|e| TaskFailure::new(format!("invalid executor context: {e}")))?;
     let ctx = Arc::new(ctx);
     *last = Some((bytes.into(), ctx.clone()));

@@ -27,8 +27,9 @@ impl<R: Storable> TaskValue<R> {
         let mut rest = bytes;
         let bad = |what: String| Error::Protocol(format!("malformed task result: {what}"));
         let (tag, body) = read_frame(&mut rest).ok_or_else(|| bad("truncated".into()))?;
-        let factory =
-            || -> Result<Factory> { ciborium::from_reader(body).map_err(|e| bad(e.to_string())) };
+        let factory = || -> Result<Factory> {
+            crate::codec::cbor_from_reader(body).map_err(|e| bad(e.to_string()))
+        };
         Ok(match tag {
             VALUE => TaskValue::Value(codec::decode_slice::<R>(body).map_err(|f| bad(f.reason))?),
             PROXY => TaskValue::Proxy(Proxy::lazy(factory()?)),
@@ -101,7 +102,7 @@ impl<R: Storable + PartialEq> PartialEq<R> for TaskValue<R> {
 pub(crate) fn discard_output(bytes: Vec<u8>) {
     let mut rest = &bytes[..];
     if let Some((OWNED, body)) = read_frame(&mut rest) {
-        if let Ok(factory) = ciborium::from_reader::<Factory, _>(body) {
+        if let Ok(factory) = crate::codec::cbor_from_reader::<Factory, _>(body) {
             crate::owned::evict(&factory);
         }
     }
@@ -113,7 +114,7 @@ pub(crate) fn discard_output(bytes: Vec<u8>) {
 pub(crate) fn evict_output(bytes: &[u8]) {
     let mut rest = bytes;
     if let Some((OWNED | PROXY, body)) = read_frame(&mut rest) {
-        if let Ok(factory) = ciborium::from_reader::<Factory, _>(body) {
+        if let Ok(factory) = crate::codec::cbor_from_reader::<Factory, _>(body) {
             crate::owned::evict(&factory);
         }
     }

@@ -108,7 +108,7 @@ impl<'a> ArgReader<'a> {
                 TaskFailure::new(format!("{} could not be decoded: {}", what(), f.reason))
             }),
             PROXY => {
-                let factory: Factory = ciborium::from_reader(body).map_err(|e| {
+                let factory: Factory = crate::codec::cbor_from_reader(body).map_err(|e| {
                     TaskFailure::new(format!("{}: invalid proxy reference: {e}", what()))
                 })?;
                 factory
