@@ -709,7 +709,8 @@ impl RedisRig {
             server,
         };
         for _ in 0..2 {
-            let child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            let child = redis_server::die_with_parent(&mut command)
                 .env(CLUSTER_ENV, rig.server.url())
                 .env(QUEUE_ENV, &rig.queue)
                 .stdin(Stdio::null())

@@ -86,7 +86,8 @@ impl Worker {
         queue: &str,
         env: &[(&str, &str)],
     ) -> Worker {
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        let child = support::redis_server::die_with_parent(&mut command)
             .args(args)
             .envs(env.iter().copied())
             .env(CLUSTER_ENV, url)

@@ -50,7 +50,8 @@ struct Worker(Child);
 
 impl Worker {
     fn start(url: &str, queue: &str) -> Worker {
-        let child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        let child = support::redis_server::die_with_parent(&mut command)
             .args([
                 "proxystore_worker_entry",
                 "--exact",

@@ -133,8 +133,8 @@ impl Host {
     }
 
     fn start_worker(&mut self, url: &str) {
-        let child = self
-            .command(&std::env::current_exe().unwrap())
+        let mut command = self.command(&std::env::current_exe().unwrap());
+        let child = support::redis_server::die_with_parent(&mut command)
             .args([
                 "proxystore_worker_entry",
                 "--exact",

@@ -50,6 +50,27 @@ pub fn program_or_skip(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// Makes the process `command` starts die with this one (Linux's
+/// parent-death signal), so that a test or benchmark killed from outside
+/// leaves no server or worker running.
+pub fn die_with_parent(command: &mut Command) -> &mut Command {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    command
+}
+
 /// A running server.
 pub struct RedisServer {
     child: Option<Child>,
@@ -237,7 +258,9 @@ impl RedisServer {
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        let mut child = command.spawn().map_err(|e| format!("spawn: {e}"))?;
+        let mut child = die_with_parent(&mut command)
+            .spawn()
+            .map_err(|e| format!("spawn: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr: SocketAddr = format!("{}:{}", self.connect_host(), self.port)
             .parse()
