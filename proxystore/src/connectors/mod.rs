@@ -35,7 +35,7 @@ mod file;
 mod local;
 mod multi;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::io::Read;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use redis::{Client, Connection, RedisError, Value};
 
+use crate::connectors::redis::{scrub, RedisUrl};
+use crate::connectors::Reach;
 use crate::error::{Error, Result};
 
 /// How long connecting may take.
@@ -20,6 +22,8 @@ pub(crate) struct Server {
     pub(crate) name: String,
     /// Whether the server is on this host (loopback or a Unix socket).
     pub(crate) local: bool,
+    /// Words that must never appear in a message (user name, password).
+    secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for Server {
@@ -29,31 +33,14 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// Checks `url` as the Redis connector does.
     pub(crate) fn open(url: &str) -> Result<Server> {
-        let client = Client::open(url).map_err(|e| Error::InvalidConfig {
-            kind: "cluster queue".into(),
-            // The client's message names the problem, never the URL.
-            reason: format!("invalid Redis URL: {}", redact_message(&e.to_string(), url)),
-        })?;
-        let info = client.get_connection_info();
-        let (name, local) = match info.addr() {
-            redis::ConnectionAddr::Tcp(host, port)
-            | redis::ConnectionAddr::TcpTls { host, port, .. } => {
-                let local = host == "localhost"
-                    || host
-                        .trim_matches(['[', ']'])
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
-                (format!("{host}:{port}"), local)
-            }
-            redis::ConnectionAddr::Unix(path) => (path.display().to_string(), true),
-            _ => ("the server".to_string(), false),
-        };
-        let name = format!("{name}/{}", info.redis_settings().db());
+        let url = RedisUrl::parse(url, "cluster queue")?;
         Ok(Server {
-            client,
-            name,
-            local,
+            client: url.client,
+            name: url.server,
+            local: url.reach == Reach::Host,
+            secrets: url.secrets,
         })
     }
 
@@ -74,24 +61,9 @@ impl Server {
         Error::Redis {
             server: self.name.clone(),
             operation: operation.to_string(),
-            message: e.to_string(),
+            message: scrub(&self.secrets, e.to_string()),
         }
     }
-}
-
-/// `message` with every occurrence of `url` (and of its password) removed.
-fn redact_message(message: &str, url: &str) -> String {
-    let mut out = message.replace(url, "<url>");
-    if let Some(password) = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, password)| password)
-        .filter(|p| !p.is_empty())
-    {
-        out = out.replace(password, "<password>");
-    }
-    out
 }
 
 /// Whether an error means the connection is unusable (to be replaced).
