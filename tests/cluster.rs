@@ -5,13 +5,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::{FileConnector, LocalConnector};
-use proxystore::executor::cluster::{ClusterExecutor, Settings, CLUSTER_ENV, QUEUE_ENV};
+use proxystore::executor::cluster::ClusterExecutor;
 use proxystore::executor::{Executor, ProcessPool};
 use proxystore::{proxied, Error, Store, StoreExecutor};
+use support::cluster::{executor, objects, quick, wait_pending, xlen, Worker};
 use support::common::unique;
 use support::redis_server::RedisServer;
 
@@ -45,90 +46,6 @@ fn fails() -> Result<u32, String> {
     Err("no luck".into())
 }
 
-/// Timings short enough for tests.
-fn quick() -> Settings {
-    Settings {
-        heartbeat: Duration::from_millis(200),
-        heartbeat_ttl: Duration::from_millis(800),
-        lease: Duration::from_millis(800),
-        reap_every: Duration::from_millis(200),
-        caller_ttl: Duration::from_secs(2),
-        ..Settings::default()
-    }
-}
-
-/// A worker process: this test binary, serving `queue`.
-struct Worker(Child);
-
-impl Worker {
-    fn start(url: &str, queue: &str) -> Worker {
-        Worker::start_program(
-            std::env::current_exe().unwrap().as_path(),
-            &[
-                "proxystore_worker_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ],
-            url,
-            queue,
-        )
-    }
-
-    fn start_program(program: &Path, args: &[&str], url: &str, queue: &str) -> Worker {
-        Worker::start_with(program, args, url, queue, &[])
-    }
-
-    fn start_with(
-        program: &Path,
-        args: &[&str],
-        url: &str,
-        queue: &str,
-        env: &[(&str, &str)],
-    ) -> Worker {
-        let mut command = Command::new(program);
-        let child = support::redis_server::die_with_parent(&mut command)
-            .args(args)
-            .envs(env.iter().copied())
-            .env(CLUSTER_ENV, url)
-            .env(QUEUE_ENV, queue)
-            .env("PROXYSTORE_HEARTBEAT_MS", "200")
-            .env("PROXYSTORE_HEARTBEAT_TTL_MS", "800")
-            .env("PROXYSTORE_LEASE_MS", "800")
-            .env("PROXYSTORE_REAP_MS", "200")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("worker starts");
-        Worker(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn executor(server: &RedisServer, queue: &str) -> ClusterExecutor {
-    ClusterExecutor::builder(&server.url(), queue)
-        .settings(quick())
-        .build()
-        .unwrap()
-}
-
-fn xlen(server: &RedisServer, queue: &str) -> String {
-    server.raw(&["XLEN", &format!("proxystore:queue:{queue}:jobs")])
-}
-
 /// The queue's keys other than the stream itself and worker heartbeats.
 fn leftovers(server: &RedisServer, queue: &str) -> Vec<String> {
     server
@@ -136,18 +53,6 @@ fn leftovers(server: &RedisServer, queue: &str) -> Vec<String> {
         .into_iter()
         .filter(|k| !k.ends_with(":jobs") && !k.contains(":alive:"))
         .collect()
-}
-
-fn objects(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != ".proxystore")
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -225,14 +130,7 @@ fn a_killed_worker_s_job_runs_again_elsewhere() {
     let executor = StoreExecutor::new(executor, store);
     let mut future = executor.submit(pid_after::task(1500)).unwrap();
     // Wait until the first worker holds the job, then kill it mid-task.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server
-        .raw(&["XPENDING", "proxystore:queue:kill:jobs", "workers"])
-        .starts_with("*4\r\n:1")
-    {
-        assert!(Instant::now() < deadline, "the job was never taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_pending(&server, queue);
     let dead = first.pid();
     first.kill();
     let killed = Instant::now();
@@ -462,14 +360,7 @@ fn workers_and_callers_survive_a_server_restart() {
     // A job the restart loses fails with a typed error instead of waiting
     // for ever.
     let mut slow = executor.submit(pid_after::task(2000)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server
-        .raw(&["XPENDING", "proxystore:queue:restart:jobs", "workers"])
-        .starts_with("*4\r\n:1")
-    {
-        assert!(Instant::now() < deadline, "the job was never taken");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_pending(&server, queue);
     server.restart();
     let err = slow.result_timeout(Duration::from_secs(20)).unwrap_err();
     assert!(

@@ -7,15 +7,15 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::FileConnector;
-use proxystore::executor::cluster::{ClusterExecutor, Settings, CLUSTER_ENV, QUEUE_ENV};
+use proxystore::executor::cluster::ClusterExecutor;
 use proxystore::{proxied, Store, StoreExecutor};
+use support::cluster::{executor, objects, wait_pending, Worker};
 use support::common::unique;
 use support::redis_server::RedisServer;
 
@@ -33,87 +33,6 @@ fn pid_after(ms: u64) -> u32 {
 fn slow_text(ms: u64) -> String {
     std::thread::sleep(Duration::from_millis(ms));
     format!("ran by {}", std::process::id())
-}
-
-fn quick() -> Settings {
-    Settings {
-        heartbeat: Duration::from_millis(200),
-        heartbeat_ttl: Duration::from_millis(800),
-        lease: Duration::from_millis(800),
-        reap_every: Duration::from_millis(200),
-        caller_ttl: Duration::from_secs(2),
-        ..Settings::default()
-    }
-}
-
-struct Worker(Child);
-
-impl Worker {
-    fn start(url: &str, queue: &str) -> Worker {
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        let child = support::redis_server::die_with_parent(&mut command)
-            .args([
-                "proxystore_worker_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CLUSTER_ENV, url)
-            .env(QUEUE_ENV, queue)
-            .env("PROXYSTORE_HEARTBEAT_MS", "200")
-            .env("PROXYSTORE_HEARTBEAT_TTL_MS", "800")
-            .env("PROXYSTORE_LEASE_MS", "800")
-            .env("PROXYSTORE_REAP_MS", "200")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("worker starts");
-        Worker(child)
-    }
-    fn signal(&self, sig: i32) {
-        unsafe { libc::kill(self.0.id() as i32, sig) };
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn executor(server: &RedisServer, queue: &str) -> ClusterExecutor {
-    ClusterExecutor::builder(&server.url(), queue)
-        .settings(quick())
-        .build()
-        .unwrap()
-}
-
-fn objects(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != ".proxystore")
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn wait_pending(server: &RedisServer, queue: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server
-        .raw(&[
-            "XPENDING",
-            &format!("proxystore:queue:{queue}:jobs"),
-            "workers",
-        ])
-        .starts_with("*4\r\n:1")
-    {
-        assert!(Instant::now() < deadline, "the job was never taken");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Regression: a FINISH that fails with a server error (here OOM; READONLY

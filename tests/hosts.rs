@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::RedisConnector;
-use proxystore::executor::cluster::{ClusterExecutor, Settings, CLUSTER_ENV, QUEUE_ENV};
+use proxystore::executor::cluster::{ClusterExecutor, Settings};
 use proxystore::{proxied, OwnedProxy, Store, StoreExecutor, TaskValue};
 use support::redis_server::{free_port, program_or_skip, RedisServer};
 
@@ -47,12 +47,8 @@ fn total(values: Vec<f64>) -> f64 {
 
 fn settings() -> Settings {
     Settings {
-        heartbeat: Duration::from_millis(200),
-        heartbeat_ttl: Duration::from_millis(800),
-        lease: Duration::from_millis(800),
-        reap_every: Duration::from_millis(200),
         caller_ttl: Duration::from_secs(5),
-        ..Settings::default()
+        ..support::cluster::quick()
     }
 }
 
@@ -134,20 +130,8 @@ impl Host {
 
     fn start_worker(&mut self, url: &str) {
         let mut command = self.command(&std::env::current_exe().unwrap());
-        let child = support::redis_server::die_with_parent(&mut command)
-            .args([
-                "proxystore_worker_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CLUSTER_ENV, url)
-            .env(QUEUE_ENV, QUEUE)
-            .env("PROXYSTORE_HEARTBEAT_MS", "200")
-            .env("PROXYSTORE_HEARTBEAT_TTL_MS", "800")
-            .env("PROXYSTORE_LEASE_MS", "800")
-            .env("PROXYSTORE_REAP_MS", "200")
-            .stdout(Stdio::null())
+        let child = support::cluster::serve(&mut command, url, QUEUE)
+            .args(support::cluster::WORKER_ENTRY)
             .spawn()
             .expect("worker starts");
         self.children.push(child);

@@ -1,2 +1,3 @@
+pub mod cluster;
 pub mod common;
 pub mod redis_server;
