@@ -7,7 +7,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 use proxystore::connectors::FileConnector;
 use proxystore::executor::cluster::ClusterExecutor;
 use proxystore::{proxied, Store, StoreExecutor};
-use support::cluster::{executor, objects, wait_pending, Worker};
+use support::cluster::{executor, kill_a_caller_with_jobs_queued, objects, wait_pending, Worker};
 use support::common::unique;
 use support::redis_server::RedisServer;
 
@@ -176,25 +175,7 @@ fn a_caller_killed_mid_job_leaves_no_objects() {
     };
     let queue = "midjob";
     let dir = tempfile::tempdir().unwrap();
-    let mut caller = Command::new(env!("CARGO_BIN_EXE_proxystore-parent"))
-        .args([
-            "cluster-submit",
-            &server.url(),
-            queue,
-            dir.path().to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(caller.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "submitted");
-    caller.kill().unwrap();
-    caller.wait().unwrap();
+    kill_a_caller_with_jobs_queued(&server, queue, dir.path());
     // A worker takes the jobs while the dead caller's heartbeat (2 s
     // here) has not expired yet: as for any job that was running when its
     // caller died.

@@ -140,3 +140,28 @@ pub fn objects(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Runs the `proxystore-parent cluster-submit` caller, which stores three
+/// inputs in a `FileConnector` at `dir/objects` and queues three jobs, and
+/// SIGKILLs it once they are queued.
+pub fn kill_a_caller_with_jobs_queued(server: &RedisServer, queue: &str, dir: &Path) {
+    let mut caller = Command::new(env!("CARGO_BIN_EXE_proxystore-parent"))
+        .args([
+            "cluster-submit",
+            &server.url(),
+            queue,
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(caller.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "submitted");
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+}
