@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -564,7 +564,3 @@ pub(super) fn leave(inner: &Inner) {
 }
 
 pub(super) type Outbox = Sender<Out>;
-
-pub(super) fn shared(inner: Inner) -> Arc<Inner> {
-    Arc::new(inner)
-}

@@ -209,7 +209,7 @@ impl ClusterBuilder {
         self.settings.check()?;
         let server = redis_io::Server::open(&self.url)?;
         let keys = queue::Keys::new(&self.queue)?;
-        let inner = caller::shared(Inner::new(server, keys, self.settings));
+        let inner = Arc::new(Inner::new(server, keys, self.settings));
         let mut con = inner.server.connect(Some(redis_io::COMMAND_TIMEOUT))?;
         serve::ensure_group(&mut con, &inner.keys, &inner.server)?;
         // Alive before the first job: workers drop jobs of callers that
