@@ -31,6 +31,11 @@ fn scale(values: Vec<f64>, by: f64) -> Vec<f64> {
 
 /// Sleeps, then says which process ran it.
 #[proxied]
+fn halve(values: Vec<f64>) -> Vec<f64> {
+    values.iter().map(|v| v / 2.0).collect()
+}
+
+#[proxied]
 fn pid_after(ms: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(ms));
     std::process::id()
@@ -90,6 +95,15 @@ fn tasks_run_on_worker_processes_and_leave_nothing_behind() {
         .unwrap();
     assert_eq!(scaled.len(), 1_000_000);
     assert_eq!(scaled[999_999], 1_999_998.0);
+    // Large values by value both ways (no store): they travel inside the
+    // job and the reply.
+    let halved = executor
+        .submit(halve::task((0..100_000).map(f64::from).collect::<Vec<_>>()))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(!halved.is_proxy());
+    assert_eq!((halved.len(), halved[99_999]), (100_000, 49_999.5));
 
     let pids: std::collections::HashSet<u32> = executor
         .map((0..40).map(|_| pid_after::task(20)))

@@ -136,7 +136,14 @@ fn valid_inputs() -> Vec<(&'static str, Vec<u8>)> {
         out.extend_from_slice(body);
         out
     };
-    let mut answers = answer(3, 0, &[0, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+    // A result: a table of no sections, then its frame.
+    let mut answers = answer(3, 0, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+    // A result whose body follows as a section of four bytes (format 1).
+    answers.extend(answer(
+        3,
+        4,
+        &[1, 0, 1, 4, 0, 0, 0, 0, 0, 0, 0, 9, 9, 1, 2, 3, 4],
+    ));
     answers.extend(answer(4, 1, b"task failed: reason"));
     answers.extend(answer(5, 2, b""));
     answers.extend(answer(6, 3, b""));

@@ -57,6 +57,29 @@ fn sum(values: Vec<f64>) -> f64 {
     values.iter().sum()
 }
 
+/// Large raw values by value both ways, beside small ones: each argument
+/// must arrive as sent and in its place.
+#[proxied]
+fn mix(
+    tag: i64,
+    floats: Vec<f64>,
+    text: String,
+    small: Vec<u8>,
+    bytes: Vec<u8>,
+) -> (i64, Vec<f64>) {
+    let scaled = floats.iter().map(|x| x * 2.0).collect();
+    let check = tag
+        + text.len() as i64
+        + small.iter().map(|b| *b as i64).sum::<i64>()
+        + bytes.iter().map(|b| *b as i64).sum::<i64>();
+    (check, scaled)
+}
+
+#[proxied]
+fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
 #[proxied]
 fn explode(message: String) -> i64 {
     panic!("{message}")
@@ -229,6 +252,41 @@ fn default_policy_passes_everything_by_value(pool: Pool) {
         .result()
         .unwrap();
     assert_eq!(*during, 0, "nothing went through the store");
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn large_values_by_value_arrive_whole_and_in_order(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let floats: Vec<f64> = (0..300_000).map(|i| i as f64 * 0.5).collect();
+    let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i % 7) as u8).collect();
+    let text = "é".repeat(50_000);
+    let expected = 5 + text.len() as i64 + 6 + bytes.iter().map(|b| *b as i64).sum::<i64>();
+    let r = ex
+        .submit(mix::task(
+            5,
+            floats.clone(),
+            text.clone(),
+            vec![1, 2, 3],
+            bytes,
+        ))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert!(!r.is_proxy());
+    assert_eq!(r.0, expected);
+    assert_eq!(r.1.len(), floats.len());
+    assert!(r.1.iter().zip(&floats).all(|(a, b)| *a == b * 2.0));
+    // A large result of each fast-path kind.
+    let big = ex
+        .submit(echo::task(vec![7u8; 3 << 20]))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(big.into_value().unwrap(), vec![7u8; 3 << 20]);
+    let loud = ex.submit(shout::task(text)).unwrap().result().unwrap();
+    assert_eq!(*loud, "É".repeat(50_000));
     drop(ex);
     assert_eq!(f.left(), 0);
 }
@@ -684,6 +742,7 @@ macro_rules! for_both_pools {
 
 for_both_pools!(
     default_policy_passes_everything_by_value,
+    large_values_by_value_arrive_whole_and_in_order,
     proxy_always_with_ownership,
     proxy_always_without_ownership,
     proxy_type_policy,

@@ -31,7 +31,7 @@ use crate::executor::{Completion, Executor, Shared, TaskFuture};
 use crate::key::Key;
 use crate::policy::ShouldProxy;
 use crate::store::Store;
-use crate::task::{discard_output, ExecContext, Job, Task, TaskValue};
+use crate::task::{discard_output, ExecContext, Job, Task, TaskOutput, TaskValue};
 use crate::Storable;
 
 /// Wraps an [`Executor`] so that task arguments and results go through a
@@ -160,14 +160,14 @@ impl StoreExecutor {
             let store = self.store.clone();
             let proxied_result = prepared.result_listed || !self.policy.is_never();
             (!created.is_empty() || proxied_result).then(|| {
-                Box::new(move |output: &Result<Vec<u8>>| {
+                Box::new(move |output: &Result<TaskOutput>| {
                     evict_all(&store, &created);
                     // A worker may have stored the result before failing or
                     // dying; nobody else knows its key.
                     if output.is_err() && proxied_result {
                         evict_all(&store, &[result_key]);
                     }
-                }) as Box<dyn FnOnce(&Result<Vec<u8>>) + Send>
+                }) as Box<dyn FnOnce(&Result<TaskOutput>) + Send>
             })
         };
         let shared = Shared::new(
@@ -182,6 +182,7 @@ impl StoreExecutor {
             context: self.context.clone(),
             result_key,
             payload: prepared.payload,
+            sections: prepared.sections,
             created: created_keys,
         };
         tracing::debug!(task = prepared.name, "submit");

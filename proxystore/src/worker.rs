@@ -32,7 +32,7 @@ use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::executor::protocol::{read_message, Header, Kind, ReadError, HEADER};
+use crate::executor::protocol::{self, read_message, Body, Kind, Outgoing, ReadError, HEADER};
 
 /// The environment variable that puts an executable in worker mode.
 pub const WORKER_ENV: &str = "PROXYSTORE_WORKER";
@@ -112,7 +112,7 @@ struct Inbox {
 }
 
 struct InboxState {
-    jobs: VecDeque<(u64, Vec<u8>)>,
+    jobs: VecDeque<(u64, Body)>,
     /// The buffer of the last job run, for the next one to be read into:
     /// its pages are already mapped, which for large by-value arguments
     /// costs less than faulting in fresh memory every time.
@@ -141,7 +141,7 @@ impl Inbox {
         }
     }
 
-    fn next(&self) -> Option<(u64, Vec<u8>)> {
+    fn next(&self) -> Option<(u64, Body)> {
         let window = crate::spin::spin_window();
         let started = std::time::Instant::now();
         while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
@@ -166,9 +166,26 @@ impl Inbox {
 type Output = Mutex<BufWriter<File>>;
 
 fn send(output: &Output, kind: Kind, id: u64, body: &[u8]) -> io::Result<()> {
+    let head = protocol::head(kind, id, body.len(), &[]);
+    send_parts(output, Outgoing::new(vec![&head, body]))
+}
+
+/// Sends a result: its frame, and its section written from where it is.
+fn send_result(output: &Output, id: u64, result: &crate::task::TaskOutput) -> io::Result<()> {
+    let sections: Vec<(u8, usize)> = result
+        .section
+        .iter()
+        .map(|s| (s.format(), s.bytes().len()))
+        .collect();
+    let head = protocol::head(Kind::Done, id, result.frame.len(), &sections);
+    let mut parts = vec![&head[..], &result.frame[..]];
+    parts.extend(result.section.iter().map(|s| s.bytes()));
+    send_parts(output, Outgoing::new(parts))
+}
+
+fn send_parts(output: &Output, message: Outgoing<'_>) -> io::Result<()> {
     let mut out = output.lock().unwrap_or_else(|e| e.into_inner());
-    out.write_all(&Header::new(kind, id, body.len()).to_bytes())?;
-    out.write_all(body)?;
+    protocol::write_all(&mut *out, &message)?;
     // Each answer leaves at once: a later task that ends the process
     // (exit, abort, a crash) must not take finished results with it.
     out.flush()
@@ -207,12 +224,13 @@ fn serve() -> io::Result<()> {
         if unsafe { libc::getppid() } != parent {
             return Ok(());
         }
-        let (kind, body) = match crate::task::run_job_bytes(&job) {
-            Ok(bytes) => (Kind::Done, bytes),
-            Err(failure) => (Kind::Failed, failure.message().as_bytes().to_vec()),
-        };
-        inbox.give_back(job);
-        send(&output, kind, id, &body)?;
+        let Body { bytes, sections } = job;
+        let result = crate::task::run_received(&bytes, sections);
+        inbox.give_back(bytes);
+        match result {
+            Ok(result) => send_result(&output, id, &result)?,
+            Err(failure) => send(&output, Kind::Failed, id, failure.message().as_bytes())?,
+        }
     }
     drop(reader);
     Ok(())
@@ -222,7 +240,7 @@ fn serve() -> io::Result<()> {
 /// a task runs), and closes the inbox when the pool closes the pipe.
 fn receive(input: crate::spin::SpinReader<File>, inbox: &Inbox, output: &Output) {
     let mut input = BufReader::with_capacity(64 * 1024, input);
-    let mut body = Vec::new();
+    let mut body = Body::default();
     loop {
         let header = match read_message(&mut input, &mut body) {
             Ok(Some(header)) => header,
@@ -238,9 +256,11 @@ fn receive(input: crate::spin::SpinReader<File>, inbox: &Inbox, output: &Output)
             Kind::Job => {
                 let mut state = inbox.lock();
                 let spare = std::mem::take(&mut state.spare);
-                state
-                    .jobs
-                    .push_back((header.id, std::mem::replace(&mut body, spare)));
+                let job = Body {
+                    bytes: std::mem::replace(&mut body.bytes, spare),
+                    sections: std::mem::take(&mut body.sections),
+                };
+                state.jobs.push_back((header.id, job));
                 inbox.queued.fetch_add(1, Ordering::AcqRel);
                 if state.sleeping {
                     inbox.ready.notify_one();

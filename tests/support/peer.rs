@@ -180,7 +180,9 @@ fn broken_worker(how: &str) {
         }
         "garbage" => answers.write_all(&[0xff; 4096]).unwrap(),
         "forged" => {
-            let mut forged = message(3, id + 1000, 4);
+            // An empty table of sections, then the frame.
+            let mut forged = message(3, id + 1000, 6);
+            forged.extend_from_slice(&[0, 0]);
             forged.extend_from_slice(b"fake");
             answers.write_all(&forged).unwrap();
         }

@@ -42,10 +42,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use raw::{fast_bytes, fast_format, fast_read};
+use raw::{fast_bytes, fast_format, fast_read, raw_bytes, read_raw, take_raw};
 
 pub use depth::MAX_DEPTH;
-pub(crate) use raw::zeroed_buffer;
+pub(crate) use raw::{zeroed_buffer, RawError};
 
 /// Size of the scratch space ciborium decodes text and byte strings in.
 const SCRATCH: usize = 4096;
@@ -127,6 +127,12 @@ impl Encoded<'_> {
     /// Whether the encoding is empty (never: the header is always present).
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// The header, and whether the body is the value's own memory (the
+    /// fast path) that can travel without being copied.
+    pub(crate) fn split(&self) -> (&[u8], bool) {
+        (&self.header, matches!(self.body, Cow::Borrowed(_)))
     }
 
     /// The encoding as one owned buffer.
@@ -343,12 +349,136 @@ pub fn decode_with<T: DeserializeOwned + 'static>(
             )))
         }
     };
+    // The input's length is known: whether bytes follow needs no read.
+    if let Some(remaining) = header.remaining {
+        return if remaining == len {
+            Ok(value)
+        } else {
+            Err(fail("unexpected bytes after the body".into()))
+        };
+    }
     let mut probe = [0u8; 1];
     match reader.read(&mut probe) {
         Ok(0) => Ok(value),
         Ok(_) => Err(fail("unexpected bytes after the body".into())),
         Err(e) => Err(fail(format!("reading past the body failed: {e}"))),
     }
+}
+
+/// The bytes of a value's fast-path body, if its type has one (what a
+/// sender keeps out of its frames and writes from where it is).
+pub(crate) fn raw_body<T: 'static>(value: &T) -> Option<&[u8]> {
+    fast_bytes(value).filter(|_| cfg!(target_endian = "little"))
+}
+
+/// The wire number of `T`'s fast-path format.
+pub(crate) fn raw_format_of<T: 'static>() -> Option<u8> {
+    fast_format::<T>().map(|f| f as u8)
+}
+
+/// A raw body received into its final buffer: a `Vec` of its element type,
+/// so that decoding it as that type copies nothing.
+pub(crate) struct RawBuffer {
+    format: Format,
+    buffer: Box<dyn std::any::Any + Send>,
+}
+
+impl RawBuffer {
+    /// Reads a body of `len` bytes in the format numbered `format`. The
+    /// length is not trusted: past `first_step` bytes the buffer grows as
+    /// bytes arrive.
+    pub(crate) fn read(
+        format: u8,
+        len: u64,
+        first_step: usize,
+        reader: &mut dyn Read,
+    ) -> std::result::Result<RawBuffer, RawError> {
+        let format = Format::from_u8(format)
+            .filter(|f| *f != Format::Cbor)
+            .ok_or_else(|| RawError::Invalid(format!("unknown raw format {format}")))?;
+        Ok(RawBuffer {
+            format,
+            buffer: read_raw(format, len, first_step, reader)?,
+        })
+    }
+
+    /// The body's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        raw_bytes(self.format, &*self.buffer)
+    }
+
+    /// The number of the body's format.
+    pub(crate) fn format(&self) -> u8 {
+        self.format as u8
+    }
+}
+
+/// Where the body of a split encoding is (see [`decode_split`]).
+pub(crate) enum SplitBody<'a> {
+    /// Bytes to copy from.
+    Bytes(&'a [u8]),
+    /// A buffer received for it, taken as it is.
+    Buffer(RawBuffer),
+    /// The value itself, never encoded (it stayed in this process).
+    Value(Box<dyn std::any::Any + Send>),
+}
+
+/// Decodes a `T` whose header (`head`, as [`Encoded::split`] gives it) and
+/// fast-path body travelled apart, with the same checks as [`decode`]: the
+/// recorded type, the format and the length.
+pub(crate) fn decode_split<T: DeserializeOwned + 'static>(
+    head: &[u8],
+    body: SplitBody<'_>,
+) -> std::result::Result<T, DecodeFailure> {
+    let mut input = head;
+    let header = Header::read(&mut input, Some(head.len() as u64))?;
+    let fail = |reason: String| DecodeFailure {
+        found: String::from_utf8_lossy(&header.name).into_owned(),
+        reason,
+    };
+    if header.remaining != Some(0) {
+        return Err(fail("bytes follow the header of a split body".into()));
+    }
+    let expected = std::any::type_name::<T>();
+    if header.name != recorded_name(expected) {
+        return Err(fail(format!(
+            "it was stored as `{}`, not `{expected}`",
+            String::from_utf8_lossy(&header.name)
+        )));
+    }
+    if fast_format::<T>() != Some(header.format) {
+        return Err(fail(format!(
+            "a raw {:?} buffer cannot be decoded as this type",
+            header.format
+        )));
+    }
+    let len = header.body_len;
+    let got = match &body {
+        SplitBody::Bytes(b) => Some(b.len() as u64),
+        SplitBody::Buffer(b) if b.format == header.format => Some(b.bytes().len() as u64),
+        SplitBody::Buffer(b) => {
+            return Err(fail(format!(
+                "its header says {:?} but its body is {:?}",
+                header.format, b.format
+            )))
+        }
+        SplitBody::Value(_) => None,
+    };
+    if got.is_some_and(|got| got != len) {
+        return Err(fail(format!(
+            "the header announces a body of {len} bytes but the body has {}",
+            got.unwrap_or(0)
+        )));
+    }
+    match body {
+        SplitBody::Bytes(mut bytes) => fast_read::<T>(header.format, len, true, &mut bytes),
+        SplitBody::Buffer(b) => take_raw::<T>(b.format, b.buffer),
+        SplitBody::Value(v) => (v as Box<dyn std::any::Any>)
+            .downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| "the value is not of this type".to_string()),
+    }
+    .map_err(fail)
 }
 
 /// A parsed object header.

@@ -61,6 +61,55 @@ macro_rules! fast_paths {
                 .map(|b| *b)
                 .map_err(|_| format!("a raw {format:?} buffer cannot be decoded as this type"))
         }
+
+        /// Reads a body of `len` bytes in `format` straight into a buffer of
+        /// its element type (a `String`'s bytes into a `Vec<u8>`). The
+        /// length is not trusted: past `first_step` bytes the buffer grows
+        /// as bytes arrive.
+        pub(super) fn read_raw(
+            format: Format,
+            len: u64,
+            first_step: usize,
+            reader: &mut dyn Read,
+        ) -> Result<Box<dyn Any + Send>, RawError> {
+            Ok(match format {
+                $(Format::$fmt => Box::new(read_vec_stepped::<$ty>(len, Some(first_step), reader)?),)*
+                Format::Utf8 => Box::new(read_vec_stepped::<u8>(len, Some(first_step), reader)?),
+                Format::Cbor => return Err(RawError::Invalid("cbor is not a raw format".into())),
+            })
+        }
+
+        /// The bytes of a buffer made by [`read_raw`].
+        pub(super) fn raw_bytes(format: Format, buffer: &(dyn Any + Send)) -> &[u8] {
+            let bytes = match format {
+                $(Format::$fmt => buffer.downcast_ref::<Vec<$ty>>().map(|v| bytemuck::cast_slice(v)),)*
+                Format::Utf8 => buffer.downcast_ref::<Vec<u8>>().map(|v| &v[..]),
+                Format::Cbor => None,
+            };
+            bytes.expect("a raw buffer holds a vector of its format's elements")
+        }
+
+        /// The value of a buffer made by [`read_raw`], as a `T` of the
+        /// fast path.
+        pub(super) fn take_raw<T: 'static>(
+            format: Format,
+            buffer: Box<dyn Any + Send>,
+        ) -> Result<T, String> {
+            let boxed: Box<dyn Any> = if format == Format::Utf8 {
+                let bytes = buffer
+                    .downcast::<Vec<u8>>()
+                    .map_err(|_| "a raw string buffer holds no bytes".to_string())?;
+                Box::new(String::from_utf8(*bytes).map_err(|e| {
+                    format!("the stored string is not valid utf-8 ({e})")
+                })?)
+            } else {
+                buffer
+            };
+            boxed
+                .downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| format!("a raw {format:?} buffer cannot be decoded as this type"))
+        }
     };
 }
 
@@ -73,28 +122,51 @@ fn read_vec<E: bytemuck::Pod>(
     known: bool,
     reader: &mut dyn Read,
 ) -> Result<Vec<E>, String> {
+    read_vec_stepped(len, (!known).then_some(FIRST_STEP), reader).map_err(|e| match e {
+        RawError::Invalid(reason) => reason,
+        RawError::Io(e) => truncated(e, len),
+    })
+}
+
+/// Why a raw body could not be read.
+#[derive(Debug)]
+pub(crate) enum RawError {
+    /// The length or format cannot be a body.
+    Invalid(String),
+    /// The input failed or ended.
+    Io(io::Error),
+}
+
+/// Reads `len` bytes as `E`s: at once when `first_step` is `None` (the
+/// input is known to hold them), else in steps from `first_step` bytes.
+fn read_vec_stepped<E: bytemuck::Pod>(
+    len: u64,
+    first_step: Option<usize>,
+    reader: &mut dyn Read,
+) -> Result<Vec<E>, RawError> {
     let size = std::mem::size_of::<E>() as u64;
     if !len.is_multiple_of(size) {
-        return Err(format!(
+        return Err(RawError::Invalid(format!(
             "body of {len} bytes is not a whole number of {size}-byte elements"
-        ));
+        )));
     }
     let n = usize::try_from(len / size)
         .ok()
         .filter(|n| n.checked_mul(size as usize).is_some())
-        .ok_or_else(|| format!("a body of {len} bytes is too large for this host"))?;
+        .ok_or_else(|| {
+            RawError::Invalid(format!("a body of {len} bytes is too large for this host"))
+        })?;
     // An honest length known to fit the input: one allocation, one read.
-    let first = if known {
-        n
-    } else {
-        n.min(FIRST_STEP / size as usize)
+    let first = match first_step {
+        None => n,
+        Some(step) => n.min((step / size as usize).max(1)),
     };
     let mut out = zeroed_buffer::<E>(first);
     let mut filled = 0;
     loop {
         reader
             .read_exact(bytemuck::cast_slice_mut(&mut out[filled..]))
-            .map_err(|e| truncated(e, len))?;
+            .map_err(RawError::Io)?;
         filled = out.len();
         if filled == n {
             return Ok(out);

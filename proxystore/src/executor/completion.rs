@@ -5,10 +5,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 
 use crate::error::Error;
-use crate::task::TaskFailure;
+use crate::task::{TaskFailure, TaskOutput};
 
 type Callback = Box<dyn FnOnce(Result<(), &Error>) + Send>;
-type Cleanup = Box<dyn FnOnce(&Result<Vec<u8>, Error>) + Send>;
+type Cleanup = Box<dyn FnOnce(&Result<TaskOutput, Error>) + Send>;
 type Revoker = Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,12 +21,12 @@ pub(crate) enum Phase {
 pub(crate) struct State {
     pub(crate) phase: Phase,
     pub(crate) cancelled: bool,
-    pub(crate) output: Option<Result<Vec<u8>, Error>>,
+    pub(crate) output: Option<Result<TaskOutput, Error>>,
     pub(crate) waker: Option<Waker>,
     callbacks: Vec<Callback>,
     cleanup: Option<Cleanup>,
     /// Called with an output nobody will take (the future was dropped).
-    pub(crate) discard: Option<fn(Vec<u8>)>,
+    pub(crate) discard: Option<fn(TaskOutput)>,
     pub(crate) abandoned: bool,
     finishing: bool,
     /// Set by executors that hand jobs on before they start (see
@@ -57,7 +57,7 @@ impl Shared {
     pub(crate) fn new(
         name: &str,
         cleanup: Option<Cleanup>,
-        discard: Option<fn(Vec<u8>)>,
+        discard: Option<fn(TaskOutput)>,
         outstanding: Arc<AtomicUsize>,
     ) -> Arc<Self> {
         outstanding.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +120,7 @@ impl Shared {
     ///
     /// Order matters: the cleanup (evicting the task's proxied inputs) runs
     /// before the task is seen as done, and callbacks run after.
-    pub(crate) fn finish(&self, output: Result<Vec<u8>, Error>, cancelled: bool) -> bool {
+    pub(crate) fn finish(&self, output: Result<TaskOutput, Error>, cancelled: bool) -> bool {
         let cleanup = {
             let mut state = self.lock();
             if state.phase == Phase::Done || state.finishing {
@@ -269,7 +269,12 @@ impl Completion {
 
     /// Completes the task with the result of [`Job::run`](crate::Job::run)
     /// (or of [`run_job_bytes`](crate::task::run_job_bytes) elsewhere).
-    pub fn complete(mut self, result: Result<Vec<u8>, TaskFailure>) {
+    pub fn complete(self, result: Result<Vec<u8>, TaskFailure>) {
+        self.complete_output(result.map(TaskOutput::from_bytes));
+    }
+
+    /// Completes the task with a result that may keep a large value whole.
+    pub(crate) fn complete_output(mut self, result: Result<TaskOutput, TaskFailure>) {
         self.completed = true;
         let output = result.map_err(|f| Error::TaskFailed {
             task: self.shared.name.to_string(),

@@ -101,9 +101,9 @@ impl<R: Storable> TaskFuture<R> {
         self.decode(output)
     }
 
-    fn decode(&self, output: Option<Result<Vec<u8>>>) -> Result<TaskValue<R>> {
+    fn decode(&self, output: Option<Result<crate::task::TaskOutput>>) -> Result<TaskValue<R>> {
         match output {
-            Some(Ok(bytes)) => TaskValue::decode(&bytes),
+            Some(Ok(output)) => TaskValue::decode(output),
             Some(Err(e)) => Err(e),
             None => Err(Error::Protocol(format!(
                 "the result of task `{}` was already taken",

@@ -28,8 +28,8 @@ impl ThreadPool {
                 .spawn(move || {
                     for (job, completion) in receiver {
                         if completion.start() {
-                            let result = job.run();
-                            completion.complete(result);
+                            let result = job.run_output();
+                            completion.complete_output(result);
                         }
                     }
                 })

@@ -21,6 +21,9 @@ pub struct Job {
     pub(crate) context: Arc<[u8]>,
     pub(crate) result_key: Key,
     pub(crate) payload: Vec<u8>,
+    /// The bodies of the payload's [`SECTION`] frames, in order: values
+    /// sent from where they are.
+    pub(crate) sections: Vec<Box<dyn HeldValue>>,
     /// The inputs the submission put in the store (the caller evicts them
     /// when the task ends; a multi-host executor passes them on, so that
     /// a worker that finds the caller gone can evict them instead).
@@ -78,7 +81,7 @@ impl<'a> JobRef<'a> {
         })
     }
 
-    fn run(&self, run: Option<TaskFn>) -> Result<Vec<u8>, TaskFailure> {
+    fn run(&self, run: Option<TaskFn>, sections: Sections<'_>) -> Result<TaskOutput, TaskFailure> {
         let run = match run {
             Some(run) => run,
             None => find_task(self.name)?,
@@ -87,11 +90,11 @@ impl<'a> JobRef<'a> {
             context: decode_context(self.context)?,
             result_key: self.result_key,
         };
-        let mut args = ArgReader::new(self.payload);
+        let mut args = ArgReader::new(self.payload, sections);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let out = run(&ctx, &mut args)?;
             args.finish()?;
-            Ok(out.0)
+            Ok(out)
         }));
         match outcome {
             Ok(result) => result,
@@ -113,13 +116,19 @@ impl Job {
     /// reported as a failure. Returns the encoded result, to be handed to
     /// the job's [`Completion`](crate::executor::Completion).
     pub fn run(&self) -> Result<Vec<u8>, TaskFailure> {
+        self.run_output().map(TaskOutput::into_bytes)
+    }
+
+    /// Runs the task in this process; a large inline result stays the
+    /// value itself.
+    pub(crate) fn run_output(&self) -> Result<TaskOutput, TaskFailure> {
         let job = JobRef {
             name: &self.name,
             context: &self.context,
             result_key: self.result_key,
             payload: &self.payload,
         };
-        job.run(self.run)
+        job.run(self.run, Sections::Held(self.sections.iter()))
     }
 
     /// The job as bytes, for an executor that runs it in another process.
@@ -129,20 +138,37 @@ impl Job {
         out
     }
 
+    /// Appends [`to_bytes`](Job::to_bytes): the bodies of sections go back
+    /// into their frames.
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
-        self.write_prefix(out);
-        out.extend_from_slice(&self.payload);
+        if self.sections.is_empty() {
+            self.write_prefix(out, self.payload.len());
+            out.extend_from_slice(&self.payload);
+            return;
+        }
+        let mut payload = Vec::new();
+        let (mut rest, mut sections) = (&self.payload[..], self.sections.iter());
+        while let Some((tag, body)) = read_frame(&mut rest) {
+            if tag == SECTION {
+                let section = sections.next().expect("a body per section frame");
+                push_frame(&mut payload, VALUE, &[body, section.bytes()]);
+            } else {
+                push_frame(&mut payload, tag, &[body]);
+            }
+        }
+        self.write_prefix(out, payload.len());
+        out.extend_from_slice(&payload);
     }
 
-    /// Everything of [`to_bytes`](Job::to_bytes) but the payload's own
-    /// bytes, which follow: a large payload is then written from where it
-    /// is, never copied into one buffer with the rest.
-    pub(crate) fn write_prefix(&self, out: &mut Vec<u8>) {
+    /// Everything of the job but its payload's `payload_len` bytes, which
+    /// follow: a large payload is then written from where it is, never
+    /// copied into one buffer with the rest.
+    pub(crate) fn write_prefix(&self, out: &mut Vec<u8>, payload_len: usize) {
         push_frame(out, 0, &[self.name.as_bytes()]);
         push_frame(out, 0, &[&self.context]);
         push_frame(out, 0, &[self.result_key.as_uuid().as_bytes()]);
         out.push(0);
-        out.extend_from_slice(&(self.payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(payload_len as u64).to_le_bytes());
     }
 
     /// Reads a job written by [`Job::to_bytes`].
@@ -154,6 +180,7 @@ impl Job {
             context: job.context.into(),
             result_key: job.result_key,
             payload: job.payload.to_vec(),
+            sections: Vec::new(),
             created: Vec::new(),
         })
     }
@@ -179,7 +206,17 @@ pub(crate) fn job_name(bytes: &[u8]) -> Result<&str> {
 
 /// Runs a job received as bytes (from [`Job::to_bytes`]) in this process.
 pub fn run_job_bytes(bytes: &[u8]) -> Result<Vec<u8>, TaskFailure> {
-    JobRef::parse(bytes)?.run(None)
+    JobRef::parse(bytes)?
+        .run(None, Sections::none())
+        .map(TaskOutput::into_bytes)
+}
+
+/// Runs a job received from a pool with the bodies of its sections.
+pub(crate) fn run_received(
+    bytes: &[u8],
+    sections: Vec<crate::codec::RawBuffer>,
+) -> Result<TaskOutput, TaskFailure> {
+    JobRef::parse(bytes)?.run(None, Sections::Received(sections.into_iter()))
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -47,15 +47,18 @@ use crate::Storable;
 
 mod job;
 mod registry;
+mod section;
 mod value;
 mod wire;
 
+pub(crate) use job::run_received;
 #[cfg(feature = "cluster")]
 pub(crate) use job::{job_name, job_store_and_result};
 pub use job::{run_job_bytes, Job};
 #[doc(hidden)]
 pub use registry::TaskEntry;
 pub use registry::{check_registry, find_task, registered_tasks};
+pub(crate) use section::{HeldValue, Section, Sections};
 pub(crate) use value::discard_output;
 #[cfg(feature = "cluster")]
 pub(crate) use value::evict_output;
@@ -64,7 +67,7 @@ pub use value::TaskValue;
 pub(crate) use wire::with_result_guard;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
-use wire::{cbor, place, push_frame, read_frame, OWNED, PROXY, VALUE};
+use wire::{cbor, place, push_frame, read_frame, OWNED, PROXY, SECTION, VALUE};
 
 /// A task argument: a value (offered to the should-proxy policies) or an
 /// object that is already in a store (passed as it is, never proxied
@@ -217,6 +220,7 @@ pub(crate) struct Prepare<'a> {
     store: &'a Store,
     policy: &'a ShouldProxy,
     out: Vec<u8>,
+    sections: Vec<Box<dyn HeldValue>>,
     created: Vec<Key>,
 }
 
@@ -239,17 +243,16 @@ impl<T: Storable> PendingArg for Pending<T> {
         match self.arg {
             Arg::Stored(factory) => push_frame(&mut p.out, PROXY, &[&cbor(&factory)]),
             Arg::Value(value) => {
-                let (frame, stored) = place(
-                    &value,
+                let (stored, held) = place(
+                    value,
                     self.listed,
                     p.policy,
                     || Ok(p.store.clone()),
                     |s| s.connector().new_key(),
+                    &mut p.out,
                 )?;
-                if let Some(key) = stored {
-                    p.created.push(key);
-                }
-                p.out.extend_from_slice(&frame);
+                p.created.extend(stored);
+                p.sections.extend(held);
             }
         }
         Ok(())
@@ -272,6 +275,7 @@ pub(crate) struct Prepared {
     pub(crate) name: &'static str,
     pub(crate) run: TaskFn,
     pub(crate) payload: Vec<u8>,
+    pub(crate) sections: Vec<Box<dyn HeldValue>>,
     pub(crate) result_listed: bool,
 }
 
@@ -322,6 +326,7 @@ impl<R> Task<R> {
             store,
             policy,
             out: Vec::new(),
+            sections: Vec::new(),
             created: Vec::new(),
         };
         for arg in self.args {
@@ -333,6 +338,7 @@ impl<R> Task<R> {
             name: self.name,
             run: self.run,
             payload: p.out,
+            sections: p.sections,
             result_listed: self.result_listed,
         };
         (Ok(prepared), p.created)

@@ -23,15 +23,27 @@ pub enum TaskValue<R: Storable> {
 }
 
 impl<R: Storable> TaskValue<R> {
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut rest = bytes;
+    pub(crate) fn decode(output: TaskOutput) -> Result<Self> {
+        let TaskOutput { frame, section } = output;
+        let mut rest = &frame[..];
         let bad = |what: String| Error::Protocol(format!("malformed task result: {what}"));
         let (tag, body) = read_frame(&mut rest).ok_or_else(|| bad("truncated".into()))?;
+        if section.is_some() != (tag == SECTION) {
+            return Err(bad(
+                "a body without its frame, or a frame without its body".into()
+            ));
+        }
         let factory = || -> Result<Factory> {
             crate::codec::cbor_from_reader(body).map_err(|e| bad(e.to_string()))
         };
         Ok(match tag {
             VALUE => TaskValue::Value(codec::decode_slice::<R>(body).map_err(|f| bad(f.reason))?),
+            SECTION => {
+                let section = section.expect("checked above").into_body();
+                TaskValue::Value(
+                    codec::decode_split::<R>(body, section).map_err(|f| bad(f.reason))?,
+                )
+            }
             PROXY => TaskValue::Proxy(Proxy::lazy(factory()?)),
             OWNED => TaskValue::Owned(OwnedProxy::lazy(factory()?)),
             other => return Err(bad(format!("unknown tag {other}"))),
@@ -99,8 +111,8 @@ impl<R: Storable + PartialEq> PartialEq<R> for TaskValue<R> {
 }
 
 /// Evicts the object of an owned result that nobody will take.
-pub(crate) fn discard_output(bytes: Vec<u8>) {
-    let mut rest = &bytes[..];
+pub(crate) fn discard_output(output: TaskOutput) {
+    let mut rest = &output.frame[..];
     if let Some((OWNED, body)) = read_frame(&mut rest) {
         if let Ok(factory) = crate::codec::cbor_from_reader::<Factory, _>(body) {
             crate::owned::evict(&factory);

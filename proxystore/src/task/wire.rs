@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::section::{self, HeldValue, Section, Sections, SECTION_MIN};
 use super::*;
 use crate::codec;
 use crate::error::Result;
@@ -17,6 +18,9 @@ use crate::Storable;
 pub(crate) const VALUE: u8 = 0;
 pub(crate) const PROXY: u8 = 1;
 pub(crate) const OWNED: u8 = 2;
+/// An inline value whose body travels beside the frames (the frame holds
+/// its header only): see [`section`](super::section).
+pub(crate) const SECTION: u8 = 3;
 
 pub(super) fn push_frame(out: &mut Vec<u8>, tag: u8, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -34,42 +38,51 @@ pub(super) fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
     buf
 }
 
+/// Where [`place`] put a value: the key it was stored under, or the value
+/// itself when it travels as a section.
+pub(super) type Placed = (Option<Key>, Option<Box<dyn HeldValue>>);
+
 /// Encodes `value` inline, or puts it in the store, as the policies say;
-/// a value that is itself a proxy always goes inline. Returns the tag and
-/// bytes of its frame, and the key it was put under.
+/// a value that is itself a proxy always goes inline. Appends its frame to
+/// `out`; returns the key it was put under, and the value itself when its
+/// body travels beside the frame as a [section](super::section).
 pub(super) fn place<T: Storable>(
-    value: &T,
+    value: T,
     listed: bool,
     policy: &ShouldProxy,
     store: impl FnOnce() -> Result<Store>,
     key: impl FnOnce(&Store) -> Result<Key>,
-) -> Result<(Vec<u8>, Option<Key>)> {
-    let encoded = codec::encode(value)?;
-    if crate::proxy::is_proxy(value) {
+    out: &mut Vec<u8>,
+) -> Result<Placed> {
+    let encoded = codec::encode(&value)?;
+    if crate::proxy::is_proxy(&value) {
         // Already a reference (ProxyStore never proxies a proxy): it travels
         // as itself, and the object stays its owner's to evict.
-        let mut frame = Vec::new();
-        push_frame(&mut frame, VALUE, &encoded.parts());
-        return Ok((frame, None));
+        push_frame(out, VALUE, &encoded.parts());
+        return Ok((None, None));
     }
     let proxy = listed
         || (!policy.is_never()
             && policy.should_proxy(&ValueInfo {
                 type_name: std::any::type_name::<T>(),
                 size: encoded.len(),
-                value,
+                value: &value,
             })?);
-    let mut frame = Vec::new();
     if proxy {
         let store = store()?;
         let key = key(&store)?;
         store.set_encoded(&key, &encoded)?;
-        push_frame(&mut frame, PROXY, &[&cbor(&store.factory(key))]);
-        Ok((frame, Some(key)))
-    } else {
-        push_frame(&mut frame, VALUE, &encoded.parts());
-        Ok((frame, None))
+        push_frame(out, PROXY, &[&cbor(&store.factory(key))]);
+        return Ok((Some(key), None));
     }
+    let (head, raw) = encoded.split();
+    if raw && encoded.len() - head.len() >= SECTION_MIN {
+        push_frame(out, SECTION, &[head]);
+        drop(encoded);
+        return Ok((None, Some(section::hold(value))));
+    }
+    push_frame(out, VALUE, &encoded.parts());
+    Ok((None, None))
 }
 
 /// Reads a task's arguments in a worker; used by generated code.
@@ -77,6 +90,7 @@ pub(super) fn place<T: Storable>(
 pub struct ArgReader<'a> {
     bytes: &'a [u8],
     index: usize,
+    sections: Sections<'a>,
 }
 
 pub(super) fn read_frame<'a>(bytes: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
@@ -88,8 +102,12 @@ pub(super) fn read_frame<'a>(bytes: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
 }
 
 impl<'a> ArgReader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        ArgReader { bytes, index: 0 }
+    pub(crate) fn new(bytes: &'a [u8], sections: Sections<'a>) -> Self {
+        ArgReader {
+            bytes,
+            index: 0,
+            sections,
+        }
     }
 
     #[allow(clippy::should_implement_trait)] // typed, fallible: not an Iterator
@@ -107,6 +125,15 @@ impl<'a> ArgReader<'a> {
             VALUE => codec::decode_slice::<T>(body).map_err(|f| {
                 TaskFailure::new(format!("{} could not be decoded: {}", what(), f.reason))
             }),
+            SECTION => {
+                let section = self
+                    .sections
+                    .next()
+                    .ok_or_else(|| TaskFailure::new(format!("{}: its body is missing", what())))?;
+                codec::decode_split::<T>(body, section).map_err(|f| {
+                    TaskFailure::new(format!("{} could not be decoded: {}", what(), f.reason))
+                })
+            }
             PROXY => {
                 let factory: Factory = crate::codec::cbor_from_reader(body).map_err(|e| {
                     TaskFailure::new(format!("{}: invalid proxy reference: {e}", what()))
@@ -123,7 +150,7 @@ impl<'a> ArgReader<'a> {
     }
 
     pub(super) fn finish(&self) -> Result<(), TaskFailure> {
-        if self.bytes.is_empty() {
+        if self.bytes.is_empty() && self.sections.is_empty() {
             Ok(())
         } else {
             Err(TaskFailure::new(format!(
@@ -144,7 +171,38 @@ pub struct WorkerContext {
 
 /// The encoded result of a task; used by generated code.
 #[doc(hidden)]
-pub struct TaskOutput(pub(crate) Vec<u8>);
+pub struct TaskOutput {
+    /// One frame.
+    pub(crate) frame: Vec<u8>,
+    /// The body of a [`SECTION`] frame.
+    pub(crate) section: Option<Section>,
+}
+
+impl TaskOutput {
+    /// A result received as bytes (one frame, no section).
+    pub(crate) fn from_bytes(frame: Vec<u8>) -> Self {
+        TaskOutput {
+            frame,
+            section: None,
+        }
+    }
+
+    /// The result as one buffer: a section goes back into its frame.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        let Some(section) = self.section else {
+            return self.frame;
+        };
+        let mut rest = &self.frame[..];
+        match read_frame(&mut rest) {
+            Some((SECTION, head)) => {
+                let mut out = Vec::new();
+                push_frame(&mut out, VALUE, &[head, section.bytes()]);
+                out
+            }
+            _ => self.frame,
+        }
+    }
+}
 
 /// Encodes a task's return value, through the store if listed or if the
 /// policy says so; used by generated code.
@@ -154,8 +212,9 @@ pub fn output<R: Storable>(
     value: R,
     listed: bool,
 ) -> Result<TaskOutput, TaskFailure> {
-    let (mut frame, stored) = place(
-        &value,
+    let mut frame = Vec::new();
+    let (stored, held) = place(
+        value,
         listed,
         &ctx.context.policy,
         || {
@@ -170,11 +229,15 @@ pub fn output<R: Storable>(
             get_or_create_store(&ctx.context.store)
         },
         |_| Ok(ctx.result_key),
+        &mut frame,
     )?;
     if stored.is_some() && ctx.context.ownership {
         frame[0] = OWNED;
     }
-    Ok(TaskOutput(frame))
+    Ok(TaskOutput {
+        frame,
+        section: held.map(Section::Held),
+    })
 }
 
 thread_local! {

@@ -14,26 +14,32 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::protocol::{Kind, Outgoing};
+use super::protocol::{head, Kind, Outgoing};
 use crate::task::Job;
 
 /// A message waiting in the outbox.
 enum Message {
+    /// A job: the message's head and the job's own prefix, then its
+    /// payload and sections, written from where they are.
     Job {
         id: u64,
-        prefix: Vec<u8>,
+        head: Vec<u8>,
         job: Arc<Job>,
     },
-    Revoke(u64),
+    Revoke(Vec<u8>),
 }
 
 impl Message {
     fn outgoing(&self) -> Outgoing<'_> {
         match self {
-            Message::Job { id, prefix, job } => {
-                Outgoing::new(Kind::Job, *id, [prefix, &job.payload])
+            Message::Job { head, job, .. } => {
+                let mut parts = Vec::with_capacity(2 + job.sections.len());
+                parts.push(&head[..]);
+                parts.push(&job.payload[..]);
+                parts.extend(job.sections.iter().map(|s| s.bytes()));
+                Outgoing::new(parts)
             }
-            Message::Revoke(id) => Outgoing::new(Kind::Revoke, *id, [&[], &[]]),
+            Message::Revoke(head) => Outgoing::new(vec![head]),
         }
     }
 
@@ -91,13 +97,20 @@ impl Conn {
     /// Queues a job (to be written by [`flush`](Conn::flush)).
     pub(super) fn push_job(&self, id: u64, job: Arc<Job>) {
         let mut prefix = Vec::with_capacity(64 + job.context.len());
-        job.write_prefix(&mut prefix);
-        self.push(Message::Job { id, prefix, job });
+        job.write_prefix(&mut prefix, job.payload.len());
+        let sections: Vec<(u8, usize)> = job
+            .sections
+            .iter()
+            .map(|s| (s.format(), s.bytes().len()))
+            .collect();
+        let mut head = head(Kind::Job, id, prefix.len() + job.payload.len(), &sections);
+        head.extend_from_slice(&prefix);
+        self.push(Message::Job { id, head, job });
     }
 
     /// Queues a revocation.
     pub(super) fn push_revoke(&self, id: u64) {
-        self.push(Message::Revoke(id));
+        self.push(Message::Revoke(head(Kind::Revoke, id, 0, &[])));
     }
 
     fn push(&self, message: Message) {

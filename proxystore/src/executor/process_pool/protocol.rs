@@ -5,11 +5,20 @@
 //! jobs and revocations; the worker answers with a result (or a failure)
 //! per job, and with "revoked" or "too late" per revocation.
 //!
+//! The body of a job or a result starts with a table of its *sections*
+//! (a count, then a format and a length each): large raw values that follow
+//! the frames instead of sitting inside them (see `task::section`). A
+//! sender writes them from the values' own memory, in one vectored write
+//! with the rest; a receiver reads each straight into a buffer of its
+//! element type, which becomes the value.
+//!
 //! Nothing read from a pipe is trusted to size memory: a body is read in
 //! steps that grow only as its bytes actually arrive, so a worker that
 //! announces an absurd length fails its own tasks and nothing else.
 
 use std::io::{self, IoSlice, Read};
+
+use crate::codec::{RawBuffer, RawError};
 
 /// Marks the start of every message.
 const MAGIC: [u8; 2] = *b"PX";
@@ -57,6 +66,45 @@ impl Kind {
     fn has_body(self) -> bool {
         matches!(self, Kind::Job | Kind::Done | Kind::Failed)
     }
+
+    /// Whether the body starts with a table of sections.
+    fn has_sections(self) -> bool {
+        matches!(self, Kind::Job | Kind::Done)
+    }
+}
+
+/// Bytes of one entry of a section table: the format and the length.
+const ENTRY: usize = 1 + 8;
+
+/// A message's body: its bytes, and the sections that followed them.
+#[derive(Default)]
+pub(crate) struct Body {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) sections: Vec<RawBuffer>,
+}
+
+/// The start of a message: its header and, for a kind with sections, their
+/// table, for a body of `inline` bytes followed by `sections` (format and
+/// length each).
+pub(crate) fn head(kind: Kind, id: u64, inline: usize, sections: &[(u8, usize)]) -> Vec<u8> {
+    let table = if kind.has_sections() {
+        2 + ENTRY * sections.len()
+    } else {
+        assert!(sections.is_empty(), "a {kind:?} message has no sections");
+        0
+    };
+    let len = table + inline + sections.iter().map(|s| s.1).sum::<usize>();
+    let mut out = Vec::with_capacity(HEADER + table);
+    out.extend_from_slice(&Header::new(kind, id, len).to_bytes());
+    if kind.has_sections() {
+        let count = u16::try_from(sections.len()).expect("at most 65535 sections");
+        out.extend_from_slice(&count.to_le_bytes());
+        for &(format, len) in sections {
+            out.push(format);
+            out.extend_from_slice(&(len as u64).to_le_bytes());
+        }
+    }
+    out
 }
 
 /// A message header.
@@ -146,7 +194,7 @@ impl<R: Read + std::os::fd::AsFd> Input for io::BufReader<crate::spin::SpinReade
 /// clean end of input, between messages.
 pub(crate) fn read_message(
     input: &mut impl Input,
-    body: &mut Vec<u8>,
+    body: &mut Body,
 ) -> Result<Option<Header>, ReadError> {
     let mut header = [0u8; HEADER];
     match read_full(input, &mut header) {
@@ -160,11 +208,64 @@ pub(crate) fn read_message(
         Err(e) => return Err(ReadError::Io(e)),
     }
     let header = Header::parse(&header).map_err(ReadError::Malformed)?;
+    body.sections.clear();
     input.in_body(true);
-    let read = read_body(input, header.len, body);
+    let read = if header.kind.has_sections() {
+        read_split(input, header.len, body)
+    } else {
+        read_body(input, header.len, &mut body.bytes)
+    };
     input.in_body(false);
     read?;
     Ok(Some(header))
+}
+
+/// Reads a body that starts with a table of sections: the table, the
+/// bytes, then each section into a buffer of its own.
+fn read_split(input: &mut impl Read, len: u64, body: &mut Body) -> Result<(), ReadError> {
+    let cut = |what: &str| {
+        ReadError::Truncated(format!(
+            "the input ended in the {what} of a body announced as {len} bytes"
+        ))
+    };
+    let mut count = [0u8; 2];
+    if read_full(input, &mut count).map_err(ReadError::Io)? < count.len() {
+        return Err(cut("section table"));
+    }
+    let count = u16::from_le_bytes(count) as usize;
+    let table = (2 + ENTRY * count) as u64;
+    if table > len {
+        return Err(ReadError::Malformed(format!(
+            "a table of {count} sections does not fit in a body of {len} bytes"
+        )));
+    }
+    let mut entries = vec![0u8; ENTRY * count];
+    if read_full(input, &mut entries).map_err(ReadError::Io)? < entries.len() {
+        return Err(cut("section table"));
+    }
+    let mut inline = len - table;
+    let mut sections = Vec::with_capacity(count);
+    for entry in entries.chunks_exact(ENTRY) {
+        let section = u64::from_le_bytes(entry[1..].try_into().expect("8 bytes"));
+        inline = inline.checked_sub(section).ok_or_else(|| {
+            ReadError::Malformed(format!(
+                "its sections are longer than its body of {len} bytes"
+            ))
+        })?;
+        sections.push((entry[0], section));
+    }
+    read_body(input, inline, &mut body.bytes)?;
+    for (format, section) in sections {
+        match RawBuffer::read(format, section, FIRST_STEP, input) {
+            Ok(buffer) => body.sections.push(buffer),
+            Err(RawError::Invalid(why)) => return Err(ReadError::Malformed(why)),
+            Err(RawError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(cut("sections"))
+            }
+            Err(RawError::Io(e)) => return Err(ReadError::Io(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.
@@ -220,7 +321,7 @@ fn read_body(input: &mut impl Read, len: u64, body: &mut Vec<u8>) -> Result<(), 
 /// Reads every message in `bytes` as a worker's answers would be read;
 /// returns how many were whole (a test and fuzzing entry point).
 pub(crate) fn parse_messages(mut bytes: &[u8]) -> Result<usize, String> {
-    let mut body = Vec::new();
+    let mut body = Body::default();
     let mut count = 0;
     loop {
         match read_message(&mut bytes, &mut body) {
@@ -231,33 +332,34 @@ pub(crate) fn parse_messages(mut bytes: &[u8]) -> Result<usize, String> {
     }
 }
 
-/// A message to write: its header, then its body in up to two slices.
+/// A message to write, in parts (its [`head`] first).
 pub(crate) struct Outgoing<'a> {
-    header: [u8; HEADER],
-    parts: [&'a [u8]; 2],
+    parts: Vec<&'a [u8]>,
 }
 
+/// At most this many slices go to one vectored write (the system's limit).
+const MAX_SLICES: usize = 1024;
+
 impl<'a> Outgoing<'a> {
-    pub(crate) fn new(kind: Kind, id: u64, parts: [&'a [u8]; 2]) -> Self {
-        let len = parts[0].len() + parts[1].len();
-        Outgoing {
-            header: Header::new(kind, id, len).to_bytes(),
-            parts,
-        }
+    pub(crate) fn new(parts: Vec<&'a [u8]>) -> Self {
+        Outgoing { parts }
     }
 
     pub(crate) fn len(&self) -> usize {
-        HEADER + self.parts[0].len() + self.parts[1].len()
+        self.parts.iter().map(|p| p.len()).sum()
     }
 
     /// The bytes from `offset` on, as slices for a vectored write.
     pub(crate) fn slices(&self, offset: usize) -> Vec<IoSlice<'_>> {
-        let mut out = Vec::with_capacity(3);
+        let mut out = Vec::with_capacity(self.parts.len().min(MAX_SLICES));
         let mut skip = offset;
-        for part in [&self.header[..], self.parts[0], self.parts[1]] {
+        for part in &self.parts {
             if skip >= part.len() {
                 skip -= part.len();
                 continue;
+            }
+            if out.len() == MAX_SLICES {
+                break;
             }
             out.push(IoSlice::new(&part[skip..]));
             skip = 0;
@@ -266,12 +368,26 @@ impl<'a> Outgoing<'a> {
     }
 }
 
+/// Writes every part of `message` to `out`.
+pub(crate) fn write_all(out: &mut impl io::Write, message: &Outgoing<'_>) -> io::Result<()> {
+    let (total, mut written) = (message.len(), 0);
+    while written < total {
+        match out.write_vectored(&message.slices(written)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn message(kind: Kind, id: u64, body: &[u8]) -> Vec<u8> {
-        let mut out = Header::new(kind, id, body.len()).to_bytes().to_vec();
+        let mut out = head(kind, id, body.len(), &[]);
         out.extend_from_slice(body);
         out
     }
@@ -280,11 +396,14 @@ mod tests {
     fn round_trips_and_ends_cleanly() {
         let mut wire = message(Kind::Done, 7, b"result");
         wire.extend(message(Kind::Revoked, 8, b""));
-        let (mut input, mut body) = (&wire[..], Vec::new());
+        let (mut input, mut body) = (&wire[..], Body::default());
         let h = read_message(&mut input, &mut body).unwrap().unwrap();
-        assert_eq!((h.kind, h.id, &body[..]), (Kind::Done, 7, &b"result"[..]));
+        assert_eq!(
+            (h.kind, h.id, &body.bytes[..]),
+            (Kind::Done, 7, &b"result"[..])
+        );
         let h = read_message(&mut input, &mut body).unwrap().unwrap();
-        assert_eq!((h.kind, h.id, body.len()), (Kind::Revoked, 8, 0));
+        assert_eq!((h.kind, h.id, body.bytes.len()), (Kind::Revoked, 8, 0));
         assert!(read_message(&mut input, &mut body).unwrap().is_none());
     }
 
@@ -292,19 +411,20 @@ mod tests {
     fn a_huge_announced_length_allocates_nothing_it_cannot_fill() {
         let mut wire = Header::new(Kind::Done, 1, 0).to_bytes().to_vec();
         wire[11..].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        wire.extend_from_slice(&[0, 0]);
         wire.extend_from_slice(b"only a few bytes");
-        let mut body = Vec::new();
+        let mut body = Body::default();
         let err = read_message(&mut &wire[..], &mut body).unwrap_err();
         assert!(
             matches!(err, ReadError::Truncated(ref m) if m.contains("ended after 16 bytes")),
             "{err}"
         );
-        assert!(body.capacity() <= FIRST_STEP);
+        assert!(body.bytes.capacity() <= FIRST_STEP);
     }
 
     #[test]
     fn garbage_is_refused() {
-        let mut body = Vec::new();
+        let mut body = Body::default();
         for wire in [
             &b"garbage that is long enough for a header"[..],
             &message(Kind::Revoked, 1, b"x")[..],
@@ -325,8 +445,52 @@ mod tests {
     }
 
     #[test]
+    fn sections_arrive_in_buffers_of_their_own() {
+        let floats: Vec<f64> = (0..1000).map(|i| i as f64).collect();
+        let raw: &[u8] = bytemuck::cast_slice(&floats);
+        let f64_format = crate::codec::raw_format_of::<Vec<f64>>().unwrap();
+        let head = head(Kind::Done, 9, 5, &[(f64_format, raw.len()), (1, 3)]);
+        let mut wire = Vec::new();
+        write_all(
+            &mut wire,
+            &Outgoing::new(vec![&head, b"frame", raw, b"xyz"]),
+        )
+        .unwrap();
+        let mut body = Body::default();
+        let h = read_message(&mut &wire[..], &mut body).unwrap().unwrap();
+        assert_eq!(
+            (h.kind, h.id, &body.bytes[..]),
+            (Kind::Done, 9, &b"frame"[..])
+        );
+        assert_eq!(body.sections.len(), 2);
+        assert_eq!(body.sections[0].bytes(), raw);
+        assert_eq!(body.sections[1].bytes(), b"xyz");
+        // A table that claims more than the body holds, a cut section, a
+        // section that is no whole number of its elements.
+        let mut lying = head.clone();
+        lying[HEADER + 3..HEADER + 11].copy_from_slice(&u64::MAX.to_le_bytes());
+        lying.extend_from_slice(b"frame");
+        assert!(matches!(
+            read_message(&mut &lying[..], &mut body),
+            Err(ReadError::Malformed(_))
+        ));
+        let cut = &wire[..wire.len() - 10];
+        assert!(matches!(
+            read_message(&mut &cut[..], &mut body),
+            Err(ReadError::Truncated(_))
+        ));
+        let odd = super::head(Kind::Done, 9, 0, &[(f64_format, 7)]);
+        let odd = [&odd[..], b"1234567"].concat();
+        assert!(matches!(
+            read_message(&mut &odd[..], &mut body),
+            Err(ReadError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn slices_resume_at_any_offset() {
-        let out = Outgoing::new(Kind::Job, 3, [b"ab", b"cde"]);
+        let head = head(Kind::Job, 3, 5, &[]);
+        let out = Outgoing::new(vec![&head, b"ab", b"cde"]);
         let whole: Vec<u8> = out.slices(0).iter().flat_map(|s| s.to_vec()).collect();
         assert_eq!(whole.len(), out.len());
         for offset in 0..=out.len() {

@@ -146,7 +146,7 @@ fn read_answers(
     // then stays open after the worker dies. Its exit ends the answers.
     let responses = responses.until_exit_of(pid).stall_limit(MESSAGE_STALL);
     let mut input = BufReader::with_capacity(64 * 1024, responses);
-    let mut body = Vec::new();
+    let mut body = protocol::Body::default();
     let mut answered = false;
     loop {
         match protocol::read_message(&mut input, &mut body) {

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::conn::Conn;
-use super::protocol::{Header, Kind};
+use super::protocol::{Body, Header, Kind};
 use super::spawn::Program;
 use crate::error::Error;
 use crate::executor::Completion;
-use crate::task::{Job, TaskFailure};
+use crate::task::{Job, Section, TaskFailure, TaskOutput};
 
 mod ending;
 
@@ -129,7 +129,7 @@ struct State {
 }
 
 enum Outcome {
-    Answer(Result<Vec<u8>, TaskFailure>),
+    Answer(Result<TaskOutput, TaskFailure>),
     Fail(Error),
     Cancel,
 }
@@ -157,7 +157,7 @@ impl Effects {
         }
         for (completion, outcome) in self.finish {
             match outcome {
-                Outcome::Answer(result) => completion.complete(result),
+                Outcome::Answer(result) => completion.complete_output(result),
                 Outcome::Fail(error) => completion.fail(error),
                 Outcome::Cancel => completion.cancel(),
             }
@@ -337,7 +337,7 @@ impl Dispatch {
         &self,
         index: usize,
         header: Header,
-        body: &mut Vec<u8>,
+        body: &mut Body,
     ) -> Result<(), String> {
         let mut fx = Effects::default();
         {
@@ -349,10 +349,21 @@ impl Dispatch {
                         .held
                         .remove(&id)
                         .ok_or_else(|| format!("it answered job {id}, which it does not hold"))?;
+                    if body.sections.len() > 1 {
+                        return Err(format!(
+                            "it answered job {id} with {} sections (a result has at most one)",
+                            body.sections.len()
+                        ));
+                    }
                     let result = if header.kind == Kind::Done {
-                        Ok(std::mem::take(body))
+                        Ok(TaskOutput {
+                            frame: std::mem::take(&mut body.bytes),
+                            section: body.sections.pop().map(Section::Received),
+                        })
                     } else {
-                        Err(TaskFailure::new(String::from_utf8_lossy(body).into_owned()))
+                        Err(TaskFailure::new(
+                            String::from_utf8_lossy(&body.bytes).into_owned(),
+                        ))
                     };
                     match held.revoke {
                         Some(Revoke::Cancel(waiters)) => fx.wake.extend(waiters),
