@@ -104,7 +104,12 @@ fn killed_creator_leaves_nothing_behind_but_what_is_not_its() {
     };
     for dir in &dirs {
         assert_eq!(dir.parent(), Some(base.path()), "{}", dir.display());
-        assert_eq!(names(dir).len(), 2 + usize::from(dir == plain), "{:?}", names(dir));
+        assert_eq!(
+            names(dir).len(),
+            2 + usize::from(dir == plain),
+            "{:?}",
+            names(dir)
+        );
     }
     assert!(
         names(plain).iter().any(|n| n.ends_with(".tmp")),
@@ -151,8 +156,14 @@ fn close_removes_everything_and_a_rebuilt_connector_removes_nothing() {
     let theirs = rebuilt.put(&[b"from a worker"]).unwrap();
     rebuilt.close().unwrap();
     assert_eq!(names(&dir).len(), 2, "{:?}", names(&dir));
-    assert_eq!(c.get(&theirs).unwrap().as_deref(), Some(&b"from a worker"[..]));
-    assert_eq!(rebuilt.get(&ours).unwrap().as_deref(), Some(&b"from the creator"[..]));
+    assert_eq!(
+        c.get(&theirs).unwrap().as_deref(),
+        Some(&b"from a worker"[..])
+    );
+    assert_eq!(
+        rebuilt.get(&ours).unwrap().as_deref(),
+        Some(&b"from the creator"[..])
+    );
 
     c.close().unwrap();
     assert!(!dir.exists(), "{:?}", names(&dir));
@@ -161,7 +172,10 @@ fn close_removes_everything_and_a_rebuilt_connector_removes_nothing() {
     assert_eq!(rebuilt.get(&ours).unwrap(), None);
     let err = rebuilt.put(&[b"late"]).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
-    assert!(!dir.exists(), "a rebuilt connector never creates the directory");
+    assert!(
+        !dir.exists(),
+        "a rebuilt connector never creates the directory"
+    );
     c.close().unwrap();
 
     // The creating process's guardian ends with its last store.
@@ -170,8 +184,15 @@ fn close_removes_everything_and_a_rebuilt_connector_removes_nothing() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.starts_with("guardian ") && text.ends_with("ended\n"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("guardian ") && text.ends_with("ended\n"),
+        "{text}"
+    );
     assert_eq!(names(base.path()), ["beside.txt"]);
 }
 
@@ -238,7 +259,12 @@ fn a_100_mib_object_makes_the_round_trip() {
     let body: Vec<u8> = (0..100usize << 20).map(|i| (i % 251) as u8).collect();
     let key = c.put(&[b"head", &body, b"tail"]).unwrap();
     let size = 100 * (1 << 20) + 8;
-    assert_eq!(fs::metadata(c.directory().join(key.to_string())).unwrap().len(), size as u64);
+    assert_eq!(
+        fs::metadata(c.directory().join(key.to_string()))
+            .unwrap()
+            .len(),
+        size as u64
+    );
 
     let got = c.get(&key).unwrap().unwrap();
     assert_eq!(got.len(), size);

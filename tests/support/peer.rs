@@ -115,7 +115,12 @@ fn main() {
         "shm-hold" => {
             use proxystore::connectors::SharedMemoryConnector;
             let stores: Vec<SharedMemoryConnector> = (0..2)
-                .map(|_| SharedMemoryConnector::builder().base_dir(arg(1)).build().unwrap())
+                .map(|_| {
+                    SharedMemoryConnector::builder()
+                        .base_dir(arg(1))
+                        .build()
+                        .unwrap()
+                })
                 .collect();
             for (i, c) in stores.iter().enumerate() {
                 c.put(&[b"object"]).unwrap();
@@ -135,7 +140,10 @@ fn main() {
         // once that guardian has exited ("running" if it has not).
         "shm-close" => {
             use proxystore::connectors::SharedMemoryConnector;
-            let c = SharedMemoryConnector::builder().base_dir(arg(1)).build().unwrap();
+            let c = SharedMemoryConnector::builder()
+                .base_dir(arg(1))
+                .build()
+                .unwrap();
             c.put(&[b"object"]).unwrap();
             let pid = SharedMemoryConnector::guardian_pid().unwrap();
             println!("guardian {pid}");

@@ -56,10 +56,10 @@ use crate::key::Key;
 pub use file::FileConnector;
 pub use local::LocalConnector;
 pub use multi::{MultiConnector, MultiConnectorBuilder};
-#[cfg(target_os = "linux")]
-pub use shm::{SharedMemoryConnector, SharedMemoryConnectorBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConnector, RedisConnectorBuilder, REDIS_MAX_OBJECT_SIZE};
+#[cfg(target_os = "linux")]
+pub use shm::{SharedMemoryConnector, SharedMemoryConnectorBuilder};
 
 /// A byte reader over one stored object, returned by [`Connector::open`].
 pub type ObjectReader = Box<dyn Read + Send>;

@@ -156,7 +156,10 @@ fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
 /// came between creation and locking may have removed the file as
 /// abandoned; that is seen on the locked descriptor (no links left) and
 /// another name is tried.
-pub(in crate::connectors) fn create_temporary(dir: &Path, key: &Key) -> io::Result<(PathBuf, File)> {
+pub(in crate::connectors) fn create_temporary(
+    dir: &Path,
+    key: &Key,
+) -> io::Result<(PathBuf, File)> {
     for _ in 0..4 {
         let path = dir.join(temporary_name(key));
         let file = OpenOptions::new()

@@ -174,7 +174,9 @@ pub(super) fn forget(dir: &Path) {
         let _ = running.stdin.write_all(&line(b'-', dir));
     }
     if running.watched.is_empty() {
-        let Running { mut child, stdin, .. } = guardian.take().expect("checked above");
+        let Running {
+            mut child, stdin, ..
+        } = guardian.take().expect("checked above");
         // End of file: it has nothing left to remove, and exits at once.
         drop(stdin);
         let _ = child.wait();

@@ -36,7 +36,7 @@ use super::file::entries::{self, OpenError, Scope};
 use super::{Connector, ConnectorConfig, FromConfig, ObjectReader, Reach};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use mapping::{Mapping, MappedReader};
+use mapping::{MappedReader, Mapping};
 
 /// Where stores are created unless the builder says otherwise.
 const DEFAULT_BASE: &str = "/dev/shm";
@@ -89,6 +89,19 @@ const CLOSE_PASSES: usize = 4;
 /// worker) shares the objects: it reads them, writes results into the same
 /// directory, and evicts; its `close` removes nothing. Once the store is
 /// closed, rebuilt connectors find no objects and cannot write.
+///
+/// # Speed
+///
+/// Writes are one `writev` of all the parts into the temporary file (a
+/// write through a memory map measured twice as slow: every page faults);
+/// `get` is one `read` into a buffer of the object's size. The speed then
+/// depends on the tmpfs's page size. For 100 MiB on a 2-core host with
+/// Linux 6.18 (medians): put 45 ms and get 72 ms on a default `/dev/shm`
+/// (4 KiB pages); put 11 ms and get 54 ms on a tmpfs mounted with
+/// `huge=within_size`, given with
+/// [`base_dir`](SharedMemoryConnectorBuilder::base_dir); for comparison a
+/// [`FileConnector`](super::FileConnector) on ext4, whose page cache uses
+/// large folios there, put 24 ms and get 56 ms.
 ///
 /// # Who can read the objects
 ///
@@ -150,8 +163,13 @@ impl SharedMemoryConnectorBuilder {
         let connector = SharedMemoryConnector::with_options(Options { directory: dir, id }, true);
         // Watched before it exists: there is no moment when the directory
         // is there and a crash would leave it behind.
-        guardian::watch(&connector.dir)
-            .map_err(|e| Error::io(&connector.name, "starting the guardian process (/bin/sh)", e))?;
+        guardian::watch(&connector.dir).map_err(|e| {
+            Error::io(
+                &connector.name,
+                "starting the guardian process (/bin/sh)",
+                e,
+            )
+        })?;
         if let Err(e) = DirBuilder::new().mode(0o700).create(&connector.dir) {
             guardian::forget(&connector.dir);
             return Err(Error::io(&connector.name, "creating the directory", e));
