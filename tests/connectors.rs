@@ -8,6 +8,7 @@ use std::thread;
 
 use proxystore::connectors::{
     Connector, ConnectorConfig, FileConnector, LocalConnector, MultiConnector, RedisConnector,
+    SharedMemoryConnector,
 };
 use proxystore::{Error, Key};
 use support::common::{hex, to_hex, unhex};
@@ -18,6 +19,8 @@ struct Made {
     connector: Arc<dyn Connector>,
     /// A temporary directory whose `objects` subdirectory `close` removes.
     dir: Option<tempfile::TempDir>,
+    /// A directory that `close` removes.
+    removed_on_close: Option<std::path::PathBuf>,
     /// The server the connector talks to, stopped when dropped.
     _server: Option<RedisServer>,
 }
@@ -27,6 +30,7 @@ impl Made {
         Some(Made {
             connector: Arc::new(connector),
             dir,
+            removed_on_close: None,
             _server: None,
         })
     }
@@ -51,6 +55,20 @@ impl Subject for File {
     const SHARED_ACROSS_PROCESSES: bool = true;
 }
 
+/// In `/dev/shm` itself, as users get it.
+struct Shm;
+impl Subject for Shm {
+    fn make(_: &str) -> Option<Made> {
+        let connector = SharedMemoryConnector::new().unwrap();
+        let dir = connector.directory().to_path_buf();
+        assert!(dir.starts_with("/dev/shm"), "{}", dir.display());
+        let mut made = Made::new(connector, None)?;
+        made.removed_on_close = Some(dir);
+        Some(made)
+    }
+    const SHARED_ACROSS_PROCESSES: bool = true;
+}
+
 struct Local;
 impl Subject for Local {
     fn make(_: &str) -> Option<Made> {
@@ -67,6 +85,7 @@ impl Subject for Redis {
         Some(Made {
             connector: Arc::new(connector),
             dir: None,
+            removed_on_close: None,
             _server: Some(server),
         })
     }
@@ -318,6 +337,9 @@ fn close<S: Subject>(test: &str) {
     let c = &made.connector;
     let dir = &made.dir;
     let key = c.put(&[b"x"]).unwrap();
+    if let Some(dir) = &made.removed_on_close {
+        assert!(dir.is_dir(), "the store made {}", dir.display());
+    }
     c.close().unwrap();
     assert!(!c.exists(&key).unwrap());
     if let Some(dir) = dir {
@@ -325,6 +347,9 @@ fn close<S: Subject>(test: &str) {
             !dir.path().join("objects").exists(),
             "close removes the directory"
         );
+    }
+    if let Some(dir) = &made.removed_on_close {
+        assert!(!dir.exists(), "close removes {}", dir.display());
     }
 }
 
@@ -379,6 +404,7 @@ macro_rules! conformance {
 
 conformance!(file, File);
 conformance!(local, Local);
+conformance!(shm, Shm);
 conformance!(redis, Redis);
 conformance!(multi, Multi);
 conformance!(multi_local, MultiLocal);

@@ -108,6 +108,51 @@ fn main() {
             let key = connector.put(&[&body]).unwrap();
             println!("{key}");
         }
+        // shm-hold <base>: creates two shared-memory stores under <base>,
+        // puts objects in both, leaves a temporary file in the first as a
+        // write cut short by a crash would, prints both directories (one
+        // line each) and waits to be killed.
+        "shm-hold" => {
+            use proxystore::connectors::SharedMemoryConnector;
+            let stores: Vec<SharedMemoryConnector> = (0..2)
+                .map(|_| {
+                    SharedMemoryConnector::builder()
+                        .base_dir(arg(1))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            for (i, c) in stores.iter().enumerate() {
+                c.put(&[b"object"]).unwrap();
+                c.put(&[&vec![i as u8; 1 << 20]]).unwrap();
+            }
+            let key = Key::new();
+            let tmp = format!(".{key}.{}.tmp", Key::new());
+            std::fs::write(stores[0].directory().join(tmp), b"half an obj").unwrap();
+            for c in &stores {
+                println!("{}", c.directory().display());
+            }
+            std::io::stdout().flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
+        // shm-close <base>: creates a shared-memory store under <base>,
+        // prints its guardian's pid, closes the store, and prints "ended"
+        // once that guardian has exited ("running" if it has not).
+        "shm-close" => {
+            use proxystore::connectors::SharedMemoryConnector;
+            let c = SharedMemoryConnector::builder()
+                .base_dir(arg(1))
+                .build()
+                .unwrap();
+            c.put(&[b"object"]).unwrap();
+            let pid = SharedMemoryConnector::guardian_pid().unwrap();
+            println!("guardian {pid}");
+            c.close().unwrap();
+            // Waited for by close: not even a zombie is left.
+            let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            let reaped = SharedMemoryConnector::guardian_pid().is_none();
+            println!("{}", if reaped && !alive { "ended" } else { "running" });
+        }
         // proxy <proxy-hex>: resolves a Proxy<String>, prints it.
         "proxy" => {
             let proxy: Proxy<String> = from_hex(arg(1));

@@ -8,6 +8,10 @@
 //!   process on the machine (or on a shared file system) can read; it
 //!   removes only what it created and never follows a link out of its
 //!   directory;
+//! - [`SharedMemoryConnector`] (Linux): one file per object in a fresh
+//!   directory under `/dev/shm`, read through memory maps: the fastest
+//!   store between processes of one host; its objects never outlive the
+//!   process that created it, even one that was killed;
 //! - `RedisConnector` (feature `redis`): objects in a Redis server, for
 //!   processes on any host that reaches it;
 //! - [`MultiConnector`]: routes each object by size to one of several
@@ -36,6 +40,8 @@ mod local;
 mod multi;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(target_os = "linux")]
+mod shm;
 
 use std::fmt;
 use std::io::Read;
@@ -52,6 +58,8 @@ pub use local::LocalConnector;
 pub use multi::{MultiConnector, MultiConnectorBuilder};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConnector, RedisConnectorBuilder, REDIS_MAX_OBJECT_SIZE};
+#[cfg(target_os = "linux")]
+pub use shm::{SharedMemoryConnector, SharedMemoryConnectorBuilder};
 
 /// A byte reader over one stored object, returned by [`Connector::open`].
 pub type ObjectReader = Box<dyn Read + Send>;

@@ -23,18 +23,18 @@ use std::path::{Path, PathBuf};
 use crate::key::Key;
 
 /// The file that marks a directory as a file store (see `marker.rs`).
-pub(super) const MARKER: &str = ".proxystore";
+pub(in crate::connectors) const MARKER: &str = ".proxystore";
 
 /// What an entry of a store directory is to the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Entry {
+pub(in crate::connectors) enum Entry {
     Object,
     Temporary,
     Marker,
     Foreign,
 }
 
-pub(super) fn classify(name: &OsStr) -> Entry {
+pub(in crate::connectors) fn classify(name: &OsStr) -> Entry {
     let Some(name) = name.to_str() else {
         return Entry::Foreign;
     };
@@ -61,13 +61,13 @@ fn is_key_name(name: &str) -> bool {
 }
 
 /// A new, unique temporary file name for an object being written to `key`.
-pub(super) fn temporary_name(key: &Key) -> String {
+pub(in crate::connectors) fn temporary_name(key: &Key) -> String {
     format!(".{}.{}.tmp", &*key.as_str(), &*Key::new().as_str())
 }
 
 /// What `file_type` is, in words, for errors about entries that are not
 /// regular files.
-pub(super) fn describe(file_type: fs::FileType) -> &'static str {
+pub(in crate::connectors) fn describe(file_type: fs::FileType) -> &'static str {
     if file_type.is_fifo() {
         "fifo"
     } else if file_type.is_symlink() {
@@ -86,7 +86,7 @@ pub(super) fn describe(file_type: fs::FileType) -> &'static str {
 }
 
 /// Why an entry could not be opened as a regular file.
-pub(super) enum OpenError {
+pub(in crate::connectors) enum OpenError {
     /// Nothing there.
     Missing,
     /// Something that is not a regular file; the words say what.
@@ -100,7 +100,7 @@ pub(super) enum OpenError {
 /// waits for a writer (`O_NONBLOCK`, which a fifo would otherwise need);
 /// the type is then checked on the opened descriptor, so the entry cannot
 /// be swapped between the check and the read.
-pub(super) fn open_regular(path: &Path) -> Result<(File, u64), OpenError> {
+pub(in crate::connectors) fn open_regular(path: &Path) -> Result<(File, u64), OpenError> {
     let opened = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -156,7 +156,10 @@ fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
 /// came between creation and locking may have removed the file as
 /// abandoned; that is seen on the locked descriptor (no links left) and
 /// another name is tried.
-pub(super) fn create_temporary(dir: &Path, key: &Key) -> io::Result<(PathBuf, File)> {
+pub(in crate::connectors) fn create_temporary(
+    dir: &Path,
+    key: &Key,
+) -> io::Result<(PathBuf, File)> {
     for _ in 0..4 {
         let path = dir.join(temporary_name(key));
         let file = OpenOptions::new()
@@ -202,7 +205,7 @@ fn writer(path: &Path) -> io::Result<Writer> {
 
 /// What a [`sweep`] removes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Scope {
+pub(in crate::connectors) enum Scope {
     /// Objects and every temporary file, being written or not.
     Everything,
     /// Only temporary files whose writers are gone.
@@ -211,11 +214,11 @@ pub(super) enum Scope {
 
 /// What a [`sweep`] found.
 #[derive(Debug, Default)]
-pub(super) struct Swept {
+pub(in crate::connectors) struct Swept {
     /// Entries of the store's that were removed.
-    pub(super) removed: usize,
+    pub(in crate::connectors) removed: usize,
     /// Entries that are not the store's (left alone).
-    pub(super) foreign: usize,
+    pub(in crate::connectors) foreign: usize,
 }
 
 /// Removes the store's own entries in `dir` within `scope`; `None` if the
@@ -224,7 +227,7 @@ pub(super) struct Swept {
 /// Entries are unlinked, never followed: a key-named symbolic link loses
 /// the link, and its target stays. Directories are never entered nor
 /// removed, whatever their name.
-pub(super) fn sweep(dir: &Path, scope: Scope) -> io::Result<Option<Swept>> {
+pub(in crate::connectors) fn sweep(dir: &Path, scope: Scope) -> io::Result<Option<Swept>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -264,7 +267,7 @@ pub(super) fn sweep(dir: &Path, scope: Scope) -> io::Result<Option<Swept>> {
 }
 
 /// Unlinks `path`; `false` if it was already gone.
-pub(super) fn remove(path: &Path) -> io::Result<bool> {
+pub(in crate::connectors) fn remove(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

@@ -23,7 +23,7 @@
 //! directory whose marker names the store's identity; see
 //! [`FileConnector`] for the whole contract.
 
-mod entries;
+pub(super) mod entries;
 mod marker;
 
 use std::fs;
