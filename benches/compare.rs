@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use proxystore::connectors::{FileConnector, RedisConnector};
+use proxystore::connectors::{FileConnector, RedisConnector, SharedMemoryConnector};
 use proxystore::executor::cluster::{ClusterExecutor, CLUSTER_ENV, QUEUE_ENV};
 use proxystore::executor::ProcessPool;
 use proxystore::{proxied, ShouldProxy, Store, StoreExecutor, TaskValue};
@@ -65,6 +65,8 @@ struct Options {
     scale: f64,
     /// Only the Redis rows (`--redis-only`).
     redis_only: bool,
+    /// Only the no-op rows, printed for a parent run (`--noop-only`).
+    noop_only: bool,
     /// Also run the anchor's Dask mode, the peer of the cluster executor.
     dask: bool,
     /// Sequential round trips per latency row of the Redis section.
@@ -85,6 +87,7 @@ fn options() -> Options {
         scale: 1.0,
         dask: false,
         redis_only: false,
+        noop_only: false,
         n_redis_lat: 2_000,
         n_redis_burst: 10_000,
     };
@@ -102,6 +105,7 @@ fn options() -> Options {
             "--store-root" => o.root = args.next().map(PathBuf::from).expect("--store-root DIR"),
             "--dask" => o.dask = true,
             "--redis-only" => o.redis_only = true,
+            "--noop-only" => o.noop_only = true,
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -153,6 +157,9 @@ impl Side {
 struct Table {
     rows: BTreeMap<String, (String, bool, Side, Side)>,
     order: Vec<String>,
+    /// CPU time (user + system, caller and workers) per task, in µs, one
+    /// value per round.
+    cpu: BTreeMap<String, Vec<f64>>,
 }
 
 impl Table {
@@ -181,6 +188,25 @@ impl Table {
             .add_samples(samples);
     }
 
+    fn cpu(&mut self, name: &str, us_per_task: f64) {
+        self.cpu
+            .entry(name.to_string())
+            .or_default()
+            .push(us_per_task);
+    }
+
+    /// The median of a Rust row, if it was measured.
+    fn rust_median(&self, name: &str) -> Option<f64> {
+        let side = &self.rows.get(name)?.2;
+        (!side.medians.is_empty()).then(|| side.median())
+    }
+
+    /// The median of a Python row, if it was measured.
+    fn python_median(&self, name: &str) -> Option<f64> {
+        let side = &self.rows.get(name)?.3;
+        (!side.medians.is_empty()).then(|| side.median())
+    }
+
     fn python(&mut self, name: &str, unit: &str, median: f64, min: f64, max: f64) {
         self.entry(name, unit, unit.ends_with("/s"))
             .3
@@ -197,10 +223,17 @@ impl Table {
             .max(44);
         println!();
         println!(
-            "{:<w$} {:>6} | {:>10} {:>21} | {:>10} {:>21} | {:>9}",
-            "workload", "unit", "rust", "rust min-max", "python", "python min-max", "speedup"
+            "{:<w$} {:>6} | {:>10} {:>21} | {:>10} {:>21} | {:>9} | {:>11}",
+            "workload",
+            "unit",
+            "rust",
+            "rust min-max",
+            "python",
+            "python min-max",
+            "speedup",
+            "cpu us/task"
         );
-        println!("{}", "-".repeat(w + 92));
+        println!("{}", "-".repeat(w + 106));
         for name in &self.order {
             let (unit, higher, rust, python) = &self.rows[name];
             let cell = |s: &Side| {
@@ -222,9 +255,152 @@ impl Table {
             } else {
                 format!("{:.1}x", python.median() / rust.median())
             };
-            println!("{name:<w$} {unit:>6} | {rm} {rr} | {pm} {pr} | {ratio:>9}");
+            let cpu = self.cpu.get(name).map_or(String::new(), |v| {
+                let mut v = v.clone();
+                v.sort_by(f64::total_cmp);
+                format!("{:.1}", v[v.len() / 2])
+            });
+            println!("{name:<w$} {unit:>6} | {rm} {rr} | {pm} {pr} | {ratio:>9} | {cpu:>11}");
+        }
+        println!(
+            "(cpu us/task: user + system time of this process and its worker processes over the row's tasks, divided by their number; rust side only)"
+        );
+    }
+}
+
+/// Issue 9's targets, checked against this run's medians.
+fn print_targets(t: &Table, o: &Options) {
+    let r = |name: &str| t.rust_median(name);
+    let p = |name: &str| t.python_median(name);
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let burst = format!("a. no-op burst of {}", o.n_noop);
+    // (target, measured ratio or value, bound, at least (true) or at most)
+    let targets = [
+        (
+            "by value: 10MiB f64 sum, times faster than Python",
+            ratio(
+                p("e. by value: f64 sum 10MiB"),
+                r("e. by value: f64 sum 10MiB"),
+            ),
+            1.5,
+            true,
+        ),
+        (
+            "by value: 100MiB bytes echo / 100MiB pipe echo",
+            ratio(
+                r("e. by value: bytes echo 100MiB"),
+                r("f. pipe echo 100MiB"),
+            ),
+            1.5,
+            false,
+        ),
+        (
+            "ProxyAlways round trip / two small-file cycles",
+            ratio(
+                r("b. small value, ProxyAlways round trip"),
+                r("f. small file create+write+read+unlink, twice"),
+            ),
+            1.3,
+            false,
+        ),
+        (
+            "ProxyAlways round trip, times faster than Python",
+            ratio(
+                p("b. small value, ProxyAlways round trip"),
+                r("b. small value, ProxyAlways round trip"),
+            ),
+            15.0,
+            true,
+        ),
+        (
+            "100MiB proxied echo, file store / shared memory",
+            ratio(r("c. bytes echo 100MiB"), r("c. bytes echo (shm) 100MiB")),
+            2.0,
+            true,
+        ),
+        (
+            "100MiB proxied echo, shared memory / two fresh memcpy",
+            ratio(
+                r("c. bytes echo (shm) 100MiB"),
+                r("f. two memcpy 100MiB into fresh buffers"),
+            ),
+            2.0,
+            false,
+        ),
+        (
+            "no-op latency / pipe round trip",
+            ratio(
+                r("a. no-op latency (ProxyNever)"),
+                r("f. pipe round trip, 16-byte frame"),
+            ),
+            2.0,
+            false,
+        ),
+        ("no-op burst, tasks/s", r(&burst), 250_000.0, true),
+    ];
+    println!("\ntargets (medians of this run):");
+    for (what, value, bound, at_least) in targets {
+        let (sign, verdict) = match value {
+            None => ("", "not measured".to_string()),
+            Some(v) if (at_least && v >= bound) || (!at_least && v <= bound) => {
+                (if at_least { ">=" } else { "<=" }, format!("met ({v:.2})"))
+            }
+            Some(v) => (
+                if at_least { ">=" } else { "<=" },
+                format!("NOT met ({v:.2})"),
+            ),
+        };
+        println!("  {what:<56} {sign:>2} {bound:<9} {verdict}");
+    }
+}
+
+/// CPU time so far, in seconds, of this process and of its children that
+/// run this executable (the pool's and the cluster's workers; not a Redis
+/// server or the Python anchor): every thread's run time from
+/// `/proc/<pid>/task/<tid>/schedstat`.
+fn cpu_seconds() -> f64 {
+    let me = std::process::id();
+    let exe = std::fs::read_link("/proc/self/exe").ok();
+    let threads_of = |pid: u32| -> f64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0.0;
+        };
+        tasks
+            .filter_map(|t| {
+                let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+                stat.split_whitespace().next()?.parse::<f64>().ok()
+            })
+            .sum::<f64>()
+            / 1e9
+    };
+    let mut total = threads_of(me);
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The parent pid is the second field after the command's `)`.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            if ppid == Some(me) && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == exe {
+                total += threads_of(pid);
+            }
         }
     }
+    total
+}
+
+/// Runs `f`, which runs `tasks` tasks, and records their CPU time per task.
+fn with_cpu<T>(t: &mut Table, name: &str, tasks: usize, f: impl FnOnce() -> T) -> T {
+    let before = cpu_seconds();
+    let out = f();
+    t.cpu(name, (cpu_seconds() - before) * 1e6 / tasks.max(1) as f64);
+    out
 }
 
 fn store_executor(o: &Options, label: &str, policy: ShouldProxy) -> (StoreExecutor, PathBuf) {
@@ -308,55 +484,124 @@ fn bursts_of(n: usize, ex: &StoreExecutor) -> Vec<f64> {
         .collect()
 }
 
-fn rust_round(o: &Options, t: &mut Table) {
-    // a. no-op, nothing proxied: latency and burst throughput.
+/// The no-op rows (a.): latency and burst throughput, nothing proxied.
+/// `suffix` names the spinning setting when it is not the default.
+fn noop_rows(o: &Options, t: &mut Table, suffix: &str) {
     let (ex, dir) = store_executor(o, "a", ShouldProxy::Never);
     for i in 0..200 {
         ex.submit(noop::task(i)).unwrap().result().unwrap();
     }
-    let lat: Vec<f64> = (0..o.n_noop as i64)
-        .map(|i| {
-            let t0 = Instant::now();
-            let r = ex.submit(noop::task(i)).unwrap().result().unwrap();
-            assert_eq!(*r, i);
-            us(t0.elapsed())
-        })
-        .collect();
-    t.rust("a. no-op latency (ProxyNever)", "us", &lat);
-    t.rust(
-        &format!("a. no-op burst of {}", o.n_noop),
-        "task/s",
-        &bursts(o, &ex),
-    );
+    let name = format!("a. no-op latency (ProxyNever){suffix}");
+    let lat: Vec<f64> = with_cpu(t, &name, o.n_noop, || {
+        (0..o.n_noop as i64)
+            .map(|i| {
+                let t0 = Instant::now();
+                let r = ex.submit(noop::task(i)).unwrap().result().unwrap();
+                assert_eq!(*r, i);
+                us(t0.elapsed())
+            })
+            .collect()
+    });
+    t.rust(&name, "us", &lat);
+    let name = format!("a. no-op burst of {}{suffix}", o.n_noop);
+    let xs = with_cpu(t, &name, 3 * o.n_noop, || bursts(o, &ex));
+    t.rust(&name, "task/s", &xs);
     drop(ex);
     assert_eq!(leftovers(&dir), 0);
     // What holding jobs ahead in the workers buys: the same burst with
     // one job per worker at a time.
     let serial = ProcessPool::builder(2).max_in_flight(1).build().unwrap();
     let (ex, dir) = store_executor_on(o, "a1", ShouldProxy::Never, serial);
-    t.rust(
-        &format!("a. no-op burst of {}, max_in_flight 1", o.n_noop),
-        "task/s",
-        &bursts(o, &ex),
-    );
+    let name = format!("a. no-op burst of {}, max_in_flight 1{suffix}", o.n_noop);
+    let xs = with_cpu(t, &name, 3 * o.n_noop, || bursts(o, &ex));
+    t.rust(&name, "task/s", &xs);
     drop(ex);
     assert_eq!(leftovers(&dir), 0);
+}
+
+/// The no-op rows measured again in a copy of this benchmark started with
+/// spinning off (`PROXYSTORE_SPIN_US=0`, read once per process, so it
+/// takes a process of its own), added as "[spin off]" rows.
+fn noop_rows_spin_off(o: &Options, t: &mut Table) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg("--noop-only").env("PROXYSTORE_SPIN_US", "0");
+    if o.quick {
+        cmd.arg("--quick");
+    }
+    let out = match cmd.stderr(Stdio::inherit()).output() {
+        Ok(out) if out.status.success() => out,
+        other => {
+            eprintln!("the spin-off no-op rows failed: {other:?}");
+            return;
+        }
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields[..] {
+            ["ROW", name, unit, samples] => {
+                let xs: Vec<f64> = samples.split(',').filter_map(|v| v.parse().ok()).collect();
+                t.rust(&format!("{name} [spin off]"), unit, &xs);
+            }
+            ["CPU", name, value] => {
+                if let Ok(v) = value.parse() {
+                    t.cpu(&format!("{name} [spin off]"), v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `--noop-only`: the no-op rows, printed for [`noop_rows_spin_off`].
+fn noop_only(o: &Options) {
+    let mut t = Table::default();
+    noop_rows(o, &mut t, "");
+    for name in &t.order {
+        let (unit, _, side, _) = &t.rows[name];
+        let joined: Vec<String> = side.medians.iter().map(|v| v.to_string()).collect();
+        println!("ROW\t{name}\t{unit}\t{}", joined.join(","));
+    }
+    for (name, v) in &t.cpu {
+        println!("CPU\t{name}\t{}", v[0]);
+    }
+}
+
+fn rust_round(o: &Options, t: &mut Table) {
+    // a. no-op, nothing proxied: latency and burst throughput.
+    noop_rows(o, t, "");
 
     // b. small value proxied both ways.
-    let (ex, dir) = store_executor(o, "b", ShouldProxy::Always);
-    let lat: Vec<f64> = (0..(o.n_noop / 5).max(100) as i64)
-        .map(|i| {
-            let t0 = Instant::now();
-            let r = ex.submit(noop::task(i)).unwrap().result().unwrap();
-            assert!(r.is_proxy());
-            assert_eq!(*value(&r), i);
-            drop(r);
-            us(t0.elapsed())
-        })
-        .collect();
-    t.rust("b. small value, ProxyAlways round trip", "us", &lat);
-    assert_eq!(leftovers(&dir), 0);
-    drop(ex);
+    for (label, shm) in [("b", false), ("b-shm", true)] {
+        let (ex, dir) = if shm {
+            match shm_store_executor(label, ShouldProxy::Always) {
+                Some(made) => made,
+                None => continue,
+            }
+        } else {
+            store_executor(o, label, ShouldProxy::Always)
+        };
+        let n = (o.n_noop / 5).max(100);
+        let name = if shm {
+            "b. small value, ProxyAlways round trip (shm)"
+        } else {
+            "b. small value, ProxyAlways round trip"
+        };
+        let lat: Vec<f64> = with_cpu(t, name, n, || {
+            (0..n as i64)
+                .map(|i| {
+                    let t0 = Instant::now();
+                    let r = ex.submit(noop::task(i)).unwrap().result().unwrap();
+                    assert!(r.is_proxy());
+                    assert_eq!(*value(&r), i);
+                    drop(r);
+                    us(t0.elapsed())
+                })
+                .collect()
+        });
+        t.rust(name, "us", &lat);
+        assert_eq!(leftovers(&dir), 0);
+        drop(ex);
+    }
 
     let bytes: Vec<Vec<u8>> = SIZES
         .iter()
@@ -381,19 +626,32 @@ fn rust_round(o: &Options, t: &mut Table) {
             );
         },
     );
+    let echo_run = |ex: &StoreExecutor, size: usize, arg: Vec<u8>| {
+        let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
+        assert!(r.is_proxy());
+        assert_eq!(r.len(), size);
+    };
     sweep(
         o,
         t,
         "c. bytes echo",
         |i| bytes[i].clone(),
-        |size, arg| {
-            let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-            assert!(r.is_proxy());
-            assert_eq!(r.len(), size);
-        },
+        |size, arg| echo_run(&ex, size, arg),
     );
     assert_eq!(leftovers(&dir), 0);
     drop(ex);
+    // The same echo through the shared-memory store.
+    if let Some((ex, dir)) = shm_store_executor("c-shm", ShouldProxy::types::<(Vec<u8>,)>()) {
+        sweep(
+            o,
+            t,
+            "c. bytes echo (shm)",
+            |i| bytes[i].clone(),
+            |size, arg| echo_run(&ex, size, arg),
+        );
+        assert_eq!(leftovers(&dir), 0);
+        drop(ex);
+    }
 
     // d. Vec<f64> proxied, the task returns the sum.
     let (ex, dir) = store_executor(o, "d", ShouldProxy::types::<(Vec<f64>,)>());
@@ -447,10 +705,15 @@ fn rust_round(o: &Options, t: &mut Table) {
     );
     drop(ex);
 
-    // f. physical references.
+    physical_rows(o, t, &bytes);
+}
+
+/// f. What the machine itself does, measured in the same run.
+fn physical_rows(o: &Options, t: &mut Table, bytes: &[Vec<u8>]) {
     let big = &bytes[3];
+    let reps = if o.quick { 3 } else { 10 };
     let mut dst = vec![0u8; big.len()];
-    let xs: Vec<f64> = (0..10)
+    let xs: Vec<f64> = (0..reps)
         .map(|_| {
             let t0 = Instant::now();
             dst.copy_from_slice(black_box(big));
@@ -459,24 +722,147 @@ fn rust_round(o: &Options, t: &mut Table) {
         })
         .collect();
     t.rust("f. memcpy 100MiB (warm buffer)", "ms", &xs);
-    let file = o.root.join("rust-file-ref");
-    let xs: Vec<f64> = (0..10)
+    let xs: Vec<f64> = (0..reps)
         .map(|_| {
             let t0 = Instant::now();
-            std::fs::write(&file, big).unwrap();
-            let back = std::fs::read(&file).unwrap();
+            let a = black_box(big.to_vec());
+            let b = black_box(a.to_vec());
             let e = ms(t0.elapsed());
-            assert_eq!(back.len(), big.len());
-            std::fs::remove_file(&file).unwrap();
+            drop((a, b));
             e
         })
         .collect();
-    t.rust("f. file write+read 100MiB", "ms", &xs);
+    t.rust("f. two memcpy 100MiB into fresh buffers", "ms", &xs);
+    let mut dirs = vec![("", o.root.clone())];
+    if Path::new("/dev/shm").is_dir() {
+        dirs.push((" on /dev/shm", PathBuf::from("/dev/shm")));
+    }
+    for (place, dir) in &dirs {
+        let file = dir.join(format!("proxystore-bench-ref-{}", std::process::id()));
+        let xs: Vec<f64> = (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                std::fs::write(&file, big).unwrap();
+                let mut f = std::fs::File::open(&file).unwrap();
+                f.read_exact(&mut dst).unwrap();
+                std::fs::remove_file(&file).unwrap();
+                ms(t0.elapsed())
+            })
+            .collect();
+        t.rust(
+            &format!("f. file write+read+unlink 100MiB, warm buffer{place}"),
+            "ms",
+            &xs,
+        );
+        // The small proxied round trip's floor: two small objects, each
+        // created, written, read back and removed.
+        let small = [5u8; 64];
+        let mut back = [0u8; 64];
+        let n = if o.quick { 200 } else { 2000 };
+        let xs: Vec<f64> = (0..n)
+            .map(|_| {
+                let t0 = Instant::now();
+                for _ in 0..2 {
+                    let mut f = std::fs::File::create(&file).unwrap();
+                    f.write_all(&small).unwrap();
+                    drop(f);
+                    std::fs::File::open(&file)
+                        .unwrap()
+                        .read_exact(&mut back)
+                        .unwrap();
+                    std::fs::remove_file(&file).unwrap();
+                }
+                us(t0.elapsed())
+            })
+            .collect();
+        t.rust(
+            &format!("f. small file create+write+read+unlink, twice{place}"),
+            "us",
+            &xs,
+        );
+    }
+    for &size in &SIZES[1..] {
+        let data = &bytes[index_of(size)];
+        let xs = pipe_transfers(data, reps, false);
+        t.rust(&format!("f. pipe one way {}", label(size)), "ms", &xs);
+        let xs = pipe_transfers(data, reps, true);
+        t.rust(&format!("f. pipe echo {}", label(size)), "ms", &xs);
+    }
     t.rust(
         "f. pipe round trip, 16-byte frame",
         "us",
         &pipe_round_trips(if o.quick { 1000 } else { 20_000 }),
     );
+}
+
+/// Moves `data` through a pipe `reps` times, into a warm buffer: one way
+/// to a reading thread, or (`echo`) to `cat` and back. Milliseconds each.
+fn pipe_transfers(data: &[u8], reps: usize, echo: bool) -> Vec<f64> {
+    let mut back = vec![0u8; data.len()];
+    if echo {
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let mut output = child.stdout.take().unwrap();
+        let xs = (0..reps)
+            .map(|_| {
+                std::thread::scope(|s| {
+                    let t0 = Instant::now();
+                    s.spawn(|| input.write_all(data).unwrap());
+                    output.read_exact(&mut back).unwrap();
+                    ms(t0.elapsed())
+                })
+            })
+            .collect();
+        drop(input);
+        child.wait().unwrap();
+        return xs;
+    }
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let (go, ready) = std::sync::mpsc::channel::<()>();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let len = data.len();
+    let sink = std::thread::spawn(move || {
+        let mut buf = vec![0u8; len];
+        while ready.recv().is_ok() {
+            reader.read_exact(&mut buf).unwrap();
+            done.send(()).unwrap();
+        }
+    });
+    let xs = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            go.send(()).unwrap();
+            writer.write_all(data).unwrap();
+            finished.recv().unwrap();
+            ms(t0.elapsed())
+        })
+        .collect();
+    drop(go);
+    sink.join().unwrap();
+    xs
+}
+
+/// A process pool with a shared-memory store, where the system has one.
+fn shm_store_executor(label: &str, policy: ShouldProxy) -> Option<(StoreExecutor, PathBuf)> {
+    let connector = match SharedMemoryConnector::new() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shared-memory rows skipped: {e}");
+            return None;
+        }
+    };
+    let dir = connector.directory().to_path_buf();
+    let name = format!("bench-{label}-{}", std::process::id());
+    let store = Store::builder(name, connector)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let ex = StoreExecutor::new(ProcessPool::new(2).unwrap(), store).should_proxy(policy);
+    Some((ex, dir))
 }
 
 const SIZES: [usize; 4] = [KIB, MIB, 10 * MIB, 100 * MIB];
@@ -507,8 +893,12 @@ fn sweep_sizes<A>(
     run: impl Fn(usize, A),
 ) {
     for (i, &size) in sizes.iter().enumerate() {
-        let xs = payload_run(o, size, || make(i), |arg| run(size, arg));
-        t.rust(&format!("{name} {}", label(size)), "ms", &xs);
+        let row = format!("{name} {}", label(size));
+        let tasks = reps_for(size, o.scale) + 1;
+        let xs = with_cpu(t, &row, tasks, || {
+            payload_run(o, size, || make(i), |arg| run(size, arg))
+        });
+        t.rust(&row, "ms", &xs);
     }
 }
 
@@ -1166,6 +1556,11 @@ fn main() {
     proxystore::worker::init();
     let o = options();
     std::fs::create_dir_all(&o.root).unwrap();
+    if o.noop_only {
+        noop_only(&o);
+        let _ = std::fs::remove_dir_all(&o.root);
+        return;
+    }
     let mut table = Table::default();
     let rig = RedisRig::start();
     if let Err(skipped) = &rig {
@@ -1175,6 +1570,12 @@ fn main() {
         if !o.redis_only {
             eprintln!("round {}/{}: rust", round + 1, o.rounds);
             rust_round(&o, &mut table);
+            eprintln!(
+                "round {}/{}: rust, no-op rows with spinning off",
+                round + 1,
+                o.rounds
+            );
+            noop_rows_spin_off(&o, &mut table);
         }
         if let Ok(rig) = &rig {
             eprintln!("round {}/{}: rust, redis", round + 1, o.rounds);
@@ -1192,6 +1593,9 @@ fn main() {
         }
     }
     table.print();
+    if !o.redis_only {
+        print_targets(&table, &o);
+    }
     match &rig {
         Ok(_) if o.dask => println!(
             "(r. rows: python beside \"cluster\" is Dask distributed on a LocalCluster of 2 processes, beside \"pool+redis\" a ProcessPoolExecutor(2); both with a RedisConnector store)"

@@ -210,6 +210,14 @@ fn a_worker_forging_an_answer_for_another_job_is_killed() {
 }
 
 #[test]
+fn a_worker_answering_with_two_sections_is_killed_and_its_task_fails_with_its_death() {
+    let ex = broken_workers("two-sections");
+    let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(err.to_string().contains("2 sections"), "{err}");
+}
+
+#[test]
 fn a_worker_dropping_a_job_nobody_revoked_is_killed() {
     let ex = broken_workers("revoked");
     let err = ex.submit(double::task(1)).unwrap().result().unwrap_err();

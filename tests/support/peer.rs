@@ -190,7 +190,8 @@ fn main() {
         // first job, then answers it with `how`:
         //   huge    a header announcing 2^62 bytes, then exits;
         //   garbage bytes that are no message at all, then waits;
-        //   forged  a well-formed result for a job it was never sent, then waits.
+        //   forged  a well-formed result for a job it was never sent, then waits;
+        //   two-sections  a result with two sections, then waits.
         "worker" => broken_worker(arg(1)),
         other => {
             eprintln!("unknown command `{other}`");
@@ -233,6 +234,14 @@ fn broken_worker(how: &str) {
         }
         // Drops a job nobody revoked.
         "revoked" => answers.write_all(&message(5, id, 0)).unwrap(),
+        // A result with two (empty) sections: a result has at most one.
+        "two-sections" => {
+            let mut answer = message(3, id, 20);
+            answer.extend_from_slice(&[2, 0]);
+            answer.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0]);
+            answer.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0]);
+            answers.write_all(&answer).unwrap();
+        }
         other => panic!("unknown way to break: {other}"),
     }
     std::thread::sleep(std::time::Duration::from_secs(60));

@@ -452,6 +452,11 @@ pub(crate) fn decode_split<T: DeserializeOwned + 'static>(
             header.format
         )));
     }
+    if cfg!(target_endian = "big") {
+        return Err(fail(
+            "raw little-endian buffers cannot be read on this big-endian host".into(),
+        ));
+    }
     let len = header.body_len;
     let got = match &body {
         SplitBody::Bytes(b) => Some(b.len() as u64),

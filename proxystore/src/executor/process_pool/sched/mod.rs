@@ -345,16 +345,18 @@ impl Dispatch {
             let id = header.id;
             match header.kind {
                 Kind::Done | Kind::Failed => {
-                    let held = s.slots[index]
-                        .held
-                        .remove(&id)
-                        .ok_or_else(|| format!("it answered job {id}, which it does not hold"))?;
+                    // Checked before the job leaves the table: a violation
+                    // leaves it held, to fail with the worker's death.
                     if body.sections.len() > 1 {
                         return Err(format!(
                             "it answered job {id} with {} sections (a result has at most one)",
                             body.sections.len()
                         ));
                     }
+                    let held = s.slots[index]
+                        .held
+                        .remove(&id)
+                        .ok_or_else(|| format!("it answered job {id}, which it does not hold"))?;
                     let result = if header.kind == Kind::Done {
                         Ok(TaskOutput {
                             frame: std::mem::take(&mut body.bytes),
