@@ -5,6 +5,12 @@
 //! each message, the readers here poll the pipe for a short while (yielding
 //! the core to anything runnable) before they block again, so a steady
 //! stream of small tasks never pays that wake-up.
+//!
+//! Polling only pays when the next bytes come soon. Each reader keeps a
+//! running average of how long it recently waited for input ([`Gaps`]) and
+//! polls only while that average is within the polling window: a reader
+//! whose input comes in slow, spaced-out messages (long tasks, an idle
+//! pool) blocks at once and costs no CPU.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -24,10 +30,39 @@ pub(crate) fn spin_window() -> Duration {
     })
 }
 
-/// A pipe reader that polls for a while before blocking.
+/// A running average of recent waits for input: whether polling pays.
+#[derive(Debug, Default)]
+pub(crate) struct Gaps {
+    /// Exponentially weighted mean of the last waits, in nanoseconds.
+    mean_ns: std::sync::atomic::AtomicU64,
+}
+
+impl Gaps {
+    /// Records a wait that ended with input.
+    pub(crate) fn record(&self, waited: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let waited = waited.as_nanos().min(u64::MAX as u128 / 8) as u64;
+        let mean = self.mean_ns.load(Relaxed);
+        // Weight 1/4: a few long waits in a row turn polling off, a few
+        // short ones turn it back on.
+        self.mean_ns.store(mean - mean / 4 + waited / 4, Relaxed);
+    }
+
+    /// Whether to poll for up to `window` before blocking: recent waits
+    /// were short enough for polling to catch the input.
+    pub(crate) fn poll_pays(&self, window: Duration) -> bool {
+        !window.is_zero()
+            && self.mean_ns.load(std::sync::atomic::Ordering::Relaxed)
+                <= 2 * window.as_nanos() as u64
+    }
+}
+
+/// A pipe reader that polls for a while before blocking, while polling
+/// pays (see [`Gaps`]).
 pub(crate) struct SpinReader<R> {
     inner: R,
     window: Duration,
+    gaps: Gaps,
     /// A process whose exit ends the input even if the pipe stays open
     /// (another process may hold its write end).
     writer: Option<OwnedFd>,
@@ -51,6 +86,7 @@ impl<R: Read + AsFd> SpinReader<R> {
         Ok(SpinReader {
             inner,
             window: spin_window(),
+            gaps: Gaps::default(),
             writer: None,
             writer_exited: false,
             stall: None,
@@ -133,7 +169,7 @@ fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
 
 impl<R: Read + AsFd> Read for SpinReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut started: Option<Instant> = None;
+        let mut started: Option<(Instant, bool)> = None;
         loop {
             match self.inner.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -141,15 +177,21 @@ impl<R: Read + AsFd> Read for SpinReader<R> {
                         // Everything the writer sent has been read.
                         return Ok(0);
                     }
-                    let since = *started.get_or_insert_with(Instant::now);
-                    if since.elapsed() < self.window {
+                    let (since, poll) = *started
+                        .get_or_insert_with(|| (Instant::now(), self.gaps.poll_pays(self.window)));
+                    if poll && since.elapsed() < self.window {
                         std::thread::yield_now();
                     } else {
                         self.wait_readable()?;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => return other,
+                other => {
+                    // Input that was waiting counts as no wait at all.
+                    self.gaps
+                        .record(started.map_or(Duration::ZERO, |(since, _)| since.elapsed()));
+                    return other;
+                }
             }
         }
     }

@@ -109,6 +109,8 @@ struct Inbox {
     ready: Condvar,
     /// Jobs queued, for waiting without the lock.
     queued: AtomicUsize,
+    /// How long the main thread recently waited for a job.
+    gaps: crate::spin::Gaps,
 }
 
 struct InboxState {
@@ -144,9 +146,17 @@ impl Inbox {
     fn next(&self) -> Option<(u64, Body)> {
         let window = crate::spin::spin_window();
         let started = std::time::Instant::now();
-        while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
-            std::thread::yield_now();
+        if self.gaps.poll_pays(window) {
+            while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
+                std::thread::yield_now();
+            }
         }
+        let job = self.take();
+        self.gaps.record(started.elapsed());
+        job
+    }
+
+    fn take(&self) -> Option<(u64, Body)> {
         let mut state = self.lock();
         loop {
             if state.closed {
@@ -209,6 +219,7 @@ fn serve() -> io::Result<()> {
         }),
         ready: Condvar::new(),
         queued: AtomicUsize::new(0),
+        gaps: crate::spin::Gaps::default(),
     });
     let reader = {
         let (inbox, output) = (inbox.clone(), output.clone());
