@@ -199,7 +199,7 @@ fn only_in_memory_stores(mut bytes: &[u8]) -> bool {
     };
     while let Some((tag, body)) = next_frame(&mut payload) {
         if tag != 0 {
-            if let Ok(factory) = ciborium::from_reader::<Factory, _>(body) {
+            if let Ok(factory) = Factory::from_frame(body) {
                 if !local(&factory.store_config().connector) {
                     return false;
                 }

@@ -49,6 +49,11 @@ impl Key {
         Ok(key)
     }
 
+    /// The key of these 16 bytes (any 16 bytes are a valid key).
+    pub(crate) fn from_bytes(bytes: [u8; 16]) -> Self {
+        Key(Uuid::from_bytes(bytes))
+    }
+
     /// The key as a UUID.
     pub fn as_uuid(&self) -> &Uuid {
         &self.0

@@ -41,6 +41,7 @@ use crate::store::{get_or_create_store, Store, StoreConfig};
 use crate::Storable;
 
 mod background;
+mod config_cache;
 mod marker;
 
 pub(crate) use marker::is_proxy;
@@ -56,6 +57,30 @@ pub struct Factory {
 impl Factory {
     pub(crate) fn new(key: Key, store: Arc<StoreConfig>) -> Self {
         Factory { key, store }
+    }
+
+    /// The compact form of a reference in task frames: the key's 16 bytes,
+    /// then the store's configuration as CBOR, encoded once per
+    /// configuration in this process.
+    pub(crate) fn frame_parts(&self) -> ([u8; 16], Arc<[u8]>) {
+        (
+            *self.key.as_uuid().as_bytes(),
+            config_cache::encoded(&self.store),
+        )
+    }
+
+    /// Reads [`frame_parts`](Factory::frame_parts) back; a configuration
+    /// seen before in this process is not decoded again.
+    pub(crate) fn from_frame(bytes: &[u8]) -> std::result::Result<Factory, String> {
+        if bytes.len() < 16 {
+            return Err(format!(
+                "a reference of {} bytes is too short for a key",
+                bytes.len()
+            ));
+        }
+        let key = Key::from_bytes(bytes[..16].try_into().expect("16 bytes"));
+        let store = config_cache::decoded(&bytes[16..])?;
+        Ok(Factory { key, store })
     }
 
     /// The object's key.

@@ -7,25 +7,26 @@
 //! stream of small tasks never pays that wake-up.
 //!
 //! Polling only pays when the next bytes come soon. Each reader keeps a
-//! running average of how long it recently waited for input ([`Gaps`]) and
-//! polls only while that average is within the polling window: a reader
-//! whose input comes in slow, spaced-out messages (long tasks, an idle
-//! pool) blocks at once and costs no CPU.
+//! running average of how long it recently waited for input ([`Gaps`]),
+//! polls for about twice that, and not at all when it exceeds the longest
+//! poll: a reader whose input comes in slow, spaced-out messages (long
+//! tasks, an idle pool) blocks at once and costs no CPU.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// How long to poll before blocking: `PROXYSTORE_SPIN_US` microseconds
-/// (default 50; 0 turns polling off).
+/// The longest poll before blocking: `PROXYSTORE_SPIN_US` microseconds
+/// (default 200; 0 turns polling off). Each wait polls for less when recent
+/// waits were shorter (see [`Gaps::window`]).
 pub(crate) fn spin_window() -> Duration {
     static WINDOW: OnceLock<Duration> = OnceLock::new();
     *WINDOW.get_or_init(|| {
         let us = std::env::var("PROXYSTORE_SPIN_US")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(50);
+            .unwrap_or(200);
         Duration::from_micros(us)
     })
 }
@@ -48,14 +49,24 @@ impl Gaps {
         self.mean_ns.store(mean - mean / 4 + waited / 4, Relaxed);
     }
 
-    /// Whether to poll for up to `window` before blocking: recent waits
-    /// were short enough for polling to catch the input.
-    pub(crate) fn poll_pays(&self, window: Duration) -> bool {
-        !window.is_zero()
-            && self.mean_ns.load(std::sync::atomic::Ordering::Relaxed)
-                <= 2 * window.as_nanos() as u64
+    /// How long to poll before blocking, at most `max`: twice the recent
+    /// mean wait (so that a wait of the usual length ends while polling),
+    /// and nothing when recent waits were longer than `max` (polling would
+    /// not catch the input and only burn the core).
+    pub(crate) fn window(&self, max: Duration) -> Duration {
+        let mean = Duration::from_nanos(self.mean_ns.load(std::sync::atomic::Ordering::Relaxed));
+        if max.is_zero() || mean > max {
+            return Duration::ZERO;
+        }
+        (2 * mean).clamp(Duration::from_micros(20).min(max), max)
     }
 }
+
+/// Recent waits for a task's result in this process (see
+/// [`Completion`](crate::executor::Completion)).
+pub(crate) static RESULT_GAPS: Gaps = Gaps {
+    mean_ns: std::sync::atomic::AtomicU64::new(0),
+};
 
 /// A pipe reader that polls for a while before blocking, while polling
 /// pays (see [`Gaps`]).
@@ -169,7 +180,7 @@ fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
 
 impl<R: Read + AsFd> Read for SpinReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut started: Option<(Instant, bool)> = None;
+        let mut started: Option<(Instant, Duration)> = None;
         loop {
             match self.inner.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -178,8 +189,8 @@ impl<R: Read + AsFd> Read for SpinReader<R> {
                         return Ok(0);
                     }
                     let (since, poll) = *started
-                        .get_or_insert_with(|| (Instant::now(), self.gaps.poll_pays(self.window)));
-                    if poll && since.elapsed() < self.window {
+                        .get_or_insert_with(|| (Instant::now(), self.gaps.window(self.window)));
+                    if since.elapsed() < poll {
                         std::thread::yield_now();
                     } else {
                         self.wait_readable()?;

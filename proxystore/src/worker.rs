@@ -144,12 +144,10 @@ impl Inbox {
     }
 
     fn next(&self) -> Option<(u64, Body)> {
-        let window = crate::spin::spin_window();
+        let window = self.gaps.window(crate::spin::spin_window());
         let started = std::time::Instant::now();
-        if self.gaps.poll_pays(window) {
-            while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
-                std::thread::yield_now();
-            }
+        while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
+            std::thread::yield_now();
         }
         let job = self.take();
         self.gaps.record(started.elapsed());

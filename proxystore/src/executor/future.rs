@@ -75,12 +75,13 @@ impl<R: Storable> TaskFuture<R> {
 
     /// Waits for the result.
     pub fn result(self) -> Result<TaskValue<R>> {
-        self.shared.spin_until_done();
+        let started = self.shared.spin_until_done();
         let output = {
             let state = self.shared.lock();
             let mut state = self.shared.wait_done(state);
             state.output.take()
         };
+        self.shared.record_wait(started);
         self.decode(output)
     }
 

@@ -67,7 +67,7 @@ pub use value::TaskValue;
 pub(crate) use wire::with_result_guard;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
-use wire::{cbor, place, push_frame, read_frame, OWNED, PROXY, SECTION, VALUE};
+use wire::{place, push_frame, read_frame, OWNED, PROXY, SECTION, VALUE};
 
 /// A task argument: a value (offered to the should-proxy policies) or an
 /// object that is already in a store (passed as it is, never proxied
@@ -241,7 +241,10 @@ struct Pending<T> {
 impl<T: Storable> PendingArg for Pending<T> {
     fn prepare(self: Box<Self>, p: &mut Prepare<'_>) -> Result<()> {
         match self.arg {
-            Arg::Stored(factory) => push_frame(&mut p.out, PROXY, &[&cbor(&factory)]),
+            Arg::Stored(factory) => {
+                let (key, config) = factory.frame_parts();
+                push_frame(&mut p.out, PROXY, &[&key, &config]);
+            }
             Arg::Value(value) => {
                 let (stored, held) = place(
                     value,

@@ -33,9 +33,7 @@ impl<R: Storable> TaskValue<R> {
                 "a body without its frame, or a frame without its body".into()
             ));
         }
-        let factory = || -> Result<Factory> {
-            crate::codec::cbor_from_reader(body).map_err(|e| bad(e.to_string()))
-        };
+        let factory = || -> Result<Factory> { Factory::from_frame(body).map_err(bad) };
         Ok(match tag {
             VALUE => TaskValue::Value(codec::decode_slice::<R>(body).map_err(|f| bad(f.reason))?),
             SECTION => {
@@ -114,7 +112,7 @@ impl<R: Storable + PartialEq> PartialEq<R> for TaskValue<R> {
 pub(crate) fn discard_output(output: TaskOutput) {
     let mut rest = &output.frame[..];
     if let Some((OWNED, body)) = read_frame(&mut rest) {
-        if let Ok(factory) = crate::codec::cbor_from_reader::<Factory, _>(body) {
+        if let Ok(factory) = Factory::from_frame(body) {
             crate::owned::evict(&factory);
         }
     }
@@ -126,7 +124,7 @@ pub(crate) fn discard_output(output: TaskOutput) {
 pub(crate) fn evict_output(bytes: &[u8]) {
     let mut rest = bytes;
     if let Some((OWNED | PROXY, body)) = read_frame(&mut rest) {
-        if let Ok(factory) = crate::codec::cbor_from_reader::<Factory, _>(body) {
+        if let Ok(factory) = Factory::from_frame(body) {
             crate::owned::evict(&factory);
         }
     }

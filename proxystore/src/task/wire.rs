@@ -3,8 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::section::{self, HeldValue, Section, Sections, SECTION_MIN};
 use super::*;
 use crate::codec;
@@ -30,12 +28,6 @@ pub(super) fn push_frame(out: &mut Vec<u8>, tag: u8, parts: &[&[u8]]) {
     for part in parts {
         out.extend_from_slice(part);
     }
-}
-
-pub(super) fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(192);
-    ciborium::into_writer(value, &mut buf).expect("factories serialize");
-    buf
 }
 
 /// Where [`place`] put a value: the key it was stored under, or the value
@@ -72,7 +64,8 @@ pub(super) fn place<T: Storable>(
         let store = store()?;
         let key = key(&store)?;
         store.set_encoded(&key, &encoded)?;
-        push_frame(out, PROXY, &[&cbor(&store.factory(key))]);
+        let (key_bytes, config) = store.factory(key).frame_parts();
+        push_frame(out, PROXY, &[&key_bytes, &config]);
         return Ok((Some(key), None));
     }
     let (head, raw) = encoded.split();
@@ -135,7 +128,7 @@ impl<'a> ArgReader<'a> {
                 })
             }
             PROXY => {
-                let factory: Factory = crate::codec::cbor_from_reader(body).map_err(|e| {
+                let factory = Factory::from_frame(body).map_err(|e| {
                     TaskFailure::new(format!("{}: invalid proxy reference: {e}", what()))
                 })?;
                 factory

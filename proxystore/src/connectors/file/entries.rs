@@ -99,7 +99,9 @@ pub(in crate::connectors) enum OpenError {
 /// The open itself never follows a symbolic link (`O_NOFOLLOW`) and never
 /// waits for a writer (`O_NONBLOCK`, which a fifo would otherwise need);
 /// the type is then checked on the opened descriptor, so the entry cannot
-/// be swapped between the check and the read.
+/// be swapped between the check and the read. `O_NONBLOCK` stays set: it
+/// has no effect on reading a regular file (which never waits), and
+/// clearing it would cost two more system calls per object.
 pub(in crate::connectors) fn open_regular(path: &Path) -> Result<(File, u64), OpenError> {
     let opened = OpenOptions::new()
         .read(true)
@@ -121,23 +123,7 @@ pub(in crate::connectors) fn open_regular(path: &Path) -> Result<(File, u64), Op
     if !meta.is_file() {
         return Err(OpenError::NotAFile(describe(meta.file_type())));
     }
-    blocking(&file).map_err(OpenError::Io)?;
     Ok((file, meta.len()))
-}
-
-/// Clears `O_NONBLOCK` again, so the reader handed out behaves normally.
-fn blocking(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own, with plain integer arguments.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {

@@ -38,6 +38,10 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use mapping::{MappedReader, Mapping};
 
+/// Objects at least this large are read through a memory map; smaller ones
+/// with a plain read.
+const MAP_MIN: u64 = 64 << 10;
+
 /// Where stores are created unless the builder says otherwise.
 const DEFAULT_BASE: &str = "/dev/shm";
 
@@ -390,6 +394,11 @@ impl Connector for SharedMemoryConnector {
             return Ok(None);
         };
         tracing::debug!(%key, size = len, "shm: open");
+        // A small object costs less to read than to map (a map is two
+        // more system calls and a page fault).
+        if len < MAP_MIN {
+            return Ok(Some((Box::new(file), Some(len))));
+        }
         let map = Mapping::new(&file, len).map_err(|e| self.err("mapping", key, e))?;
         Ok(Some((Box::new(MappedReader::new(map)), Some(len))))
     }
