@@ -62,6 +62,21 @@ impl Gaps {
     }
 }
 
+/// Tasks of this process's executors not done yet. Readers of answers and
+/// waiting callers poll only while there are at most
+/// [`POLL_WHILE_WAITED_FOR`] of them: with more, answers arrive back to
+/// back, and polling would only take the cores the workers need.
+pub(crate) static TASKS_WAITED_FOR: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// See [`TASKS_WAITED_FOR`].
+pub(crate) const POLL_WHILE_WAITED_FOR: usize = 2;
+
+/// Whether this process waits for so many tasks that polling would not pay.
+fn busy() -> bool {
+    TASKS_WAITED_FOR.load(std::sync::atomic::Ordering::Relaxed) > POLL_WHILE_WAITED_FOR
+}
+
 /// Recent waits for a task's result in this process (see
 /// [`Completion`](crate::executor::Completion)).
 pub(crate) static RESULT_GAPS: Gaps = Gaps {
@@ -188,8 +203,16 @@ impl<R: Read + AsFd> Read for SpinReader<R> {
                         // Everything the writer sent has been read.
                         return Ok(0);
                     }
-                    let (since, poll) = *started
-                        .get_or_insert_with(|| (Instant::now(), self.gaps.window(self.window)));
+                    let (since, poll) = *started.get_or_insert_with(|| {
+                        // Mid-body, the writer is sending and wakes the
+                        // reader as it does: polling there only burns a core.
+                        let poll = if self.in_body || busy() {
+                            Duration::ZERO
+                        } else {
+                            self.gaps.window(self.window)
+                        };
+                        (Instant::now(), poll)
+                    });
                     if since.elapsed() < poll {
                         std::thread::yield_now();
                     } else {
@@ -198,9 +221,12 @@ impl<R: Read + AsFd> Read for SpinReader<R> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => {
-                    // Input that was waiting counts as no wait at all.
-                    self.gaps
-                        .record(started.map_or(Duration::ZERO, |(since, _)| since.elapsed()));
+                    // Waits between messages only; input that was waiting
+                    // counts as no wait at all.
+                    if !self.in_body {
+                        self.gaps
+                            .record(started.map_or(Duration::ZERO, |(since, _)| since.elapsed()));
+                    }
                     return other;
                 }
             }

@@ -61,6 +61,7 @@ impl Shared {
         outstanding: Arc<AtomicUsize>,
     ) -> Arc<Self> {
         outstanding.fetch_add(1, Ordering::Relaxed);
+        crate::spin::TASKS_WAITED_FOR.fetch_add(1, Ordering::Relaxed);
         Arc::new(Shared {
             name: name.into(),
             state: Mutex::new(State {
@@ -157,6 +158,10 @@ impl Shared {
             }
             (std::mem::take(&mut state.callbacks), state.waker.take())
         };
+        // Done: no longer counted as outstanding (this runs once per task:
+        // `finishing` was set above under the lock).
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        crate::spin::TASKS_WAITED_FOR.fetch_sub(1, Ordering::Relaxed);
         self.finished
             .store(true, std::sync::atomic::Ordering::Release);
         self.done.notify_all();
@@ -342,5 +347,28 @@ impl Drop for Completion {
 impl std::fmt::Debug for Completion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Completion({})", self.shared.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_tasks_stop_counting_as_outstanding() {
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..3)
+            .map(|_| Shared::new("t", None, None, outstanding.clone()))
+            .collect();
+        assert_eq!(outstanding.load(Ordering::Relaxed), 3);
+        let failed = || Err(Error::Cancelled { task: "t".into() });
+        assert!(tasks[0].finish(failed(), false));
+        assert_eq!(outstanding.load(Ordering::Relaxed), 2);
+        // A second finish is ignored and counts nothing.
+        assert!(!tasks[0].finish(failed(), false));
+        assert_eq!(outstanding.load(Ordering::Relaxed), 2);
+        assert!(tasks[1].finish_cancelled());
+        assert!(tasks[2].finish(failed(), false));
+        assert_eq!(outstanding.load(Ordering::Relaxed), 0);
     }
 }
