@@ -6,9 +6,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 
+#[cfg(target_os = "linux")]
+use proxystore::connectors::SharedMemoryConnector;
 use proxystore::connectors::{
     Connector, ConnectorConfig, FileConnector, LocalConnector, MultiConnector, RedisConnector,
-    SharedMemoryConnector,
 };
 use proxystore::{Error, Key};
 use support::common::{hex, to_hex, unhex};
@@ -56,7 +57,9 @@ impl Subject for File {
 }
 
 /// In `/dev/shm` itself, as users get it.
+#[cfg(target_os = "linux")]
 struct Shm;
+#[cfg(target_os = "linux")]
 impl Subject for Shm {
     fn make(_: &str) -> Option<Made> {
         let connector = SharedMemoryConnector::new().unwrap();
@@ -404,6 +407,7 @@ macro_rules! conformance {
 
 conformance!(file, File);
 conformance!(local, Local);
+#[cfg(target_os = "linux")]
 conformance!(shm, Shm);
 conformance!(redis, Redis);
 conformance!(multi, Multi);
