@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The longest poll before blocking: `PROXYSTORE_SPIN_US` microseconds
-/// (default 200; 0 turns polling off). Each wait polls for less when recent
+/// (default 150; 0 turns polling off). Each wait polls for less when recent
 /// waits were shorter (see [`Gaps::window`]).
 pub(crate) fn spin_window() -> Duration {
     static WINDOW: OnceLock<Duration> = OnceLock::new();
@@ -26,7 +26,7 @@ pub(crate) fn spin_window() -> Duration {
         let us = std::env::var("PROXYSTORE_SPIN_US")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(200);
+            .unwrap_or(150);
         Duration::from_micros(us)
     })
 }
@@ -51,28 +51,32 @@ impl Gaps {
 
     /// How long to poll before blocking, at most `max`: twice the recent
     /// mean wait (so that a wait of the usual length ends while polling),
-    /// and nothing when recent waits were longer than `max` (polling would
-    /// not catch the input and only burn the core).
+    /// at least [`SHORT`], and nothing when recent waits were longer than
+    /// `max` (polling would not catch the input and only burn the core).
     pub(crate) fn window(&self, max: Duration) -> Duration {
         let mean = Duration::from_nanos(self.mean_ns.load(std::sync::atomic::Ordering::Relaxed));
         if max.is_zero() || mean > max {
             return Duration::ZERO;
         }
-        (2 * mean).clamp(Duration::from_micros(20).min(max), max)
+        (2 * mean).clamp(SHORT.min(max), max)
     }
 }
 
-/// Tasks of this process's executors not done yet. Readers of answers and
-/// waiting callers poll only while there are at most
-/// [`POLL_WHILE_WAITED_FOR`] of them: with more, answers arrive back to
-/// back, and polling would only take the cores the workers need.
+/// The shortest poll, and the only one while many tasks are waited for:
+/// long enough to catch answers that come back to back.
+const SHORT: Duration = Duration::from_micros(50);
+
+/// Tasks of this process's executors not done yet. With more than
+/// [`POLL_WHILE_WAITED_FOR`] of them, readers of answers poll only briefly
+/// ([`SHORT`]): answers come back to back, and longer polls would take the
+/// cores the workers need.
 pub(crate) static TASKS_WAITED_FOR: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
 
 /// See [`TASKS_WAITED_FOR`].
 pub(crate) const POLL_WHILE_WAITED_FOR: usize = 2;
 
-/// Whether this process waits for so many tasks that polling would not pay.
+/// Whether this process waits for so many tasks that only short polls pay.
 fn busy() -> bool {
     TASKS_WAITED_FOR.load(std::sync::atomic::Ordering::Relaxed) > POLL_WHILE_WAITED_FOR
 }
@@ -206,8 +210,10 @@ impl<R: Read + AsFd> Read for SpinReader<R> {
                     let (since, poll) = *started.get_or_insert_with(|| {
                         // Mid-body, the writer is sending and wakes the
                         // reader as it does: polling there only burns a core.
-                        let poll = if self.in_body || busy() {
+                        let poll = if self.in_body {
                             Duration::ZERO
+                        } else if busy() {
+                            SHORT.min(self.window)
                         } else {
                             self.gaps.window(self.window)
                         };
