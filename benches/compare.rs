@@ -484,6 +484,49 @@ fn bursts_of(n: usize, ex: &StoreExecutor) -> Vec<f64> {
         .collect()
 }
 
+/// The byte payloads of `sizes`.
+fn byte_payloads(sizes: &[usize]) -> Vec<Vec<u8>> {
+    sizes
+        .iter()
+        .map(|&s| (0..s).map(|i| (i * 131 % 251) as u8).collect())
+        .collect()
+}
+
+/// The `Vec<f64>` payloads of `sizes` (in bytes).
+fn float_payloads(sizes: &[usize]) -> Vec<Vec<f64>> {
+    sizes
+        .iter()
+        .map(|&s| (0..s / 8).map(|i| i as f64 * 0.5).collect())
+        .collect()
+}
+
+/// Runs `touch` on `arg` and checks the length it saw.
+fn touch_checked(ex: &StoreExecutor, size: usize, arg: Vec<u8>) {
+    assert_eq!(
+        *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
+        size as u64
+    );
+}
+
+/// Runs `echo` on `arg` and checks the result's length and whether it came
+/// back through the store.
+fn echo_checked(ex: &StoreExecutor, size: usize, arg: Vec<u8>, proxied: bool) {
+    let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
+    assert_eq!(r.is_proxy(), proxied);
+    assert_eq!(r.len(), size);
+}
+
+/// Sequential ProxyAlways round trips of a small value, after a warm-up.
+fn small_always(n: usize, ex: &StoreExecutor) -> Vec<f64> {
+    for i in 0..50 {
+        ex.submit(noop::task(i)).unwrap().result().unwrap();
+    }
+    latencies(n, ex, noop::task, |i, r| {
+        assert!(r.is_proxy());
+        assert_eq!(*value(&r), i);
+    })
+}
+
 /// The no-op rows (a.): latency and burst throughput, nothing proxied.
 /// `suffix` names the spinning setting when it is not the default.
 fn noop_rows(o: &Options, t: &mut Table, suffix: &str) {
@@ -492,15 +535,8 @@ fn noop_rows(o: &Options, t: &mut Table, suffix: &str) {
         ex.submit(noop::task(i)).unwrap().result().unwrap();
     }
     let name = format!("a. no-op latency (ProxyNever){suffix}");
-    let lat: Vec<f64> = with_cpu(t, &name, o.n_noop, || {
-        (0..o.n_noop as i64)
-            .map(|i| {
-                let t0 = Instant::now();
-                let r = ex.submit(noop::task(i)).unwrap().result().unwrap();
-                assert_eq!(*r, i);
-                us(t0.elapsed())
-            })
-            .collect()
+    let lat = with_cpu(t, &name, o.n_noop, || {
+        latencies(o.n_noop, &ex, noop::task, |i, r| assert_eq!(*r, i))
     });
     t.rust(&name, "us", &lat);
     let name = format!("a. no-op burst of {}{suffix}", o.n_noop);
@@ -586,31 +622,15 @@ fn rust_round(o: &Options, t: &mut Table) {
         } else {
             "b. small value, ProxyAlways round trip"
         };
-        let lat: Vec<f64> = with_cpu(t, name, n, || {
-            (0..n as i64)
-                .map(|i| {
-                    let t0 = Instant::now();
-                    let r = ex.submit(noop::task(i)).unwrap().result().unwrap();
-                    assert!(r.is_proxy());
-                    assert_eq!(*value(&r), i);
-                    drop(r);
-                    us(t0.elapsed())
-                })
-                .collect()
-        });
+        // The 50 warm-up tasks count in the CPU time too.
+        let lat = with_cpu(t, name, n + 50, || small_always(n, &ex));
         t.rust(name, "us", &lat);
         assert_eq!(leftovers(&dir), 0);
         drop(ex);
     }
 
-    let bytes: Vec<Vec<u8>> = SIZES
-        .iter()
-        .map(|&s| (0..s).map(|i| (i * 131 % 251) as u8).collect())
-        .collect();
-    let floats: Vec<Vec<f64>> = SIZES
-        .iter()
-        .map(|&s| (0..s / 8).map(|i| i as f64 * 0.5).collect())
-        .collect();
+    let bytes = byte_payloads(&SIZES);
+    let floats = float_payloads(&SIZES);
 
     // c. bytes proxied: touch (returns the length) and echo (proxied back).
     let (ex, dir) = store_executor(o, "c", ShouldProxy::types::<(Vec<u8>,)>());
@@ -619,24 +639,14 @@ fn rust_round(o: &Options, t: &mut Table) {
         t,
         "c. bytes touch",
         |i| bytes[i].clone(),
-        |size, arg| {
-            assert_eq!(
-                *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
-                size as u64
-            );
-        },
+        |size, arg| touch_checked(&ex, size, arg),
     );
-    let echo_run = |ex: &StoreExecutor, size: usize, arg: Vec<u8>| {
-        let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-        assert!(r.is_proxy());
-        assert_eq!(r.len(), size);
-    };
     sweep(
         o,
         t,
         "c. bytes echo",
         |i| bytes[i].clone(),
-        |size, arg| echo_run(&ex, size, arg),
+        |size, arg| echo_checked(&ex, size, arg, true),
     );
     assert_eq!(leftovers(&dir), 0);
     drop(ex);
@@ -647,7 +657,7 @@ fn rust_round(o: &Options, t: &mut Table) {
             t,
             "c. bytes echo (shm)",
             |i| bytes[i].clone(),
-            |size, arg| echo_run(&ex, size, arg),
+            |size, arg| echo_checked(&ex, size, arg, true),
         );
         assert_eq!(leftovers(&dir), 0);
         drop(ex);
@@ -676,23 +686,14 @@ fn rust_round(o: &Options, t: &mut Table) {
         t,
         "e. by value: bytes touch",
         |i| bytes[i].clone(),
-        |size, arg| {
-            assert_eq!(
-                *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
-                size as u64
-            );
-        },
+        |size, arg| touch_checked(&ex, size, arg),
     );
     sweep(
         o,
         t,
         "e. by value: bytes echo",
         |i| bytes[i].clone(),
-        |size, arg| {
-            let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-            assert!(!r.is_proxy());
-            assert_eq!(r.len(), size);
-        },
+        |size, arg| echo_checked(&ex, size, arg, false),
     );
     sweep(
         o,
@@ -1313,34 +1314,17 @@ fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
     drop(ex);
 
     // Small value proxied both ways through Redis.
-    let small_always = |ex: &StoreExecutor| {
-        for i in 0..50 {
-            ex.submit(noop::task(i)).unwrap().result().unwrap();
-        }
-        latencies(n, ex, noop::task, |i, r| {
-            assert!(r.is_proxy());
-            assert_eq!(*value(&r), i);
-        })
-    };
     let (ex, namespace) = rig.cluster("rb", ShouldProxy::Always);
     t.rust(
         "r. cluster: small value, ProxyAlways round trip",
         "us",
-        &small_always(&ex),
+        &small_always(n, &ex),
     );
     rig.check_leftovers("cluster ProxyAlways", &namespace);
     drop(ex);
 
     let sizes = redis_sizes(o);
-    let bytes: Vec<Vec<u8>> = sizes
-        .iter()
-        .map(|&s| (0..s).map(|i| (i * 131 % 251) as u8).collect())
-        .collect();
-    let echo_bytes = |ex: &StoreExecutor, size: usize, arg: Vec<u8>| {
-        let r = ex.submit(echo::task(arg)).unwrap().result().unwrap();
-        assert!(r.is_proxy());
-        assert_eq!(r.len(), size);
-    };
+    let bytes = byte_payloads(sizes);
 
     // Bytes proxied to a worker on the cluster and back.
     let (ex, namespace) = rig.cluster("rc", ShouldProxy::types::<(Vec<u8>,)>());
@@ -1350,7 +1334,7 @@ fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
         sizes,
         "r. cluster: bytes echo",
         |i| bytes[i].clone(),
-        |size, arg| echo_bytes(&ex, size, arg),
+        |size, arg| echo_checked(&ex, size, arg, true),
     );
     rig.check_leftovers("cluster bytes echo", &namespace);
     drop(ex);
@@ -1360,7 +1344,7 @@ fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
     t.rust(
         "r. pool+redis: small value, ProxyAlways round trip",
         "us",
-        &small_always(&ex),
+        &small_always(n, &ex),
     );
     rig.check_leftovers("pool ProxyAlways", &namespace);
     drop(ex);
@@ -1371,12 +1355,7 @@ fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
         sizes,
         "r. pool+redis: bytes touch",
         |i| bytes[i].clone(),
-        |size, arg| {
-            assert_eq!(
-                *ex.submit(touch::task(arg)).unwrap().result().unwrap(),
-                size as u64
-            );
-        },
+        |size, arg| touch_checked(&ex, size, arg),
     );
     sweep_sizes(
         o,
@@ -1384,15 +1363,12 @@ fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
         sizes,
         "r. pool+redis: bytes echo",
         |i| bytes[i].clone(),
-        |size, arg| echo_bytes(&ex, size, arg),
+        |size, arg| echo_checked(&ex, size, arg, true),
     );
     rig.check_leftovers("pool bytes", &namespace);
     drop(ex);
     drop(bytes);
-    let floats: Vec<Vec<f64>> = sizes
-        .iter()
-        .map(|&s| (0..s / 8).map(|i| i as f64 * 0.5).collect())
-        .collect();
+    let floats = float_payloads(sizes);
     let sums: Vec<f64> = floats.iter().map(|f| f.iter().sum()).collect();
     let (ex, namespace) = rig.pool("rr", ShouldProxy::types::<(Vec<f64>,)>());
     sweep_sizes(

@@ -89,7 +89,8 @@ impl Shared {
 
     /// Polls for completion for a short while (see [`crate::spin`]) so that a
     /// result arriving soon is taken without sleeping. Returns when the wait
-    /// started, for [`record_wait`](Shared::record_wait).
+    /// started: the caller records the whole wait in
+    /// [`RESULT_GAPS`](crate::spin::RESULT_GAPS).
     pub(crate) fn spin_until_done(&self) -> std::time::Instant {
         let started = std::time::Instant::now();
         if self.finished.load(Ordering::Acquire)
@@ -102,13 +103,6 @@ impl Shared {
             std::thread::yield_now();
         }
         started
-    }
-
-    /// Records how long a caller waited for this result (from
-    /// [`spin_until_done`](Shared::spin_until_done)): how long later
-    /// waits poll.
-    pub(crate) fn record_wait(&self, started: std::time::Instant) {
-        crate::spin::RESULT_GAPS.record(started.elapsed());
     }
 
     pub(crate) fn wait_done<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {

@@ -81,7 +81,7 @@ impl<R: Storable> TaskFuture<R> {
             let mut state = self.shared.wait_done(state);
             state.output.take()
         };
-        self.shared.record_wait(started);
+        crate::spin::RESULT_GAPS.record(started.elapsed());
         self.decode(output)
     }
 

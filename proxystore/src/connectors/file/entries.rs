@@ -15,7 +15,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -160,6 +160,58 @@ pub(in crate::connectors) fn create_temporary(
     Err(io::Error::other(
         "temporary files kept disappearing while being created",
     ))
+}
+
+/// Writes the object `key` at `target` atomically: its `parts` go into a
+/// fresh temporary file in `dir` (locked while it is written, see
+/// [`create_temporary`]), which is then renamed into place; on failure the
+/// temporary file is removed.
+pub(in crate::connectors) fn write_object(
+    dir: &Path,
+    key: &Key,
+    target: &Path,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    let (path, file) = create_temporary(dir, key)?;
+    // The lock lasts until `file` is dropped, after the rename.
+    let written = write_parts(&file, parts).and_then(|()| fs::rename(&path, target));
+    if written.is_err() {
+        let _ = fs::remove_file(&path);
+    }
+    written
+}
+
+/// Writes all of `parts` to `file` with as few `writev` calls as the
+/// kernel allows: large parts go from the caller's memory to the file in
+/// one copy, small ones (headers) ride along in the same call.
+fn write_parts(mut file: &File, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a whole object opened by [`open_regular`], `len` bytes long.
+///
+/// The length only sizes the buffer if it can be had; a file that grew or
+/// shrank since (it cannot: objects are replaced, never rewritten) would
+/// still be read whole.
+pub(in crate::connectors) fn read_whole(mut file: File, len: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let _ = bytes.try_reserve_exact(usize::try_from(len).unwrap_or(0));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Whether a temporary file is still being written.

@@ -27,7 +27,7 @@ pub(super) mod entries;
 mod marker;
 
 use std::fs;
-use std::io::{self, BufWriter, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -360,40 +360,15 @@ impl Connector for FileConnector {
             let e = io::Error::new(io::ErrorKind::NotFound, "the store's directory is gone");
             return Err(self.err("writing", key, e));
         }
-        let mut tmp = None;
-        let mut write = || -> io::Result<()> {
-            // The lock on the temporary file lasts until `file` is dropped,
-            // after the rename.
-            let (path, file) = entries::create_temporary(&self.dir, key)?;
-            let path = tmp.insert(path);
-            // Small parts (headers) are gathered; large ones go straight
-            // from the caller's memory to the file.
-            let mut out = BufWriter::with_capacity(64 * 1024, &file);
-            for part in parts {
-                out.write_all(part)?;
-            }
-            out.into_inner().map_err(|e| e.into_error())?;
-            fs::rename(&*path, self.path(key))
-        };
-        write().map_err(|e| {
-            if let Some(tmp) = &tmp {
-                let _ = fs::remove_file(tmp);
-            }
-            self.err("writing", key, e)
-        })
+        entries::write_object(&self.dir, key, &self.path(key), parts)
+            .map_err(|e| self.err("writing", key, e))
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        let Some((mut file, len)) = self.open_object(key)? else {
+        let Some((file, len)) = self.open_object(key)? else {
             return Ok(None);
         };
-        // The length only sizes the buffer if it can be had; a file that
-        // grew or shrank since (it cannot: objects are replaced, never
-        // rewritten) would still be read whole.
-        let mut bytes = Vec::new();
-        let _ = bytes.try_reserve_exact(usize::try_from(len).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(|e| self.err("reading", key, e))?;
+        let bytes = entries::read_whole(file, len).map_err(|e| self.err("reading", key, e))?;
         tracing::debug!(%key, size = bytes.len(), "file: get");
         Ok(Some(bytes))
     }

@@ -23,7 +23,7 @@ mod guardian;
 mod mapping;
 
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, IoSlice, Read, Write};
+use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -320,27 +320,6 @@ impl SharedMemoryConnector {
     }
 }
 
-/// Writes all of `parts` to `file` with as few `writev` calls as the
-/// kernel allows: large parts go from the caller's memory to the shared
-/// pages in one copy, small ones (headers) ride along in the same call.
-fn write_parts(mut file: &File, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 impl Connector for SharedMemoryConnector {
     fn config(&self) -> ConnectorConfig {
         let options = Options {
@@ -357,30 +336,16 @@ impl Connector for SharedMemoryConnector {
             let e = io::Error::new(io::ErrorKind::NotFound, "the store was closed");
             return Err(self.err("writing", key, e));
         }
-        let mut tmp = None;
-        let mut write = || -> io::Result<()> {
-            let (path, file) = entries::create_temporary(&self.dir, key)?;
-            let path = tmp.insert(path);
-            write_parts(&file, parts)?;
-            fs::rename(&*path, self.path(key))
-        };
-        write().map_err(|e| {
-            if let Some(tmp) = &tmp {
-                let _ = fs::remove_file(tmp);
-            }
-            self.err("writing", key, e)
-        })
+        entries::write_object(&self.dir, key, &self.path(key), parts)
+            .map_err(|e| self.err("writing", key, e))
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        let Some((mut file, len)) = self.open_object(key)? else {
+        let Some((file, len)) = self.open_object(key)? else {
             return Ok(None);
         };
         // One copy, from the shared pages into the new buffer.
-        let mut bytes = Vec::new();
-        let _ = bytes.try_reserve_exact(usize::try_from(len).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(|e| self.err("reading", key, e))?;
+        let bytes = entries::read_whole(file, len).map_err(|e| self.err("reading", key, e))?;
         tracing::debug!(%key, size = bytes.len(), "shm: get");
         Ok(Some(bytes))
     }
