@@ -144,6 +144,11 @@ impl Inbox {
     }
 
     fn next(&self) -> Option<(u64, Body)> {
+        if self.queued.load(Ordering::Acquire) > 0 {
+            // No wait, and no clock read: jobs queued back to back.
+            self.gaps.record(std::time::Duration::ZERO);
+            return self.take();
+        }
         let window = self.gaps.window(crate::spin::spin_window());
         let started = std::time::Instant::now();
         while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
@@ -175,7 +180,7 @@ type Output = Mutex<BufWriter<File>>;
 
 fn send(output: &Output, kind: Kind, id: u64, body: &[u8]) -> io::Result<()> {
     let head = protocol::head(kind, id, body.len(), &[]);
-    send_parts(output, Outgoing::new(vec![&head, body]))
+    send_parts(output, Outgoing::new(smallvec::smallvec![&head[..], body]))
 }
 
 /// Sends a result: its frame, and its section written from where it is.
@@ -186,7 +191,7 @@ fn send_result(output: &Output, id: u64, result: &crate::task::TaskOutput) -> io
         .map(|s| (s.format(), s.bytes().len()))
         .collect();
     let head = protocol::head(Kind::Done, id, result.frame.len(), &sections);
-    let mut parts = vec![&head[..], &result.frame[..]];
+    let mut parts: protocol::Parts<'_> = smallvec::smallvec![&head[..], &result.frame[..]];
     parts.extend(result.section.iter().map(|s| s.bytes()));
     send_parts(output, Outgoing::new(parts))
 }

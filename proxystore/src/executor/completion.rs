@@ -89,20 +89,25 @@ impl Shared {
 
     /// Polls for completion for a short while (see [`crate::spin`]) so that a
     /// result arriving soon is taken without sleeping. Returns when the wait
-    /// started: the caller records the whole wait in
-    /// [`RESULT_GAPS`](crate::spin::RESULT_GAPS).
-    pub(crate) fn spin_until_done(&self) -> std::time::Instant {
-        let started = std::time::Instant::now();
-        if self.finished.load(Ordering::Acquire)
-            || self.outstanding.load(Ordering::Relaxed) > POLL_WHILE_OUTSTANDING
-        {
-            return started;
+    /// started, if it is one to record in
+    /// [`RESULT_GAPS`](crate::spin::RESULT_GAPS) (a single wait, not one of
+    /// a burst's): the caller records the whole wait there.
+    pub(crate) fn spin_until_done(&self) -> Option<std::time::Instant> {
+        // No clock read for a result already there, or one of many being
+        // waited for: bursts take their results back to back.
+        if self.finished.load(Ordering::Acquire) {
+            crate::spin::RESULT_GAPS.record(std::time::Duration::ZERO);
+            return None;
         }
+        if self.outstanding.load(Ordering::Relaxed) > POLL_WHILE_OUTSTANDING {
+            return None;
+        }
+        let started = std::time::Instant::now();
         let window = crate::spin::RESULT_GAPS.window(crate::spin::spin_window());
         while !self.finished.load(Ordering::Acquire) && started.elapsed() < window {
             std::thread::yield_now();
         }
-        started
+        Some(started)
     }
 
     pub(crate) fn wait_done<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {

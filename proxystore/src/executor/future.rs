@@ -81,7 +81,9 @@ impl<R: Storable> TaskFuture<R> {
             let mut state = self.shared.wait_done(state);
             state.output.take()
         };
-        crate::spin::RESULT_GAPS.record(started.elapsed());
+        if let Some(started) = started {
+            crate::spin::RESULT_GAPS.record(started.elapsed());
+        }
         self.decode(output)
     }
 

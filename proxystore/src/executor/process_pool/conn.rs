@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::protocol::{head, Kind, Outgoing};
+use super::protocol::{head, head_len, Head, Kind, Outgoing, Parts};
 use crate::task::Job;
 
 /// A message waiting in the outbox.
@@ -26,20 +26,20 @@ enum Message {
         head: Vec<u8>,
         job: Arc<Job>,
     },
-    Revoke(Vec<u8>),
+    Revoke(Head),
 }
 
 impl Message {
     fn outgoing(&self) -> Outgoing<'_> {
         match self {
             Message::Job { head, job, .. } => {
-                let mut parts = Vec::with_capacity(2 + job.sections.len());
+                let mut parts = Parts::with_capacity(2 + job.sections.len());
                 parts.push(&head[..]);
                 parts.push(&job.payload[..]);
                 parts.extend(job.sections.iter().map(|s| s.bytes()));
                 Outgoing::new(parts)
             }
-            Message::Revoke(head) => Outgoing::new(vec![head]),
+            Message::Revoke(head) => Outgoing::new(smallvec::smallvec![&head[..]]),
         }
     }
 
@@ -96,16 +96,29 @@ impl Conn {
 
     /// Queues a job (to be written by [`flush`](Conn::flush)).
     pub(super) fn push_job(&self, id: u64, job: Arc<Job>) {
-        let mut prefix = Vec::with_capacity(64 + job.context.len());
-        job.write_prefix(&mut prefix, job.payload.len());
         let sections: Vec<(u8, usize)> = job
             .sections
             .iter()
             .map(|s| (s.format(), s.bytes().len()))
             .collect();
-        let mut head = head(Kind::Job, id, prefix.len() + job.payload.len(), &sections);
-        head.extend_from_slice(&prefix);
-        self.push(Message::Job { id, head, job });
+        // One buffer: the message's head (filled in once the prefix's
+        // length is known), then the job's prefix.
+        let head_len = head_len(Kind::Job, sections.len());
+        let mut bytes = Vec::with_capacity(head_len + 64 + job.name.len() + job.context.len());
+        bytes.resize(head_len, 0);
+        job.write_prefix(&mut bytes, job.payload.len());
+        let prefix = bytes.len() - head_len;
+        bytes[..head_len].copy_from_slice(&head(
+            Kind::Job,
+            id,
+            prefix + job.payload.len(),
+            &sections,
+        ));
+        self.push(Message::Job {
+            id,
+            head: bytes,
+            job,
+        });
     }
 
     /// Queues a revocation.
@@ -211,7 +224,9 @@ fn write_ready(outbox: &mut Outbox) -> Progress {
         };
         let message = front.outgoing();
         let total = message.len();
-        match pipe.write_vectored(&message.slices(outbox.offset)) {
+        let written = pipe.write_vectored(&message.slices(outbox.offset));
+        drop(message);
+        match written {
             Ok(n) => {
                 outbox.offset += n;
                 if outbox.offset >= total {

@@ -86,15 +86,16 @@ pub(crate) struct Body {
 /// The start of a message: its header and, for a kind with sections, their
 /// table, for a body of `inline` bytes followed by `sections` (format and
 /// length each).
-pub(crate) fn head(kind: Kind, id: u64, inline: usize, sections: &[(u8, usize)]) -> Vec<u8> {
-    let table = if kind.has_sections() {
-        2 + ENTRY * sections.len()
-    } else {
+///
+/// Kept inline (no allocation) up to one section: every answer, and every
+/// job with at most one large by-value argument.
+pub(crate) fn head(kind: Kind, id: u64, inline: usize, sections: &[(u8, usize)]) -> Head {
+    if !kind.has_sections() {
         assert!(sections.is_empty(), "a {kind:?} message has no sections");
-        0
-    };
+    }
+    let table = head_len(kind, sections.len()) - HEADER;
     let len = table + inline + sections.iter().map(|s| s.1).sum::<usize>();
-    let mut out = Vec::with_capacity(HEADER + table);
+    let mut out = Head::new();
     out.extend_from_slice(&Header::new(kind, id, len).to_bytes());
     if kind.has_sections() {
         let count = u16::try_from(sections.len()).expect("at most 65535 sections");
@@ -105,6 +106,19 @@ pub(crate) fn head(kind: Kind, id: u64, inline: usize, sections: &[(u8, usize)])
         }
     }
     out
+}
+
+/// A message's [`head`]: its header and section table.
+pub(crate) type Head = smallvec::SmallVec<[u8; HEADER + 2 + ENTRY]>;
+
+/// The length of the [`head`] of a message of `kind` with `sections`
+/// sections.
+pub(crate) fn head_len(kind: Kind, sections: usize) -> usize {
+    if kind.has_sections() {
+        HEADER + 2 + ENTRY * sections
+    } else {
+        HEADER
+    }
 }
 
 /// A message header.
@@ -334,14 +348,18 @@ pub(crate) fn parse_messages(mut bytes: &[u8]) -> Result<usize, String> {
 
 /// A message to write, in parts (its [`head`] first).
 pub(crate) struct Outgoing<'a> {
-    parts: Vec<&'a [u8]>,
+    parts: Parts<'a>,
 }
+
+/// A message's parts: kept inline up to four (a head, a job's prefix and
+/// payload, one section), the common case.
+pub(crate) type Parts<'a> = smallvec::SmallVec<[&'a [u8]; 4]>;
 
 /// At most this many slices go to one vectored write (the system's limit).
 const MAX_SLICES: usize = 1024;
 
 impl<'a> Outgoing<'a> {
-    pub(crate) fn new(parts: Vec<&'a [u8]>) -> Self {
+    pub(crate) fn new(parts: Parts<'a>) -> Self {
         Outgoing { parts }
     }
 
@@ -350,8 +368,12 @@ impl<'a> Outgoing<'a> {
     }
 
     /// The bytes from `offset` on, as slices for a vectored write.
-    pub(crate) fn slices(&self, offset: usize) -> Vec<IoSlice<'_>> {
-        let mut out = Vec::with_capacity(self.parts.len().min(MAX_SLICES));
+    pub(crate) fn slices(&self, offset: usize) -> smallvec::SmallVec<[IoSlice<'_>; 4]> {
+        if offset == 0 && self.parts.len() <= MAX_SLICES {
+            // The usual case: a whole message.
+            return self.parts.iter().map(|p| IoSlice::new(p)).collect();
+        }
+        let mut out = smallvec::SmallVec::with_capacity(self.parts.len().min(MAX_SLICES));
         let mut skip = offset;
         for part in &self.parts {
             if skip >= part.len() {
@@ -387,7 +409,7 @@ mod tests {
     use super::*;
 
     fn message(kind: Kind, id: u64, body: &[u8]) -> Vec<u8> {
-        let mut out = head(kind, id, body.len(), &[]);
+        let mut out = head(kind, id, body.len(), &[]).to_vec();
         out.extend_from_slice(body);
         out
     }
@@ -453,7 +475,12 @@ mod tests {
         let mut wire = Vec::new();
         write_all(
             &mut wire,
-            &Outgoing::new(vec![&head, b"frame", raw, b"xyz"]),
+            &Outgoing::new(smallvec::smallvec![
+                &head[..],
+                &b"frame"[..],
+                raw,
+                &b"xyz"[..]
+            ]),
         )
         .unwrap();
         let mut body = Body::default();
@@ -490,7 +517,7 @@ mod tests {
     #[test]
     fn slices_resume_at_any_offset() {
         let head = head(Kind::Job, 3, 5, &[]);
-        let out = Outgoing::new(vec![&head, b"ab", b"cde"]);
+        let out = Outgoing::new(smallvec::smallvec![&head[..], &b"ab"[..], &b"cde"[..]]);
         let whole: Vec<u8> = out.slices(0).iter().flat_map(|s| s.to_vec()).collect();
         assert_eq!(whole.len(), out.len());
         for offset in 0..=out.len() {
