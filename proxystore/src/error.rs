@@ -222,6 +222,19 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A task given another task's result (a
+    /// [`TaskFuture`](crate::executor::TaskFuture)) was not run because that
+    /// task failed or was cancelled.
+    #[error("task `{task}` did not run: its input from task `{upstream}` failed: {message}")]
+    UpstreamFailed {
+        /// The task that was not run.
+        task: String,
+        /// The task whose result it needed.
+        upstream: String,
+        /// Why that task failed (or that it was cancelled).
+        message: String,
+    },
+
     /// The executor was shut down.
     #[error("executor is shut down; `{task}` was not run")]
     ShutDown {

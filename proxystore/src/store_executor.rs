@@ -22,8 +22,9 @@
 //! }   // dropping the result evicts it; dropping the executor closes the store
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::connectors::Reach;
 use crate::error::{Error, Result};
@@ -31,7 +32,9 @@ use crate::executor::{Completion, Executor, Shared, TaskFuture};
 use crate::key::Key;
 use crate::policy::ShouldProxy;
 use crate::store::Store;
-use crate::task::{discard_output, ExecContext, Job, Task, TaskOutput, TaskValue};
+use crate::task::{
+    discard_output, input_frame, ExecContext, Job, Prepared, Task, TaskOutput, TaskValue,
+};
 use crate::Storable;
 
 /// Wraps an [`Executor`] so that task arguments and results go through a
@@ -53,7 +56,7 @@ use crate::Storable;
 ///   (which shuts it down, waiting for running tasks) close the store with
 ///   `close_store` (the default), as ProxyStore's executor does.
 pub struct StoreExecutor {
-    executor: Box<dyn Executor>,
+    executor: Arc<dyn Executor>,
     executor_name: &'static str,
     store: Store,
     policy: ShouldProxy,
@@ -63,6 +66,8 @@ pub struct StoreExecutor {
     shut_down: AtomicBool,
     store_closed: AtomicBool,
     outstanding: Arc<AtomicUsize>,
+    /// Tasks waiting for other tasks' results before they are submitted.
+    held: Arc<HeldTasks>,
 }
 
 impl StoreExecutor {
@@ -72,7 +77,7 @@ impl StoreExecutor {
         let path = full.split('<').next().unwrap_or(full);
         let executor_name = path.rsplit("::").next().unwrap_or(path);
         let mut this = StoreExecutor {
-            executor: Box::new(executor),
+            executor: Arc::new(executor),
             executor_name,
             store,
             policy: ShouldProxy::Never,
@@ -82,6 +87,7 @@ impl StoreExecutor {
             shut_down: AtomicBool::new(false),
             store_closed: AtomicBool::new(false),
             outstanding: Arc::default(),
+            held: Arc::default(),
         };
         this.encode_context();
         this
@@ -155,11 +161,30 @@ impl StoreExecutor {
                 return Err(e);
             }
         };
+        let Prepared {
+            name,
+            run,
+            payload,
+            sections,
+            result_listed,
+            owned,
+            upstreams,
+            after,
+        } = prepared;
+        // The upstream tasks, in argument order.
+        let inputs: Vec<Arc<Shared>> = upstreams
+            .iter()
+            .map(|u| u.dependency.shared.clone())
+            .collect();
+        let held_id = self.held.next.fetch_add(1, Ordering::Relaxed);
         let created_keys = created.clone();
         let cleanup = {
             let store = self.store.clone();
-            let proxied_result = prepared.result_listed || !self.policy.is_never();
-            (!created.is_empty() || proxied_result).then(|| {
+            let proxied_result = result_listed || !self.policy.is_never();
+            let held = (!inputs.is_empty()).then(|| self.held.clone());
+            let needed =
+                !created.is_empty() || proxied_result || !owned.is_empty() || !upstreams.is_empty();
+            needed.then(|| {
                 Box::new(move |output: &Result<TaskOutput>| {
                     evict_all(&store, &created);
                     // A worker may have stored the result before failing or
@@ -167,26 +192,61 @@ impl StoreExecutor {
                     if output.is_err() && proxied_result {
                         evict_all(&store, &[result_key]);
                     }
+                    // Owned inputs are evicted, and upstream results the
+                    // task held are let go (discarded if nobody else wants
+                    // them).
+                    drop(owned);
+                    drop(upstreams);
+                    if let Some(held) = held {
+                        held.remove(held_id);
+                    }
                 }) as Box<dyn FnOnce(&Result<TaskOutput>) + Send>
             })
         };
         let shared = Shared::new(
-            prepared.name,
+            name,
             cleanup,
             Some(discard_output),
             self.outstanding.clone(),
         );
         let job = Job {
-            name: prepared.name.into(),
-            run: Some(prepared.run),
+            name: name.into(),
+            run: Some(run),
             context: self.context.clone(),
             result_key,
-            payload: prepared.payload,
-            sections: prepared.sections,
+            payload,
+            sections,
             created: created_keys,
         };
-        tracing::debug!(task = prepared.name, "submit");
-        self.executor.submit(job, Completion::new(shared.clone()));
+        if inputs.is_empty() {
+            tracing::debug!(task = name, "submit");
+            self.executor.submit(job, Completion::new(shared.clone()));
+            return Ok(TaskFuture::new(shared));
+        }
+        tracing::debug!(
+            task = name,
+            upstreams = inputs.len(),
+            "submit, held for its inputs"
+        );
+        let held = Arc::new(HeldJob {
+            id: held_id,
+            executor: self.executor.clone(),
+            shared: shared.clone(),
+            tasks: self.held.clone(),
+            state: Mutex::new(HeldState {
+                job: Some(job),
+                remaining: inputs.len(),
+                frames: vec![Vec::new(); inputs.len()],
+                after,
+                failure: None,
+            }),
+        });
+        self.held.insert(held_id, shared.clone());
+        for (index, upstream) in inputs.iter().enumerate() {
+            let held = held.clone();
+            let name = upstream.name.to_string();
+            upstream.on_output(Box::new(move |output| held.fill(index, &name, output)));
+        }
         Ok(TaskFuture::new(shared))
     }
 
@@ -225,12 +285,147 @@ impl StoreExecutor {
     /// do not close it again. A failure to close is logged.
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.shut_down.store(true, Ordering::Release);
+        if cancel_futures {
+            // Tasks still waiting for their inputs have not started.
+            for task in self.held.pending() {
+                task.cancel();
+            }
+        } else if wait {
+            // Their inputs are being computed by this executor: let them
+            // be submitted before it stops taking jobs.
+            self.held.wait_until_empty();
+        }
         self.executor.shutdown(wait, cancel_futures);
         if self.close_store && !self.store_closed.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.store.close() {
                 tracing::warn!(store = %self.store.name(), error = %e, "closing the store failed");
             }
         }
+    }
+}
+
+/// Tasks waiting for other tasks' results, by submission.
+#[derive(Default)]
+struct HeldTasks {
+    next: AtomicU64,
+    tasks: Mutex<HashMap<u64, Arc<Shared>>>,
+    emptied: Condvar,
+}
+
+impl HeldTasks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Shared>>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, id: u64, task: Arc<Shared>) {
+        self.lock().insert(id, task);
+    }
+
+    /// The task was submitted, or ended (cancelled) before.
+    fn remove(&self, id: u64) {
+        let mut tasks = self.lock();
+        if tasks.remove(&id).is_some() && tasks.is_empty() {
+            self.emptied.notify_all();
+        }
+    }
+
+    fn pending(&self) -> Vec<Arc<Shared>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn wait_until_empty(&self) {
+        let tasks = self.lock();
+        drop(
+            self.emptied
+                .wait_while(tasks, |t| !t.is_empty())
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+    }
+}
+
+/// A task submitted with other tasks' futures as arguments, held until
+/// their results are in.
+struct HeldJob {
+    id: u64,
+    executor: Arc<dyn Executor>,
+    shared: Arc<Shared>,
+    tasks: Arc<HeldTasks>,
+    state: Mutex<HeldState>,
+}
+
+struct HeldState {
+    job: Option<Job>,
+    remaining: usize,
+    /// Each upstream result as an argument frame.
+    frames: Vec<Vec<u8>>,
+    /// The job's frames after each upstream's.
+    after: Vec<Vec<u8>>,
+    /// The first upstream that failed, and why.
+    failure: Option<(String, String)>,
+}
+
+impl HeldJob {
+    /// Takes upstream `index`'s output (called as it is set, under that
+    /// task's lock); once every input is in, returns the submission, to
+    /// run after the lock is released.
+    fn fill(
+        self: Arc<Self>,
+        index: usize,
+        upstream: &str,
+        output: &Result<TaskOutput>,
+    ) -> Option<Box<dyn FnOnce() + Send>> {
+        let frame = match output {
+            Ok(output) => input_frame(output),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match frame {
+            Ok(frame) => state.frames[index] = frame,
+            Err(message) => {
+                if state.failure.is_none() {
+                    state.failure = Some((upstream.to_string(), message));
+                }
+            }
+        }
+        state.remaining -= 1;
+        if state.remaining > 0 {
+            return None;
+        }
+        let job = state.job.take()?;
+        let frames = std::mem::take(&mut state.frames);
+        let after = std::mem::take(&mut state.after);
+        let failure = state.failure.take();
+        drop(state);
+        Some(Box::new(move || self.dispatch(job, frames, after, failure)))
+    }
+
+    fn dispatch(
+        &self,
+        mut job: Job,
+        frames: Vec<Vec<u8>>,
+        after: Vec<Vec<u8>>,
+        failure: Option<(String, String)>,
+    ) {
+        let completion = Completion::new(self.shared.clone());
+        if self.shared.is_done() {
+            // Cancelled while it waited: its inputs are evicted already.
+            completion.cancel();
+        } else if let Some((upstream, message)) = failure {
+            completion.fail(Error::UpstreamFailed {
+                task: job.name.to_string(),
+                upstream,
+                message,
+            });
+        } else {
+            let extra: usize = frames.iter().chain(&after).map(Vec::len).sum();
+            job.payload.reserve_exact(extra);
+            for (frame, rest) in frames.iter().zip(&after) {
+                job.payload.extend_from_slice(frame);
+                job.payload.extend_from_slice(rest);
+            }
+            self.executor.submit(job, completion);
+        }
+        self.tasks.remove(self.id);
     }
 }
 

@@ -10,6 +10,10 @@ use crate::task::{TaskFailure, TaskOutput};
 type Callback = Box<dyn FnOnce(Result<(), &Error>) + Send>;
 type Cleanup = Box<dyn FnOnce(&Result<TaskOutput, Error>) + Send>;
 type Revoker = Arc<dyn Fn() + Send + Sync>;
+/// Sees a task's output the moment it is set, before anyone can take it;
+/// returns what to do once the task's lock is released.
+pub(crate) type OutputHook =
+    Box<dyn FnOnce(&Result<TaskOutput, Error>) -> Option<Box<dyn FnOnce() + Send>> + Send>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -32,6 +36,18 @@ pub(crate) struct State {
     /// Set by executors that hand jobs on before they start (see
     /// [`Completion::on_cancel`]).
     revoker: Option<Revoker>,
+    /// Tasks that take this one's result as an input (see [`Dependency`]):
+    /// while any holds it, an abandoned result is kept.
+    dependents: usize,
+    /// Run with the output as it is set (see [`Shared::on_output`]).
+    hooks: Vec<OutputHook>,
+}
+
+impl State {
+    /// Whether tasks that take this result as an input still hold it.
+    pub(crate) fn dependents_hold(&self) -> bool {
+        self.dependents > 0
+    }
 }
 
 pub(crate) struct Shared {
@@ -75,12 +91,19 @@ impl Shared {
                 abandoned: false,
                 finishing: false,
                 revoker: None,
+                dependents: 0,
+                hooks: Vec::new(),
             }),
             done: Condvar::new(),
             finished: std::sync::atomic::AtomicBool::new(false),
             dispatched: std::sync::atomic::AtomicBool::new(false),
             outstanding,
         })
+    }
+
+    /// Whether the task is done (with a value, an error, or cancelled).
+    pub(crate) fn is_done(&self) -> bool {
+        self.finished.load(Ordering::Acquire) || self.lock().phase == Phase::Done
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -144,19 +167,31 @@ impl Shared {
             cleanup(&output);
         }
         let status = output.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        let (callbacks, waker) = {
+        let (callbacks, waker, deferred) = {
             let mut state = self.lock();
             state.phase = Phase::Done;
             state.cancelled = cancelled;
-            if state.abandoned {
+            // Dependents see the output before anyone can take it.
+            let deferred: Vec<_> = std::mem::take(&mut state.hooks)
+                .into_iter()
+                .filter_map(|hook| hook(&output))
+                .collect();
+            if state.abandoned && state.dependents == 0 {
                 if let (Ok(bytes), Some(discard)) = (output, state.discard) {
                     discard(bytes);
                 }
             } else {
                 state.output = Some(output);
             }
-            (std::mem::take(&mut state.callbacks), state.waker.take())
+            (
+                std::mem::take(&mut state.callbacks),
+                state.waker.take(),
+                deferred,
+            )
         };
+        for action in deferred {
+            action();
+        }
         // Done: no longer counted as outstanding (this runs once per task:
         // `finishing` was set above under the lock).
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
@@ -208,6 +243,40 @@ impl Shared {
         self.run_callbacks(vec![callback], status);
     }
 
+    /// Calls `hook` with the task's output as it is set (at once if it is
+    /// set already; with an error if the output was taken already). What
+    /// the hook returns runs after the task's lock is released.
+    pub(crate) fn on_output(&self, hook: OutputHook) {
+        let deferred = {
+            let mut state = self.lock();
+            if state.phase != Phase::Done {
+                state.hooks.push(hook);
+                return;
+            }
+            match &state.output {
+                Some(output) => hook(output),
+                None => hook(&Err(Error::Protocol(format!(
+                    "the result of task `{}` was taken before a task that depends on it was \
+                     submitted; pass the result itself (a `TaskValue`) instead of its future",
+                    self.name
+                )))),
+            }
+        };
+        if let Some(action) = deferred {
+            action();
+        }
+    }
+
+    /// Registers a task that takes this one's result as an input: the
+    /// result is kept, even if its future is dropped, until the returned
+    /// guard is.
+    pub(crate) fn depend(self: &Arc<Self>) -> Dependency {
+        self.lock().dependents += 1;
+        Dependency {
+            shared: self.clone(),
+        }
+    }
+
     /// Cancels the task if it has not started.
     pub(crate) fn cancel(&self) -> bool {
         let revoker = {
@@ -237,6 +306,31 @@ impl Shared {
             task: self.name.to_string(),
         };
         self.finish(Err(error), true)
+    }
+}
+
+/// A task's hold on another task's result, which it takes as an input (see
+/// [`Shared::depend`]). Dropped when the dependent task ends: a result whose
+/// future was dropped (or moved into the dependent task) is then discarded
+/// (an owned result evicted).
+pub(crate) struct Dependency {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Drop for Dependency {
+    fn drop(&mut self) {
+        let discard = {
+            let mut state = self.shared.lock();
+            state.dependents -= 1;
+            if state.dependents == 0 && state.abandoned {
+                state.output.take().zip(state.discard)
+            } else {
+                None
+            }
+        };
+        if let Some((Ok(output), discard)) = discard {
+            discard(output);
+        }
     }
 }
 

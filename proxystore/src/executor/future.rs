@@ -37,6 +37,11 @@ impl<R: Storable> TaskFuture<R> {
         &self.shared.name
     }
 
+    /// A hold on this task's result for a task that takes it as an input.
+    pub(crate) fn depend(&self) -> super::Dependency {
+        self.shared.depend()
+    }
+
     /// Whether the task has finished (with a value, an error, or cancelled).
     pub fn done(&self) -> bool {
         self.shared.lock().phase == Phase::Done
@@ -136,6 +141,11 @@ impl<R> Drop for TaskFuture<R> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.abandoned = true;
+        if state.dependents_hold() {
+            // Kept for the tasks that take it as an input; the last of
+            // them discards it.
+            return;
+        }
         if let (Some(Ok(bytes)), Some(discard)) = (state.output.take(), state.discard) {
             drop(state);
             discard(bytes);

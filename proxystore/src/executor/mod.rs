@@ -52,7 +52,7 @@ pub(crate) use process_pool::protocol;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use thread_pool::ThreadPool;
 
-pub(crate) use completion::Shared;
+pub(crate) use completion::{Dependency, Shared};
 
 use crate::connectors::Reach;
 use crate::task::Job;

@@ -27,6 +27,7 @@ pub struct Job {
     /// The inputs the submission put in the store (the caller evicts them
     /// when the task ends; a multi-host executor passes them on, so that
     /// a worker that finds the caller gone can evict them instead).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) created: Vec<Key>,
 }
 

@@ -63,25 +63,108 @@ pub(crate) use value::discard_output;
 #[cfg(feature = "cluster")]
 pub(crate) use value::evict_output;
 pub use value::TaskValue;
+pub(crate) use wire::input_frame;
 #[cfg(feature = "cluster")]
 pub(crate) use wire::with_result_guard;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
 use wire::{place, push_frame, read_frame, OWNED, PROXY, SECTION, VALUE};
 
-/// A task argument: a value (offered to the should-proxy policies) or an
+/// A task argument: a value (offered to the should-proxy policies), an
 /// object that is already in a store (passed as it is, never proxied
-/// twice, and not evicted when the task ends).
+/// twice), an object whose ownership moves into the task, or the result of
+/// another task, passed when it is ready.
 #[derive(Debug)]
 pub enum Arg<T> {
     /// A plain value.
     Value(T),
-    /// A reference to a stored object.
+    /// A reference to a stored object, which the task does not own (it is
+    /// not evicted when the task ends).
     Stored(Factory),
+    /// A stored object owned by the task: evicted when the task ends (or
+    /// when the task is dropped without being submitted).
+    Owned(OwnedInput),
+    /// The result of another task: the task is held until that result is
+    /// ready, and it travels worker to worker as a reference (a proxy)
+    /// when it went through the store.
+    Upstream(Upstream),
 }
 
-/// What can be passed for a task parameter of type `T`: a `T`, a
-/// [`Proxy<T>`], or a borrow of an [`OwnedProxy<T>`].
+/// An object whose ownership moved into a task (see [`Arg::Owned`]).
+pub struct OwnedInput {
+    factory: Option<Factory>,
+}
+
+impl OwnedInput {
+    fn new(factory: Factory) -> Self {
+        OwnedInput {
+            factory: Some(factory),
+        }
+    }
+
+    fn factory(&self) -> &Factory {
+        self.factory.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for OwnedInput {
+    fn drop(&mut self) {
+        if let Some(factory) = self.factory.take() {
+            crate::owned::evict(&factory);
+        }
+    }
+}
+
+impl fmt::Debug for OwnedInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OwnedInput").field(self.factory()).finish()
+    }
+}
+
+/// Another task's result, taken as an argument (see [`Arg::Upstream`]).
+pub struct Upstream {
+    pub(crate) dependency: crate::executor::Dependency,
+}
+
+impl Upstream {
+    /// The task whose result this is.
+    pub fn task(&self) -> &str {
+        &self.dependency.shared.name
+    }
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Upstream").field(&self.task()).finish()
+    }
+}
+
+/// What can be passed for a task parameter of type `T`.
+///
+/// | argument | what the task gets |
+/// |---|---|
+/// | a `T` | the value, inline or through the store as the policies say |
+/// | `&str` or `&String` for a `String` | a copy of the string |
+/// | a [`Proxy<T>`] or `&Proxy<T>` | the stored object, by reference; not evicted |
+/// | `&OwnedProxy<T>` or a [`RefProxy<T>`] | a borrow: by reference, not evicted |
+/// | an [`OwnedProxy<T>`] | ownership moves into the task: evicted when it ends |
+/// | `&TaskValue<T>` | a stored result by reference (not evicted), an inline one by value |
+/// | a [`TaskValue<T>`] | as above, and an owned result moves into the task |
+/// | `&TaskFuture<T>` | the result when it is ready, worker to worker |
+/// | a [`TaskFuture<T>`] | as above, and the result is the task's: evicted when it ends |
+///
+/// A task given a future is held by the executor until the future's task
+/// is done, as Dask does; if that task fails or is cancelled, the task
+/// fails with [`Error::UpstreamFailed`] naming it.
+///
+/// [`TaskFuture<T>`]: crate::executor::TaskFuture
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be passed for a task parameter of type `{T}`",
+    label = "not accepted for a `{T}` parameter",
+    note = "a parameter of type `{T}` accepts: a `{T}`, a `Proxy<{T}>` or `&Proxy<{T}>`, an \
+            `OwnedProxy<{T}>` (moved into the task) or `&OwnedProxy<{T}>`, a `TaskValue<{T}>` or \
+            `&TaskValue<{T}>`, a `TaskFuture<{T}>` or `&TaskFuture<{T}>` (and `&str` for a `String`)"
+)]
 pub trait IntoArg<T> {
     /// Converts into an argument.
     fn into_arg(self) -> Arg<T>;
@@ -90,6 +173,64 @@ pub trait IntoArg<T> {
 impl<T: Storable> IntoArg<T> for T {
     fn into_arg(self) -> Arg<T> {
         Arg::Value(self)
+    }
+}
+
+impl IntoArg<String> for &str {
+    fn into_arg(self) -> Arg<String> {
+        Arg::Value(self.to_owned())
+    }
+}
+
+impl IntoArg<String> for &String {
+    fn into_arg(self) -> Arg<String> {
+        Arg::Value(self.clone())
+    }
+}
+
+impl<T: Storable> IntoArg<T> for OwnedProxy<T> {
+    fn into_arg(self) -> Arg<T> {
+        // Given up without evicting: the task's input owns it now.
+        let proxy = OwnedProxy::leak(self);
+        Arg::Owned(OwnedInput::new(Proxy::factory(&proxy).clone()))
+    }
+}
+
+impl<T: Storable> IntoArg<T> for TaskValue<T> {
+    fn into_arg(self) -> Arg<T> {
+        match self {
+            TaskValue::Value(value) => Arg::Value(value),
+            TaskValue::Owned(owned) => owned.into_arg(),
+            TaskValue::Proxy(proxy) => proxy.into_arg(),
+        }
+    }
+}
+
+impl<T: Storable + Clone> IntoArg<T> for &TaskValue<T> {
+    fn into_arg(self) -> Arg<T> {
+        match self {
+            TaskValue::Value(value) => Arg::Value(value.clone()),
+            TaskValue::Owned(owned) => owned.into_arg(),
+            TaskValue::Proxy(proxy) => proxy.into_arg(),
+        }
+    }
+}
+
+impl<T: Storable> IntoArg<T> for crate::executor::TaskFuture<T> {
+    fn into_arg(self) -> Arg<T> {
+        // The future is dropped, so its result will be discarded (an owned
+        // one evicted) once this task, its last dependent, ends.
+        Arg::Upstream(Upstream {
+            dependency: self.depend(),
+        })
+    }
+}
+
+impl<T: Storable> IntoArg<T> for &crate::executor::TaskFuture<T> {
+    fn into_arg(self) -> Arg<T> {
+        Arg::Upstream(Upstream {
+            dependency: self.depend(),
+        })
     }
 }
 
@@ -222,6 +363,18 @@ pub(crate) struct Prepare<'a> {
     out: Vec<u8>,
     sections: Vec<Box<dyn HeldValue>>,
     created: Vec<Key>,
+    owned: Vec<OwnedInput>,
+    upstreams: Vec<Upstream>,
+    /// The payload after each upstream's frame (`out` holds what comes
+    /// before the first).
+    after: Vec<Vec<u8>>,
+}
+
+impl Prepare<'_> {
+    /// Where the next frame goes: after the last upstream's, if any.
+    fn out(&mut self) -> &mut Vec<u8> {
+        self.after.last_mut().unwrap_or(&mut self.out)
+    }
 }
 
 trait PendingArg: Send {
@@ -243,16 +396,26 @@ impl<T: Storable> PendingArg for Pending<T> {
         match self.arg {
             Arg::Stored(factory) => {
                 let (key, config) = factory.frame_parts();
-                push_frame(&mut p.out, PROXY, &[&key, &config]);
+                push_frame(p.out(), PROXY, &[&key, &config]);
+            }
+            Arg::Owned(owned) => {
+                let (key, config) = owned.factory().frame_parts();
+                push_frame(p.out(), PROXY, &[&key, &config]);
+                p.owned.push(owned);
+            }
+            Arg::Upstream(upstream) => {
+                p.upstreams.push(upstream);
+                p.after.push(Vec::new());
             }
             Arg::Value(value) => {
+                let store = p.store.clone();
                 let (stored, held) = place(
                     value,
                     self.listed,
                     p.policy,
-                    || Ok(p.store.clone()),
+                    || Ok(store),
                     |s| s.connector().new_key(),
-                    &mut p.out,
+                    p.out(),
                 )?;
                 p.created.extend(stored);
                 p.sections.extend(held);
@@ -268,7 +431,8 @@ impl<T: Storable> PendingArg for Pending<T> {
     fn stored_in(&self) -> Option<&StoreConfig> {
         match &self.arg {
             Arg::Stored(factory) => Some(factory.store_config()),
-            Arg::Value(_) => None,
+            Arg::Owned(owned) => Some(owned.factory().store_config()),
+            Arg::Value(_) | Arg::Upstream(_) => None,
         }
     }
 }
@@ -277,9 +441,17 @@ impl<T: Storable> PendingArg for Pending<T> {
 pub(crate) struct Prepared {
     pub(crate) name: &'static str,
     pub(crate) run: TaskFn,
+    /// The arguments' frames; with upstreams, those before the first
+    /// upstream's.
     pub(crate) payload: Vec<u8>,
     pub(crate) sections: Vec<Box<dyn HeldValue>>,
     pub(crate) result_listed: bool,
+    /// Objects the task owns: evicted when it ends.
+    pub(crate) owned: Vec<OwnedInput>,
+    /// Results of other tasks the task waits for, in argument order.
+    pub(crate) upstreams: Vec<Upstream>,
+    /// The frames after each upstream's.
+    pub(crate) after: Vec<Vec<u8>>,
 }
 
 impl<R> Task<R> {
@@ -331,6 +503,9 @@ impl<R> Task<R> {
             out: Vec::new(),
             sections: Vec::new(),
             created: Vec::new(),
+            owned: Vec::new(),
+            upstreams: Vec::new(),
+            after: Vec::new(),
         };
         for arg in self.args {
             if let Err(e) = arg.prepare(&mut p) {
@@ -343,6 +518,9 @@ impl<R> Task<R> {
             payload: p.out,
             sections: p.sections,
             result_listed: self.result_listed,
+            owned: p.owned,
+            upstreams: p.upstreams,
+            after: p.after,
         };
         (Ok(prepared), p.created)
     }

@@ -13,6 +13,44 @@ use crate::Storable;
 /// (ownership on: dropping it evicts the object) or a plain proxy
 /// (ownership off: the caller cleans up). Dereferences to the value in
 /// every case.
+///
+/// Pass it to the next task as it is (`&result`, or `result` to move an
+/// owned object into that task): a stored result travels as a reference,
+/// without being read here.
+///
+/// Cloning never copies a stored object: the clone of a stored result is
+/// a plain [`Proxy`] of the same object (the original stays its owner, so
+/// the clone reads it only while the owner lives). Only an inline value is
+/// cloned as a value.
+///
+/// ```
+/// use proxystore::connectors::LocalConnector;
+/// use proxystore::executor::ThreadPool;
+/// use proxystore::{proxied, Store, StoreExecutor, TaskValue};
+///
+/// #[proxied(types = [Vec<f64>])]
+/// fn ramp(n: usize) -> Vec<f64> {
+///     (0..n).map(|i| i as f64).collect()
+/// }
+///
+/// #[proxied(types = [Vec<f64>])]
+/// fn total(values: Vec<f64>) -> f64 {
+///     values.iter().sum()
+/// }
+///
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("task-value-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+///     let values: TaskValue<Vec<f64>> = executor.submit(ramp::task(5))?.result()?;
+///     let key = values.key().expect("a listed result is stored");
+///     let alias = values.clone();                 // a proxy of the same object
+///     assert_eq!(alias.key(), Some(key));
+///     // Straight to the next task, by reference: not read here.
+///     let sum = executor.submit(total::task(&values))?.result()?;
+///     assert_eq!(*sum, 10.0);
+///     Ok(())
+/// }
+/// ```
 pub enum TaskValue<R: Storable> {
     /// The value came back inline.
     Value(R),
@@ -53,6 +91,41 @@ impl<R: Storable> TaskValue<R> {
         !matches!(self, TaskValue::Value(_))
     }
 
+    /// The key of the stored object, if the value came back through the
+    /// store.
+    pub fn key(&self) -> Option<crate::Key> {
+        self.factory().map(Factory::key)
+    }
+
+    /// The stored object's factory (store configuration and key), if the
+    /// value came back through the store.
+    pub fn factory(&self) -> Option<&Factory> {
+        match self {
+            TaskValue::Value(_) => None,
+            TaskValue::Owned(p) => Some(OwnedProxy::factory(p)),
+            TaskValue::Proxy(p) => Some(Proxy::factory(p)),
+        }
+    }
+
+    /// A plain proxy of the stored object, if the value came back through
+    /// the store. It does not own the object: an owned result is still
+    /// evicted when this `TaskValue` is dropped.
+    pub fn proxy(&self) -> Option<Proxy<R>> {
+        match self {
+            TaskValue::Value(_) => None,
+            TaskValue::Owned(p) => Some(Proxy::lazy(OwnedProxy::factory(p).clone())),
+            TaskValue::Proxy(p) => Some(p.clone()),
+        }
+    }
+
+    /// The owner of the stored object, if the result came back owned.
+    pub fn into_owned(self) -> Option<OwnedProxy<R>> {
+        match self {
+            TaskValue::Owned(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Resolves now if needed, returning the error a dereference would
     /// panic with.
     pub fn resolve(&self) -> Result<&R> {
@@ -72,6 +145,18 @@ impl<R: Storable> TaskValue<R> {
             TaskValue::Value(v) => Ok(v),
             TaskValue::Owned(p) => OwnedProxy::into_inner(p),
             TaskValue::Proxy(p) => Proxy::extract(p),
+        }
+    }
+}
+
+impl<R: Storable + Clone> Clone for TaskValue<R> {
+    /// A handle on the same result, never a copy of a stored object: see
+    /// [`TaskValue`].
+    fn clone(&self) -> Self {
+        match self {
+            TaskValue::Value(v) => TaskValue::Value(v.clone()),
+            TaskValue::Owned(p) => TaskValue::Proxy(Proxy::lazy(OwnedProxy::factory(p).clone())),
+            TaskValue::Proxy(p) => TaskValue::Proxy(p.clone()),
         }
     }
 }

@@ -78,6 +78,22 @@ pub(super) fn place<T: Storable>(
     Ok((None, None))
 }
 
+/// Another task's result as an argument frame: a result that went through
+/// the store becomes a reference to it (a plain one: the argument does not
+/// own it), an inline one a copy of its value.
+pub(crate) fn input_frame(output: &TaskOutput) -> Result<Vec<u8>, String> {
+    let mut rest = &output.frame[..];
+    let (tag, body) = read_frame(&mut rest).ok_or("its result is malformed (truncated)")?;
+    let mut frame = Vec::with_capacity(9 + body.len());
+    match (tag, &output.section) {
+        (VALUE, None) => push_frame(&mut frame, VALUE, &[body]),
+        (PROXY | OWNED, None) => push_frame(&mut frame, PROXY, &[body]),
+        (SECTION, Some(section)) => push_frame(&mut frame, VALUE, &[body, section.bytes()]),
+        _ => return Err(format!("its result is malformed (frame tag {tag})")),
+    }
+    Ok(frame)
+}
+
 /// Reads a task's arguments in a worker; used by generated code.
 #[doc(hidden)]
 pub struct ArgReader<'a> {

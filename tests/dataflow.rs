@@ -1,0 +1,352 @@
+//! Data flow between tasks on both pools: results and futures passed
+//! straight to the next task, ownership moved into tasks, held tasks and
+//! their upstream failures.
+
+mod support;
+
+use support::common::unique;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proxystore::connectors::FileConnector;
+use proxystore::executor::{Executor, ProcessPool, ThreadPool};
+use proxystore::{proxied, Error, OwnedProxy, Proxy, Store, StoreExecutor, TaskValue};
+
+proxystore::test_worker!();
+
+#[proxied(types = [Vec<f64>])]
+fn ramp(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64).collect()
+}
+
+#[proxied(types = [Vec<f64>])]
+fn scale(values: Vec<f64>, by: f64) -> Vec<f64> {
+    values.iter().map(|v| v * by).collect()
+}
+
+#[proxied(types = [Vec<f64>])]
+fn total(values: Vec<f64>) -> f64 {
+    values.iter().sum()
+}
+
+/// The same sum, with its arguments after the vector: frames after an
+/// upstream's must stay in their place.
+#[proxied(types = [Vec<f64>])]
+fn weighted(first: f64, values: Vec<f64>, weight: f64, tag: String) -> String {
+    format!("{tag}:{}", first + weight * values.iter().sum::<f64>())
+}
+
+/// A result that comes back inline (nothing listed, default policy).
+#[proxied]
+fn inline_ramp(n: usize) -> Vec<f64> {
+    (0..n).map(|i| i as f64).collect()
+}
+
+#[proxied(types = [Vec<f64>])]
+fn refuse(message: String) -> Result<Vec<f64>, String> {
+    Err(message)
+}
+
+#[proxied]
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[proxied(types = [Vec<f64>])]
+fn slow_ramp(n: usize, ms: u64) -> Vec<f64> {
+    std::thread::sleep(Duration::from_millis(ms));
+    (0..n).map(|i| i as f64).collect()
+}
+
+#[proxied(types = [String])]
+fn concat(base: String, num: i64) -> String {
+    format!("{base}-{num}")
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(
+            unique("flow"),
+            FileConnector::new(dir.path().join("objects")).unwrap(),
+        )
+        .unwrap();
+        Fixture { dir, store }
+    }
+
+    fn objects(&self) -> PathBuf {
+        self.dir.path().join("objects")
+    }
+
+    fn left(&self) -> usize {
+        count(&self.objects())
+    }
+
+    fn executor(&self, pool: Pool) -> StoreExecutor {
+        StoreExecutor::new(pool.make(), self.store.clone()).close_store(false)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.store.close();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Pool {
+    Threads,
+    Processes,
+}
+
+impl Pool {
+    fn make(self) -> Box<dyn Executor> {
+        match self {
+            Pool::Threads => Box::new(ThreadPool::new(2).unwrap()),
+            Pool::Processes => Box::new(ProcessPool::builder(2).test_harness().build().unwrap()),
+        }
+    }
+}
+
+fn expected_total(n: usize, by: f64) -> f64 {
+    (0..n).map(|i| i as f64 * by).sum()
+}
+
+fn futures_feed_the_next_task_without_the_caller(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let a = ex.submit(ramp::task(1000)).unwrap();
+    // By reference: `a` stays the caller's.
+    let b = ex.submit(scale::task(&a, 2.0)).unwrap();
+    // By value: `b`'s result belongs to this task now.
+    let c = ex.submit(total::task(b)).unwrap();
+    assert_eq!(*c.result().unwrap(), expected_total(1000, 2.0));
+    // `b`'s result was evicted when `c` ended; `a`'s is still here.
+    assert_eq!(f.left(), 1);
+    let a = a.result().unwrap();
+    assert!(a.is_proxy());
+    let TaskValue::Owned(owner) = &a else {
+        panic!("a listed result comes back owned")
+    };
+    assert!(
+        !OwnedProxy::is_resolved(owner),
+        "the caller never read the intermediate result"
+    );
+    assert_eq!(a.len(), 1000);
+    drop(a);
+    assert_eq!(f.left(), 0);
+}
+
+fn frames_after_an_upstream_keep_their_place(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let a = ex.submit(ramp::task(10)).unwrap();
+    let r = ex
+        .submit(weighted::task(1.5, &a, 2.0, "tag"))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*r, format!("tag:{}", 1.5 + 2.0 * 45.0));
+    // An inline upstream result is passed as a value.
+    let inline = ex.submit(inline_ramp::task(10)).unwrap();
+    let r = ex.submit(total::task(inline)).unwrap().result().unwrap();
+    assert_eq!(*r, 45.0);
+    drop(a);
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn a_future_dropped_early_still_feeds_its_dependents(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let a = ex.submit(slow_ramp::task(100, 100)).unwrap();
+    let b = ex.submit(total::task(&a)).unwrap();
+    drop(a); // before it finished: its result is kept for `b`
+    assert_eq!(*b.result().unwrap(), expected_total(100, 1.0));
+    assert_eq!(f.left(), 0, "then it is evicted");
+}
+
+fn a_failed_upstream_fails_its_dependents_naming_it(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let a = ex.submit(refuse::task("no data")).unwrap();
+    let b = ex.submit(scale::task(&a, 2.0)).unwrap();
+    let c = ex.submit(total::task(b)).unwrap();
+    match c.result() {
+        Err(Error::UpstreamFailed {
+            task,
+            upstream,
+            message,
+        }) => {
+            assert_eq!(task, total::NAME);
+            assert_eq!(upstream, scale::NAME);
+            assert!(message.contains(refuse::NAME), "{message}");
+            assert!(message.contains("no data"), "{message}");
+        }
+        other => panic!("expected UpstreamFailed, got {other:?}"),
+    }
+    assert!(a.result().is_err());
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn a_cancelled_upstream_fails_its_dependents(pool: Pool) {
+    let f = Fixture::new();
+    let ex = StoreExecutor::new(
+        match pool {
+            Pool::Threads => Box::new(ThreadPool::new(1).unwrap()) as Box<dyn Executor>,
+            Pool::Processes => Box::new(
+                ProcessPool::builder(1)
+                    .test_harness()
+                    .max_in_flight(1)
+                    .build()
+                    .unwrap(),
+            ),
+        },
+        f.store.clone(),
+    )
+    .close_store(false);
+    let busy = ex.submit(sleep_ms::task(300)).unwrap();
+    let a = ex.submit(ramp::task(10)).unwrap();
+    let b = ex.submit(total::task(&a)).unwrap();
+    assert!(a.cancel());
+    match b.result() {
+        Err(Error::UpstreamFailed { upstream, .. }) => assert_eq!(upstream, ramp::NAME),
+        other => panic!("expected UpstreamFailed, got {other:?}"),
+    }
+    assert_eq!(*busy.result().unwrap(), 300);
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn a_held_task_can_be_cancelled_and_shutdown_waits_for_held_tasks(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let a = ex.submit(slow_ramp::task(10, 200)).unwrap();
+    let b = ex.submit(total::task(&a)).unwrap();
+    assert!(b.cancel(), "a task waiting for its inputs has not started");
+    assert!(matches!(b.result(), Err(Error::Cancelled { .. })));
+    let c = ex.submit(total::task(a)).unwrap();
+    // Dropping the executor waits for `c`, which waits for `a`.
+    drop(ex);
+    assert_eq!(*c.result().unwrap(), 45.0);
+    assert_eq!(f.left(), 0);
+}
+
+fn task_values_pass_by_reference_or_move_their_ownership(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let values = ex.submit(ramp::task(100)).unwrap().result().unwrap();
+    let key = values.key().expect("stored");
+    // By reference: still the caller's.
+    let sum = ex.submit(total::task(&values)).unwrap().result().unwrap();
+    assert_eq!(*sum, expected_total(100, 1.0));
+    assert!(f.store.exists(&key).unwrap());
+    // Cloning gives a handle on the same object, never a copy.
+    let alias = values.clone();
+    assert_eq!(alias.key(), Some(key));
+    assert_eq!(f.left(), 1);
+    assert_eq!(alias.len(), 100);
+    let plain: Proxy<Vec<f64>> = values.proxy().unwrap();
+    assert_eq!(Proxy::key(&plain), key);
+    // By value: the task owns it and evicts it when it ends.
+    let sum = ex.submit(total::task(values)).unwrap().result().unwrap();
+    assert_eq!(*sum, expected_total(100, 1.0));
+    assert!(!f.store.exists(&key).unwrap());
+    assert_eq!(f.left(), 0);
+    // An inline result passes by value either way.
+    let inline = ex.submit(inline_ramp::task(4)).unwrap().result().unwrap();
+    assert!(!inline.is_proxy() && inline.key().is_none());
+    assert_eq!(
+        *ex.submit(total::task(&inline)).unwrap().result().unwrap(),
+        6.0
+    );
+    assert_eq!(
+        *ex.submit(total::task(inline)).unwrap().result().unwrap(),
+        6.0
+    );
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn an_owned_proxy_moved_into_a_task_is_evicted_when_it_ends(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let owned = f.store.owned_proxy(vec![1.0, 2.0, 3.0]).unwrap();
+    let key = OwnedProxy::key(&owned);
+    let sum = ex.submit(total::task(owned)).unwrap().result().unwrap();
+    assert_eq!(*sum, 6.0);
+    assert!(!f.store.exists(&key).unwrap());
+    // A task dropped without being submitted evicts it too.
+    let owned = f.store.owned_proxy(vec![1.0]).unwrap();
+    let key = OwnedProxy::key(&owned);
+    drop(total::task(owned));
+    assert!(!f.store.exists(&key).unwrap());
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn borrowed_strings_are_accepted_for_string_parameters(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let r = ex
+        .submit(concat::task("foobar", 42))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*r, "foobar-42");
+    drop(r);
+    let base = String::from("base");
+    let r = ex.submit(concat::task(&base, 1)).unwrap().result().unwrap();
+    assert_eq!(*r, "base-1");
+    drop(r);
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+macro_rules! for_both_pools {
+    ($($name:ident),* $(,)?) => {
+        mod threads {
+            use super::*;
+            $(#[test] fn $name() { super::$name(Pool::Threads) })*
+        }
+        mod processes {
+            use super::*;
+            $(#[test] fn $name() { super::$name(Pool::Processes) })*
+        }
+    };
+}
+
+for_both_pools!(
+    futures_feed_the_next_task_without_the_caller,
+    frames_after_an_upstream_keep_their_place,
+    a_future_dropped_early_still_feeds_its_dependents,
+    a_failed_upstream_fails_its_dependents_naming_it,
+    a_cancelled_upstream_fails_its_dependents,
+    a_held_task_can_be_cancelled_and_shutdown_waits_for_held_tasks,
+    task_values_pass_by_reference_or_move_their_ownership,
+    an_owned_proxy_moved_into_a_task_is_evicted_when_it_ends,
+    borrowed_strings_are_accepted_for_string_parameters,
+);
