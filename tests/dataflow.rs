@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proxystore::connectors::FileConnector;
-use proxystore::executor::{Executor, ProcessPool, ThreadPool};
+use proxystore::executor::{as_completed, wait, Executor, ProcessPool, ReturnWhen, ThreadPool};
 use proxystore::{proxied, Error, OwnedProxy, Proxy, Store, StoreExecutor, TaskValue};
 
 proxystore::test_worker!();
@@ -326,6 +326,169 @@ fn borrowed_strings_are_accepted_for_string_parameters(pool: Pool) {
     assert_eq!(f.left(), 0);
 }
 
+#[proxied]
+fn nap_then_fail(ms: u64) -> Result<u64, String> {
+    std::thread::sleep(Duration::from_millis(ms));
+    Err(format!("failed after {ms} ms"))
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn wait_returns_as_asked_without_polling(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let futures = vec![
+        ex.submit(sleep_ms::task(1500)).unwrap(),
+        ex.submit(sleep_ms::task(1)).unwrap(),
+    ];
+    let cpu = thread_cpu();
+    let first = wait(&futures, ReturnWhen::FirstCompleted, None);
+    assert_eq!(first.done, [1]);
+    assert_eq!(first.not_done, [0]);
+    // Nothing done in time: everything is still pending.
+    let none = wait(
+        &futures[..1],
+        ReturnWhen::AllCompleted,
+        Some(Duration::from_millis(300)),
+    );
+    assert_eq!((none.done, none.not_done), (vec![], vec![0]));
+    let all = wait(&futures, ReturnWhen::AllCompleted, None);
+    assert_eq!((all.done, all.not_done), (vec![0, 1], vec![]));
+    // More than a second of waiting, a few milliseconds of CPU.
+    let spent = thread_cpu() - cpu;
+    assert!(
+        spent < Duration::from_millis(300),
+        "waiting took {spent:?} of CPU"
+    );
+    // The futures are still usable.
+    for future in futures {
+        assert!(future.result().is_ok());
+    }
+    // The first failure ends a FIRST_EXCEPTION wait; without one, it
+    // waits for all.
+    let futures = vec![
+        ex.submit(sleep_ms::task(3000)).unwrap(),
+        ex.submit(nap_then_fail::task(10)).unwrap(),
+    ];
+    let failed = wait(&futures, ReturnWhen::FirstException, None);
+    assert_eq!((failed.done, failed.not_done), (vec![1], vec![0]));
+    let ok = vec![
+        ex.submit(sleep_ms::task(1)).unwrap(),
+        ex.submit(sleep_ms::task(50)).unwrap(),
+    ];
+    assert_eq!(wait(&ok, ReturnWhen::FirstException, None).done, [0, 1]);
+    assert!(wait::<u64>(&[], ReturnWhen::FirstCompleted, None)
+        .done
+        .is_empty());
+    drop(futures);
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn as_completed_yields_in_finishing_order(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let futures = vec![
+        ex.submit(sleep_ms::task(800)).unwrap(),
+        ex.submit(sleep_ms::task(1)).unwrap(),
+    ];
+    let order: Vec<u64> = as_completed(futures)
+        .map(|future| *future.result().unwrap())
+        .collect();
+    assert_eq!(order, [1, 800]);
+    // With indices, and with a timeout on each step.
+    let futures = vec![
+        ex.submit(sleep_ms::task(600)).unwrap(),
+        ex.submit(sleep_ms::task(1)).unwrap(),
+    ];
+    let mut done = as_completed(futures);
+    let (index, first) = done.next_with_index().unwrap();
+    assert_eq!((index, *first.result().unwrap()), (1, 1));
+    assert!(matches!(
+        done.next_timeout(Duration::from_millis(10)),
+        Err(Error::Timeout { .. })
+    ));
+    let last = done.next_timeout(Duration::from_secs(30)).unwrap().unwrap();
+    assert_eq!(*last.result().unwrap(), 600);
+    assert!(done
+        .next_timeout(Duration::from_millis(1))
+        .unwrap()
+        .is_none());
+    // As a stream.
+    let futures = vec![
+        ex.submit(sleep_ms::task(300)).unwrap(),
+        ex.submit(sleep_ms::task(1)).unwrap(),
+    ];
+    let mut stream = as_completed(futures);
+    let mut seen = Vec::new();
+    while let Some(future) = block_on(std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+    })) {
+        seen.push(*future.result().unwrap());
+    }
+    assert_eq!(seen, [1, 300]);
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn map_with_a_deadline_and_as_completed(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    let mut results = ex
+        .map_timeout(
+            [sleep_ms::task(1), sleep_ms::task(3000)],
+            Duration::from_millis(500),
+        )
+        .unwrap();
+    assert_eq!(*results.next().unwrap().unwrap(), 1);
+    assert!(matches!(
+        results.next().unwrap(),
+        Err(Error::Timeout { .. })
+    ));
+    drop(results);
+    // A fresh pool: the 3-second task still takes a worker of this one.
+    drop(ex);
+    let ex = f.executor(pool);
+    let mut seen: Vec<(usize, u64)> = ex
+        .map_as_completed([sleep_ms::task(400), sleep_ms::task(1)])
+        .unwrap()
+        .map(|(index, r)| (index, *r.unwrap()))
+        .collect();
+    assert_eq!(seen[0], (1, 1), "the quick one first");
+    seen.sort();
+    assert_eq!(seen, [(0, 400), (1, 1)]);
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+/// Polls a future on this thread until it is ready.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 macro_rules! for_both_pools {
     ($($name:ident),* $(,)?) => {
         mod threads {
@@ -349,4 +512,7 @@ for_both_pools!(
     task_values_pass_by_reference_or_move_their_ownership,
     an_owned_proxy_moved_into_a_task_is_evicted_when_it_ends,
     borrowed_strings_are_accepted_for_string_parameters,
+    wait_returns_as_asked_without_polling,
+    as_completed_yields_in_finishing_order,
+    map_with_a_deadline_and_as_completed,
 );

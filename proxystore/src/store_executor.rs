@@ -264,6 +264,62 @@ impl StoreExecutor {
         Ok(futures.into_iter().map(TaskFuture::result))
     }
 
+    /// Like [`map`](StoreExecutor::map), with a deadline: a result not
+    /// ready `timeout` after this call comes as [`Error::Timeout`] (as in
+    /// Python's `Executor.map(timeout=)`). Dropping the iterator cancels
+    /// the tasks that have not started.
+    pub fn map_timeout<R: Storable>(
+        &self,
+        tasks: impl IntoIterator<Item = Task<R>>,
+        timeout: std::time::Duration,
+    ) -> Result<impl Iterator<Item = Result<TaskValue<R>>>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let futures = tasks
+            .into_iter()
+            .map(|task| self.submit(task))
+            .collect::<Result<std::collections::VecDeque<_>>>()?;
+        Ok(Deadline { futures, deadline })
+    }
+
+    /// Submits every task at once and yields each result as its task
+    /// finishes, with the index of its task in `tasks`.
+    ///
+    /// ```
+    /// use proxystore::connectors::LocalConnector;
+    /// use proxystore::executor::ThreadPool;
+    /// use proxystore::{proxied, Store, StoreExecutor};
+    ///
+    /// #[proxied]
+    /// fn square(x: i64) -> i64 {
+    ///     x * x
+    /// }
+    ///
+    /// fn main() -> proxystore::Result<()> {
+    ///     let store = Store::new("map-completed-doc", LocalConnector::new())?;
+    ///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+    ///     let mut squares = vec![0; 4];
+    ///     for (index, result) in executor.map_as_completed((0..4).map(square::task))? {
+    ///         squares[index] = *result?;
+    ///     }
+    ///     assert_eq!(squares, [0, 1, 4, 9]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn map_as_completed<R: Storable>(
+        &self,
+        tasks: impl IntoIterator<Item = Task<R>>,
+    ) -> Result<impl Iterator<Item = (usize, Result<TaskValue<R>>)>> {
+        let futures = tasks
+            .into_iter()
+            .map(|task| self.submit(task))
+            .collect::<Result<Vec<_>>>()?;
+        let mut done = crate::executor::as_completed(futures);
+        Ok(std::iter::from_fn(move || {
+            let (index, future) = done.next_with_index()?;
+            Some((index, future.result()))
+        }))
+    }
+
     /// Stops accepting tasks and, with `close_store` (the default), closes
     /// the store, like ProxyStore's `shutdown`.
     ///
@@ -426,6 +482,32 @@ impl HeldJob {
             self.executor.submit(job, completion);
         }
         self.tasks.remove(self.id);
+    }
+}
+
+/// The results of [`StoreExecutor::map_timeout`], in order.
+struct Deadline<R: Storable> {
+    futures: std::collections::VecDeque<TaskFuture<R>>,
+    deadline: std::time::Instant,
+}
+
+impl<R: Storable> Iterator for Deadline<R> {
+    type Item = Result<TaskValue<R>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut future = self.futures.pop_front()?;
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        Some(future.result_timeout(left))
+    }
+}
+
+impl<R: Storable> Drop for Deadline<R> {
+    fn drop(&mut self) {
+        for future in &self.futures {
+            future.cancel();
+        }
     }
 }
 

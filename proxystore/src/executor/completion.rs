@@ -41,6 +41,10 @@ pub(crate) struct State {
     dependents: usize,
     /// Run with the output as it is set (see [`Shared::on_output`]).
     hooks: Vec<OutputHook>,
+    /// Told when the task is done (see [`Shared::watch`]).
+    watchers: Vec<(std::sync::Weak<super::wait::Waiter>, usize)>,
+    /// Done with an error (not cancelled).
+    pub(crate) failed: bool,
 }
 
 impl State {
@@ -93,6 +97,8 @@ impl Shared {
                 revoker: None,
                 dependents: 0,
                 hooks: Vec::new(),
+                watchers: Vec::new(),
+                failed: false,
             }),
             done: Condvar::new(),
             finished: std::sync::atomic::AtomicBool::new(false),
@@ -167,10 +173,11 @@ impl Shared {
             cleanup(&output);
         }
         let status = output.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        let (callbacks, waker, deferred) = {
+        let (callbacks, waker, deferred, watchers) = {
             let mut state = self.lock();
             state.phase = Phase::Done;
             state.cancelled = cancelled;
+            state.failed = output.is_err() && !cancelled;
             // Dependents see the output before anyone can take it.
             let deferred: Vec<_> = std::mem::take(&mut state.hooks)
                 .into_iter()
@@ -187,10 +194,16 @@ impl Shared {
                 std::mem::take(&mut state.callbacks),
                 state.waker.take(),
                 deferred,
+                std::mem::take(&mut state.watchers),
             )
         };
         for action in deferred {
             action();
+        }
+        for (waiter, index) in watchers {
+            if let Some(waiter) = waiter.upgrade() {
+                waiter.notify(index);
+            }
         }
         // Done: no longer counted as outstanding (this runs once per task:
         // `finishing` was set above under the lock).
@@ -265,6 +278,19 @@ impl Shared {
         if let Some(action) = deferred {
             action();
         }
+    }
+
+    /// Tells `waiter` (as entry `index`) when the task is done; returns
+    /// `true` instead if it is done already. Waiters that are gone are
+    /// forgotten here, so repeated waits on a long task do not pile up.
+    pub(crate) fn watch(&self, waiter: &Arc<super::wait::Waiter>, index: usize) -> bool {
+        let mut state = self.lock();
+        if state.phase == Phase::Done {
+            return true;
+        }
+        state.watchers.retain(|(w, _)| w.strong_count() > 0);
+        state.watchers.push((Arc::downgrade(waiter), index));
+        false
     }
 
     /// Registers a task that takes this one's result as an input: the

@@ -37,6 +37,10 @@ impl<R: Storable> TaskFuture<R> {
         &self.shared.name
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// A hold on this task's result for a task that takes it as an input.
     pub(crate) fn depend(&self) -> super::Dependency {
         self.shared.depend()

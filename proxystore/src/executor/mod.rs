@@ -45,12 +45,14 @@ mod future;
 mod process_pool;
 mod queue;
 mod thread_pool;
+mod wait;
 
 pub use completion::Completion;
 pub use future::TaskFuture;
 pub(crate) use process_pool::protocol;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use thread_pool::ThreadPool;
+pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
 
 pub(crate) use completion::{Dependency, Shared};
 

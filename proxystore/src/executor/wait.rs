@@ -1,0 +1,311 @@
+//! Waiting for many tasks at once: [`wait`] and [`as_completed`], as in
+//! Python's `concurrent.futures` (and Ray's `ray.wait`).
+//!
+//! Nothing polls: each waited-for task tells a shared [`Waiter`] when it is
+//! done, and the waiting thread sleeps on it (or the async task is woken).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::TaskFuture;
+use crate::error::{Error, Result};
+use crate::Storable;
+
+/// Tasks done, by index, for whoever waits for them.
+#[derive(Default)]
+pub(crate) struct Waiter {
+    state: Mutex<WaiterState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct WaiterState {
+    done: VecDeque<usize>,
+    waker: Option<Waker>,
+}
+
+impl Waiter {
+    fn lock(&self) -> MutexGuard<'_, WaiterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Task `index` is done.
+    pub(crate) fn notify(&self, index: usize) {
+        let waker = {
+            let mut state = self.lock();
+            state.done.push_back(index);
+            state.waker.take()
+        };
+        self.ready.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Watches every future; those done already are queued at once.
+    fn watch<'a, R: Storable>(
+        self: &Arc<Self>,
+        futures: impl IntoIterator<Item = &'a TaskFuture<R>>,
+    ) -> usize {
+        let mut count = 0;
+        for (index, future) in futures.into_iter().enumerate() {
+            if future.shared().watch(self, index) {
+                self.lock().done.push_back(index);
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// The next task done, waiting until `deadline` (forever without one).
+    fn next(&self, deadline: Option<Instant>) -> Option<usize> {
+        let mut state = self.lock();
+        loop {
+            if let Some(index) = state.done.pop_front() {
+                return Some(index);
+            }
+            state = match deadline {
+                None => self.ready.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    self.ready
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// When [`wait`] returns, as in `concurrent.futures`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// As soon as any task is done (finished, failed or cancelled).
+    FirstCompleted,
+    /// As soon as any task fails (with an error; a cancelled task does not
+    /// count); if none does, when all are done.
+    FirstException,
+    /// When every task is done.
+    AllCompleted,
+}
+
+/// What [`wait`] saw: the indices of the tasks done and of those not done,
+/// each in the order they were given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Waited {
+    /// Tasks done (finished, failed or cancelled).
+    pub done: Vec<usize>,
+    /// Tasks still pending or running.
+    pub not_done: Vec<usize>,
+}
+
+/// Waits for `futures` as `return_when` says, at most `timeout` (forever
+/// with `None`), without polling; returns which are done and which are not,
+/// by index. The futures stay usable: take the results of the done ones
+/// with [`TaskFuture::result`], which then returns at once.
+///
+/// ```
+/// use std::time::Duration;
+/// use proxystore::connectors::LocalConnector;
+/// use proxystore::executor::{wait, ReturnWhen, ThreadPool};
+/// use proxystore::{proxied, Store, StoreExecutor};
+///
+/// #[proxied]
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(ms));
+///     ms
+/// }
+///
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("wait-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+///     let futures = vec![executor.submit(nap::task(2000))?, executor.submit(nap::task(1))?];
+///     let first = wait(&futures, ReturnWhen::FirstCompleted, Some(Duration::from_secs(10)));
+///     assert_eq!(first.done, [1]);
+///     let all = wait(&futures, ReturnWhen::AllCompleted, None);
+///     assert_eq!(all.done, [0, 1]);
+///     Ok(())
+/// }
+/// ```
+pub fn wait<R: Storable>(
+    futures: &[TaskFuture<R>],
+    return_when: ReturnWhen,
+    timeout: Option<Duration>,
+) -> Waited {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let waiter = Arc::new(Waiter::default());
+    let total = waiter.watch(futures);
+    let mut done = vec![false; total];
+    let mut done_count = 0;
+    let mut failed = false;
+    loop {
+        let satisfied = match return_when {
+            ReturnWhen::FirstCompleted => done_count > 0 || total == 0,
+            ReturnWhen::FirstException => failed || done_count == total,
+            ReturnWhen::AllCompleted => done_count == total,
+        };
+        if satisfied {
+            break;
+        }
+        let Some(index) = waiter.next(deadline) else {
+            break; // timed out
+        };
+        if !std::mem::replace(&mut done[index], true) {
+            done_count += 1;
+            failed |= futures[index].shared().lock().failed;
+        }
+    }
+    // Tasks done meanwhile count as done too, as in `concurrent.futures`.
+    let (done, not_done) = (0..total).partition(|&i| done[i] || futures[i].done());
+    Waited { done, not_done }
+}
+
+/// Yields `futures` as their tasks finish (fail, or are cancelled), as
+/// Python's `as_completed` does: an [`Iterator`], and a
+/// [`Stream`](futures_core::Stream) for async code. Nothing polls; a
+/// yielded future's [`result`](TaskFuture::result) returns at once.
+///
+/// ```
+/// use proxystore::connectors::LocalConnector;
+/// use proxystore::executor::{as_completed, ThreadPool};
+/// use proxystore::{proxied, Store, StoreExecutor};
+///
+/// #[proxied]
+/// fn square(x: i64) -> i64 {
+///     x * x
+/// }
+///
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("as-completed-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+///     let futures = (0..4).map(|x| executor.submit(square::task(x))).collect::<Result<Vec<_>, _>>()?;
+///     let mut total = 0;
+///     for future in as_completed(futures) {
+///         total += *future.result()?;
+///     }
+///     assert_eq!(total, 14);
+///     Ok(())
+/// }
+/// ```
+pub fn as_completed<R: Storable>(
+    futures: impl IntoIterator<Item = TaskFuture<R>>,
+) -> AsCompleted<R> {
+    let futures: Vec<Option<TaskFuture<R>>> = futures.into_iter().map(Some).collect();
+    let waiter = Arc::new(Waiter::default());
+    waiter.watch(futures.iter().flatten());
+    AsCompleted {
+        remaining: futures.len(),
+        futures,
+        waiter,
+    }
+}
+
+/// Futures as their tasks finish: see [`as_completed`].
+pub struct AsCompleted<R> {
+    futures: Vec<Option<TaskFuture<R>>>,
+    waiter: Arc<Waiter>,
+    remaining: usize,
+}
+
+impl<R: Storable> AsCompleted<R> {
+    /// How many futures are still to come.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// The next future done, waiting at most `timeout`: `Ok(None)` once
+    /// all have come, [`Error::Timeout`] (naming a task still running) if
+    /// none finished in time. The rest still come later.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<TaskFuture<R>>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        match self.waiter.next(Some(Instant::now() + timeout)) {
+            Some(index) => Ok(self.take(index)),
+            None => Err(Error::Timeout {
+                task: self
+                    .futures
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map_or_else(String::new, |f| f.name().to_string()),
+                after: timeout,
+            }),
+        }
+    }
+
+    fn take(&mut self, index: usize) -> Option<TaskFuture<R>> {
+        let future = self.futures.get_mut(index)?.take();
+        if future.is_some() {
+            self.remaining -= 1;
+        }
+        future
+    }
+}
+
+impl<R: Storable> AsCompleted<R> {
+    /// The next future done, with its index among the futures given.
+    pub fn next_with_index(&mut self) -> Option<(usize, TaskFuture<R>)> {
+        while self.remaining > 0 {
+            let index = self.waiter.next(None)?;
+            if let Some(future) = self.take(index) {
+                return Some((index, future));
+            }
+        }
+        None
+    }
+}
+
+impl<R: Storable> Iterator for AsCompleted<R> {
+    type Item = TaskFuture<R>;
+
+    fn next(&mut self) -> Option<TaskFuture<R>> {
+        self.next_with_index().map(|(_, future)| future)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<R: Storable> futures_core::Stream for AsCompleted<R> {
+    type Item = TaskFuture<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskFuture<R>>> {
+        let this = self.get_mut();
+        loop {
+            if this.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let index = {
+                let mut state = this.waiter.lock();
+                match state.done.pop_front() {
+                    Some(index) => index,
+                    None => {
+                        state.waker = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                }
+            };
+            if let Some(future) = this.take(index) {
+                return Poll::Ready(Some(future));
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<R> std::fmt::Debug for AsCompleted<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
