@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use proxystore::connectors::FileConnector;
 use proxystore::executor::{as_completed, wait, Executor, ProcessPool, ReturnWhen, ThreadPool};
-use proxystore::{proxied, Error, OwnedProxy, Proxy, Store, StoreExecutor, TaskValue};
+use proxystore::{proxied, Error, OwnedProxy, Proxy, Store, StoreExecutor, StoreFuture, TaskValue};
 
 proxystore::test_worker!();
 
@@ -332,6 +332,92 @@ fn nap_then_fail(ms: u64) -> Result<u64, String> {
     Err(format!("failed after {ms} ms"))
 }
 
+/// Sets `future` after `ms` milliseconds, from wherever the task runs.
+#[proxied]
+fn set_later(future: StoreFuture<String>, ms: u64, value: String) -> bool {
+    std::thread::sleep(Duration::from_millis(ms));
+    future.set_result(&value).is_ok()
+}
+
+/// Reads a future's value: waits until it is set.
+#[proxied]
+fn shout_when_set(text: String) -> String {
+    text.to_uppercase()
+}
+
+fn store_futures_cross_processes_and_wait(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    // Set by a task, read here through a proxy that waits.
+    let future = f
+        .store
+        .future::<String>()
+        .unwrap()
+        .timeout(Duration::from_secs(60));
+    let proxy = future.proxy();
+    let setter = ex
+        .submit(set_later::task(
+            future.clone(),
+            100,
+            "from a task".to_string(),
+        ))
+        .unwrap();
+    assert_eq!(*proxy, "from a task");
+    assert!(*setter.result().unwrap());
+    assert!(future.done().unwrap());
+    f.store.evict(&future.key()).unwrap();
+    // Read by a task (its proxy passed for a `String`), set here later.
+    let future = f.store.future::<String>().unwrap();
+    let reader = ex.submit(shout_when_set::task(future.proxy())).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!reader.done(), "the task waits for the value");
+    future.set_result(&"late".to_string()).unwrap();
+    assert_eq!(*reader.result().unwrap(), "LATE");
+    assert_eq!(future.result().unwrap(), "late");
+    // A proxy keeps waiting after a round trip through serde.
+    let waiting = f
+        .store
+        .future::<u32>()
+        .unwrap()
+        .timeout(Duration::from_secs(60));
+    let mut wire = Vec::new();
+    ciborium::into_writer(&waiting.proxy(), &mut wire).unwrap();
+    let arrived: Proxy<u32> = ciborium::from_reader(&wire[..]).unwrap();
+    let later = waiting.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        later.set_result(&7).unwrap();
+    });
+    assert_eq!(*arrived, 7);
+    t.join().unwrap();
+    // Not set in time: a typed error, here and in a worker.
+    let never = f
+        .store
+        .future::<String>()
+        .unwrap()
+        .timeout(Duration::from_millis(50));
+    assert!(matches!(
+        Proxy::resolve(&never.proxy()),
+        Err(Error::NotSetInTime { .. })
+    ));
+    assert!(matches!(never.result(), Err(Error::NotSetInTime { .. })));
+    match ex
+        .submit(shout_when_set::task(never.proxy()))
+        .unwrap()
+        .result()
+    {
+        Err(Error::TaskFailed { message, .. }) => {
+            assert!(message.contains("was not set within"), "{message}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    for key in [future.key(), waiting.key()] {
+        f.store.evict(&key).unwrap();
+    }
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -515,4 +601,5 @@ for_both_pools!(
     wait_returns_as_asked_without_polling,
     as_completed_yields_in_finishing_order,
     map_with_a_deadline_and_as_completed,
+    store_futures_cross_processes_and_wait,
 );

@@ -222,6 +222,18 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A future's object was not set in time (see
+    /// [`StoreFuture`](crate::StoreFuture)).
+    #[error("future {key} in store `{store}` was not set within {after:?}")]
+    NotSetInTime {
+        /// The future's key.
+        key: Key,
+        /// Name of the store.
+        store: String,
+        /// How long the reader waited.
+        after: std::time::Duration,
+    },
+
     /// A task given another task's result (a
     /// [`TaskFuture`](crate::executor::TaskFuture)) was not run because that
     /// task failed or was cancelled.

@@ -69,7 +69,7 @@ pub use key::{Key, KeyStr};
 pub use owned::{OwnedProxy, RefMutProxy, RefProxy, Transfer};
 pub use policy::ShouldProxy;
 pub use proxy::Proxy;
-pub use store::{Store, StoreBuilder, StoreConfig};
+pub use store::{Store, StoreBuilder, StoreConfig, StoreFuture};
 pub use store_executor::StoreExecutor;
 pub use task::{Arg, IntoArg, Job, Task, TaskValue};
 

@@ -52,11 +52,62 @@ pub(crate) use marker::is_proxy;
 pub struct Factory {
     key: Key,
     store: Arc<StoreConfig>,
+    /// Set for the proxies of a [`StoreFuture`](crate::StoreFuture): a
+    /// missing object is waited for, not taken for evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wait: Option<Wait>,
+}
+
+/// How a future's proxy waits for its object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Wait {
+    /// At most this long (milliseconds); `None`: as long as it takes.
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+impl Wait {
+    pub(crate) fn timeout(self) -> Option<std::time::Duration> {
+        self.timeout_ms.map(std::time::Duration::from_millis)
+    }
+
+    /// The frame form: the timeout in milliseconds, `u64::MAX` for none.
+    pub(crate) fn to_bytes(self) -> [u8; 8] {
+        self.timeout_ms.unwrap_or(u64::MAX).to_le_bytes()
+    }
+
+    pub(crate) fn from_bytes(bytes: [u8; 8]) -> Self {
+        let ms = u64::from_le_bytes(bytes);
+        Wait {
+            timeout_ms: (ms != u64::MAX).then_some(ms),
+        }
+    }
 }
 
 impl Factory {
     pub(crate) fn new(key: Key, store: Arc<StoreConfig>) -> Self {
-        Factory { key, store }
+        Factory {
+            key,
+            store,
+            wait: None,
+        }
+    }
+
+    /// The same reference, read as a future's: a missing object is waited
+    /// for, at most `timeout`.
+    pub(crate) fn waiting(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.wait = Some(Wait {
+            timeout_ms: timeout.map(|t| t.as_millis().min(u64::MAX as u128 - 1) as u64),
+        });
+        self
+    }
+
+    pub(crate) fn wait(&self) -> Option<Wait> {
+        self.wait
+    }
+
+    pub(crate) fn with_wait(mut self, wait: Option<Wait>) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// The compact form of a reference in task frames: the key's 16 bytes,
@@ -80,7 +131,7 @@ impl Factory {
         }
         let key = Key::from_bytes(bytes[..16].try_into().expect("16 bytes"));
         let store = config_cache::decoded(&bytes[16..])?;
-        Ok(Factory { key, store })
+        Ok(Factory::new(key, store))
     }
 
     /// The object's key.
@@ -110,16 +161,52 @@ impl Factory {
     /// Reads the object, shared with the store's cache.
     pub(crate) fn resolve<T: Storable>(&self) -> Result<Arc<T>> {
         tracing::debug!(store = %self.store.name, key = %self.key, "resolving proxy");
-        self.store()?
-            .get::<T>(&self.key)?
-            .ok_or_else(|| self.missing())
+        let store = self.store()?;
+        self.read(|| store.get::<T>(&self.key), self.wait_limit())
     }
 
     /// Reads the object into a value of its own (bypassing the cache).
     pub(crate) fn load<T: Storable>(&self) -> Result<T> {
-        self.store()?
-            .load::<T>(&self.key)?
-            .ok_or_else(|| self.missing())
+        let store = self.store()?;
+        self.read(|| store.load::<T>(&self.key), self.wait_limit())
+    }
+
+    /// How long a missing object is waited for: `None` for a plain proxy
+    /// (missing is missing), `Some(None)` for as long as it takes.
+    fn wait_limit(&self) -> Option<Option<std::time::Duration>> {
+        self.wait.map(Wait::timeout)
+    }
+
+    /// Reads with `read`; a future's missing object is read again, with a
+    /// growing pause (1 ms up to 100 ms), until it is set or `limit` ends.
+    pub(crate) fn read<V>(
+        &self,
+        mut read: impl FnMut() -> Result<Option<V>>,
+        limit: Option<Option<std::time::Duration>>,
+    ) -> Result<V> {
+        let Some(timeout) = limit else {
+            return read()?.ok_or_else(|| self.missing());
+        };
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            if let Some(value) = read()? {
+                return Ok(value);
+            }
+            let waited = started.elapsed();
+            if let Some(timeout) = timeout {
+                if waited >= timeout {
+                    return Err(Error::NotSetInTime {
+                        key: self.key,
+                        store: self.store.name.clone(),
+                        after: timeout,
+                    });
+                }
+                pause = pause.min(timeout - waited);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod future;
 mod metrics;
 mod registry;
 
@@ -41,6 +42,7 @@ use crate::owned::OwnedProxy;
 use crate::proxy::{Factory, Proxy};
 use crate::Storable;
 
+pub use future::StoreFuture;
 pub use metrics::{Metrics, Operation, OperationStats};
 pub use registry::{get_or_create_store, get_store, register_store, unregister_store};
 

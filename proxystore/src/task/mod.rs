@@ -68,7 +68,7 @@ pub(crate) use wire::input_frame;
 pub(crate) use wire::with_result_guard;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
-use wire::{place, push_frame, read_frame, OWNED, PROXY, SECTION, VALUE};
+use wire::{place, push_frame, push_reference, read_frame, OWNED, PROXY, SECTION, VALUE};
 
 /// A task argument: a value (offered to the should-proxy policies), an
 /// object that is already in a store (passed as it is, never proxied
@@ -394,13 +394,9 @@ struct Pending<T> {
 impl<T: Storable> PendingArg for Pending<T> {
     fn prepare(self: Box<Self>, p: &mut Prepare<'_>) -> Result<()> {
         match self.arg {
-            Arg::Stored(factory) => {
-                let (key, config) = factory.frame_parts();
-                push_frame(p.out(), PROXY, &[&key, &config]);
-            }
+            Arg::Stored(factory) => push_reference(p.out(), &factory),
             Arg::Owned(owned) => {
-                let (key, config) = owned.factory().frame_parts();
-                push_frame(p.out(), PROXY, &[&key, &config]);
+                push_reference(p.out(), owned.factory());
                 p.owned.push(owned);
             }
             Arg::Upstream(upstream) => {

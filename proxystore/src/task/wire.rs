@@ -19,6 +19,18 @@ pub(crate) const OWNED: u8 = 2;
 /// An inline value whose body travels beside the frames (the frame holds
 /// its header only): see [`section`](super::section).
 pub(crate) const SECTION: u8 = 3;
+/// A reference to a future's object ([`StoreFuture`](crate::StoreFuture)):
+/// the wait (8 bytes), then as [`PROXY`]. The worker waits for the object.
+pub(crate) const FUTURE: u8 = 4;
+
+/// Appends the frame of a reference to a stored object (or to a future's).
+pub(super) fn push_reference(out: &mut Vec<u8>, factory: &Factory) {
+    let (key, config) = factory.frame_parts();
+    match factory.wait() {
+        None => push_frame(out, PROXY, &[&key, &config]),
+        Some(wait) => push_frame(out, FUTURE, &[&wait.to_bytes(), &key, &config]),
+    }
+}
 
 pub(super) fn push_frame(out: &mut Vec<u8>, tag: u8, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -143,10 +155,27 @@ impl<'a> ArgReader<'a> {
                     TaskFailure::new(format!("{} could not be decoded: {}", what(), f.reason))
                 })
             }
-            PROXY => {
-                let factory = Factory::from_frame(body).map_err(|e| {
-                    TaskFailure::new(format!("{}: invalid proxy reference: {e}", what()))
-                })?;
+            PROXY | FUTURE => {
+                let (wait, body) = match tag {
+                    FUTURE if body.len() >= 8 => {
+                        let (wait, rest) = body.split_at(8);
+                        let wait = crate::proxy::Wait::from_bytes(wait.try_into().expect("8"));
+                        (Some(wait), rest)
+                    }
+                    FUTURE => {
+                        return Err(TaskFailure::new(format!(
+                            "{}: a future reference of {} bytes is too short",
+                            what(),
+                            body.len()
+                        )))
+                    }
+                    _ => (None, body),
+                };
+                let factory = Factory::from_frame(body)
+                    .map_err(|e| {
+                        TaskFailure::new(format!("{}: invalid proxy reference: {e}", what()))
+                    })?
+                    .with_wait(wait);
                 factory
                     .load::<T>()
                     .map_err(|e| TaskFailure::new(format!("{}: {e}", what())))
