@@ -222,6 +222,13 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// An object was associated with a lifetime that has ended.
+    #[error("the {lifetime} lifetime has ended: no object can be associated with it")]
+    LifetimeEnded {
+        /// Which kind of lifetime (context, lease or static).
+        lifetime: &'static str,
+    },
+
     /// A future's object was not set in time (see
     /// [`StoreFuture`](crate::StoreFuture)).
     #[error("future {key} in store `{store}` was not set within {after:?}")]

@@ -55,6 +55,7 @@ pub mod connectors;
 mod error;
 pub mod executor;
 mod key;
+pub mod lifetime;
 pub mod owned;
 pub mod policy;
 pub mod proxy;

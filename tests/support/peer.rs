@@ -153,6 +153,22 @@ fn main() {
             let reaped = SharedMemoryConnector::guardian_pid().is_none();
             println!("{}", if reaped && !alive { "ended" } else { "running" });
         }
+        // static-lifetime <store-config> <text>: stores the text twice,
+        // once with the static lifetime, prints both keys (static first)
+        // and exits normally without closing anything.
+        "static-lifetime" => {
+            use proxystore::lifetime::StaticLifetime;
+            let config: StoreConfig = from_hex(arg(1));
+            let store = proxystore::Store::from_config(config).unwrap();
+            let text = arg(2).to_string();
+            let scoped = store
+                .put_with_lifetime(&text, StaticLifetime::get())
+                .unwrap();
+            let kept = store.put(&text).unwrap();
+            println!("{scoped} {kept}");
+            std::io::stdout().flush().unwrap();
+            std::process::exit(0);
+        }
         // proxy <proxy-hex>: resolves a Proxy<String>, prints it.
         "proxy" => {
             let proxy: Proxy<String> = from_hex(arg(1));

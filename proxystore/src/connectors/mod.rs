@@ -143,6 +143,16 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     fn reach(&self) -> Reach {
         Reach::Network
     }
+
+    /// Asks the connector to remove `key` by itself once `after` has passed
+    /// (for a [`LeaseLifetime`](crate::lifetime::LeaseLifetime)), replacing
+    /// any earlier expiry. Returns whether it can; the default, `false`,
+    /// leaves the eviction to the lease. A connector that can (Redis) keeps
+    /// the promise even if no process of the program survives.
+    fn expire(&self, key: &Key, after: std::time::Duration) -> Result<bool> {
+        let _ = (key, after);
+        Ok(false)
+    }
 }
 
 /// Which processes can reach a connector's objects, from nearest to

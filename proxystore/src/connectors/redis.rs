@@ -776,6 +776,18 @@ impl Connector for RedisConnector {
         Ok(n > 0)
     }
 
+    fn expire(&self, key: &Key, after: std::time::Duration) -> Result<bool> {
+        let name = self.redis_key(key);
+        let ms = after.as_millis().clamp(1, i64::MAX as u128) as i64;
+        self.run("PEXPIRE", |c| {
+            int(
+                "PEXPIRE",
+                c.req_command(redis::cmd("PEXPIRE").arg(&name).arg(ms))?,
+            )
+        })?;
+        Ok(true)
+    }
+
     fn evict(&self, key: &Key) -> Result<()> {
         tracing::debug!(%key, "redis: evict");
         let name = self.redis_key(key);
