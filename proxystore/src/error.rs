@@ -222,6 +222,14 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// Work moved off the caller's thread (an async submit or read)
+    /// panicked, in a type's `Serialize` or `Deserialize` say.
+    #[error("a background store operation panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+
     /// An object was associated with a lifetime that has ended.
     #[error("the {lifetime} lifetime has ended: no object can be associated with it")]
     LifetimeEnded {

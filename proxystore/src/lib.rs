@@ -63,6 +63,7 @@ mod spin;
 pub mod store;
 mod store_executor;
 pub mod task;
+mod unblock;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -46,6 +46,11 @@ mod marker;
 
 pub(crate) use marker::is_proxy;
 
+/// Runs `work` on the process-wide background threads.
+pub(crate) fn run_in_background(work: Box<dyn FnOnce() + Send>) -> Result<()> {
+    background::run(work)
+}
+
 /// What a proxy needs to find its object: the store's configuration and
 /// the key. This is all that is serialized.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

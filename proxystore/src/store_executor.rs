@@ -137,30 +137,95 @@ impl StoreExecutor {
 
     /// Submits a task; see [`TaskFuture`].
     pub fn submit<R: Storable>(&self, task: Task<R>) -> Result<TaskFuture<R>> {
+        self.check_open(task.name())?;
+        let placed = place(
+            &self.store,
+            &self.policy,
+            self.executor.task_reach(),
+            self.executor_name,
+            task,
+        )?;
+        Ok(self.dispatch(placed))
+    }
+
+    /// Submits a task without blocking an async runtime's thread: the
+    /// arguments are put in the store on a background thread (see
+    /// [`submit`](StoreExecutor::submit)). If the returned future is
+    /// dropped before it completes, the task is not submitted and what was
+    /// stored for it is evicted.
+    ///
+    /// Await the [`TaskFuture`] for the result without blocking either,
+    /// then read a stored result with [`TaskValue::resolved`].
+    ///
+    /// ```
+    /// use proxystore::connectors::LocalConnector;
+    /// use proxystore::executor::ThreadPool;
+    /// use proxystore::{proxied, Store, StoreExecutor};
+    ///
+    /// #[proxied(types = [Vec<u8>])]
+    /// fn reverse(mut bytes: Vec<u8>) -> Vec<u8> {
+    ///     bytes.reverse();
+    ///     bytes
+    /// }
+    ///
+    /// async fn run(executor: &StoreExecutor) -> proxystore::Result<u8> {
+    ///     let future = executor.submit_async(reverse::task(vec![1, 2, 3])).await?;
+    ///     let result = future.await?.resolved().await?;   // read off this thread
+    ///     Ok(result[0])
+    /// }
+    ///
+    /// let store = Store::new("submit-async-doc", LocalConnector::new())?;
+    /// let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+    /// // Any runtime drives it; a tiny one here.
+    /// let first = futures_lite_block_on(run(&executor))?;
+    /// assert_eq!(first, 3);
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl std::task::Wake for Unpark {
+    /// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+    /// #     }
+    /// #     let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// # Ok::<(), proxystore::Error>(())
+    /// ```
+    pub async fn submit_async<R: Storable>(&self, task: Task<R>) -> Result<TaskFuture<R>> {
+        self.check_open(task.name())?;
+        let (store, policy) = (self.store.clone(), self.policy.clone());
+        let (reach, executor) = (self.executor.task_reach(), self.executor_name);
+        let cleanup = self.store.clone();
+        let placed = crate::unblock::unblock(
+            move || place(&store, &policy, reach, executor, task),
+            move |placed| {
+                if let Ok(placed) = placed {
+                    evict_all(&cleanup, &placed.created);
+                }
+            },
+        )?
+        .await??;
+        Ok(self.dispatch(placed))
+    }
+
+    fn check_open(&self, task: &str) -> Result<()> {
         if self.shut_down.load(Ordering::Acquire) {
-            return Err(Error::ShutDown {
-                task: task.name().into(),
-            });
+            return Err(Error::ShutDown { task: task.into() });
         }
-        let needed = self.executor.task_reach();
-        if needed > Reach::Process {
-            task.check_reach(&self.store, &self.policy, needed, self.executor_name)?;
-        }
-        let (prepared, created) = task.prepare(&self.store, &self.policy);
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                evict_all(&self.store, &created);
-                return Err(e);
-            }
-        };
-        let result_key = match self.store.connector().new_key() {
-            Ok(key) => key,
-            Err(e) => {
-                evict_all(&self.store, &created);
-                return Err(e);
-            }
-        };
+        Ok(())
+    }
+
+    /// Hands a placed task to the executor (at once, or once its upstream
+    /// tasks are done). Never blocks on the store.
+    fn dispatch<R: Storable>(&self, placed: Placed) -> TaskFuture<R> {
+        let Placed {
+            prepared,
+            created,
+            result_key,
+        } = placed;
         let Prepared {
             name,
             run,
@@ -221,7 +286,7 @@ impl StoreExecutor {
         if inputs.is_empty() {
             tracing::debug!(task = name, "submit");
             self.executor.submit(job, Completion::new(shared.clone()));
-            return Ok(TaskFuture::new(shared));
+            return TaskFuture::new(shared);
         }
         tracing::debug!(
             task = name,
@@ -247,7 +312,7 @@ impl StoreExecutor {
             let name = upstream.name.to_string();
             upstream.on_output(Box::new(move |output| held.fill(index, &name, output)));
         }
-        Ok(TaskFuture::new(shared))
+        TaskFuture::new(shared)
     }
 
     /// Submits every task at once and yields their results in order.
@@ -356,6 +421,46 @@ impl StoreExecutor {
             if let Err(e) = self.store.close() {
                 tracing::warn!(store = %self.store.name(), error = %e, "closing the store failed");
             }
+        }
+    }
+}
+
+/// A task whose arguments are in place (inline, or in the store): what
+/// [`StoreExecutor::dispatch`] needs.
+struct Placed {
+    prepared: Prepared,
+    /// The inputs it put in the store.
+    created: Vec<Key>,
+    result_key: Key,
+}
+
+/// The part of a submission that may block on the store: checks that the
+/// task's stores can be reached where it runs, puts its arguments, reserves
+/// a key for its result. On failure, what it stored is evicted.
+fn place<R>(
+    store: &Store,
+    policy: &ShouldProxy,
+    needed: Reach,
+    executor: &str,
+    task: Task<R>,
+) -> Result<Placed> {
+    if needed > Reach::Process {
+        task.check_reach(store, policy, needed, executor)?;
+    }
+    let (prepared, created) = task.prepare(store, policy);
+    let placed = prepared.and_then(|prepared| {
+        let result_key = store.connector().new_key()?;
+        Ok((prepared, result_key))
+    });
+    match placed {
+        Ok((prepared, result_key)) => Ok(Placed {
+            prepared,
+            created,
+            result_key,
+        }),
+        Err(e) => {
+            evict_all(store, &created);
+            Err(e)
         }
     }
 }

@@ -136,6 +136,29 @@ impl<R: Storable> TaskValue<R> {
         }
     }
 
+    /// Reads a stored result on a background thread, for async code: the
+    /// runtime's thread never blocks on the store. Returns the same result,
+    /// now resolved (dereferencing it no longer reads anything). An inline
+    /// or already resolved result comes back at once.
+    pub async fn resolved(self) -> Result<Self> {
+        let resolved = match &self {
+            TaskValue::Value(_) => true,
+            TaskValue::Owned(p) => OwnedProxy::is_resolved(p),
+            TaskValue::Proxy(p) => Proxy::is_resolved(p),
+        };
+        if resolved {
+            return Ok(self);
+        }
+        crate::unblock::unblock(
+            move || {
+                self.resolve()?;
+                Ok(self)
+            },
+            drop,
+        )?
+        .await?
+    }
+
     /// The value itself; an owned result is evicted from the store.
     pub fn into_value(self) -> Result<R>
     where

@@ -1,0 +1,149 @@
+//! The async forms never touch the store on the caller's thread: a
+//! connector that records where it is called proves it.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::thread::ThreadId;
+
+use proxystore::connectors::{Connector, ConnectorConfig, FromConfig, LocalConnector};
+use proxystore::executor::ThreadPool;
+use proxystore::{proxied, Key, Result, Store, StoreExecutor, TaskValue};
+
+/// Where each `set` and `get` ran.
+static CALLS: Mutex<Vec<(&'static str, ThreadId)>> = Mutex::new(Vec::new());
+
+fn record(op: &'static str) {
+    CALLS
+        .lock()
+        .unwrap()
+        .push((op, std::thread::current().id()));
+}
+
+#[derive(Debug, Default)]
+struct Recording {
+    inner: LocalConnector,
+}
+
+impl Connector for Recording {
+    fn config(&self) -> ConnectorConfig {
+        ConnectorConfig::new(Self::KIND, &()).unwrap()
+    }
+    fn set(&self, key: &Key, parts: &[&[u8]]) -> Result<()> {
+        record("set");
+        self.inner.set(key, parts)
+    }
+    fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        record("get");
+        self.inner.get(key)
+    }
+    fn exists(&self, key: &Key) -> Result<bool> {
+        self.inner.exists(key)
+    }
+    fn evict(&self, key: &Key) -> Result<()> {
+        self.inner.evict(key)
+    }
+    fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
+
+impl FromConfig for Recording {
+    const KIND: &'static str = "tests.recording";
+    fn from_config(_: &ConnectorConfig) -> Result<Self> {
+        Ok(Recording::default())
+    }
+}
+
+proxystore::register_connector!(Recording);
+
+#[proxied(types = [Vec<u8>])]
+fn reverse(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.reverse();
+    bytes
+}
+
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+fn calls_on(op: &str, thread: ThreadId) -> usize {
+    CALLS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(o, t)| *o == op && *t == thread)
+        .count()
+}
+
+#[test]
+fn async_submit_and_first_resolve_stay_off_the_callers_thread() {
+    let here = std::thread::current().id();
+    let store = Store::builder("async-io", Recording::default())
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let executor = StoreExecutor::new(ThreadPool::new(2).unwrap(), store.clone());
+    let payload: Vec<u8> = (0..1 << 20).map(|i| i as u8).collect();
+
+    let result: TaskValue<Vec<u8>> = block_on(async {
+        let future = executor
+            .submit_async(reverse::task(payload.clone()))
+            .await
+            .unwrap();
+        future.await.unwrap().resolved().await.unwrap()
+    });
+    assert!(result.is_proxy());
+    assert_eq!(result.first(), payload.last());
+    assert!(CALLS.lock().unwrap().iter().any(|(op, _)| *op == "set"));
+    assert_eq!(
+        calls_on("set", here),
+        0,
+        "the argument was stored elsewhere"
+    );
+    assert_eq!(calls_on("get", here), 0, "the result was read elsewhere");
+
+    // The blocking forms do run here (the recording works).
+    let value = executor
+        .submit(reverse::task(payload))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(value.len(), 1 << 20);
+    assert!(calls_on("set", here) > 0 && calls_on("get", here) > 0);
+}
+
+#[test]
+fn a_dropped_async_submit_leaves_nothing_behind() {
+    let connector = LocalConnector::new();
+    let store = Store::new("async-io-dropped", connector.clone()).unwrap();
+    let executor = StoreExecutor::new(ThreadPool::new(1).unwrap(), store).close_store(false);
+    for _ in 0..20 {
+        // Polled once (the put starts on a background thread), then dropped.
+        let submit = executor.submit_async(reverse::task(vec![1u8; 1 << 16]));
+        let mut submit = std::pin::pin!(submit);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(submit.as_mut().poll(&mut cx).is_pending());
+    }
+    drop(executor);
+    // The background puts finish, see nobody waits, and evict what they
+    // stored.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !connector.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(connector.len(), 0);
+}
