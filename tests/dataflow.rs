@@ -418,6 +418,49 @@ fn store_futures_cross_processes_and_wait(pool: Pool) {
     assert_eq!(f.left(), 0);
 }
 
+/// Puts an object in the submitting executor's store and runs a follow-up
+/// task from inside this one, through the task's context.
+#[proxied]
+fn follow_up(text: String) -> (String, String, String) {
+    let context = proxystore::task::current().expect("inside a task");
+    let store = context.store().unwrap();
+    let stored = store.proxy(text).unwrap();
+    let executor = context.executor(ThreadPool::new(1).unwrap()).unwrap();
+    let shouted = executor
+        .submit(shout_when_set::task(&stored))
+        .unwrap()
+        .result()
+        .unwrap();
+    (
+        context.task().to_string(),
+        shouted.to_string(),
+        Proxy::key(&stored).to_string(),
+    )
+}
+
+fn tasks_reach_their_store_and_submit_follow_ups(pool: Pool) {
+    let f = Fixture::new();
+    let ex = f.executor(pool);
+    assert!(proxystore::task::current().is_none());
+    let (task, shouted, key) = ex
+        .submit(follow_up::task("quiet"))
+        .unwrap()
+        .result()
+        .unwrap()
+        .into_value()
+        .unwrap();
+    assert_eq!(task, follow_up::NAME);
+    assert_eq!(shouted, "QUIET");
+    let key: proxystore::Key = key.parse().unwrap();
+    assert_eq!(
+        f.store.load::<String>(&key).unwrap().as_deref(),
+        Some("quiet")
+    );
+    f.store.evict(&key).unwrap();
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
@@ -602,4 +645,5 @@ for_both_pools!(
     as_completed_yields_in_finishing_order,
     map_with_a_deadline_and_as_completed,
     store_futures_cross_processes_and_wait,
+    tasks_reach_their_store_and_submit_follow_ups,
 );

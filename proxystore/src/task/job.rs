@@ -91,11 +91,18 @@ impl<'a> JobRef<'a> {
             context: decode_context(self.context)?,
             result_key: self.result_key,
         };
+        let current = super::TaskContext {
+            name: self.name.into(),
+            context: ctx.context.clone(),
+            result_key: self.result_key,
+        };
         let mut args = ArgReader::new(self.payload, sections);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let out = run(&ctx, &mut args)?;
-            args.finish()?;
-            Ok(out)
+            super::context::with_current(current, || {
+                let out = run(&ctx, &mut args)?;
+                args.finish()?;
+                Ok(out)
+            })
         }));
         match outcome {
             Ok(result) => result,

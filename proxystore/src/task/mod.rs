@@ -45,12 +45,14 @@ use crate::proxy::{Factory, Proxy};
 use crate::store::{Store, StoreConfig};
 use crate::Storable;
 
+mod context;
 mod job;
 mod registry;
 mod section;
 mod value;
 mod wire;
 
+pub use context::{current, TaskContext};
 pub(crate) use job::run_received;
 #[cfg(feature = "cluster")]
 pub(crate) use job::{job_name, job_store_and_result};

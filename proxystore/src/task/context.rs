@@ -1,0 +1,125 @@
+//! What a running task can reach of the submission it came from: see
+//! [`current`].
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::ExecContext;
+use crate::error::Result;
+use crate::executor::Executor;
+use crate::key::Key;
+use crate::policy::ShouldProxy;
+use crate::store::{get_or_create_store, Store};
+use crate::store_executor::StoreExecutor;
+
+thread_local! {
+    static CURRENT: RefCell<Option<TaskContext>> = const { RefCell::new(None) };
+}
+
+/// The context of the task running on this thread, wherever it runs (a
+/// thread of the caller, a pool's worker process, a worker on another
+/// host); `None` outside a task.
+///
+/// Through it a task reaches the store of the executor that submitted it
+/// (to put objects, or read proxies by key) and can build an executor
+/// configured the same way, to submit follow-up tasks.
+///
+/// ```
+/// use proxystore::connectors::LocalConnector;
+/// use proxystore::executor::ThreadPool;
+/// use proxystore::{proxied, task, Proxy, Store, StoreExecutor};
+///
+/// /// Stores a greeting in the submitting executor's store and returns a
+/// /// proxy of it.
+/// #[proxied]
+/// fn greet(name: String) -> Proxy<String> {
+///     let context = task::current().expect("inside a task");
+///     let store = context.store().expect("the executor's store");
+///     store.proxy(format!("hello, {name}")).expect("stored")
+/// }
+///
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("task-context-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(1)?, store.clone());
+///     let greeting = executor.submit(greet::task("ada".to_string()))?.result()?;
+///     assert_eq!(**greeting, "hello, ada");
+///     assert!(store.exists(&Proxy::key(&greeting))?);
+///     assert!(task::current().is_none());
+///     Ok(())
+/// }
+/// ```
+pub fn current() -> Option<TaskContext> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Runs `f` with `context` as the current task's.
+pub(super) fn with_current<T>(context: TaskContext, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<TaskContext>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let previous = CURRENT.with(|c| c.borrow_mut().replace(context));
+    let _restore = Restore(previous);
+    f()
+}
+
+/// A running task's view of its submission: see [`current`].
+#[derive(Clone)]
+pub struct TaskContext {
+    pub(super) name: Arc<str>,
+    pub(super) context: Arc<ExecContext>,
+    pub(super) result_key: Key,
+}
+
+impl TaskContext {
+    /// The task's registered name.
+    pub fn task(&self) -> &str {
+        &self.name
+    }
+
+    /// The key reserved for the task's result, should it go through the
+    /// store.
+    pub fn result_key(&self) -> Key {
+        self.result_key
+    }
+
+    /// The store of the executor that submitted the task: the same store
+    /// in this process, or one built from its configuration in a worker.
+    pub fn store(&self) -> Result<Store> {
+        get_or_create_store(&self.context.store)
+    }
+
+    /// The submitting executor's runtime should-proxy policy.
+    pub fn policy(&self) -> &ShouldProxy {
+        &self.context.policy
+    }
+
+    /// Whether the submitting executor hands results back owned.
+    pub fn ownership(&self) -> bool {
+        self.context.ownership
+    }
+
+    /// A [`StoreExecutor`] over `executor` configured like the one that
+    /// submitted this task (its store, policy and ownership), to submit
+    /// follow-up tasks from inside a task. It does not close the store
+    /// when it shuts down: the store is the submitter's.
+    pub fn executor(&self, executor: impl Executor) -> Result<StoreExecutor> {
+        Ok(StoreExecutor::new(executor, self.store()?)
+            .should_proxy(self.context.policy.clone())
+            .ownership(self.context.ownership)
+            .close_store(false))
+    }
+}
+
+impl std::fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("task", &self.name)
+            .field("store", &self.context.store.name)
+            .field("result_key", &self.result_key)
+            .finish()
+    }
+}
