@@ -3,6 +3,7 @@
 
 mod ast;
 mod attr;
+mod context;
 mod expand;
 mod fallback;
 mod ty;
@@ -26,6 +27,25 @@ fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
         Ok(item) => item,
         Err(error) => return fallback::expand(&input, None, error),
     };
+    if let syn::Item::Fn(func) = &item {
+        // A method (with `self`) gets its own message from the checks.
+        let method = func.sig.receiver().is_some();
+        if let Some(block) = (!method)
+            .then(|| context::enclosing_block(&func.sig.ident))
+            .flatten()
+        {
+            let ident = &func.sig.ident;
+            let article = if block == "impl" { "an" } else { "a" };
+            let message = format!(
+                "#[proxied] works on free functions at module level, and `{ident}` is inside \
+                 {article} `{block}` block: workers find a task by a path that only a free \
+                 function has. Move `{ident}` out of the `{block}` block (its methods can still \
+                 call it), or put #[proxied] on a free function that calls `Self::{ident}`."
+            );
+            // Nothing else is emitted: no module can live in this block.
+            return fallback::expand(&input, None, syn::Error::new(ident.span(), message));
+        }
+    }
     match ast::Task::from_syn(args, &item) {
         Ok(task) => expand::task(&input, &task),
         Err(error) => fallback::expand(&input, Some(&item), error),
