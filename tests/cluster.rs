@@ -505,3 +505,72 @@ fn a_worker_serves_successive_callers_whose_stores_share_a_name() {
         executor.shutdown(true, false);
     }
 }
+
+#[proxied(types = [Vec<f64>])]
+fn total(values: Vec<f64>) -> f64 {
+    values.iter().sum()
+}
+
+#[proxied]
+fn plus_one(x: u32) -> u32 {
+    x + 1
+}
+
+/// Data flow on the multi-host executor: futures and results passed task to
+/// task, an upstream failure named, waiting for the first of many.
+#[test]
+fn results_and_futures_pass_worker_to_worker() {
+    let Some(server) = RedisServer::start("results_and_futures_pass_worker_to_worker") else {
+        return;
+    };
+    let queue = "dataflow";
+    let _workers = [
+        Worker::start(&server.url(), queue),
+        Worker::start(&server.url(), queue),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        unique("cluster-flow"),
+        FileConnector::new(dir.path().join("objects"))
+            .unwrap()
+            .shared(),
+    )
+    .unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store).close_store(false);
+    let data: Vec<f64> = (0..10_000).map(f64::from).collect();
+    let expected: f64 = data.iter().map(|v| v * 3.0).sum();
+    let a = executor.submit(scale::task(data, 1.5)).unwrap();
+    let b = executor.submit(scale::task(&a, 2.0)).unwrap();
+    let c = executor.submit(total::task(b)).unwrap();
+    assert_eq!(*c.result().unwrap(), expected);
+    let a = a.result().unwrap();
+    assert_eq!(
+        *executor.submit(total::task(&a)).unwrap().result().unwrap(),
+        expected / 2.0
+    );
+    drop(a);
+
+    let failed = executor.submit(fails::task()).unwrap();
+    let after = executor.submit(plus_one::task(failed)).unwrap();
+    match after.result() {
+        Err(Error::UpstreamFailed { upstream, .. }) => assert_eq!(upstream, fails::NAME),
+        other => panic!("expected UpstreamFailed, got {other:?}"),
+    }
+    let futures = vec![
+        executor.submit(pid_after::task(3000)).unwrap(),
+        executor.submit(pid_after::task(1)).unwrap(),
+    ];
+    let first = proxystore::executor::wait(
+        &futures,
+        proxystore::executor::ReturnWhen::FirstCompleted,
+        Some(Duration::from_secs(30)),
+    );
+    assert_eq!(first.done, [1]);
+    drop(futures);
+    executor.shutdown(true, false);
+    assert_eq!(
+        objects(&dir.path().join("objects")),
+        Vec::<String>::new(),
+        "intermediate results evicted"
+    );
+}
