@@ -174,12 +174,15 @@ impl StoreExecutor {
     ///     Ok(result[0])
     /// }
     ///
-    /// let store = Store::new("submit-async-doc", LocalConnector::new())?;
-    /// let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
-    /// // Any runtime drives it; a tiny one here.
-    /// let first = futures_lite_block_on(run(&executor))?;
-    /// assert_eq!(first, 3);
-    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// fn main() -> proxystore::Result<()> {
+    ///     let store = Store::new("submit-async-doc", LocalConnector::new())?;
+    ///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+    ///     // Any runtime drives it (tokio, see examples/async_tokio.rs); a
+    ///     // tiny one here.
+    ///     assert_eq!(block_on(run(&executor))?, 3);
+    ///     Ok(())
+    /// }
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
     /// #     struct Unpark(std::thread::Thread);
     /// #     impl std::task::Wake for Unpark {
     /// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
@@ -192,7 +195,6 @@ impl StoreExecutor {
     /// #         std::thread::park();
     /// #     }
     /// # }
-    /// # Ok::<(), proxystore::Error>(())
     /// ```
     pub async fn submit_async<R: Storable>(&self, task: Task<R>) -> Result<TaskFuture<R>> {
         self.check_open(task.name())?;
