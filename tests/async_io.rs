@@ -147,3 +147,38 @@ fn a_dropped_async_submit_leaves_nothing_behind() {
     }
     assert_eq!(connector.len(), 0);
 }
+
+#[test]
+fn an_async_submit_dropped_after_its_put_finished_leaves_nothing_behind() {
+    let connector = LocalConnector::new();
+    let store = Store::new("async-io-dropped-late", connector.clone()).unwrap();
+    let executor = StoreExecutor::new(ThreadPool::new(1).unwrap(), store).close_store(false);
+    struct Flag(std::sync::Mutex<bool>, std::sync::Condvar);
+    impl std::task::Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            *self.0.lock().unwrap() = true;
+            self.1.notify_all();
+        }
+    }
+    let flag = std::sync::Arc::new(Flag(
+        std::sync::Mutex::new(false),
+        std::sync::Condvar::new(),
+    ));
+    let waker = std::task::Waker::from(flag.clone());
+    {
+        let submit = executor.submit_async(reverse::task(vec![1u8; 1 << 16]));
+        let mut submit = std::pin::pin!(submit);
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(submit.as_mut().poll(&mut cx).is_pending());
+        // Woken: the argument is stored; then dropped without being polled.
+        let woken = flag.0.lock().unwrap();
+        let (woken, _) = flag
+            .1
+            .wait_timeout_while(woken, std::time::Duration::from_secs(10), |w| !*w)
+            .unwrap();
+        assert!(*woken);
+        assert_eq!(connector.len(), 1, "the argument is in the store");
+    }
+    assert_eq!(connector.len(), 0, "evicted when the submit was dropped");
+    drop(executor);
+}

@@ -241,6 +241,72 @@ fn a_cancelled_upstream_fails_its_dependents(pool: Pool) {
     assert_eq!(f.left(), 0);
 }
 
+/// One worker, one task at a time.
+fn serial(pool: Pool) -> Box<dyn Executor> {
+    match pool {
+        Pool::Threads => Box::new(ThreadPool::new(1).unwrap()),
+        Pool::Processes => Box::new(
+            ProcessPool::builder(1)
+                .test_harness()
+                .max_in_flight(1)
+                .build()
+                .unwrap(),
+        ),
+    }
+}
+
+fn a_result_taken_and_dropped_stays_until_its_dependents_end(pool: Pool) {
+    let f = Fixture::new();
+    let ex = StoreExecutor::new(serial(pool), f.store.clone()).close_store(false);
+    let a = ex.submit(ramp::task(100)).unwrap();
+    // `b` and `c` read `a`'s result only after this 300 ms task.
+    let busy = ex.submit(sleep_ms::task(300)).unwrap();
+    let b = ex.submit(total::task(&a)).unwrap();
+    let c = ex.submit(total::task(&a)).unwrap();
+    let value = a.result().unwrap();
+    let key = value.key().unwrap();
+    drop(value); // its owner is gone, but `b` and `c` still need it
+    assert!(f.store.exists(&key).unwrap());
+    assert_eq!(*b.result().unwrap(), expected_total(100, 1.0));
+    assert_eq!(*c.result().unwrap(), expected_total(100, 1.0));
+    assert!(
+        !f.store.exists(&key).unwrap(),
+        "evicted by the last of them"
+    );
+    // Moved into another task instead of dropped: the same.
+    let a = ex.submit(ramp::task(10)).unwrap();
+    let busy2 = ex.submit(sleep_ms::task(300)).unwrap();
+    let b = ex.submit(total::task(&a)).unwrap();
+    let value = a.result().unwrap();
+    let c = ex.submit(total::task(value)).unwrap();
+    assert_eq!(*c.result().unwrap(), 45.0);
+    assert_eq!(*b.result().unwrap(), 45.0);
+    drop((busy, busy2));
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn dropping_the_executor_in_a_done_callback_does_not_hang(pool: Pool) {
+    let f = Fixture::new();
+    let ex =
+        std::sync::Arc::new(StoreExecutor::new(serial(pool), f.store.clone()).close_store(false));
+    let first = ex.submit(sleep_ms::task(100)).unwrap();
+    let upstream = ex.submit(ramp::task(10)).unwrap();
+    let mut held = ex.submit(total::task(&upstream)).unwrap();
+    let last = ex.clone();
+    // The last handle goes in a done callback, on the executor's own
+    // thread: shutting down there must not wait for `held`, whose input
+    // needs that very thread.
+    first.add_done_callback(move |_| drop(last));
+    drop(ex);
+    let outcome = held.result_timeout(Duration::from_secs(30));
+    assert!(
+        !matches!(outcome, Err(Error::Timeout { .. })),
+        "the held task ended: {outcome:?}"
+    );
+    drop((first, upstream));
+}
+
 fn a_held_task_can_be_cancelled_and_shutdown_waits_for_held_tasks(pool: Pool) {
     let f = Fixture::new();
     let ex = f.executor(pool);
@@ -638,6 +704,8 @@ for_both_pools!(
     a_failed_upstream_fails_its_dependents_naming_it,
     a_cancelled_upstream_fails_its_dependents,
     a_held_task_can_be_cancelled_and_shutdown_waits_for_held_tasks,
+    a_result_taken_and_dropped_stays_until_its_dependents_end,
+    dropping_the_executor_in_a_done_callback_does_not_hang,
     task_values_pass_by_reference_or_move_their_ownership,
     an_owned_proxy_moved_into_a_task_is_evicted_when_it_ends,
     borrowed_strings_are_accepted_for_string_parameters,
@@ -647,3 +715,27 @@ for_both_pools!(
     store_futures_cross_processes_and_wait,
     tasks_reach_their_store_and_submit_follow_ups,
 );
+
+/// A result kept in one process's memory cannot feed a task of a pool of
+/// worker processes: the task fails with `Unreachable`, naming the store.
+#[test]
+fn an_upstream_result_the_workers_cannot_reach_is_refused() {
+    let local = Store::new(
+        unique("flow-local"),
+        proxystore::connectors::LocalConnector::new(),
+    )
+    .unwrap();
+    let threads = StoreExecutor::new(ThreadPool::new(1).unwrap(), local.clone()).close_store(false);
+    let f = Fixture::new();
+    let processes = f.executor(Pool::Processes);
+    let a = threads.submit(ramp::task(10)).unwrap();
+    let b = processes.submit(total::task(&a)).unwrap();
+    match b.result() {
+        Err(Error::Unreachable { store, .. }) => assert_eq!(store, local.name()),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    drop(a);
+    drop((threads, processes));
+    let _ = local.close();
+    assert_eq!(f.left(), 0);
+}

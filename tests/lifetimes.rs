@@ -98,6 +98,12 @@ fn a_lease_evicts_when_it_runs_out_unless_extended() {
         store.put_with_lifetime(&1u8, &lease),
         Err(Error::LifetimeEnded { lifetime: "lease" })
     ));
+    // Absurd durations saturate instead of panicking.
+    let forever = LeaseLifetime::new(Duration::MAX);
+    forever.extend(Duration::MAX);
+    assert!(forever.remaining() > Duration::from_secs(3600) && !forever.done());
+    forever.close();
+    assert!(forever.done());
     // Closed early.
     let lease = LeaseLifetime::new(Duration::from_secs(3600));
     let key = store.put_with_lifetime(&1u8, &lease).unwrap();

@@ -27,7 +27,12 @@ fn enclosing_block_in(path: &Path, line: usize) -> Option<&'static str> {
     if !fn_line.starts_with(char::is_whitespace) {
         return None;
     }
-    let offset: usize = text.lines().take(line - 1).map(|l| l.len() + 1).sum();
+    // Whole lines, line ends included (`\r\n` too).
+    let offset: usize = text
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(str::len)
+        .sum();
     innermost_block(text.get(..offset)?)
 }
 
@@ -71,9 +76,7 @@ fn innermost_block(prefix: &str) -> Option<&'static str> {
                 }
             }
             b'r' if matches!(bytes.get(i + 1), Some(b'#') | Some(b'"'))
-                && !bytes
-                    .get(i.wrapping_sub(1))
-                    .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') =>
+                && raw_prefix_starts(bytes, i) =>
             {
                 let hashes = bytes[i + 1..].iter().take_while(|b| **b == b'#').count();
                 if bytes.get(i + 1 + hashes) == Some(&b'"') {
@@ -115,6 +118,18 @@ fn innermost_block(prefix: &str) -> Option<&'static str> {
     }
     let header = headers.pop()?;
     kind_of(&header)
+}
+
+/// Whether the `r` at `i` starts a raw string literal (`r"`, `r#"`), or
+/// ends the prefix of a raw byte or C string (`br"`, `cr#"`): not the end
+/// of an identifier.
+fn raw_prefix_starts(bytes: &[u8], i: usize) -> bool {
+    let ident = |at: Option<&u8>| at.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    let before = i.checked_sub(1).map(|j| &bytes[j]);
+    match before {
+        Some(b'b' | b'c') => !ident(i.checked_sub(2).map(|j| &bytes[j])),
+        other => !ident(other),
+    }
 }
 
 /// `"impl"` or `"trait"` if `header` (what precedes a `{`) opens such a
@@ -160,10 +175,25 @@ mod tests {
                 Some("impl"),
             ),
             ("impl A {\n fn f<'a>(x: &'a str) {}\n", Some("impl")),
+            ("impl A {\n const S: &[u8] = br#\"}\"#;\n", Some("impl")),
+            ("mod m {\n const S: &str = r\"{\";\n", None),
+            ("impl A {\r\n}\r\nmod tests {\r\n", None),
             ("", None),
         ];
         for (prefix, expected) in cases {
             assert_eq!(innermost_block(prefix), expected, "{prefix:?}");
         }
+    }
+
+    #[test]
+    fn windows_line_ends_count_whole() {
+        let dir = std::env::temp_dir().join(format!("proxied-crlf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("lib.rs");
+        let source = "impl A {\r\n    fn a() {}\r\n}\r\nmod tests {\r\n    fn f() {}\r\n}\r\n";
+        std::fs::write(&file, source).unwrap();
+        assert_eq!(enclosing_block_in(&file, 5), None, "inside `mod tests`");
+        assert_eq!(enclosing_block_in(&file, 2), Some("impl"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

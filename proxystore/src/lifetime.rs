@@ -198,17 +198,29 @@ impl Lease {
         self.objects.end();
     }
 
-    /// Gives `key` the lease's remaining time in its connector, if the
-    /// connector can expire keys.
-    fn expire_in_connector(&self, store: &Store, key: &Key) {
-        let left = self.expiry().saturating_duration_since(Instant::now());
-        if let Err(e) = store
-            .connector()
-            .expire(key, left.max(Duration::from_millis(1)))
-        {
-            tracing::debug!(%key, error = %e, "lease: the connector could not expire the object");
+    /// Gives `keys` the lease's remaining time in their connectors, if they
+    /// can expire keys. Under the expiry's lock, so that an `extend` racing
+    /// with an `add_key` never leaves a key with the older, shorter time.
+    fn expire_in_connector(&self, keys: &[(Store, Key)]) {
+        let expiry = self.expiry();
+        let left = expiry.saturating_duration_since(Instant::now());
+        for (store, key) in keys {
+            if let Err(e) = store
+                .connector()
+                .expire(key, left.max(Duration::from_millis(1)))
+            {
+                tracing::debug!(%key, error = %e, "lease: the connector could not expire the object");
+            }
         }
     }
+}
+
+/// `start + duration`, or a century away when that does not fit.
+fn deadline_after(start: Instant, duration: Duration) -> Instant {
+    start
+        .checked_add(duration)
+        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(start)
 }
 
 impl LeaseLifetime {
@@ -216,7 +228,7 @@ impl LeaseLifetime {
     pub fn new(duration: Duration) -> Self {
         let lease = Arc::new(Lease {
             objects: Objects::default(),
-            expiry: Mutex::new(Instant::now() + duration),
+            expiry: Mutex::new(deadline_after(Instant::now(), duration)),
             changed: Condvar::new(),
         });
         let running = lease.clone();
@@ -236,13 +248,11 @@ impl LeaseLifetime {
     pub fn extend(&self, by: Duration) {
         {
             let mut expiry = self.lease.expiry();
-            *expiry += by;
+            *expiry = deadline_after(*expiry, by);
         }
         self.lease.changed.notify_all();
         let keys = self.lease.objects.lock().clone();
-        for (store, key) in keys {
-            self.lease.expire_in_connector(&store, &key);
-        }
+        self.lease.expire_in_connector(&keys);
     }
 
     /// How long until the lease ends (zero once it has).
@@ -259,12 +269,15 @@ impl LeaseLifetime {
 impl Lifetime for LeaseLifetime {
     fn add_key(&self, store: &Store, key: Key) -> Result<()> {
         self.lease.objects.add(store, key, "lease")?;
-        self.lease.expire_in_connector(store, &key);
+        self.lease.expire_in_connector(&[(store.clone(), key)]);
         Ok(())
     }
 
     fn close(&self) {
         self.lease.objects.end();
+        // Under the expiry's lock: the lease's thread is either before its
+        // check of `ended` or waiting, never in between.
+        let _expiry = self.lease.expiry();
         self.lease.changed.notify_all();
     }
 
@@ -296,7 +309,8 @@ impl StaticLifetime {
         static LIFETIME: OnceLock<StaticLifetime> = OnceLock::new();
         LIFETIME.get_or_init(|| {
             extern "C" fn at_exit() {
-                StaticLifetime::get().objects.end();
+                // A panic must not unwind into the C runtime's exit.
+                let _ = std::panic::catch_unwind(|| StaticLifetime::get().objects.end());
             }
             // SAFETY: registers a plain `extern "C"` function that takes no
             // arguments; it runs once, at exit.

@@ -125,6 +125,10 @@ pub struct OwnedProxy<T: Storable> {
     // `None` once ownership has been given up (leak, transfer, into_inner).
     factory: Option<Factory>,
     value: OnceCell<T>,
+    /// For a task's result: the task, whose dependents (tasks that take
+    /// the result as an input) may still need the object when this owner
+    /// is dropped; the last of them evicts it then.
+    shared_with: Option<Arc<crate::executor::Shared>>,
 }
 
 impl<T: Storable> OwnedProxy<T> {
@@ -132,6 +136,7 @@ impl<T: Storable> OwnedProxy<T> {
         OwnedProxy {
             factory: Some(factory),
             value: OnceCell::with_value(value),
+            shared_with: None,
         }
     }
 
@@ -139,7 +144,24 @@ impl<T: Storable> OwnedProxy<T> {
         OwnedProxy {
             factory: Some(factory),
             value: OnceCell::new(),
+            shared_with: None,
         }
+    }
+
+    /// The owner of task `shared`'s result: see `shared_with`.
+    pub(crate) fn of_task(factory: Factory, shared: Arc<crate::executor::Shared>) -> Self {
+        OwnedProxy {
+            factory: Some(factory),
+            value: OnceCell::new(),
+            shared_with: Some(shared),
+        }
+    }
+
+    /// Gives up the owner without evicting: its factory, and the task whose
+    /// dependents must be let finish first (see `shared_with`).
+    pub(crate) fn into_parts(mut this: Self) -> (Factory, Option<Arc<crate::executor::Shared>>) {
+        let factory = this.factory.take().expect("owned");
+        (factory, this.shared_with.take())
     }
 
     fn factory_ref(&self) -> &Factory {
@@ -269,9 +291,21 @@ pub(crate) fn evict(factory: &Factory) {
 
 impl<T: Storable> Drop for OwnedProxy<T> {
     fn drop(&mut self) {
-        if let Some(factory) = &self.factory {
-            evict(factory);
+        if let Some(factory) = self.factory.take() {
+            evict_when_free(factory, self.shared_with.take());
         }
+    }
+}
+
+/// Evicts now, or once the dependents of task `shared` (tasks that take
+/// its result as an input) have ended.
+pub(crate) fn evict_when_free(factory: Factory, shared: Option<Arc<crate::executor::Shared>>) {
+    let now = match shared {
+        Some(shared) => shared.defer_eviction(factory),
+        None => Some(factory),
+    };
+    if let Some(factory) = now {
+        evict(&factory);
     }
 }
 

@@ -46,9 +46,9 @@ mod marker;
 
 pub(crate) use marker::is_proxy;
 
-/// Runs `work` on the process-wide background threads.
+/// Runs `work` on the process-wide threads for async callers' store I/O.
 pub(crate) fn run_in_background(work: Box<dyn FnOnce() + Send>) -> Result<()> {
-    background::run(work)
+    background::run_unblocked(work)
 }
 
 /// What a proxy needs to find its object: the store's configuration and

@@ -33,7 +33,8 @@ use crate::key::Key;
 use crate::policy::ShouldProxy;
 use crate::store::Store;
 use crate::task::{
-    discard_output, input_frame, ExecContext, Job, Prepared, Task, TaskOutput, TaskValue,
+    discard_output, frame_reference, input_frame, ExecContext, Job, Prepared, Task, TaskOutput,
+    TaskValue,
 };
 use crate::Storable;
 
@@ -298,6 +299,7 @@ impl StoreExecutor {
         let held = Arc::new(HeldJob {
             id: held_id,
             executor: self.executor.clone(),
+            executor_name: self.executor_name,
             shared: shared.clone(),
             tasks: self.held.clone(),
             state: Mutex::new(HeldState {
@@ -413,9 +415,13 @@ impl StoreExecutor {
             for task in self.held.pending() {
                 task.cancel();
             }
-        } else if wait {
+        } else if wait && !crate::executor::on_executor_thread() {
             // Their inputs are being computed by this executor: let them
-            // be submitted before it stops taking jobs.
+            // be submitted before it stops taking jobs. (Not on one of the
+            // executor's own threads, a done callback dropping the last
+            // handle say: that thread may be the one their inputs wait
+            // for. They are then refused by the stopped executor and fail
+            // with `ShutDown`.)
             self.held.wait_until_empty();
         }
         self.executor.shutdown(wait, cancel_futures);
@@ -511,6 +517,7 @@ impl HeldTasks {
 struct HeldJob {
     id: u64,
     executor: Arc<dyn Executor>,
+    executor_name: &'static str,
     shared: Arc<Shared>,
     tasks: Arc<HeldTasks>,
     state: Mutex<HeldState>,
@@ -562,6 +569,26 @@ impl HeldJob {
         Some(Box::new(move || self.dispatch(job, frames, after, failure)))
     }
 
+    /// An upstream result stored where this executor's tasks cannot read
+    /// it (a process's memory, for a pool of worker processes).
+    fn unreachable(&self, frames: &[Vec<u8>]) -> Option<Error> {
+        let needed = self.executor.task_reach();
+        frames.iter().find_map(|frame| {
+            let config = frame_reference(frame)?.store_config().clone();
+            let connector = config.connector.kind.clone();
+            let reach = crate::store::get_or_create_store(&config)
+                .map(|store| store.connector().reach())
+                .ok()?;
+            (reach < needed).then(|| Error::Unreachable {
+                store: config.name.clone(),
+                connector,
+                reach: reach.to_string(),
+                executor: self.executor_name.to_string(),
+                needed: needed.to_string(),
+            })
+        })
+    }
+
     fn dispatch(
         &self,
         mut job: Job,
@@ -579,6 +606,8 @@ impl HeldJob {
                 upstream,
                 message,
             });
+        } else if let Some(error) = self.unreachable(&frames) {
+            completion.fail(error);
         } else {
             let extra: usize = frames.iter().chain(&after).map(Vec::len).sum();
             job.payload.reserve_exact(extra);

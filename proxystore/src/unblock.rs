@@ -14,6 +14,9 @@ struct Slot<T> {
     waker: Option<Waker>,
     /// The future was dropped: nobody will take the value.
     abandoned: bool,
+    /// Cleans up after a value nobody takes (run once, by whichever of the
+    /// background thread and the dropped future sees it last).
+    on_abandon: Option<Box<dyn FnOnce(T) + Send>>,
 }
 
 /// The result of [`unblock`], to await.
@@ -31,6 +34,7 @@ pub(crate) fn unblock<T: Send + 'static>(
         value: None,
         waker: None,
         abandoned: false,
+        on_abandon: Some(Box::new(abandoned)),
     }));
     let filled = slot.clone();
     crate::proxy::run_in_background(Box::new(move || {
@@ -39,9 +43,10 @@ pub(crate) fn unblock<T: Send + 'static>(
         let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
         let mut slot = filled.lock().unwrap_or_else(|e| e.into_inner());
         if slot.abandoned {
+            let on_abandon = slot.on_abandon.take();
             drop(slot);
-            if let Ok(value) = value {
-                abandoned(value);
+            if let (Ok(value), Some(on_abandon)) = (value, on_abandon) {
+                on_abandon(value);
             }
             return;
         }
@@ -81,7 +86,13 @@ impl<T> Drop for Unblock<T> {
     fn drop(&mut self) {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.abandoned = true;
-        // A value already delivered but not taken is dropped here.
-        slot.value.take();
+        // A value delivered but never taken is cleaned up here.
+        if let Some(Ok(value)) = slot.value.take() {
+            let on_abandon = slot.on_abandon.take();
+            drop(slot);
+            if let Some(on_abandon) = on_abandon {
+                on_abandon(value);
+            }
+        }
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct State {
     dependents: usize,
     /// Run with the output as it is set (see [`Shared::on_output`]).
     hooks: Vec<OutputHook>,
+    /// Objects of this task's result whose owners were dropped while
+    /// dependents still held it: the last dependent evicts them.
+    deferred: Vec<crate::proxy::Factory>,
     /// Told when the task is done (see [`Shared::watch`]).
     watchers: Vec<(std::sync::Weak<super::wait::Waiter>, usize)>,
     /// Done with an error (not cancelled).
@@ -65,6 +68,40 @@ pub(crate) struct Shared {
     pub(crate) dispatched: std::sync::atomic::AtomicBool,
     /// Tasks of the same executor not done yet, this one included.
     outstanding: Arc<AtomicUsize>,
+}
+
+thread_local! {
+    /// Set on threads that run tasks or finish them (and so run done
+    /// callbacks): waiting there for other tasks of the same executor could
+    /// wait for this very thread.
+    static EXECUTOR_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as one of an executor's for its whole life.
+pub(crate) fn mark_executor_thread() {
+    EXECUTOR_THREAD.with(|c| c.set(c.get() + 1));
+}
+
+/// Whether this thread runs or finishes tasks (see [`mark_executor_thread`]),
+/// or is running a task's done callbacks now.
+pub(crate) fn on_executor_thread() -> bool {
+    EXECUTOR_THREAD.with(|c| c.get() > 0)
+}
+
+/// Marks this thread as running completions until dropped.
+struct Finishing;
+
+impl Finishing {
+    fn enter() -> Self {
+        mark_executor_thread();
+        Finishing
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        EXECUTOR_THREAD.with(|c| c.set(c.get() - 1));
+    }
 }
 
 /// Waiting callers poll only while the executor has at most this many
@@ -98,6 +135,7 @@ impl Shared {
                 dependents: 0,
                 hooks: Vec::new(),
                 watchers: Vec::new(),
+                deferred: Vec::new(),
                 failed: false,
             }),
             done: Condvar::new(),
@@ -197,6 +235,7 @@ impl Shared {
                 std::mem::take(&mut state.watchers),
             )
         };
+        let _finishing = Finishing::enter();
         for action in deferred {
             action();
         }
@@ -293,6 +332,21 @@ impl Shared {
         false
     }
 
+    /// Evicting the result's object waits while dependents hold it: then
+    /// the last of them evicts it, and `None` is returned; otherwise the
+    /// factory is handed back, to evict now.
+    pub(crate) fn defer_eviction(
+        &self,
+        factory: crate::proxy::Factory,
+    ) -> Option<crate::proxy::Factory> {
+        let mut state = self.lock();
+        if state.dependents > 0 {
+            state.deferred.push(factory);
+            return None;
+        }
+        Some(factory)
+    }
+
     /// Registers a task that takes this one's result as an input: the
     /// result is kept, even if its future is dropped, until the returned
     /// guard is.
@@ -345,17 +399,24 @@ pub(crate) struct Dependency {
 
 impl Drop for Dependency {
     fn drop(&mut self) {
-        let discard = {
+        let (discard, deferred) = {
             let mut state = self.shared.lock();
             state.dependents -= 1;
-            if state.dependents == 0 && state.abandoned {
+            if state.dependents > 0 {
+                return;
+            }
+            let discard = if state.abandoned {
                 state.output.take().zip(state.discard)
             } else {
                 None
-            }
+            };
+            (discard, std::mem::take(&mut state.deferred))
         };
         if let Some((Ok(output), discard)) = discard {
             discard(output);
+        }
+        for factory in deferred {
+            crate::owned::evict(&factory);
         }
     }
 }

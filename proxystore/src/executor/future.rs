@@ -115,7 +115,7 @@ impl<R: Storable> TaskFuture<R> {
 
     fn decode(&self, output: Option<Result<crate::task::TaskOutput>>) -> Result<TaskValue<R>> {
         match output {
-            Some(Ok(output)) => TaskValue::decode(output),
+            Some(Ok(output)) => TaskValue::decode(output, &self.shared),
             Some(Err(e)) => Err(e),
             None => Err(Error::Protocol(format!(
                 "the result of task `{}` was already taken",

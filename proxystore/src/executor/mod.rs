@@ -54,7 +54,7 @@ pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT
 pub use thread_pool::ThreadPool;
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
 
-pub(crate) use completion::{Dependency, Shared};
+pub(crate) use completion::{on_executor_thread, Dependency, Shared};
 
 use crate::connectors::Reach;
 use crate::task::Job;

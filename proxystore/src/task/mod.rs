@@ -65,11 +65,11 @@ pub(crate) use value::discard_output;
 #[cfg(feature = "cluster")]
 pub(crate) use value::evict_output;
 pub use value::TaskValue;
-pub(crate) use wire::input_frame;
 #[cfg(feature = "cluster")]
 pub(crate) use wire::with_result_guard;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
+pub(crate) use wire::{frame_reference, input_frame};
 use wire::{place, push_frame, push_reference, read_frame, OWNED, PROXY, SECTION, VALUE};
 
 /// A task argument: a value (offered to the should-proxy policies), an
@@ -95,12 +95,15 @@ pub enum Arg<T> {
 /// An object whose ownership moved into a task (see [`Arg::Owned`]).
 pub struct OwnedInput {
     factory: Option<Factory>,
+    /// The task whose result it is, if its dependents may still need it.
+    shared_with: Option<std::sync::Arc<crate::executor::Shared>>,
 }
 
 impl OwnedInput {
-    fn new(factory: Factory) -> Self {
+    fn new(factory: Factory, shared_with: Option<std::sync::Arc<crate::executor::Shared>>) -> Self {
         OwnedInput {
             factory: Some(factory),
+            shared_with,
         }
     }
 
@@ -112,7 +115,7 @@ impl OwnedInput {
 impl Drop for OwnedInput {
     fn drop(&mut self) {
         if let Some(factory) = self.factory.take() {
-            crate::owned::evict(&factory);
+            crate::owned::evict_when_free(factory, self.shared_with.take());
         }
     }
 }
@@ -193,8 +196,8 @@ impl IntoArg<String> for &String {
 impl<T: Storable> IntoArg<T> for OwnedProxy<T> {
     fn into_arg(self) -> Arg<T> {
         // Given up without evicting: the task's input owns it now.
-        let proxy = OwnedProxy::leak(self);
-        Arg::Owned(OwnedInput::new(Proxy::factory(&proxy).clone()))
+        let (factory, shared_with) = OwnedProxy::into_parts(self);
+        Arg::Owned(OwnedInput::new(factory, shared_with))
     }
 }
 

@@ -61,7 +61,12 @@ pub enum TaskValue<R: Storable> {
 }
 
 impl<R: Storable> TaskValue<R> {
-    pub(crate) fn decode(output: TaskOutput) -> Result<Self> {
+    /// Decodes the result of task `shared`; an owned result lets that
+    /// task's dependents finish with it before it is evicted.
+    pub(crate) fn decode(
+        output: TaskOutput,
+        shared: &std::sync::Arc<crate::executor::Shared>,
+    ) -> Result<Self> {
         let TaskOutput { frame, section } = output;
         let mut rest = &frame[..];
         let bad = |what: String| Error::Protocol(format!("malformed task result: {what}"));
@@ -81,7 +86,7 @@ impl<R: Storable> TaskValue<R> {
                 )
             }
             PROXY => TaskValue::Proxy(Proxy::lazy(factory()?)),
-            OWNED => TaskValue::Owned(OwnedProxy::lazy(factory()?)),
+            OWNED => TaskValue::Owned(OwnedProxy::of_task(factory()?, shared.clone())),
             other => return Err(bad(format!("unknown tag {other}"))),
         })
     }

@@ -106,6 +106,15 @@ pub(crate) fn input_frame(output: &TaskOutput) -> Result<Vec<u8>, String> {
     Ok(frame)
 }
 
+/// The stored object an argument frame refers to, if it is a reference.
+pub(crate) fn frame_reference(frame: &[u8]) -> Option<Factory> {
+    let mut rest = frame;
+    match read_frame(&mut rest)? {
+        (PROXY, body) => Factory::from_frame(body).ok(),
+        _ => None,
+    }
+}
+
 /// Reads a task's arguments in a worker; used by generated code.
 #[doc(hidden)]
 pub struct ArgReader<'a> {
