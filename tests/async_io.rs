@@ -9,6 +9,10 @@ use proxystore::connectors::{Connector, ConnectorConfig, FromConfig, LocalConnec
 use proxystore::executor::ThreadPool;
 use proxystore::{proxied, Key, Result, Store, StoreExecutor, TaskValue};
 
+mod support;
+
+use support::common::block_on;
+
 /// Where each `set` and `get` ran.
 static CALLS: Mutex<Vec<(&'static str, ThreadId)>> = Mutex::new(Vec::new());
 
@@ -60,24 +64,6 @@ proxystore::register_connector!(Recording);
 fn reverse(mut bytes: Vec<u8>) -> Vec<u8> {
     bytes.reverse();
     bytes
-}
-
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }
 
 fn calls_on(op: &str, thread: ThreadId) -> usize {

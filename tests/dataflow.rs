@@ -4,13 +4,12 @@
 
 mod support;
 
-use support::common::unique;
+use support::common::{block_on, unique};
+use support::pools::{Fixture, Pool};
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use proxystore::connectors::FileConnector;
-use proxystore::executor::{as_completed, wait, Executor, ProcessPool, ReturnWhen, ThreadPool};
+use proxystore::executor::{as_completed, wait, ReturnWhen, ThreadPool};
 use proxystore::{proxied, Error, OwnedProxy, Proxy, Store, StoreExecutor, StoreFuture, TaskValue};
 
 proxystore::test_worker!();
@@ -65,77 +64,12 @@ fn concat(base: String, num: i64) -> String {
     format!("{base}-{num}")
 }
 
-fn count(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter(|e| {
-                !e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    store: Store,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(
-            unique("flow"),
-            FileConnector::new(dir.path().join("objects")).unwrap(),
-        )
-        .unwrap();
-        Fixture { dir, store }
-    }
-
-    fn objects(&self) -> PathBuf {
-        self.dir.path().join("objects")
-    }
-
-    fn left(&self) -> usize {
-        count(&self.objects())
-    }
-
-    fn executor(&self, pool: Pool) -> StoreExecutor {
-        StoreExecutor::new(pool.make(), self.store.clone()).close_store(false)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.store.close();
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Pool {
-    Threads,
-    Processes,
-}
-
-impl Pool {
-    fn make(self) -> Box<dyn Executor> {
-        match self {
-            Pool::Threads => Box::new(ThreadPool::new(2).unwrap()),
-            Pool::Processes => Box::new(ProcessPool::builder(2).test_harness().build().unwrap()),
-        }
-    }
-}
-
 fn expected_total(n: usize, by: f64) -> f64 {
     (0..n).map(|i| i as f64 * by).sum()
 }
 
 fn futures_feed_the_next_task_without_the_caller(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let a = ex.submit(ramp::task(1000)).unwrap();
     // By reference: `a` stays the caller's.
@@ -160,7 +94,7 @@ fn futures_feed_the_next_task_without_the_caller(pool: Pool) {
 }
 
 fn frames_after_an_upstream_keep_their_place(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let a = ex.submit(ramp::task(10)).unwrap();
     let r = ex
@@ -179,7 +113,7 @@ fn frames_after_an_upstream_keep_their_place(pool: Pool) {
 }
 
 fn a_future_dropped_early_still_feeds_its_dependents(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let a = ex.submit(slow_ramp::task(100, 100)).unwrap();
     let b = ex.submit(total::task(&a)).unwrap();
@@ -189,7 +123,7 @@ fn a_future_dropped_early_still_feeds_its_dependents(pool: Pool) {
 }
 
 fn a_failed_upstream_fails_its_dependents_naming_it(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let a = ex.submit(refuse::task("no data")).unwrap();
     let b = ex.submit(scale::task(&a, 2.0)).unwrap();
@@ -213,21 +147,8 @@ fn a_failed_upstream_fails_its_dependents_naming_it(pool: Pool) {
 }
 
 fn a_cancelled_upstream_fails_its_dependents(pool: Pool) {
-    let f = Fixture::new();
-    let ex = StoreExecutor::new(
-        match pool {
-            Pool::Threads => Box::new(ThreadPool::new(1).unwrap()) as Box<dyn Executor>,
-            Pool::Processes => Box::new(
-                ProcessPool::builder(1)
-                    .test_harness()
-                    .max_in_flight(1)
-                    .build()
-                    .unwrap(),
-            ),
-        },
-        f.store.clone(),
-    )
-    .close_store(false);
+    let f = Fixture::new("flow");
+    let ex = StoreExecutor::new(pool.serial().make(), f.store.clone()).close_store(false);
     let busy = ex.submit(sleep_ms::task(300)).unwrap();
     let a = ex.submit(ramp::task(10)).unwrap();
     let b = ex.submit(total::task(&a)).unwrap();
@@ -241,23 +162,9 @@ fn a_cancelled_upstream_fails_its_dependents(pool: Pool) {
     assert_eq!(f.left(), 0);
 }
 
-/// One worker, one task at a time.
-fn serial(pool: Pool) -> Box<dyn Executor> {
-    match pool {
-        Pool::Threads => Box::new(ThreadPool::new(1).unwrap()),
-        Pool::Processes => Box::new(
-            ProcessPool::builder(1)
-                .test_harness()
-                .max_in_flight(1)
-                .build()
-                .unwrap(),
-        ),
-    }
-}
-
 fn a_result_taken_and_dropped_stays_until_its_dependents_end(pool: Pool) {
-    let f = Fixture::new();
-    let ex = StoreExecutor::new(serial(pool), f.store.clone()).close_store(false);
+    let f = Fixture::new("flow");
+    let ex = StoreExecutor::new(pool.serial().make(), f.store.clone()).close_store(false);
     let a = ex.submit(ramp::task(100)).unwrap();
     // `b` and `c` read `a`'s result only after this 300 ms task.
     let busy = ex.submit(sleep_ms::task(300)).unwrap();
@@ -287,9 +194,10 @@ fn a_result_taken_and_dropped_stays_until_its_dependents_end(pool: Pool) {
 }
 
 fn dropping_the_executor_in_a_done_callback_does_not_hang(pool: Pool) {
-    let f = Fixture::new();
-    let ex =
-        std::sync::Arc::new(StoreExecutor::new(serial(pool), f.store.clone()).close_store(false));
+    let f = Fixture::new("flow");
+    let ex = std::sync::Arc::new(
+        StoreExecutor::new(pool.serial().make(), f.store.clone()).close_store(false),
+    );
     let first = ex.submit(sleep_ms::task(100)).unwrap();
     let upstream = ex.submit(ramp::task(10)).unwrap();
     let mut held = ex.submit(total::task(&upstream)).unwrap();
@@ -308,7 +216,7 @@ fn dropping_the_executor_in_a_done_callback_does_not_hang(pool: Pool) {
 }
 
 fn a_held_task_can_be_cancelled_and_shutdown_waits_for_held_tasks(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let a = ex.submit(slow_ramp::task(10, 200)).unwrap();
     let b = ex.submit(total::task(&a)).unwrap();
@@ -322,7 +230,7 @@ fn a_held_task_can_be_cancelled_and_shutdown_waits_for_held_tasks(pool: Pool) {
 }
 
 fn task_values_pass_by_reference_or_move_their_ownership(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let values = ex.submit(ramp::task(100)).unwrap().result().unwrap();
     let key = values.key().expect("stored");
@@ -358,7 +266,7 @@ fn task_values_pass_by_reference_or_move_their_ownership(pool: Pool) {
 }
 
 fn an_owned_proxy_moved_into_a_task_is_evicted_when_it_ends(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let owned = f.store.owned_proxy(vec![1.0, 2.0, 3.0]).unwrap();
     let key = OwnedProxy::key(&owned);
@@ -375,7 +283,7 @@ fn an_owned_proxy_moved_into_a_task_is_evicted_when_it_ends(pool: Pool) {
 }
 
 fn borrowed_strings_are_accepted_for_string_parameters(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let r = ex
         .submit(concat::task("foobar", 42))
@@ -412,7 +320,7 @@ fn shout_when_set(text: String) -> String {
 }
 
 fn store_futures_cross_processes_and_wait(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     // Set by a task, read here through a proxy that waits.
     let future = f
@@ -505,7 +413,7 @@ fn follow_up(text: String) -> (String, String, String) {
 }
 
 fn tasks_reach_their_store_and_submit_follow_ups(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     assert!(proxystore::task::current().is_none());
     let (task, shouted, key) = ex
@@ -539,7 +447,7 @@ fn thread_cpu() -> Duration {
 }
 
 fn wait_returns_as_asked_without_polling(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let futures = vec![
         ex.submit(sleep_ms::task(1500)).unwrap(),
@@ -590,7 +498,7 @@ fn wait_returns_as_asked_without_polling(pool: Pool) {
 }
 
 fn as_completed_yields_in_finishing_order(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let futures = vec![
         ex.submit(sleep_ms::task(800)).unwrap(),
@@ -636,7 +544,7 @@ fn as_completed_yields_in_finishing_order(pool: Pool) {
 }
 
 fn map_with_a_deadline_and_as_completed(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let ex = f.executor(pool);
     let mut results = ex
         .map_timeout(
@@ -663,38 +571,6 @@ fn map_with_a_deadline_and_as_completed(pool: Pool) {
     assert_eq!(seen, [(0, 400), (1, 1)]);
     drop(ex);
     assert_eq!(f.left(), 0);
-}
-
-/// Polls a future on this thread until it is ready.
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
-macro_rules! for_both_pools {
-    ($($name:ident),* $(,)?) => {
-        mod threads {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Pool::Threads) })*
-        }
-        mod processes {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Pool::Processes) })*
-        }
-    };
 }
 
 for_both_pools!(
@@ -726,7 +602,7 @@ fn an_upstream_result_the_workers_cannot_reach_is_refused() {
     )
     .unwrap();
     let threads = StoreExecutor::new(ThreadPool::new(1).unwrap(), local.clone()).close_store(false);
-    let f = Fixture::new();
+    let f = Fixture::new("flow");
     let processes = f.executor(Pool::Processes);
     let a = threads.submit(ramp::task(10)).unwrap();
     let b = processes.submit(total::task(&a)).unwrap();

@@ -2,9 +2,10 @@
 
 mod support;
 
-use support::common::unique;
+use support::common::{block_on, unique};
+use support::pools::{count, Fixture, Pool};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,93 +156,8 @@ fn second_duplicate(x: i64) -> i64 {
     x
 }
 
-fn count(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter(|e| {
-                !e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
-            .count()
-        })
-        .unwrap_or(0)
-}
-
-/// A store in a fresh directory, kept open after the executor is dropped so
-/// the tests can look at what is left.
-struct Fixture {
-    dir: tempfile::TempDir,
-    store: Store,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(
-            unique("exec"),
-            FileConnector::new(dir.path().join("objects")).unwrap(),
-        )
-        .unwrap();
-        Fixture { dir, store }
-    }
-
-    fn objects(&self) -> PathBuf {
-        self.dir.path().join("objects")
-    }
-
-    fn left(&self) -> usize {
-        count(&self.objects())
-    }
-
-    fn executor(&self, pool: Pool) -> StoreExecutor {
-        StoreExecutor::new(pool.make(), self.store.clone()).close_store(false)
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.store.close();
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Pool {
-    Threads,
-    Processes,
-    /// One worker, one task in flight: cancellation needs queued tasks.
-    Serial,
-    SerialProcess,
-}
-
-impl Pool {
-    fn make(self) -> Box<dyn Executor> {
-        match self {
-            Pool::Threads => Box::new(ThreadPool::new(2).unwrap()),
-            Pool::Processes => Box::new(ProcessPool::builder(2).test_harness().build().unwrap()),
-            Pool::Serial => Box::new(ThreadPool::new(1).unwrap()),
-            Pool::SerialProcess => Box::new(
-                ProcessPool::builder(1)
-                    .test_harness()
-                    .max_in_flight(1)
-                    .build()
-                    .unwrap(),
-            ),
-        }
-    }
-
-    fn serial(self) -> Pool {
-        match self {
-            Pool::Threads | Pool::Serial => Pool::Serial,
-            Pool::Processes | Pool::SerialProcess => Pool::SerialProcess,
-        }
-    }
-}
-
 fn default_policy_passes_everything_by_value(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool);
     let r = ex.submit(double::task(21)).unwrap().result().unwrap();
     assert!(!r.is_proxy());
@@ -257,7 +173,7 @@ fn default_policy_passes_everything_by_value(pool: Pool) {
 }
 
 fn large_values_by_value_arrive_whole_and_in_order(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool);
     let floats: Vec<f64> = (0..300_000).map(|i| i as f64 * 0.5).collect();
     let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i % 7) as u8).collect();
@@ -292,7 +208,7 @@ fn large_values_by_value_arrive_whole_and_in_order(pool: Pool) {
 }
 
 fn proxy_always_with_ownership(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
     let results: Vec<TaskValue<Vec<u8>>> = (0..5u8)
         .map(|i| ex.submit(echo::task(vec![i; 1000])).unwrap())
@@ -310,7 +226,7 @@ fn proxy_always_with_ownership(pool: Pool) {
 }
 
 fn proxy_always_without_ownership(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f
         .executor(pool)
         .should_proxy(ShouldProxy::Always)
@@ -328,7 +244,7 @@ fn proxy_always_without_ownership(pool: Pool) {
 }
 
 fn proxy_type_policy(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f
         .executor(pool)
         .should_proxy(ShouldProxy::types::<(Vec<u8>,)>());
@@ -353,7 +269,7 @@ fn proxy_type_policy(pool: Pool) {
 }
 
 fn size_threshold_policy(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool).should_proxy(ShouldProxy::MinSize(4096));
     let small = ex
         .submit(objects_during::task(f.objects(), vec![1; 100]))
@@ -384,7 +300,7 @@ fn size_threshold_policy(pool: Pool) {
 }
 
 fn user_predicate(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let policy = ShouldProxy::predicate("tests.marked").unwrap();
     let ex = f.executor(pool).should_proxy(policy);
     let marked_during = ex
@@ -418,7 +334,7 @@ fn user_predicate(pool: Pool) {
 }
 
 fn compile_time_types(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool); // ProxyNever at run time
     let during = ex
         .submit(objects_during_listed::task(f.objects(), vec![1; 10]))
@@ -445,7 +361,7 @@ fn compile_time_types(pool: Pool) {
 }
 
 fn existing_proxies_and_borrows_are_passed_as_they_are(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
     let proxy = f.store.proxy(vec![5u8; 64]).unwrap();
     let owner = f.store.owned_proxy(vec![6u8; 32]).unwrap();
@@ -474,7 +390,7 @@ fn existing_proxies_and_borrows_are_passed_as_they_are(pool: Pool) {
 }
 
 fn a_proxy_is_passed_through_never_proxied_again(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let original = f.store.proxy("original".to_string()).unwrap();
     let key = Proxy::key(&original);
 
@@ -596,7 +512,7 @@ fn shutdown_without_waiting_closes_the_store_at_once(pool: Pool) {
 }
 
 fn map_keeps_input_order(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
     let out: Vec<i64> = ex
         .map((0..50).map(double::task))
@@ -608,7 +524,7 @@ fn map_keeps_input_order(pool: Pool) {
 }
 
 fn failures_fail_the_future_and_the_pool_goes_on(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
     let err = ex
         .submit(explode::task("kaboom".to_string()))
@@ -627,7 +543,7 @@ fn failures_fail_the_future_and_the_pool_goes_on(pool: Pool) {
 }
 
 fn cancellation(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool.serial()).should_proxy(ShouldProxy::Always);
     let slow = ex.submit(sleep_ms::task(300)).unwrap();
     let waiting: Vec<_> = (0..3)
@@ -661,7 +577,7 @@ fn cancellation(pool: Pool) {
 }
 
 fn futures_wait_time_out_call_back_and_await(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool);
     let mut fut = ex.submit(sleep_ms::task(300)).unwrap();
     let err = fut.result_timeout(Duration::from_millis(20)).unwrap_err();
@@ -688,26 +604,8 @@ fn late_callback_check(ex: &StoreExecutor, tx: std::sync::mpsc::Sender<bool>) {
     fut.add_done_callback(move |status| tx.send(status.is_ok()).unwrap());
 }
 
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
 fn printing_tasks(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool);
     let results: Vec<u32> = ex
         .map((0..20).map(|_| chatty::task(50)))
@@ -718,26 +616,13 @@ fn printing_tasks(pool: Pool) {
 }
 
 fn dropped_futures_leave_nothing_behind(pool: Pool) {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f.executor(pool).should_proxy(ShouldProxy::Always);
     for i in 0..10 {
         drop(ex.submit(double::task(i)).unwrap()); // never waited for
     }
     drop(ex); // waits for the running tasks
     assert_eq!(f.left(), 0);
-}
-
-macro_rules! for_both_pools {
-    ($($name:ident),* $(,)?) => {
-        mod threads {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Pool::Threads) })*
-        }
-        mod processes {
-            use super::*;
-            $(#[test] fn $name() { super::$name(Pool::Processes) })*
-        }
-    };
 }
 
 for_both_pools!(
@@ -764,7 +649,7 @@ for_both_pools!(
 
 #[test]
 fn a_killed_worker_fails_its_tasks_quickly_and_is_replaced() {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = f
         .executor(Pool::Processes)
         .should_proxy(ShouldProxy::Always);
@@ -808,7 +693,7 @@ fn a_killed_worker_fails_its_tasks_quickly_and_is_replaced() {
 
 #[test]
 fn a_worker_killed_from_outside_is_reported_and_replaced() {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let pool = Arc::new(ProcessPool::builder(1).test_harness().build().unwrap());
     let ex = StoreExecutor::new(pool.clone(), f.store.clone()).close_store(false);
     let fut = ex.submit(sleep_ms::task(5_000)).unwrap();
@@ -860,7 +745,7 @@ impl Executor for SchedulerClient {
 
 #[test]
 fn a_user_implemented_executor() {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let client = Arc::new(SchedulerClient {
         submitted: AtomicUsize::new(0),
     });
@@ -894,7 +779,7 @@ impl Executor for Forgetful {
 
 #[test]
 fn a_lost_job_fails_instead_of_hanging() {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = StoreExecutor::new(Forgetful, f.store.clone())
         .close_store(false)
         .should_proxy(ShouldProxy::Always);
@@ -954,7 +839,7 @@ fn a_main_that_forgets_worker_init_cannot_start_pools_from_its_workers() {
 
 #[test]
 fn workers_that_do_not_speak_the_protocol_fail_tasks_instead_of_hanging() {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     // The peer does not call worker::init(): it exits at once.
     let pool = ProcessPool::builder(1)
         .program(env!("CARGO_BIN_EXE_proxystore-peer"))
@@ -973,7 +858,7 @@ fn workers_that_do_not_speak_the_protocol_fail_tasks_instead_of_hanging() {
 
 #[test]
 fn a_thread_pool_dropped_from_its_own_done_callback_neither_panics_nor_hangs() {
-    let f = Fixture::new();
+    let f = Fixture::new("exec");
     let ex = Arc::new(f.executor(Pool::Serial));
     let first = ex.submit(sleep_ms::task(100)).unwrap();
     let second = ex.submit(sleep_ms::task(50)).unwrap();

@@ -1,3 +1,4 @@
 pub mod cluster;
 pub mod common;
+pub mod pools;
 pub mod redis_server;
