@@ -245,9 +245,12 @@ fn task_values_pass_by_reference_or_move_their_ownership(pool: Pool) {
     assert_eq!(alias.len(), 100);
     let plain: Proxy<Vec<f64>> = values.proxy().unwrap();
     assert_eq!(Proxy::key(&plain), key);
-    // By value: the task owns it and evicts it when it ends.
+    // By value: the task owns it and evicts it when it ends, here once the
+    // clones, which share it, are gone too.
     let sum = ex.submit(total::task(values)).unwrap().result().unwrap();
     assert_eq!(*sum, expected_total(100, 1.0));
+    assert!(f.store.exists(&key).unwrap(), "the clones still hold it");
+    drop((alias, plain));
     assert!(!f.store.exists(&key).unwrap());
     assert_eq!(f.left(), 0);
     // An inline result passes by value either way.
@@ -260,6 +263,31 @@ fn task_values_pass_by_reference_or_move_their_ownership(pool: Pool) {
     assert_eq!(
         *ex.submit(total::task(inline)).unwrap().result().unwrap(),
         6.0
+    );
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}
+
+fn clones_of_an_owned_result_share_it(pool: Pool) {
+    let f = Fixture::new("flow");
+    let ex = f.executor(pool);
+    let owner = ex.submit(ramp::task(10)).unwrap().result().unwrap();
+    let key = owner.key().unwrap();
+    let clone = owner.clone();
+    let plain = owner.proxy().unwrap();
+    drop(owner);
+    assert!(f.store.exists(&key).unwrap(), "the clones keep it");
+    assert_eq!(clone.len(), 10);
+    drop(clone);
+    assert_eq!(plain.len(), 10);
+    // Clones of the proxy share its hold too.
+    let again = plain.clone();
+    drop(plain);
+    assert!(f.store.exists(&key).unwrap());
+    drop(again);
+    assert!(
+        !f.store.exists(&key).unwrap(),
+        "evicted with the last of them"
     );
     drop(ex);
     assert_eq!(f.left(), 0);
@@ -584,6 +612,7 @@ for_both_pools!(
     dropping_the_executor_in_a_done_callback_does_not_hang,
     task_values_pass_by_reference_or_move_their_ownership,
     an_owned_proxy_moved_into_a_task_is_evicted_when_it_ends,
+    clones_of_an_owned_result_share_it,
     borrowed_strings_are_accepted_for_string_parameters,
     wait_returns_as_asked_without_polling,
     as_completed_yields_in_finishing_order,

@@ -157,6 +157,14 @@ impl<T: Storable> OwnedProxy<T> {
         }
     }
 
+    /// A plain proxy of the object that keeps it stored while the proxy
+    /// (or a clone of it) lives, when this owner is a task's result;
+    /// otherwise a plain proxy.
+    pub(crate) fn holding_proxy(this: &Self) -> Proxy<T> {
+        let hold = this.shared_with.as_ref().map(|shared| shared.depend());
+        Proxy::holding(this.factory_ref().clone(), hold)
+    }
+
     /// Gives up the owner without evicting: its factory, and the task whose
     /// dependents must be let finish first (see `shared_with`).
     pub(crate) fn into_parts(mut this: Self) -> (Factory, Option<Arc<crate::executor::Shared>>) {

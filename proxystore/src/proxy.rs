@@ -226,6 +226,9 @@ struct Inner<T> {
     value: OnceCell<Arc<T>>,
     /// A background resolution is queued or running.
     queued: AtomicBool,
+    /// For a proxy of a task's owned result: keeps the object stored while
+    /// this proxy (or a clone) lives, even if its owner is dropped first.
+    _hold: Option<crate::executor::Dependency>,
 }
 
 /// A lazy reference to a `T` in a store.
@@ -243,11 +246,17 @@ pub struct Proxy<T> {
 
 impl<T: Storable> Proxy<T> {
     pub(crate) fn lazy(factory: Factory) -> Self {
+        Proxy::holding(factory, None)
+    }
+
+    /// A proxy that keeps its object stored while it lives (see `_hold`).
+    pub(crate) fn holding(factory: Factory, hold: Option<crate::executor::Dependency>) -> Self {
         Proxy {
             inner: Arc::new(Inner {
                 factory,
                 value: OnceCell::new(),
                 queued: AtomicBool::new(false),
+                _hold: hold,
             }),
         }
     }

@@ -19,8 +19,9 @@ use crate::Storable;
 /// without being read here.
 ///
 /// Cloning never copies a stored object: the clone of a stored result is
-/// a plain [`Proxy`] of the same object (the original stays its owner, so
-/// the clone reads it only while the owner lives). Only an inline value is
+/// a [`Proxy`] of the same object. The clone of an owned result shares its
+/// ownership: the object is evicted once the original and every clone are
+/// dropped, as Ray's and Dask's references do. Only an inline value is
 /// cloned as a value.
 ///
 /// ```
@@ -113,12 +114,13 @@ impl<R: Storable> TaskValue<R> {
     }
 
     /// A plain proxy of the stored object, if the value came back through
-    /// the store. It does not own the object: an owned result is still
-    /// evicted when this `TaskValue` is dropped.
+    /// the store. Of an owned result, it keeps the object stored while it
+    /// (or a clone of it) lives: the object is evicted once both the owner
+    /// and such proxies are gone.
     pub fn proxy(&self) -> Option<Proxy<R>> {
         match self {
             TaskValue::Value(_) => None,
-            TaskValue::Owned(p) => Some(Proxy::lazy(OwnedProxy::factory(p).clone())),
+            TaskValue::Owned(p) => Some(OwnedProxy::holding_proxy(p)),
             TaskValue::Proxy(p) => Some(p.clone()),
         }
     }
@@ -183,7 +185,7 @@ impl<R: Storable + Clone> Clone for TaskValue<R> {
     fn clone(&self) -> Self {
         match self {
             TaskValue::Value(v) => TaskValue::Value(v.clone()),
-            TaskValue::Owned(p) => TaskValue::Proxy(Proxy::lazy(OwnedProxy::factory(p).clone())),
+            TaskValue::Owned(p) => TaskValue::Proxy(OwnedProxy::holding_proxy(p)),
             TaskValue::Proxy(p) => TaskValue::Proxy(p.clone()),
         }
     }
