@@ -124,6 +124,13 @@ fn valid_inputs() -> Vec<(&'static str, Vec<u8>)> {
     let executor = StoreExecutor::new(capture, store.clone()).close_store(false);
     drop(executor.submit(echo::task(vec![1u8, 2, 3], "text".to_string())));
     drop(executor.submit(echo::task(vec![9u8; 40], &proxy)));
+    // A future's proxy: a FUTURE frame in the job, a wait in the proxy.
+    let future = store
+        .future::<String>()
+        .unwrap()
+        .timeout(std::time::Duration::from_millis(1));
+    inputs.push(("factory", cbor(&future.proxy())));
+    drop(executor.submit(echo::task(vec![7u8; 3], future.proxy())));
     for job in capture.0.lock().unwrap().drain(..) {
         inputs.push(("job_frames", job));
     }

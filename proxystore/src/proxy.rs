@@ -63,6 +63,25 @@ pub struct Factory {
     wait: Option<Wait>,
 }
 
+thread_local! {
+    /// The longest any future's read may wait on this thread, whatever its
+    /// own timeout (the fuzzers run jobs whose waits are arbitrary bytes).
+    static WAIT_CAP: std::cell::Cell<Option<std::time::Duration>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with future reads on this thread waiting at most `cap`.
+pub(crate) fn with_wait_cap<T>(cap: std::time::Duration, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<std::time::Duration>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            WAIT_CAP.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(WAIT_CAP.with(|c| c.replace(Some(cap))));
+    f()
+}
+
 /// How a future's proxy waits for its object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Wait {
@@ -191,6 +210,11 @@ impl Factory {
     ) -> Result<V> {
         let Some(timeout) = limit else {
             return read()?.ok_or_else(|| self.missing());
+        };
+        let timeout = match (timeout, WAIT_CAP.with(std::cell::Cell::get)) {
+            (Some(t), Some(cap)) => Some(t.min(cap)),
+            (None, cap) => cap,
+            (t, None) => t,
         };
         let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(1);
