@@ -118,11 +118,10 @@ impl Factory {
 
     /// The same reference, read as a future's: a missing object is waited
     /// for, at most `timeout`.
-    pub(crate) fn waiting(mut self, timeout: Option<std::time::Duration>) -> Self {
-        self.wait = Some(Wait {
+    pub(crate) fn waiting(self, timeout: Option<std::time::Duration>) -> Self {
+        self.with_wait(Some(Wait {
             timeout_ms: timeout.map(|t| t.as_millis().min(u64::MAX as u128 - 1) as u64),
-        });
-        self
+        }))
     }
 
     pub(crate) fn wait(&self) -> Option<Wait> {

@@ -244,7 +244,12 @@ impl StoreExecutor {
             .iter()
             .map(|u| u.dependency.shared.clone())
             .collect();
-        let held_id = self.held.next.fetch_add(1, Ordering::Relaxed);
+        // Only a task held for its inputs needs an id among the held ones.
+        let held_id = if inputs.is_empty() {
+            0
+        } else {
+            self.held.next.fetch_add(1, Ordering::Relaxed)
+        };
         let created_keys = created.clone();
         let cleanup = {
             let store = self.store.clone();

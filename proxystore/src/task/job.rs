@@ -57,6 +57,22 @@ fn decode_context(bytes: &[u8]) -> Result<Arc<ExecContext>, TaskFailure> {
     Ok(ctx)
 }
 
+/// `name` as the shared string a [`TaskContext`](super::TaskContext)
+/// holds: the last one is kept per thread, since a worker mostly runs the
+/// same tasks again (no allocation per job).
+fn shared_name(name: &str) -> Arc<str> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some(kept) if **kept == *name => kept.clone(),
+            _ => last.insert(Arc::from(name)).clone(),
+        }
+    })
+}
+
 /// A job read from bytes, borrowing them (no copy of the arguments).
 struct JobRef<'a> {
     name: &'a str,
@@ -92,7 +108,7 @@ impl<'a> JobRef<'a> {
             result_key: self.result_key,
         };
         let current = super::TaskContext {
-            name: self.name.into(),
+            name: shared_name(self.name),
             context: ctx.context.clone(),
             result_key: self.result_key,
         };
