@@ -571,6 +571,35 @@ fn as_completed_yields_in_finishing_order(pool: Pool) {
     assert_eq!(f.left(), 0);
 }
 
+/// Leaves a mark that the task ran.
+#[proxied]
+fn mark(path: std::path::PathBuf) -> bool {
+    std::fs::write(path, b"ran").is_ok()
+}
+
+fn dropping_a_timed_map_cancels_what_has_not_started(pool: Pool) {
+    let f = Fixture::new("flow");
+    let ex = StoreExecutor::new(pool.serial().make(), f.store.clone()).close_store(false);
+    // The one worker is busy: the map's tasks wait behind this one.
+    let busy = ex.submit(sleep_ms::task(500)).unwrap();
+    let marks: Vec<_> = (0..3)
+        .map(|i| f.dir.path().join(format!("mark-{i}")))
+        .collect();
+    let mut results = ex
+        .map_timeout(
+            marks.iter().map(|m| mark::task(m.clone())),
+            Duration::from_millis(1),
+        )
+        .unwrap();
+    assert!(matches!(results.next(), Some(Err(Error::Timeout { .. }))));
+    drop(results);
+    assert_eq!(*busy.result().unwrap(), 500);
+    drop(ex); // waits for anything still running
+    for m in &marks {
+        assert!(!m.exists(), "{} ran after the map was dropped", m.display());
+    }
+}
+
 fn map_with_a_deadline_and_as_completed(pool: Pool) {
     let f = Fixture::new("flow");
     let ex = f.executor(pool);
@@ -617,6 +646,7 @@ for_both_pools!(
     wait_returns_as_asked_without_polling,
     as_completed_yields_in_finishing_order,
     map_with_a_deadline_and_as_completed,
+    dropping_a_timed_map_cancels_what_has_not_started,
     store_futures_cross_processes_and_wait,
     tasks_reach_their_store_and_submit_follow_ups,
 );

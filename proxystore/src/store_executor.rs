@@ -339,9 +339,10 @@ impl StoreExecutor {
     }
 
     /// Like [`map`](StoreExecutor::map), with a deadline: a result not
-    /// ready `timeout` after this call comes as [`Error::Timeout`] (as in
-    /// Python's `Executor.map(timeout=)`). Dropping the iterator cancels
-    /// the tasks that have not started.
+    /// ready `timeout` after this call comes as [`Error::Timeout`], and its
+    /// task is cancelled if it has not started (as in Python's
+    /// `Executor.map(timeout=)`). Dropping the iterator cancels the tasks
+    /// that have not started.
     pub fn map_timeout<R: Storable>(
         &self,
         tasks: impl IntoIterator<Item = Task<R>>,
@@ -640,7 +641,12 @@ impl<R: Storable> Iterator for Deadline<R> {
         let left = self
             .deadline
             .saturating_duration_since(std::time::Instant::now());
-        Some(future.result_timeout(left))
+        let result = future.result_timeout(left);
+        if result.is_err() {
+            // Given up on, as Python's `map` does: not started, not run.
+            future.cancel();
+        }
+        Some(result)
     }
 }
 
