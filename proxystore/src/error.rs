@@ -258,7 +258,10 @@ pub enum Error {
         task: String,
         /// The task whose result it needed.
         upstream: String,
-        /// Why that task failed (or that it was cancelled).
+        /// Why that task failed (or that it was cancelled). When `upstream`
+        /// did not run either, because of its own upstream, this is the
+        /// message of the task where the chain first failed: the cause,
+        /// however long the chain.
         message: String,
     },
 

@@ -22,7 +22,7 @@
 //! }   // dropping the result evicts it; dropping the executor closes the store
 //! ```
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -483,12 +483,14 @@ fn place<R>(
 #[derive(Default)]
 struct HeldTasks {
     next: AtomicU64,
-    tasks: Mutex<HashMap<u64, Arc<Shared>>>,
+    /// In submission order: cancelled first to last, an upstream goes
+    /// before its dependents, which then fail at once with it.
+    tasks: Mutex<BTreeMap<u64, Arc<Shared>>>,
     emptied: Condvar,
 }
 
 impl HeldTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Shared>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Shared>>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -552,6 +554,10 @@ impl HeldJob {
     ) -> Option<Box<dyn FnOnce() + Send>> {
         let frame = match output {
             Ok(output) => input_frame(output),
+            // The cause, not the upstream's whole message: down a chain,
+            // each step would wrap its predecessor's, and a chain of n
+            // steps would hold n² bytes of messages.
+            Err(Error::UpstreamFailed { message, .. }) => Err(message.clone()),
             Err(e) => Err(e.to_string()),
         };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
