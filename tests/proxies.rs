@@ -170,6 +170,40 @@ fn background_resolution_uses_a_few_threads_however_many_proxies() {
     store.close().unwrap();
 }
 
+/// Regression: a background read of a future's proxy slept on a thread of
+/// the resolver pool until the future was set, so a few futures that were
+/// never set stopped every other background read of the process.
+#[test]
+fn futures_never_set_do_not_hold_up_other_background_reads() {
+    let store = Store::new(unique("never-set"), LocalConnector::new()).unwrap();
+    let futures: Vec<_> = (0..32).map(|_| store.future::<u64>().unwrap()).collect();
+    let waiting: Vec<Proxy<u64>> = futures.iter().map(|f| f.proxy()).collect();
+    for proxy in &waiting {
+        Proxy::resolve_async(proxy).unwrap();
+    }
+    // Time for them to take the pool's threads, had they held them.
+    std::thread::sleep(Duration::from_millis(100));
+    let plain = store.proxy_from_key(store.put(&7u64).unwrap());
+    Proxy::resolve_async(&plain).unwrap();
+    let resolved = |proxy: &Proxy<u64>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !Proxy::is_resolved(proxy) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    };
+    assert!(resolved(&plain), "an ordinary background read never ran");
+    // A future set later still resolves in the background, alone.
+    futures[3].set_result(&3).unwrap();
+    assert!(resolved(&waiting[3]), "a future set later was not read");
+    assert_eq!(*waiting[3], 3);
+    assert_eq!(waiting.iter().filter(|p| Proxy::is_resolved(p)).count(), 1);
+    store.close().unwrap();
+}
+
 #[test]
 fn proxies_resolve_from_many_threads_at_once() {
     let (store, _dir) = file_store("threads");

@@ -196,7 +196,7 @@ impl Factory {
 
     /// How long a missing object is waited for: `None` for a plain proxy
     /// (missing is missing), `Some(None)` for as long as it takes.
-    fn wait_limit(&self) -> Option<Option<std::time::Duration>> {
+    pub(crate) fn wait_limit(&self) -> Option<Option<std::time::Duration>> {
         self.wait.map(Wait::timeout)
     }
 
@@ -242,6 +242,59 @@ impl fmt::Debug for Factory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} in store `{}`", self.key, self.store.name)
     }
+}
+
+/// Clears a proxy's `queued` flag however its background read ends, so a
+/// later [`Proxy::resolve_async`] can try again.
+struct Done<'a>(&'a AtomicBool);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The pause before a future's object is looked for again, doubling up to
+/// [`LAST_POLL`], as [`Factory::read`] does for a reader that waits.
+const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+const LAST_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One look, on the resolver pool, for the object of a future's proxy:
+/// read if it is set, else look again after a pause. The pause is a timer,
+/// not a thread that sleeps: a future that is never set must not hold one
+/// of the pool's few threads (eight such futures stopped every other
+/// background read in the process).
+fn poll_future<T: Storable>(
+    proxy: Proxy<T>,
+    deadline: Option<std::time::Instant>,
+    pause: std::time::Duration,
+) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        let done = Done(&proxy.inner.queued);
+        if Proxy::is_resolved(&proxy) {
+            return;
+        }
+        let factory = &proxy.inner.factory;
+        let read = factory
+            .store()
+            .and_then(|store| store.get::<T>(&factory.key));
+        match read {
+            // Blocks only while a dereference of this proxy is reading:
+            // the object is set, so that read ends within its next poll.
+            Ok(Some(value)) => drop(proxy.inner.value.set(value)),
+            Ok(None) if deadline.is_none_or(|d| std::time::Instant::now() < d) => {
+                // Still queued: the flag stays set for the next look.
+                std::mem::forget(done);
+                let next = poll_future(proxy.clone(), deadline, (pause * 2).min(LAST_POLL));
+                if background::run_after(pause, next).is_err() {
+                    proxy.inner.queued.store(false, Ordering::Release);
+                }
+            }
+            // Not set in time, or unreadable: the next dereference waits
+            // or reads itself, and reports what it finds.
+            _ => {}
+        }
+    })
 }
 
 struct Inner<T> {
@@ -320,6 +373,12 @@ impl<T: Storable> Proxy<T> {
     /// queued read then has nothing left to do. An error is not lost: the
     /// next dereference (or [`Proxy::resolve`]) tries again and reports it.
     ///
+    /// The proxy of a [`StoreFuture`](crate::StoreFuture) whose value is not
+    /// set yet holds no thread while it waits: its object is looked for
+    /// again after growing pauses (1 ms up to 100 ms, until the future's
+    /// timeout), so futures that are never set cannot hold up the
+    /// background reads of other proxies.
+    ///
     /// ```
     /// use proxystore::connectors::LocalConnector;
     /// use proxystore::{Proxy, Store};
@@ -344,18 +403,17 @@ impl<T: Storable> Proxy<T> {
             return Ok(());
         }
         let proxy = this.clone();
-        let queued = background::run(Box::new(move || {
-            // Cleared however the read ends, so a later call can try again.
-            struct Done<'a>(&'a AtomicBool);
-            impl Drop for Done<'_> {
-                fn drop(&mut self) {
-                    self.0.store(false, Ordering::Release);
-                }
+        let queued = match this.inner.factory.wait_limit() {
+            None => background::run(Box::new(move || {
+                let _done = Done(&proxy.inner.queued);
+                // get_or_try_init: concurrent dereferences wait for this read.
+                let _ = Proxy::resolve(&proxy);
+            })),
+            Some(limit) => {
+                let deadline = limit.map(|l| std::time::Instant::now() + l);
+                background::run(poll_future(proxy, deadline, FIRST_POLL))
             }
-            let _done = Done(&proxy.inner.queued);
-            // get_or_try_init: concurrent dereferences wait for this read.
-            let _ = Proxy::resolve(&proxy);
-        }));
+        };
         if queued.is_err() {
             this.inner.queued.store(false, Ordering::Release);
         }

@@ -4,7 +4,9 @@
 //! A few threads (the machine's parallelism, between 2 and 8), started at
 //! first use and kept for the life of the process, take resolutions from
 //! one queue: resolving ten thousand proxies in the background queues ten
-//! thousand reads, not ten thousand threads.
+//! thousand reads, not ten thousand threads. Work that must wait (a
+//! future's proxy whose object is not set yet) waits on one timer thread
+//! ([`run_after`]), never on a thread of a pool.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
@@ -55,6 +57,116 @@ pub(super) fn run(work: Work) -> Result<()> {
 /// Queues `work` for the pool of async callers' store operations.
 pub(super) fn run_unblocked(work: Work) -> Result<()> {
     UNBLOCK.run(work)
+}
+
+/// Queues `work` for the resolver pool once `delay` has passed. Nothing
+/// waits on the pool's threads meanwhile: one timer thread keeps the
+/// delayed work of the whole process.
+pub(super) fn run_after(delay: std::time::Duration, work: Work) -> Result<()> {
+    TIMER.schedule(std::time::Instant::now() + delay, work)
+}
+
+/// Work due at a time; ordered by that time, then by arrival.
+struct Delayed {
+    at: std::time::Instant,
+    seq: u64,
+    work: Work,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    /// Reversed: the earliest is the greatest, on top of the heap.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+#[derive(Default)]
+struct TimerState {
+    due: std::collections::BinaryHeap<Delayed>,
+    seq: u64,
+    started: bool,
+}
+
+struct Timer {
+    state: Mutex<TimerState>,
+    changed: std::sync::Condvar,
+}
+
+static TIMER: Timer = Timer {
+    state: Mutex::new(TimerState {
+        due: std::collections::BinaryHeap::new(),
+        seq: 0,
+        started: false,
+    }),
+    changed: std::sync::Condvar::new(),
+};
+
+impl Timer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TimerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn schedule(&'static self, at: std::time::Instant, work: Work) -> Result<()> {
+        let mut state = self.lock();
+        if !state.started {
+            std::thread::Builder::new()
+                .name("proxystore-timer".into())
+                .spawn(move || self.serve())
+                .map_err(|source| Error::ThreadSpawn {
+                    purpose: "wait for futures' objects in the background",
+                    source,
+                })?;
+            state.started = true;
+        }
+        state.seq += 1;
+        let seq = state.seq;
+        state.due.push(Delayed { at, seq, work });
+        drop(state);
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Hands each piece of work to the resolver pool when it is due. A
+    /// piece the pool cannot take is dropped, which ends that wait: the
+    /// proxy resolves when it is next used.
+    fn serve(&self) {
+        let mut state = self.lock();
+        loop {
+            let now = std::time::Instant::now();
+            match state.due.peek().map(|d| d.at) {
+                Some(at) if at <= now => {
+                    let Delayed { work, .. } = state.due.pop().expect("peeked");
+                    drop(state);
+                    let _ = RESOLVE.run(work);
+                    state = self.lock();
+                }
+                Some(at) => {
+                    state = self
+                        .changed
+                        .wait_timeout(state, at - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                None => {
+                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
 }
 
 impl Pool {
