@@ -173,6 +173,41 @@ fn a_task_writing_a_huge_length_on_the_answer_pipe_fails_only_its_worker() {
     assert_eq!(*ex.submit(double::task(4)).unwrap().result().unwrap(), 8);
 }
 
+/// Waits, then writes `bytes` on the worker's answer descriptor (or, with
+/// none, ends the worker's process as a crash would).
+#[proxied]
+fn break_worker_after(ms: u64, bytes: Vec<u8>) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    if bytes.is_empty() {
+        std::process::abort();
+    }
+    scribble(bytes)
+}
+
+/// Regression: jobs sent to a worker and waiting behind a task that killed
+/// it (a forged answer, a crash) failed with its death, though they never
+/// started. They run on the worker that replaces it; only the task that
+/// was running fails.
+#[test]
+fn jobs_queued_behind_a_task_that_kills_its_worker_run_on_another() {
+    let ex = executor(pool(1).max_in_flight(4).build().unwrap());
+    for (how, bytes) in [("a forged answer", vec![0xff; 64]), ("a crash", vec![])] {
+        // The waits let every job below reach the worker first.
+        let culprit = ex.submit(break_worker_after::task(300, bytes)).unwrap();
+        let queued: Vec<_> = (0..3)
+            .map(|i| ex.submit(double::task(i)).unwrap())
+            .collect();
+        let err = culprit.result().unwrap_err();
+        assert!(matches!(err, Error::WorkerDied { .. }), "{how}: {err}");
+        for (i, future) in queued.into_iter().enumerate() {
+            match future.result() {
+                Ok(v) => assert_eq!(*v, 2 * i as i64, "{how}"),
+                Err(e) => panic!("{how}: job {i}, which never started, failed: {e}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_worker_writing_garbage_is_killed_and_replaced() {
     let pool = Arc::new(
@@ -230,8 +265,8 @@ fn tasks_see_neither_the_protocol_descriptors_nor_the_worker_variable() {
     let ex = executor(pool(1).build().unwrap());
     let seen = ex
         .submit(shell::task(
-            "for fd in 3 4; do [ -e /proc/$$/fd/$fd ] && echo \"fd $fd open\"; done; \
-             echo \"env=${PROXYSTORE_WORKER:-unset}\""
+            "for fd in 3 4 5; do [ -e /proc/$$/fd/$fd ] && echo \"fd $fd open\"; done; \
+             echo \"env=${PROXYSTORE_WORKER:-unset}${PROXYSTORE_WORKER_PROGRESS:-}\""
                 .to_string(),
         ))
         .unwrap()

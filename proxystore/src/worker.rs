@@ -207,6 +207,7 @@ fn send_parts(output: &Output, message: Outgoing<'_>) -> io::Result<()> {
 fn serve() -> io::Result<()> {
     let input = take_descriptor(REQUEST_FD)?;
     let output = take_descriptor(RESPONSE_FD)?;
+    let progress = crate::executor::progress::Reporter::take();
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
     let output: Arc<Output> = Arc::new(Mutex::new(BufWriter::with_capacity(
@@ -237,6 +238,9 @@ fn serve() -> io::Result<()> {
         // SAFETY: getppid has no preconditions.
         if unsafe { libc::getppid() } != parent {
             return Ok(());
+        }
+        if let Some(progress) = &progress {
+            progress.starting(id);
         }
         let Body { bytes, sections } = job;
         let result = crate::task::run_received(&bytes, sections);

@@ -49,6 +49,7 @@ mod wait;
 
 pub use completion::Completion;
 pub use future::TaskFuture;
+pub(crate) use process_pool::progress;
 pub(crate) use process_pool::protocol;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use thread_pool::ThreadPool;

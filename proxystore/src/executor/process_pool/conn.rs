@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::progress::Starts;
 use super::protocol::{head, head_len, Head, Kind, Outgoing, Parts};
 use crate::task::Job;
 
@@ -71,13 +72,20 @@ pub(super) struct Conn {
     outbox: Mutex<Outbox>,
     /// Wakes the writer thread.
     pending: Condvar,
+    /// Which job the worker last started, where the system can tell.
+    progress: Option<Starts>,
 }
 
 impl Conn {
-    pub(super) fn new(pid: u32, pipe: io::PipeWriter) -> io::Result<Arc<Conn>> {
+    pub(super) fn new(
+        pid: u32,
+        pipe: io::PipeWriter,
+        progress: Option<Starts>,
+    ) -> io::Result<Arc<Conn>> {
         set_nonblocking(pipe.as_raw_fd())?;
         Ok(Arc::new(Conn {
             pid,
+            progress,
             outbox: Mutex::new(Outbox {
                 pipe: Some(pipe),
                 queue: VecDeque::new(),
@@ -150,6 +158,12 @@ impl Conn {
 
     /// Stops all writing: the worker is gone. Returns the jobs that never
     /// reached it.
+    /// What the dead worker said it last started: `None` if it cannot
+    /// tell, `Some(None)` if it started nothing.
+    pub(super) fn last_started(&self) -> Option<Option<u64>> {
+        self.progress.as_ref().map(Starts::started)
+    }
+
     pub(super) fn mark_dead(&self) -> HashSet<u64> {
         let mut outbox = self.lock();
         outbox.dead = true;

@@ -9,6 +9,7 @@
 //! - [`slot`]: a worker's life, from start to reaping and replacement.
 
 mod conn;
+pub(crate) mod progress;
 pub(crate) mod protocol;
 mod sched;
 mod slot;

@@ -112,9 +112,10 @@ fn start(dispatch: &Dispatch) -> io::Result<Started> {
         mut child,
         requests,
         responses,
+        progress,
     } = spawn::spawn(&dispatch.settings.program)?;
     let pid = child.id();
-    let writer = Conn::new(pid, requests).and_then(|conn| {
+    let writer = Conn::new(pid, requests, progress).and_then(|conn| {
         let writing = conn.clone();
         std::thread::Builder::new()
             .name(format!("proxystore-worker-{pid}-writer"))

@@ -8,6 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use super::progress::{Starts, PROGRESS_ENV, PROGRESS_FD};
 use crate::worker::{REQUEST_FD, RESPONSE_FD, WORKER_ENV};
 
 /// What to run as a worker.
@@ -22,6 +23,8 @@ pub(super) struct Spawned {
     pub(super) child: Child,
     pub(super) requests: io::PipeWriter,
     pub(super) responses: io::PipeReader,
+    /// Which job the worker last started (where the system allows).
+    pub(super) progress: Option<Starts>,
 }
 
 /// Starts a worker. Call it from the thread that supervises the worker for
@@ -40,22 +43,38 @@ pub(super) fn spawn(program: &Program) -> io::Result<Spawned> {
         .args(&program.args)
         .env(WORKER_ENV, "1")
         .stdin(Stdio::null());
+    // Without a page the pool only loses precision after a worker's death
+    // (every job it held counts as possibly started).
+    let (progress, page) = match Starts::create() {
+        Ok((progress, page)) => (Some(progress), Some(page)),
+        Err(e) => {
+            if e.kind() != io::ErrorKind::Unsupported {
+                tracing::debug!(error = %e, "no progress page for a worker");
+            }
+            (None, None)
+        }
+    };
+    let page_fd = page.as_ref().map(AsRawFd::as_raw_fd);
+    if page_fd.is_some() {
+        command.env(PROGRESS_ENV, "1");
+    }
     // SAFETY: only async-signal-safe calls (prctl, getppid, fcntl, dup2,
     // close) between fork and exec.
     unsafe {
         command.pre_exec(move || {
             die_with_parent(parent)?;
-            place_descriptors(from, to)
+            place_descriptors(from, to, page_fd)
         });
     }
     let child = command.spawn()?;
     // Our copies of the child's ends must go, so that its death is seen as
     // end-of-file.
-    drop((request_reader, response_writer));
+    drop((request_reader, response_writer, page));
     Ok(Spawned {
         child,
         requests: request_writer,
         responses: response_reader,
+        progress,
     })
 }
 
@@ -96,19 +115,28 @@ fn die_with_parent(parent: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Puts the request pipe on descriptor 3 and the response pipe on 4, both
-/// inherited across exec (the worker makes them close-on-exec again before
-/// it runs any task).
-fn place_descriptors(from: i32, to: i32) -> io::Result<()> {
+/// Puts the request pipe on descriptor 3, the response pipe on 4 and the
+/// progress page (if any) on 5, all inherited across exec (the worker makes
+/// the pipes close-on-exec again, and unmaps and closes the page's
+/// descriptor, before it runs any task).
+fn place_descriptors(from: i32, to: i32, page: Option<i32>) -> io::Result<()> {
     // SAFETY: plain descriptor calls on descriptors this process owns.
     unsafe {
-        // Move both out of the way first: either may already be 3 or 4.
+        // Move all out of the way first: any may already be 3, 4 or 5.
         let from_high = check(libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 10))?;
         let to_high = check(libc::fcntl(to, libc::F_DUPFD_CLOEXEC, 10))?;
+        let page_high = match page {
+            Some(page) => Some(check(libc::fcntl(page, libc::F_DUPFD_CLOEXEC, 10))?),
+            None => None,
+        };
         check(libc::dup2(from_high, REQUEST_FD))?;
         check(libc::dup2(to_high, RESPONSE_FD))?;
         libc::close(from_high);
         libc::close(to_high);
+        if let Some(page_high) = page_high {
+            check(libc::dup2(page_high, PROGRESS_FD))?;
+            libc::close(page_high);
+        }
     }
     Ok(())
 }

@@ -161,22 +161,26 @@ impl Dispatch {
     }
 
     /// The worker of slot `index` is gone: takes its connection and jobs.
-    /// Jobs that never reached it go back to the queue (a few times);
-    /// the others are returned to be failed. Also says whether the pool
-    /// killed it at shutdown.
+    /// Jobs that never reached it, or reached it but never started (see
+    /// [`progress`](super::super::progress)), go back to the queue (a few
+    /// times); the others are returned to be failed. Also says whether the
+    /// pool killed it at shutdown.
     pub(crate) fn worker_gone(&self, index: usize) -> (Vec<Held>, bool) {
         let mut fx = Effects::default();
         let gone = {
             let mut s = self.lock();
             let slot = &mut s.slots[index];
-            let undelivered = slot.conn.take().map(|c| c.mark_dead()).unwrap_or_default();
+            let conn = slot.conn.take();
+            let undelivered = conn.as_ref().map(|c| c.mark_dead()).unwrap_or_default();
+            let last_started = conn.as_ref().and_then(|c| c.last_started());
             let killed = std::mem::take(&mut slot.killed);
             slot.closed = false;
             let held: Vec<(u64, Held)> = slot.held.drain().collect();
+            let unstarted = never_started(&held, last_started);
             let mut lost = Vec::new();
             let mut retry = Vec::new();
             for (id, mut held) in held {
-                let delivered = !undelivered.contains(&id);
+                let delivered = !undelivered.contains(&id) && !unstarted(&held);
                 let cancelled = match held.revoke.take() {
                     Some(Revoke::Steal) => {
                         s.stealing -= 1;
@@ -242,6 +246,31 @@ impl Dispatch {
             .iter()
             .filter_map(|slot| slot.conn.as_ref().map(|c| c.pid))
             .collect()
+    }
+}
+
+/// Which of a dead worker's unanswered jobs certainly never started, given
+/// the last job it said it was starting (`None`: it cannot tell; then
+/// none is certain). It runs its jobs one at a time in the order they were
+/// sent: those sent after the last one it started never did. If that one
+/// is not among them (it was answered), none of them started.
+fn never_started(
+    held: &[(u64, Held)],
+    last_started: Option<Option<u64>>,
+) -> impl Fn(&Held) -> bool {
+    let after = match last_started {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(id)) => Some(
+            held.iter()
+                .find(|(held_id, _)| *held_id == id)
+                .map(|(_, h)| h.sent),
+        ),
+    };
+    move |h: &Held| match after {
+        None => false,
+        Some(None) => !h.started,
+        Some(Some(sent)) => !h.started && h.sent > sent,
     }
 }
 
