@@ -1,17 +1,50 @@
 //! Pass large values between tasks by reference.
 //!
-//! A value goes once into a [`Store`] (a directory, memory, ...) and tasks
-//! receive a small [`Proxy`] that resolves to it on first use, in any
-//! process that can reach the store. [`OwnedProxy`] adds ownership: one
-//! owner that evicts the object when dropped, and borrows the compiler
-//! checks.
+//! A value goes once into a [`Store`] (a directory, shared memory, Redis,
+//! ...) and tasks receive a small [`Proxy`] that resolves to it on first
+//! use, in any process that can reach the store. A [`StoreExecutor`] wraps
+//! a thread pool, a pool of worker processes, workers on many hosts or your
+//! own executor, and does this automatically for the arguments and results
+//! you choose: `#[proxied(types = [..])]` decides at compile time which
+//! types go through the store, proxied inputs are evicted when a task ends,
+//! and results come back as [`OwnedProxy`]s that evict their data when
+//! dropped. This is the model of the Python library
+//! [ProxyStore](https://docs.proxystore.dev), in Rust.
+//!
+//! ```
+//! use proxystore::connectors::FileConnector;
+//! use proxystore::executor::ProcessPool;
+//! use proxystore::{proxied, Store, StoreExecutor};
+//!
+//! /// `String` arguments and results go through the store; `num` by value.
+//! #[proxied(types = [String])]
+//! fn concat(base: String, num: i64) -> String {
+//!     format!("{base}-{num}")
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     proxystore::worker::init(); // in a pool worker, serves tasks and never returns
+//!
+//!     let dir = tempfile::tempdir()?;
+//!     let store = Store::new("crate-doc", FileConnector::new(dir.path().join("objects"))?)?;
+//!     let executor = StoreExecutor::new(ProcessPool::new(2)?, store);
+//!
+//!     let result = executor.submit(concat::task("foobar".to_string(), 42))?.result()?;
+//!     assert!(result.is_proxy()); // the String came back through the store
+//!     assert_eq!(*result, "foobar-42");
+//!     assert_eq!(concat("a".into(), 1), "a-1"); // still a plain function
+//!     Ok(())
+//! } // result dropped: evicted; executor dropped: pool shut down, store closed
+//! ```
+//!
+//! Stores and proxies work on their own too:
 //!
 //! ```
 //! use proxystore::connectors::FileConnector;
 //! use proxystore::{Proxy, Store};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let store = Store::new("crate-doc", FileConnector::new(dir.path().join("objects"))?)?;
+//! let store = Store::new("crate-doc-proxy", FileConnector::new(dir.path().join("objects"))?)?;
 //!
 //! // Put a large value once; pass around the proxy.
 //! let proxy = store.proxy(vec![0.5f64; 1_000_000])?;
@@ -38,17 +71,52 @@
 //!
 //! # Modules
 //!
-//! - [`store`]: [`Store`], its configuration, cache, metrics and registry;
+//! - [`StoreExecutor`] and [`proxied`]: tasks whose chosen arguments and
+//!   results travel through a store, on any [`executor`];
+//! - [`executor`]: the [`Executor`](executor::Executor) trait, the
+//!   [`ThreadPool`](executor::ThreadPool), the
+//!   [`ProcessPool`](executor::ProcessPool) of worker processes, the
+//!   multi-host `executor::cluster` (feature `cluster`), and the futures of
+//!   tasks ([`TaskFuture`](executor::TaskFuture), [`wait`](executor::wait),
+//!   [`as_completed`](executor::as_completed));
+//! - [`task`]: what `#[proxied]` generates ([`Task`], arguments, results
+//!   as [`TaskValue`]s, the running task's [`context`](task::current));
+//! - [`policy`]: which values a [`StoreExecutor`] proxies at run time
+//!   ([`ShouldProxy`]);
+//! - [`store`]: [`Store`], its configuration, cache, metrics, registry and
+//!   [`StoreFuture`]s;
 //! - [`connectors`]: where bytes live ([`FileConnector`](connectors::FileConnector),
-//!   [`LocalConnector`](connectors::LocalConnector), your own);
+//!   [`LocalConnector`](connectors::LocalConnector), shared memory, Redis,
+//!   your own);
 //! - [`proxy`] and [`owned`]: lazy references and ownership;
-//! - [`codec`]: the byte format, with a fast path for numeric buffers.
+//! - [`lifetime`]: objects evicted together, when a scope ends, a lease
+//!   runs out or the process exits;
+//! - [`codec`]: the byte format, with a fast path for numeric buffers;
+//! - [`worker`]: worker mode, the entry of pool and cluster workers.
 //!
 //! Operations are logged with [`tracing`] at debug level (key and size);
 //! nothing is printed unless you install a subscriber.
+//!
+//! # Features
+//!
+//! None is on by default: the file, shared-memory and in-process stores,
+//! the thread and process pools need no feature.
+//!
+#![doc = document_features::document_features!()]
+//!
+//! # Platforms
+//!
+//! Unix only: worker processes talk over inherited file descriptors, and
+//! the shared-memory store is Linux's `/dev/shm`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The worker docs show `main` on purpose: where `init` goes is the point.
 #![allow(clippy::needless_doctest_main)]
+
+#[cfg(not(unix))]
+compile_error!(
+    "proxystore needs a Unix system: its worker processes talk over inherited file descriptors"
+);
 
 pub mod codec;
 pub mod connectors;

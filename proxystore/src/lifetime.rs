@@ -3,7 +3,7 @@
 //!
 //! Associate an object with a lifetime when storing it
 //! ([`Store::put_with_lifetime`], [`Store::proxy_with_lifetime`]) or later
-//! ([`Lifetime::add_key`], [`Lifetime::add_proxy`]):
+//! ([`Lifetime::add_key`], [`add_proxy`](trait.Lifetime.html#method.add_proxy)):
 //!
 //! - [`ContextLifetime`]: evicted when the lifetime is closed or dropped
 //!   (the end of its scope);

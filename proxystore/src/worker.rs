@@ -54,10 +54,19 @@ pub(crate) fn started_as_worker_without_init() -> bool {
 /// Serves tasks and exits if this process was started as a pool worker;
 /// returns at once otherwise. Call it first thing in `main`.
 ///
-/// With the `cluster` feature, a process started with
-/// [`PROXYSTORE_CLUSTER`](crate::executor::cluster::CLUSTER_ENV) set serves
-/// that queue of a multi-host executor instead (and never returns); see
-/// [`executor::cluster`](crate::executor::cluster).
+#[cfg_attr(
+    feature = "cluster",
+    doc = "With the `cluster` feature, a process started with
+[`PROXYSTORE_CLUSTER`](crate::executor::cluster::CLUSTER_ENV) set serves
+that queue of a multi-host executor instead (and never returns); see
+[`executor::cluster`](crate::executor::cluster)."
+)]
+#[cfg_attr(
+    not(feature = "cluster"),
+    doc = "With the `cluster` feature, a process started with
+`PROXYSTORE_CLUSTER` set serves that queue of a multi-host executor
+instead (and never returns); see `executor::cluster`."
+)]
 ///
 /// Before any task runs, the worker hides itself from the programs its
 /// tasks start: the protocol descriptors are closed on `exec`, and

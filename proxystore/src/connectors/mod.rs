@@ -57,8 +57,10 @@ pub use file::FileConnector;
 pub use local::LocalConnector;
 pub use multi::{MultiConnector, MultiConnectorBuilder};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisConnector, RedisConnectorBuilder, REDIS_MAX_OBJECT_SIZE};
 #[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub use shm::{SharedMemoryConnector, SharedMemoryConnectorBuilder};
 
 /// A byte reader over one stored object, returned by [`Connector::open`].

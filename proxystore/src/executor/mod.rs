@@ -39,6 +39,7 @@
 //! ```
 
 #[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster;
 mod completion;
 mod future;
