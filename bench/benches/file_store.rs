@@ -1,7 +1,7 @@
 //! Storing and loading 100 MiB buffers through a `FileConnector`, against
 //! writing and reading the same bytes as a plain file.
 //!
-//! `cargo bench --bench file_store` runs the criterion benchmarks and then an
+//! `cargo bench -p proxystore-bench --bench file_store` runs the criterion benchmarks and then an
 //! interleaved side-by-side comparison that prints medians and ratios.
 //! `PROXYSTORE_BENCH_MIB` changes the size (default 100).
 

@@ -9,6 +9,6 @@
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
-    t.compile_fail("ui-tests/*.rs");
-    t.pass("ui-tests/pass/*.rs");
+    t.compile_fail("*.rs");
+    t.pass("pass/*.rs");
 }

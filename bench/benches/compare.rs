@@ -14,7 +14,7 @@
 //! with `--dask`, its Dask rows beside the cluster executor's).
 //!
 //! Run it with `bench/compare` (which prepares the Python side), or
-//! `cargo bench --bench compare -- [--quick] [--rounds N] [--dask] [--redis-only] [--python PATH --anchor PATH]`.
+//! `cargo bench -p proxystore-bench --bench compare -- [--quick] [--rounds N] [--dask] [--redis-only] [--python PATH --anchor PATH]`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -29,7 +29,9 @@ use proxystore::executor::cluster::{ClusterExecutor, CLUSTER_ENV, QUEUE_ENV};
 use proxystore::executor::ProcessPool;
 use proxystore::{proxied, ShouldProxy, Store, StoreExecutor, TaskValue};
 
-#[path = "../tests/support/redis_server.rs"]
+// Shared with the integration tests, which use more of it.
+#[allow(unreachable_pub)]
+#[path = "../../tests/support/redis_server.rs"]
 mod redis_server;
 
 const KIB: usize = 1024;
