@@ -65,14 +65,18 @@ const MSET_BYTES: u64 = 256 * 1024 * 1024;
 ///
 /// `redis://[user[:password]@]host[:port][/db]`, `rediss://...` for TLS
 /// (with the crate feature `redis-tls`), or
-/// `redis+unix:///path/to/socket?db=N` (also `&user=..&pass=..`). The URL is
+/// `redis+unix:///path/to/socket?db=N` (also `&user=..&pass=..`; `unix://`,
+/// `unix:/path` and the `valkey` schemes are read too). The URL is
 /// checked when the connector is built, which also connects once, so a
 /// wrong address or password fails there, with [`Error::Redis`].
 ///
 /// The URL, credentials included, is part of the connector's
 /// [`config`](Connector::config), so that workers on other hosts can rebuild
 /// it. It never appears in the connector's `Debug` output, in its errors
-/// or in its log events: those name the server as `host:port/db`.
+/// or in its log events: those name the server as `host:port/db`, and
+/// wherever a configuration is shown (a `Debug` of a
+/// [`StoreConfig`](crate::StoreConfig) or a proxy) the credentials of every
+/// URL form (`user:password@`, `?user=..&pass=..`) are `<hidden>`.
 /// Configurations (and so proxies) carry it: send them only where the
 /// password may go.
 ///
@@ -347,8 +351,10 @@ fn okay(command: &str, value: Value) -> redis::RedisResult<()> {
     }
 }
 
-/// `text` with every secret replaced.
-pub(crate) fn scrub(secrets: &[String], mut text: String) -> String {
+/// `text` with the credentials of any URL in it hidden
+/// ([`redact_url`](super::redact_url)), and every secret replaced.
+pub(crate) fn scrub(secrets: &[String], text: String) -> String {
+    let mut text = super::redact_url(&text);
     for secret in secrets {
         if text.contains(secret.as_str()) {
             text = text.replace(secret.as_str(), "<hidden>");
@@ -375,7 +381,8 @@ impl RedisUrl {
             kind: kind.into(),
             reason,
         };
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        // As the client reads it: `unix:/path` has no `//`.
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
         let tls = matches!(scheme.as_deref(), Some("rediss" | "valkeys"));
         if tls && !cfg!(feature = "redis-tls") {
             return Err(invalid(
