@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::{Connector, FileConnector, MultiConnector, Reach, RedisConnector};
+use proxystore::executor::cluster::ClusterExecutor;
 use proxystore::{Error, Key, Proxy, Store};
 use support::common::{to_hex, unique};
 use support::redis_server::{free_port, RedisServer};
@@ -298,6 +299,68 @@ fn secrets_never_show() {
         "{}",
         shown[0]
     );
+}
+
+/// Socket URLs carry their credentials in the query (`?user=..&pass=..`):
+/// every form redis-rs reads, used for real, never shows them.
+#[test]
+fn socket_url_secrets_never_show() {
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("redis.sock");
+    let socket = socket.to_str().unwrap();
+    let Some(server) = RedisServer::start_with(
+        "socket_url_secrets_never_show",
+        &["--unixsocket", socket, "--unixsocketperm", "700"],
+    ) else {
+        return;
+    };
+    let password = "s3cr3t-PaSsWoRd";
+    let reply = server.raw(&["CONFIG", "SET", "requirepass", password]);
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let mut shown = Vec::new();
+    for url in [
+        format!("redis+unix://{socket}?pass={password}"),
+        format!("redis+unix://{socket}?db=1&user=default&pass={password}"),
+        format!("valkey+unix://{socket}?pass={password}"),
+        format!("unix://{socket}?pass={password}&db=0"),
+        format!("unix:{socket}?pass={password}"),
+    ] {
+        let c = RedisConnector::new(&url).unwrap();
+        let key = c.put(&[b"x"]).unwrap();
+        assert!(c.exists(&key).unwrap(), "{url}");
+        let store = Store::builder(unique("socket-secrets"), c.clone())
+            .register(false)
+            .build()
+            .unwrap();
+        let proxy = store.proxy(String::from("value")).unwrap();
+        shown.push(format!("{:?}", store.config()));
+        shown.push(format!("{store:?}"));
+        shown.push(format!("{proxy:?}"));
+        shown.push(format!("{:?}", c.config()));
+        shown.push(format!("{:?}", c.config().build().unwrap()));
+        shown.push(format!("{:?}", RedisConnector::builder(&url)));
+        shown.push(format!("{:?}", ClusterExecutor::builder(&url, "secrets")));
+        let executor = ClusterExecutor::new(&url, "secrets").unwrap();
+        shown.push(format!("{executor:?}"));
+        drop(executor);
+        store.close().unwrap();
+
+        let wrong = url.replace(password, &format!("{password}-nope"));
+        let err = RedisConnector::new(&wrong).unwrap_err();
+        assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+        shown.push(err.to_string());
+        shown.push(format!("{err:?}"));
+        let err = ClusterExecutor::new(&wrong, "secrets").unwrap_err();
+        shown.push(err.to_string());
+        shown.push(format!("{err:?}"));
+        let err = RedisConnector::new(format!("{url}&db=notanumber")).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
+        shown.push(err.to_string());
+    }
+    for text in &shown {
+        assert!(!text.contains(password), "the password shows in: {text}");
+    }
+    assert!(shown[0].contains("pass=<hidden>"), "{}", shown[0]);
 }
 
 #[test]

@@ -101,6 +101,35 @@ impl RedisServer {
         panic!("redis-server did not start on any of 5 free ports");
     }
 
+    /// Starts a server on 127.0.0.1 and a free port, with `args` added to
+    /// its command line, or returns `None` (see the module docs).
+    pub fn start_with(test: &str, args: &[&str]) -> Option<RedisServer> {
+        let program = program_or_skip(test)?;
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer {
+                child: None,
+                program: program.clone(),
+                prefix: Vec::new(),
+                bind: "127.0.0.1".into(),
+                port,
+                dir: tempfile::tempdir().unwrap(),
+                extra: args.iter().map(|s| s.to_string()).collect(),
+                tls_port: None,
+            };
+            match server.spawn() {
+                Ok(()) => return Some(server),
+                Err(e) => eprintln!("redis-server on port {port} did not start: {e}; retrying"),
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// The server's temporary directory (for a Unix socket, say).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Starts `program` with `prefix` before it, listening on `bind:port`.
     pub fn start_on(
         program: &std::path::Path,

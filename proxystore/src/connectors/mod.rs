@@ -38,6 +38,7 @@
 mod file;
 mod local;
 mod multi;
+mod redact;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 #[cfg(target_os = "linux")]
@@ -56,6 +57,7 @@ use crate::key::Key;
 pub use file::FileConnector;
 pub use local::LocalConnector;
 pub use multi::{MultiConnector, MultiConnectorBuilder};
+pub(crate) use redact::redact_url;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisConnector, RedisConnectorBuilder, REDIS_MAX_OBJECT_SIZE};
@@ -185,7 +187,9 @@ impl fmt::Display for Reach {
 /// its options.
 ///
 /// Its `Debug` output hides credentials: in any text option that is a URL,
-/// the user information (`user:password@`) is shown as `<hidden>@`.
+/// the user information (`user:password@`) is shown as `<hidden>@`, and
+/// the values of `user`, `pass`, `username` and `password` query
+/// parameters (`redis+unix:///path?pass=..`) as `<hidden>`.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectorConfig {
     /// The name the connector kind is registered under.
@@ -264,18 +268,6 @@ fn redacted(value: &ciborium::Value) -> ciborium::Value {
         ),
         Value::Tag(tag, inner) => Value::Tag(*tag, Box::new(redacted(inner))),
         other => other.clone(),
-    }
-}
-
-/// `scheme://user:password@host...` as `scheme://<hidden>@host...`.
-pub(crate) fn redact_url(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return text.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://<hidden>{}", &rest[at..]),
-        None => text.to_string(),
     }
 }
 

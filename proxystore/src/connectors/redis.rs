@@ -2,10 +2,11 @@
 //!
 //! See [`RedisConnector`].
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Cursor;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionLike, IntoConnectionInfo, Value};
@@ -27,7 +28,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (generous: large values take a while on slow links).
 const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Idle connections kept for reuse; more are closed when returned.
+/// Idle connections kept for reuse per server; more are closed when
+/// returned.
 const POOL_SIZE: usize = 8;
 
 /// Keys removed per `UNLINK` (and asked per `SCAN`) when closing.
@@ -65,14 +67,18 @@ const MSET_BYTES: u64 = 256 * 1024 * 1024;
 ///
 /// `redis://[user[:password]@]host[:port][/db]`, `rediss://...` for TLS
 /// (with the crate feature `redis-tls`), or
-/// `redis+unix:///path/to/socket?db=N` (also `&user=..&pass=..`). The URL is
+/// `redis+unix:///path/to/socket?db=N` (also `&user=..&pass=..`; `unix://`,
+/// `unix:/path` and the `valkey` schemes are read too). The URL is
 /// checked when the connector is built, which also connects once, so a
 /// wrong address or password fails there, with [`Error::Redis`].
 ///
 /// The URL, credentials included, is part of the connector's
 /// [`config`](Connector::config), so that workers on other hosts can rebuild
 /// it. It never appears in the connector's `Debug` output, in its errors
-/// or in its log events: those name the server as `host:port/db`.
+/// or in its log events: those name the server as `host:port/db`, and
+/// wherever a configuration is shown (a `Debug` of a
+/// [`StoreConfig`](crate::StoreConfig) or a proxy) the credentials of every
+/// URL form (`user:password@`, `?user=..&pass=..`) are `<hidden>`.
 /// Configurations (and so proxies) carry it: send them only where the
 /// password may go.
 ///
@@ -113,7 +119,8 @@ const MSET_BYTES: u64 = 256 * 1024 * 1024;
 /// # Connections
 ///
 /// A few connections are kept open and shared by the threads using the
-/// connector. A connection that fails is closed, and each operation (they
+/// connector, and by every other connector of this process to the same
+/// server (the same URL and timeouts, whatever the namespace). A connection that fails is closed, and each operation (they
 /// are all idempotent) is retried once on a new connection, so the
 /// connector works again after the server restarted. Opening a connection
 /// times out after 5 s, a request or a reply after 60 s
@@ -143,7 +150,36 @@ struct Inner {
     connect_timeout: Duration,
     io_timeout: Duration,
     reach: Reach,
-    pool: Mutex<Vec<redis::Connection>>,
+    /// Shared with every connector of this process to the same server.
+    pool: Arc<Pool>,
+}
+
+/// Idle connections to one server (one URL, credentials and timeouts
+/// included), shared by every connector that uses it: a worker that
+/// rebuilt stores of many namespaces keeps a few connections, not one per
+/// namespace. The connections close when the last connector goes.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<redis::Connection>>,
+}
+
+/// The pool for `url` with these timeouts.
+fn shared_pool(url: &str, connect_timeout_ms: u64, io_timeout_ms: u64) -> Arc<Pool> {
+    type Pools = HashMap<(String, u64, u64), Weak<Pool>>;
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = (url.to_string(), connect_timeout_ms, io_timeout_ms);
+    if let Some(pool) = pools.get(&key).and_then(Weak::upgrade) {
+        return pool;
+    }
+    // Forget the servers no connector uses any more.
+    pools.retain(|_, pool| pool.strong_count() > 0);
+    let pool = Arc::new(Pool::default());
+    pools.insert(key, Arc::downgrade(&pool));
+    pool
 }
 
 #[derive(Serialize, Deserialize)]
@@ -347,8 +383,10 @@ fn okay(command: &str, value: Value) -> redis::RedisResult<()> {
     }
 }
 
-/// `text` with every secret replaced.
-pub(crate) fn scrub(secrets: &[String], mut text: String) -> String {
+/// `text` with the credentials of any URL in it hidden
+/// ([`redact_url`](super::redact_url)), and every secret replaced.
+pub(crate) fn scrub(secrets: &[String], text: String) -> String {
+    let mut text = super::redact_url(&text);
     for secret in secrets {
         if text.contains(secret.as_str()) {
             text = text.replace(secret.as_str(), "<hidden>");
@@ -375,7 +413,8 @@ impl RedisUrl {
             kind: kind.into(),
             reason,
         };
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        // As the client reads it: `unix:/path` has no `//`.
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
         let tls = matches!(scheme.as_deref(), Some("rediss" | "valkeys"));
         if tls && !cfg!(feature = "redis-tls") {
             return Err(invalid(
@@ -534,6 +573,7 @@ impl RedisConnector {
                 options.namespace
             )));
         }
+        let pool = shared_pool(&url, options.connect_timeout_ms, options.io_timeout_ms);
         let inner = Inner {
             url,
             client,
@@ -547,7 +587,7 @@ impl RedisConnector {
             connect_timeout: Duration::from_millis(options.connect_timeout_ms.max(1)),
             io_timeout: Duration::from_millis(options.io_timeout_ms.max(1)),
             reach,
-            pool: Mutex::new(Vec::new()),
+            pool,
         };
         let connector = RedisConnector {
             inner: Arc::new(inner),
@@ -574,7 +614,11 @@ impl RedisConnector {
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Vec<redis::Connection>> {
-        self.inner.pool.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .pool
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn give_back(&self, connection: redis::Connection) {

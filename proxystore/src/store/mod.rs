@@ -44,7 +44,9 @@ use crate::Storable;
 
 pub use future::StoreFuture;
 pub use metrics::{Metrics, Operation, OperationStats};
-pub use registry::{get_or_create_store, get_store, register_store, unregister_store};
+pub use registry::{
+    get_or_create_store, get_store, register_store, unregister_store, REBUILT_IDLE, REBUILT_STORES,
+};
 
 /// Default number of deserialized objects a store keeps.
 pub const DEFAULT_CACHE_SIZE: usize = 16;

@@ -13,6 +13,14 @@
 //! never closed the caller's store, so they build it from the configuration
 //! as usual.
 //!
+//! Stores rebuilt from configurations are a cache, not registrations: a
+//! long-lived worker may see thousands of store names, and each rebuilt
+//! store holds its connector (connections, a cache of objects). At most
+//! [`REBUILT_STORES`] are kept, and one unused for [`REBUILT_IDLE`] is
+//! dropped at the next rebuild. Dropping one never breaks a proxy of it:
+//! the next read builds it again. Stores this process made itself
+//! ([`Store::new`], [`register_store`]) are never dropped.
+//!
 //! ```
 //! use proxystore::connectors::LocalConnector;
 //! use proxystore::store::get_or_create_store;
@@ -29,20 +37,56 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, RwLock, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use super::{Store, StoreConfig};
 use crate::error::{Error, Result};
 
+/// How many stores rebuilt from configurations a process keeps at most
+/// (the least recently used goes first).
+pub const REBUILT_STORES: usize = 64;
+
+/// How long a store rebuilt from a configuration is kept unused.
+pub const REBUILT_IDLE: Duration = Duration::from_secs(300);
+
 #[derive(Default)]
 struct Registry {
+    /// Stores registered by this process's own code, by name.
     open: HashMap<String, Store>,
     /// Configurations of stores closed in this process, by name, until a
     /// store of that name is registered again.
     closed: HashMap<String, StoreConfig>,
-    /// Names of the open stores that were rebuilt from a configuration
-    /// (not made by this process's own code).
-    rebuilt: std::collections::HashSet<String>,
+    /// Stores rebuilt from configurations, by name, most recently built
+    /// first: several under one name when callers made stores of the same
+    /// name over different connectors (a long-lived worker of a multi-host
+    /// executor serving successive callers).
+    rebuilt: HashMap<String, Vec<Rebuilt>>,
+    /// How many stores `rebuilt` holds in all.
+    rebuilt_count: usize,
+}
+
+struct Rebuilt {
+    store: Store,
+    /// When it was last used, in milliseconds since [`epoch`]: updated
+    /// under the read lock, so lookups never wait for each other.
+    used: AtomicU64,
+}
+
+impl Rebuilt {
+    fn touch(&self, now: Instant) {
+        self.used.store(millis_since_epoch(now), Ordering::Relaxed);
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch(now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
 }
 
 fn registry() -> &'static RwLock<Registry> {
@@ -54,7 +98,9 @@ fn write() -> RwLockWriteGuard<'static, Registry> {
     registry().write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Registers `store` under its name; fails if the name is taken.
+/// Registers `store` under its name; fails if the name is taken by
+/// another store this process registered. A store rebuilt from a
+/// configuration under that name gives way.
 pub fn register_store(store: &Store) -> Result<()> {
     let mut registry = write();
     if registry.open.contains_key(store.name()) {
@@ -63,21 +109,23 @@ pub fn register_store(store: &Store) -> Result<()> {
         });
     }
     registry.closed.remove(store.name());
-    registry.rebuilt.remove(store.name());
+    registry.remove_rebuilt(store.name());
     registry
         .open
         .insert(store.name().to_string(), store.clone());
     Ok(())
 }
 
-/// The store registered under `name`.
+/// The store registered under `name`, or the one most recently rebuilt
+/// under that name and still kept.
 pub fn get_store(name: &str) -> Option<Store> {
-    registry()
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .open
-        .get(name)
-        .cloned()
+    let registry = registry().read().unwrap_or_else(|e| e.into_inner());
+    if let Some(store) = registry.open.get(name) {
+        return Some(store.clone());
+    }
+    let rebuilt = registry.rebuilt.get(name)?.first()?;
+    rebuilt.touch(Instant::now());
+    Some(rebuilt.store.clone())
 }
 
 /// Removes the registration of `name`, returning the store.
@@ -86,8 +134,10 @@ pub fn get_store(name: &str) -> Option<Store> {
 /// once it is closed is remembered as closed (see the module docs).
 pub fn unregister_store(name: &str) -> Option<Store> {
     let mut registry = write();
-    let store = registry.open.remove(name)?;
-    registry.rebuilt.remove(name);
+    let store = match registry.open.remove(name) {
+        Some(store) => store,
+        None => registry.remove_latest_rebuilt(name)?,
+    };
     if store.is_closed() {
         registry
             .closed
@@ -96,37 +146,29 @@ pub fn unregister_store(name: &str) -> Option<Store> {
     Some(store)
 }
 
-/// The store registered under `config.name`, or a new one built from
-/// `config` and registered.
+/// The store registered under `config.name`, or one built from `config`
+/// (kept among the stores rebuilt from configurations, see the module
+/// docs).
 ///
-/// A store that was itself rebuilt from a configuration, registered under
-/// that name but with another connector, is not used for `config`: a
-/// long-lived worker of a multi-host executor serves callers that each
-/// made a store of the same name (with their own Redis namespaces, say).
-/// A store built from `config` is used instead, kept among the few most
-/// recently used such stores. A store this process made itself answers
-/// for its name, whatever the configuration.
+/// A store this process made itself answers for its name, whatever the
+/// configuration. A store rebuilt under that name but with another
+/// connector is not used for `config`: a long-lived worker of a multi-host
+/// executor serves callers that each made a store of the same name (with
+/// their own Redis namespaces, say), and each gets a store of its own.
 ///
 /// Fails with [`Error::StoreClosed`] if the store `config` describes was
 /// closed in this process and its name has not been registered since.
 pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
+    let now = Instant::now();
     {
         let registry = registry().read().unwrap_or_else(|e| e.into_inner());
-        if let Some(store) = registry.open.get(&config.name) {
-            if !registry.rebuilt.contains(&config.name) || same_objects(store.config(), config) {
-                return Ok(store.clone());
-            }
-            drop(registry);
-            return other_store(config);
+        if let Some(store) = registry.find(config, now) {
+            return Ok(store);
         }
     }
     let mut registry = write();
-    if let Some(store) = registry.open.get(&config.name) {
-        if !registry.rebuilt.contains(&config.name) || same_objects(store.config(), config) {
-            return Ok(store.clone());
-        }
-        drop(registry);
-        return other_store(config);
+    if let Some(store) = registry.find(config, now) {
+        return Ok(store);
     }
     if registry.closed.get(&config.name) == Some(config) {
         return Err(Error::StoreClosed {
@@ -134,10 +176,8 @@ pub fn get_or_create_store(config: &StoreConfig) -> Result<Store> {
         });
     }
     let store = Store::from_config(config.clone())?;
-    tracing::debug!(store = %config.name, "registered a store rebuilt from its config");
-    registry.closed.remove(&config.name);
-    registry.rebuilt.insert(config.name.clone());
-    registry.open.insert(config.name.clone(), store.clone());
+    tracing::debug!(store = %config.name, "built a store from its config");
+    registry.add_rebuilt(store.clone(), now);
     Ok(store)
 }
 
@@ -147,25 +187,142 @@ fn same_objects(a: &StoreConfig, b: &StoreConfig) -> bool {
     std::ptr::eq(a, b) || a.connector == b.connector
 }
 
-/// How many stores that share a registered store's name, but not its
-/// connector, a process keeps built.
-const OTHERS: usize = 16;
-
-fn other_store(config: &StoreConfig) -> Result<Store> {
-    static STORES: std::sync::Mutex<std::collections::VecDeque<Store>> =
-        std::sync::Mutex::new(std::collections::VecDeque::new());
-    let mut stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = stores
-        .iter()
-        .position(|s| s.config().connector == config.connector)
-    {
-        let store = stores.remove(i).expect("found");
-        stores.push_front(store.clone());
-        return Ok(store);
+impl Registry {
+    fn find(&self, config: &StoreConfig, now: Instant) -> Option<Store> {
+        if let Some(store) = self.open.get(&config.name) {
+            return Some(store.clone());
+        }
+        let rebuilt = self
+            .rebuilt
+            .get(&config.name)?
+            .iter()
+            .find(|r| same_objects(r.store.config(), config))?;
+        rebuilt.touch(now);
+        Some(rebuilt.store.clone())
     }
-    let store = Store::from_config(config.clone())?;
-    tracing::debug!(store = %config.name, "built a store of a registered name with another connector");
-    stores.push_front(store.clone());
-    stores.truncate(OTHERS);
-    Ok(store)
+
+    /// Keeps `store`, then drops the stores unused for [`REBUILT_IDLE`]
+    /// and, beyond [`REBUILT_STORES`], the least recently used. Proxies of
+    /// a dropped store keep working: each read finds or builds its store.
+    fn add_rebuilt(&mut self, store: Store, now: Instant) {
+        let name = store.name().to_string();
+        let entry = Rebuilt {
+            store,
+            used: AtomicU64::new(0),
+        };
+        entry.touch(now);
+        self.rebuilt.entry(name).or_default().insert(0, entry);
+        self.rebuilt_count += 1;
+        self.expire(now);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let idle_since = millis_since_epoch(now)
+            .saturating_sub(u64::try_from(REBUILT_IDLE.as_millis()).unwrap_or(u64::MAX));
+        let before = self.rebuilt_count;
+        for stores in self.rebuilt.values_mut() {
+            stores.retain(|r| r.used.load(Ordering::Relaxed) > idle_since);
+        }
+        self.rebuilt.retain(|_, stores| !stores.is_empty());
+        self.rebuilt_count = self.rebuilt.values().map(Vec::len).sum();
+        while self.rebuilt_count > REBUILT_STORES {
+            let Some((name, i)) = self
+                .rebuilt
+                .iter()
+                .flat_map(|(name, stores)| {
+                    stores
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, r)| (name, i, r.used.load(Ordering::Relaxed)))
+                })
+                .min_by_key(|(_, _, used)| *used)
+                .map(|(name, i, _)| (name.clone(), i))
+            else {
+                break;
+            };
+            let stores = self.rebuilt.get_mut(&name).expect("just found");
+            stores.remove(i);
+            if stores.is_empty() {
+                self.rebuilt.remove(&name);
+            }
+            self.rebuilt_count -= 1;
+        }
+        if self.rebuilt_count < before {
+            tracing::debug!(
+                dropped = before - self.rebuilt_count,
+                kept = self.rebuilt_count,
+                "dropped stores rebuilt from configurations"
+            );
+        }
+    }
+
+    /// Forgets the stores rebuilt under `name`.
+    fn remove_rebuilt(&mut self, name: &str) {
+        if let Some(stores) = self.rebuilt.remove(name) {
+            self.rebuilt_count -= stores.len();
+        }
+    }
+
+    /// Forgets the store most recently rebuilt under `name`.
+    fn remove_latest_rebuilt(&mut self, name: &str) -> Option<Store> {
+        let stores = self.rebuilt.get_mut(name)?;
+        let latest = stores.remove(0);
+        if stores.is_empty() {
+            self.rebuilt.remove(name);
+        }
+        self.rebuilt_count -= 1;
+        Some(latest.store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::FileConnector;
+
+    fn kept() -> usize {
+        registry()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .rebuilt_count
+    }
+
+    /// A configuration of a store that this process did not register.
+    fn unregistered(dir: &std::path::Path, name: &str) -> (Store, StoreConfig) {
+        let connector = FileConnector::new(dir.join(name)).unwrap();
+        let store = Store::builder(name, connector)
+            .register(false)
+            .build()
+            .unwrap();
+        let config = store.config().clone();
+        (store, config)
+    }
+
+    #[test]
+    fn rebuilt_stores_are_bounded_and_expire_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("registry-bound-{}", std::process::id());
+        let mut made = Vec::new();
+        for i in 0..REBUILT_STORES * 2 {
+            let (store, config) = unregistered(dir.path(), &format!("{prefix}-{i}"));
+            get_or_create_store(&config).unwrap();
+            made.push((store, config));
+            assert!(kept() <= REBUILT_STORES, "{} kept", kept());
+        }
+        // The oldest were dropped, the most recent are kept.
+        let has = |config: &StoreConfig| registry().read().unwrap().find(config, Instant::now());
+        assert!(has(&made[0].1).is_none());
+        assert!(has(&made.last().unwrap().1).is_some());
+
+        // A rebuild later than the idle time drops the idle ones.
+        let later = Instant::now() + REBUILT_IDLE + Duration::from_secs(1);
+        let (last, config) = unregistered(dir.path(), &format!("{prefix}-last"));
+        write().add_rebuilt(Store::from_config(config.clone()).unwrap(), later);
+        assert!(has(&made.last().unwrap().1).is_none());
+        assert!(has(&config).is_some());
+        last.close().unwrap();
+        for (store, _) in made {
+            store.close().unwrap();
+        }
+    }
 }

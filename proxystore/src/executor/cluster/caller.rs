@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use redis::{Connection, Value};
 
+use super::auth::{Signed, MAC_FIELD};
 use super::queue::{ms, Keys, Reply, Settings, GROUP, REPLY_BATCH, REVOKE};
 use super::redis_io::{self, is_connection_error, Server, COMMAND_TIMEOUT};
 use super::serve::{give_up, reap_candidates};
@@ -267,6 +268,11 @@ fn send_batch(
                 .iter()
                 .flat_map(|k| *k.as_uuid().as_bytes())
                 .collect();
+            let (id_text, attempts, ttl) = (
+                id.to_string(),
+                inner.settings.max_attempts.to_string(),
+                ms(inner.settings.reply_ttl).to_string(),
+            );
             pipe.cmd("XADD")
                 .arg(&jobs)
                 .arg("*")
@@ -275,13 +281,24 @@ fn send_batch(
                 .arg("caller")
                 .arg(&inner.caller)
                 .arg("id")
-                .arg(*id)
+                .arg(&id_text)
                 .arg("attempts")
-                .arg(inner.settings.max_attempts)
+                .arg(&attempts)
                 .arg("ttl")
-                .arg(ms(inner.settings.reply_ttl))
+                .arg(&ttl)
                 .arg("evict")
-                .arg(evict);
+                .arg(&evict);
+            // Workers with the queue's secret act only on entries it signed.
+            if let Some(mac) = inner.keys.sign(&Signed {
+                job: &scratch,
+                caller: inner.caller.as_bytes(),
+                id: id_text.as_bytes(),
+                attempts: attempts.as_bytes(),
+                ttl: ttl.as_bytes(),
+                evict: &evict,
+            }) {
+                pipe.arg(MAC_FIELD).arg(mac);
+            }
             ids.push(*id);
         }
     }

@@ -91,6 +91,53 @@
 //! instead of replying. A caller that shuts down removes its heartbeat and
 //! reply list. Workers remove the group's record of consumers that died.
 //!
+//! # Trust
+//!
+//! Workers act on what the job stream says: they run the named task with
+//! the given store configuration, store its result under the key the job
+//! names and evict the keys it lists as inputs. Anyone who can write the
+//! stream can therefore make workers evict or overwrite objects of any
+//! store they can reach, and run any registered task (anyone who can write
+//! to Redis at all can also do so directly). Two measures close this:
+//!
+//! - **Authenticated jobs.** Give the callers and workers of a queue the
+//!   same secret: [`ClusterBuilder::secret`] on callers, and
+//!   [`ClusterWorker::secret`] or, for workers started by
+//!   [`worker::init`](crate::worker::init), a file named by
+//!   [`SECRET_FILE_ENV`] (`PROXYSTORE_CLUSTER_SECRET_FILE`, its trailing
+//!   line break ignored) or the secret itself in [`SECRET_ENV`]
+//!   (`PROXYSTORE_CLUSTER_SECRET`; both are removed from the environment
+//!   before any task runs). Callers then sign every job entry with an
+//!   HMAC-SHA256 over all its fields (the job with its store
+//!   configuration and result key, the caller, the job id, the attempts,
+//!   the reply lifetime and the inputs to evict) and the queue's name.
+//!   Workers check it, in constant time, before they act on an entry: an
+//!   entry without a valid MAC is dropped with a warning, nothing it names
+//!   is run, stored or evicted, and the caller it names receives a failure
+//!   ([`Error::TaskFailed`], saying the secrets differ), so a caller whose
+//!   secret is wrong (or missing) fails at once instead of waiting. The
+//!   secret never appears in `Debug` output, errors or logs. The MAC
+//!   proves who wrote an entry, not that it is new: someone who can read
+//!   the stream can add a copy of a signed entry, which runs the same job
+//!   again against its own store.
+//! - **Redis ACLs.** Give each party only the keys it needs
+//!   (`ACL SETUSER`): workers and callers of queue `q` the queue's keys
+//!   (`~proxystore:queue:q:*`) and the namespaces of the stores they use
+//!   (`~proxystore:<namespace>:*`), with the command categories the queue
+//!   uses (`+@stream +@list +@string +@set +@keyspace +@scripting
+//!   +@connection`); no one else write access to `proxystore:queue:q:*`.
+//!   Redis checks the keys of every command, scripts' included, so a
+//!   user of other namespaces cannot reach a store's objects even
+//!   directly. Put the user in the URL (`redis://user:password@host/`):
+//!
+//!   ```text
+//!   ACL SETUSER team-a on >password ~proxystore:queue:team-a:* ~proxystore:team-a-store:* +@stream +@list +@string +@set +@keyspace +@scripting +@connection
+//!   ```
+//!
+//! Reply lists are not signed: whoever can write
+//! `proxystore:queue:q:reply:*` can complete a caller's jobs with results
+//! of their own; the ACLs above keep others out of it.
+//!
 //! # Stores
 //!
 //! Tasks run on other hosts, so their proxies must resolve there: a
@@ -102,6 +149,7 @@
 //! `shared()`) — unless the queue's server is itself on this host
 //! (loopback), in which case all workers are too.
 
+mod auth;
 mod caller;
 mod queue;
 mod redis_io;
@@ -117,6 +165,7 @@ use crate::error::{Error, Result};
 use crate::executor::{Completion, Executor};
 use crate::task::Job;
 
+pub use auth::{SECRET_ENV, SECRET_FILE_ENV};
 pub use queue::Settings;
 pub use serve::ClusterWorker;
 
@@ -168,6 +217,7 @@ pub struct ClusterBuilder {
     queue: String,
     settings: Settings,
     shutdown_timeout: Duration,
+    secret: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -177,6 +227,7 @@ impl std::fmt::Debug for ClusterBuilder {
             .field("queue", &self.queue)
             .field("settings", &self.settings)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .finish()
     }
 }
@@ -203,12 +254,22 @@ impl ClusterBuilder {
         self
     }
 
+    /// Signs every job with `secret`, shared by the callers and workers
+    /// of the queue: workers given the same secret
+    /// ([`ClusterWorker::secret`], [`SECRET_FILE_ENV`]) act only on jobs
+    /// signed with it. See [Trust](self#trust).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+
     /// Connects, creates the queue if needed and starts the caller's
     /// threads.
     pub fn build(self) -> Result<ClusterExecutor> {
         self.settings.check()?;
+        let mut keys = queue::Keys::new(&self.queue)?;
+        keys.set_secret(self.secret.as_deref().map(auth::JobKey::new).transpose()?);
         let server = redis_io::Server::open(&self.url)?;
-        let keys = queue::Keys::new(&self.queue)?;
         let inner = Arc::new(Inner::new(server, keys, self.settings));
         let mut con = inner.server.connect(Some(redis_io::COMMAND_TIMEOUT))?;
         serve::ensure_group(&mut con, &inner.keys, &inner.server)?;
@@ -277,6 +338,7 @@ impl ClusterExecutor {
             queue: queue.to_string(),
             settings: Settings::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            secret: None,
         }
     }
 
@@ -392,13 +454,16 @@ pub(crate) fn serve_from_env() {
         std::process::exit(supervise(&n.to_string_lossy()));
     }
     let settings = settings_from_env();
+    let secret = auth::secret_from_env();
     // Only this thread runs yet (worker mode is entered first thing in
-    // main): programs that tasks start do not inherit worker mode.
-    for var in [CLUSTER_ENV, QUEUE_ENV] {
+    // main): programs that tasks start do not inherit worker mode, nor
+    // see the secret.
+    for var in [CLUSTER_ENV, QUEUE_ENV, SECRET_ENV, SECRET_FILE_ENV] {
         std::env::remove_var(var);
     }
     let code = match settings
         .and_then(|s| ClusterWorker::new(&url, &queue)?.settings(s))
+        .and_then(|w| w.with_secret(secret?))
         .and_then(ClusterWorker::run)
     {
         Ok(()) => 0,

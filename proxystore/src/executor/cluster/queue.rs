@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::auth::{JobKey, Signed};
+use super::redis_io::Entry;
 use crate::error::{Error, Result};
 
 /// The consumer group every worker of a queue reads in.
@@ -15,6 +17,9 @@ pub(super) const REPLY_BATCH: usize = 1024;
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     prefix: String,
+    queue: String,
+    /// The queue's shared secret, if jobs are authenticated.
+    secret: Option<JobKey>,
 }
 
 impl Keys {
@@ -34,7 +39,28 @@ impl Keys {
         }
         Ok(Keys {
             prefix: format!("proxystore:queue:{queue}"),
+            queue: queue.to_string(),
+            secret: None,
         })
+    }
+
+    /// Authenticates jobs with `secret` (see [`auth`](super::auth)).
+    pub(super) fn set_secret(&mut self, secret: Option<JobKey>) {
+        self.secret = secret;
+    }
+
+    /// The MAC of a job entry's fields, if jobs are authenticated.
+    pub(super) fn sign(&self, fields: &Signed<'_>) -> Option<Vec<u8>> {
+        let secret = self.secret.as_ref()?;
+        Some(secret.sign(&self.queue, fields))
+    }
+
+    /// Whether a worker may act on `entry`: always without a secret,
+    /// otherwise only if its MAC is valid.
+    pub(super) fn authentic(&self, entry: &Entry) -> bool {
+        self.secret
+            .as_ref()
+            .is_none_or(|secret| secret.verify(&self.queue, entry))
     }
 
     /// The stream of jobs.

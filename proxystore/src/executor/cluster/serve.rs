@@ -71,6 +71,20 @@ impl ClusterWorker {
         Ok(self)
     }
 
+    /// Acts only on jobs signed with `secret`, the one the queue's callers
+    /// give [`ClusterBuilder::secret`](super::ClusterBuilder::secret);
+    /// others are dropped with a warning, and fail at their caller. Fails
+    /// with [`Error::InvalidConfig`] for an empty secret. See
+    /// [Trust](super#trust).
+    pub fn secret(self, secret: impl AsRef<[u8]>) -> Result<Self> {
+        self.with_secret(Some(super::auth::JobKey::new(secret.as_ref())?))
+    }
+
+    pub(super) fn with_secret(mut self, secret: Option<super::auth::JobKey>) -> Result<Self> {
+        self.keys.set_secret(secret);
+        Ok(self)
+    }
+
     /// This worker's consumer name in the group: host, process id and a
     /// random suffix.
     pub fn consumer(&self) -> &str {
@@ -430,6 +444,10 @@ impl Serving<'_> {
     /// Runs one job and sends its reply.
     fn handle(&mut self, entry: Entry, attempt: u64) {
         let keys = self.w.keys.clone();
+        if !keys.authentic(&entry) {
+            self.refuse(&entry);
+            return;
+        }
         let parsed = JobEntry::parse(&entry);
         let Some(job) = parsed else {
             tracing::error!(entry = %entry.id, "cluster worker: malformed job entry dropped");
@@ -502,6 +520,41 @@ impl Serving<'_> {
             // this one's heartbeat is gone.
             None => {}
         }
+    }
+
+    /// Drops an entry without a valid MAC, touching nothing it names but
+    /// the reply list of the caller it names: that caller's job fails
+    /// instead of waiting for ever (its secret differs from this worker's).
+    fn refuse(&mut self, entry: &Entry) {
+        tracing::warn!(
+            entry = %entry.id,
+            "cluster worker: job entry dropped: it is not signed with this worker's secret"
+        );
+        let Some(job) = JobEntry::parse(entry) else {
+            self.drop_entry(&entry.id);
+            return;
+        };
+        let blob = Reply::Failed(
+            "a worker refused the job: it is not signed with the queue's secret; give the \
+             callers and workers of a queue the same secret (ClusterBuilder::secret, \
+             ClusterWorker::secret, PROXYSTORE_CLUSTER_SECRET_FILE)"
+                .into(),
+        )
+        .encode(job.id);
+        let keys = &self.w.keys;
+        let (jobs, reply_key, alive) =
+            (keys.jobs(), keys.reply(job.caller), keys.alive(job.caller));
+        let ttl = ms(self.w.settings.reply_ttl);
+        self.must("refusing a job", |con, w| {
+            FINISH
+                .call(&[&jobs, &reply_key, &alive])
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&blob)
+                .arg(ttl)
+                .arg(&w.consumer)
+                .invoke::<i64>(con)
+        });
     }
 
     /// Acknowledges and deletes an entry that will not run.
@@ -694,7 +747,8 @@ pub(super) fn give_up(
     attempts: u64,
     reason: &str,
 ) {
-    let Some(job) = JobEntry::parse(entry) else {
+    // An entry without a valid MAC names objects nobody vouched for.
+    let Some(job) = JobEntry::parse(entry).filter(|_| keys.authentic(entry)) else {
         let _ = redis::pipe()
             .cmd("XACK")
             .arg(keys.jobs())
