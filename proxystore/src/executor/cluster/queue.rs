@@ -113,6 +113,11 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The longest duration a setting may have: Redis refuses an expiry
+    /// whose end does not fit in its clock (2^63 ms), so a longer one could
+    /// never be set on a key. About 100 years.
+    pub const MAX_DURATION: Duration = Duration::from_millis(MAX_TTL_MS);
+
     pub(crate) fn check(&self) -> Result<()> {
         let bad = |reason: String| {
             Err(Error::InvalidConfig {
@@ -120,6 +125,23 @@ impl Settings {
                 reason,
             })
         };
+        for (name, d) in [
+            ("heartbeat", self.heartbeat),
+            ("heartbeat_ttl", self.heartbeat_ttl),
+            ("lease", self.lease),
+            ("reap_every", self.reap_every),
+            ("reply_ttl", self.reply_ttl),
+            ("dead_letter_ttl", self.dead_letter_ttl),
+            ("caller_ttl", self.caller_ttl),
+        ] {
+            if d > Settings::MAX_DURATION {
+                return bad(format!(
+                    "{name} ({d:?}) is longer than Redis can keep a key: use at most \
+                     Settings::MAX_DURATION ({:?})",
+                    Settings::MAX_DURATION
+                ));
+            }
+        }
         if self.heartbeat.is_zero() || self.heartbeat_ttl <= self.heartbeat {
             return bad(format!(
                 "heartbeat_ttl ({:?}) must be longer than the heartbeat interval ({:?})",
@@ -146,6 +168,32 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// [`Settings::MAX_DURATION`] in ms: also the bound of every expiry read
+/// from a job entry.
+pub(crate) const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Whether a server error is one that goes away by itself (memory freed, a
+/// failover done, a script loaded, a replica caught up), so that the
+/// command is worth retrying; any other refusal (a malformed argument, a
+/// key of the wrong type) would fail again the same way.
+pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            "OOM"
+                | "READONLY"
+                | "LOADING"
+                | "BUSY"
+                | "MASTERDOWN"
+                | "TRYAGAIN"
+                | "CLUSTERDOWN"
+                | "NOREPLICAS"
+                | "NOSCRIPT"
+                | "NOGROUP"
+        )
+    )
 }
 
 pub(crate) fn ms(d: Duration) -> u64 {
@@ -196,11 +244,32 @@ end
 local alive = redis.call('EXISTS', KEYS[3])
 if alive == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  -- A script's writes stay when it fails: a refused expiry must not
+  -- leave a reply behind (the worker sends another).
+  local expiry = redis.pcall('PEXPIRE', KEYS[2], ARGV[4])
+  if type(expiry) == 'table' and expiry.err then
+    redis.call('RPOP', KEYS[2])
+    return expiry
+  end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return alive
+";
+
+/// Renews a job's lease if it is still pending to this consumer: its idle
+/// time starts again and its delivery count stays (`JUSTID`). Returns 0,
+/// and takes nothing, if the job is gone or another worker holds it (a
+/// plain `XCLAIM` would take it back from the worker that re-runs it).
+/// KEYS: jobs. ARGV: group, entry id, consumer.
+pub(super) static RENEW: Lua = Lua::new(RENEW_LUA);
+const RENEW_LUA: &str = r"
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #owner == 0 or owner[1][2] ~= ARGV[3] then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
 ";
 
 /// Gives a job up: copy it to the dead-letter stream, reply to its caller

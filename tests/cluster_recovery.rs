@@ -1,0 +1,265 @@
+//! Faults of the multi-host executor, round 2, done for real: job entries
+//! with numbers Redis cannot take, hosts killed with several jobs, workers
+//! cut off from Redis (a TCP proxy that drops every connection and refuses
+//! new ones while cut), callers killed with many jobs in flight. Each test
+//! failed before its fix.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use std::path::PathBuf;
+
+use proxystore::connectors::{FileConnector, LocalConnector};
+use proxystore::executor::cluster::{ClusterExecutor, Settings};
+use proxystore::{proxied, Store, StoreExecutor};
+use support::cluster::{executor, quick, wait_pending, Worker};
+use support::common::unique;
+use support::redis_server::RedisServer;
+
+proxystore::test_worker!();
+
+/// Sleeps, then says which process ran it.
+#[proxied]
+fn pid_after(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn redis(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Waits until `done` holds, failing with `what` after `limit`.
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Regression: an entry whose `ttl` field is beyond what Redis can expire
+/// made the reply's PEXPIRE fail; the worker retried it for ever (pushing
+/// a copy of the reply each time) and served nobody else. A caller could
+/// also ask for it with `reply_ttl: Duration::MAX`.
+#[test]
+fn a_reply_expiry_redis_cannot_take_neither_holds_the_worker_nor_is_accepted() {
+    let Some(server) = RedisServer::start("huge_reply_ttl") else {
+        return;
+    };
+    let queue = "hugettl";
+    let refused = ClusterExecutor::builder(&server.url(), queue)
+        .settings(Settings {
+            reply_ttl: Duration::MAX,
+            ..quick()
+        })
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&refused, proxystore::Error::InvalidConfig { reason, .. } if reason.contains("reply_ttl")),
+        "{refused}"
+    );
+
+    let store = Store::new(unique("huge-ttl"), LocalConnector::new()).unwrap();
+    // Without the fix the second job is never answered: do not wait a
+    // minute for it when the executor is dropped.
+    let cluster = ClusterExecutor::builder(&server.url(), queue)
+        .settings(quick())
+        .shutdown_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let executor = StoreExecutor::new(cluster, store);
+    let mut first = executor.submit(pid_after::task(0)).unwrap();
+    let jobs = format!("proxystore:queue:{queue}:jobs");
+    let mut con = redis(&server);
+    wait_until(Duration::from_secs(10), "the job never queued", || {
+        redis::cmd("XLEN")
+            .arg(&jobs)
+            .query::<i64>(&mut con)
+            .unwrap()
+            == 1
+    });
+    // The same job, asking for its reply to be kept 2^63-1 ms.
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&jobs)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let entry = &entries.ids[0];
+    let mut add = redis::cmd("XADD");
+    add.arg(&jobs).arg("*");
+    for (field, value) in &entry.map {
+        let value: Vec<u8> = if field == "ttl" {
+            i64::MAX.to_string().into_bytes()
+        } else {
+            redis::from_redis_value_ref(value).unwrap()
+        };
+        add.arg(field).arg(value);
+    }
+    let _: () = redis::pipe()
+        .cmd("XDEL")
+        .arg(&jobs)
+        .arg(&entry.id)
+        .add_command(add)
+        .query(&mut con)
+        .unwrap();
+
+    let worker = Worker::start(&server.url(), queue);
+    let pid = first.result_timeout(Duration::from_secs(20)).map(|v| *v);
+    assert_eq!(pid.ok(), Some(worker.pid()), "the job with a huge ttl");
+    let mut second = executor.submit(pid_after::task(0)).unwrap();
+    let pid = second.result_timeout(Duration::from_secs(20)).map(|v| *v);
+    assert_eq!(pid.ok(), Some(worker.pid()), "the next job");
+    let reply = format!("proxystore:queue:{queue}:reply:*");
+    for key in server.keys(&reply) {
+        let len: i64 = redis::cmd("LLEN").arg(&key).query(&mut con).unwrap();
+        assert_eq!(len, 0, "copies of a reply left in {key}");
+    }
+}
+
+/// A proxy to a Redis server that can be cut: while cut, every connection
+/// through it is closed and new ones are closed at once, as for a host
+/// whose link to the server is down.
+struct CutProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl CutProxy {
+    fn start(upstream: u16) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (is_cut, conns) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if is_cut.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                {
+                    let mut conns = conns.lock().unwrap();
+                    conns.push(client.try_clone().unwrap());
+                    conns.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutProxy { port, cut, open }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for conn in self.open.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The first run of a job (the one that creates `marks/first`) sleeps
+/// `first_ms`, any other `again_ms`; each marks `marks/done-<pid>` when it
+/// returns. The result goes through the store.
+#[proxied(types = [String])]
+fn first_run_slow(marks: PathBuf, first_ms: u64, again_ms: u64) -> String {
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(marks.join("first"))
+        .is_ok();
+    std::thread::sleep(Duration::from_millis(if first {
+        first_ms
+    } else {
+        again_ms
+    }));
+    std::fs::write(marks.join(format!("done-{}", std::process::id())), b"").unwrap();
+    format!("ran by {}", std::process::id())
+}
+
+/// Waits until `worker` answers a job of `queue`: it has finished what it
+/// was doing (it runs one job at a time).
+fn wait_served(executor: &StoreExecutor, worker: &Worker) {
+    let mut ping = executor.submit(pid_after::task(0)).unwrap();
+    let pid = ping.result_timeout(Duration::from_secs(30)).map(|v| *v);
+    assert_eq!(pid.ok(), Some(worker.pid()), "the worker serves again");
+}
+
+/// Regression: a worker cut off from Redis could not ask whether its run
+/// was still its own before storing the result, and took that for yes:
+/// it wrote its result after the re-run elsewhere had been answered and
+/// the caller had evicted it, and the evicted object came back.
+#[test]
+fn a_run_that_cannot_confirm_its_job_does_not_store_its_result() {
+    let Some(server) = RedisServer::start("unconfirmed_run") else {
+        return;
+    };
+    let queue = "unsure";
+    let dir = tempfile::tempdir().unwrap();
+    let (objects, marks) = (dir.path().join("objects"), dir.path().join("marks"));
+    std::fs::create_dir(&marks).unwrap();
+    let store = Store::new(unique("unconfirmed"), FileConnector::new(&objects).unwrap()).unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store).close_store(false);
+    let proxy = CutProxy::start(server.port());
+    let cut_off = Worker::start(&proxy.url(), queue);
+    let mut future = executor
+        .submit(first_run_slow::task(marks.clone(), 5000, 200))
+        .unwrap();
+    wait_pending(&server, queue);
+    proxy.cut();
+    let mut other = Worker::start(&server.url(), queue);
+    let result = future.result_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(*result, format!("ran by {}", other.pid()));
+    drop(result);
+    drop(future);
+    assert_eq!(support::cluster::objects(&objects), Vec::<String>::new());
+    // The cut-off run ends while still cut off; then it may reconnect.
+    let done = marks.join(format!("done-{}", cut_off.pid()));
+    wait_until(Duration::from_secs(20), "the first run never ended", || {
+        done.exists()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.heal();
+    other.kill();
+    wait_served(&executor, &cut_off);
+    assert_eq!(
+        support::cluster::objects(&objects),
+        Vec::<String>::new(),
+        "the evicted result came back"
+    );
+}
