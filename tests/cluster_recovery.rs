@@ -263,3 +263,166 @@ fn a_run_that_cannot_confirm_its_job_does_not_store_its_result() {
         "the evicted result came back"
     );
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Marks `marks/start-<n>-<pid>` with the time it started (ms since the
+/// epoch), then sleeps `ms`.
+#[proxied]
+fn long_job(marks: PathBuf, n: u32, ms: u64) -> u32 {
+    let mark = marks.join(format!("start-{n}-{}", std::process::id()));
+    std::fs::write(mark, now_ms().to_string()).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// The start marks of runs by `pid`: (job number, start time).
+fn starts_by(marks: &std::path::Path, pid: u32) -> Vec<(u32, u64)> {
+    let suffix = format!("-{pid}");
+    std::fs::read_dir(marks)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("start-")?.strip_suffix(&suffix)?;
+            let at = std::fs::read_to_string(marks.join(&name)).ok()?;
+            Some((n.parse().ok()?, at.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Regression: the worker that reaped a dead host's jobs claimed all of
+/// them for itself and ran them one after another while other workers
+/// sat idle.
+#[test]
+fn the_jobs_of_a_dead_host_rerun_in_parallel_on_free_workers() {
+    let Some(server) = RedisServer::start("dead_host_parallel") else {
+        return;
+    };
+    let queue = "spread";
+    const JOB_MS: u64 = 6000;
+    let marks = tempfile::tempdir().unwrap();
+    let store = Store::new(unique("spread"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store);
+    let mut dead = [
+        Worker::start(&server.url(), queue),
+        Worker::start(&server.url(), queue),
+    ];
+    let mut futures: Vec<_> = (0..2)
+        .map(|n| {
+            executor
+                .submit(long_job::task(marks.path().to_path_buf(), n, JOB_MS))
+                .unwrap()
+        })
+        .collect();
+    let jobs = format!("proxystore:queue:{queue}:jobs");
+    wait_until(Duration::from_secs(20), "both jobs never ran", || {
+        server
+            .raw(&["XPENDING", &jobs, "workers"])
+            .starts_with("*4\r\n:2")
+    });
+    for worker in &mut dead {
+        worker.kill();
+    }
+    let alive: Vec<String> = dead.iter().map(|w| format!("-{}-", w.pid())).collect();
+    wait_until(
+        Duration::from_secs(20),
+        "dead heartbeats never expired",
+        || {
+            !server
+                .keys(&format!("proxystore:queue:{queue}:alive:*"))
+                .iter()
+                .any(|k| alive.iter().any(|a| k.contains(a)))
+        },
+    );
+    // Both jobs are up for grabs when the first free worker comes.
+    std::thread::sleep(quick().lease + Duration::from_millis(500));
+    let first = Worker::start(&server.url(), queue);
+    wait_until(Duration::from_secs(20), "no job was re-run", || {
+        !starts_by(marks.path(), first.pid()).is_empty()
+    });
+    let second = Worker::start(&server.url(), queue);
+    for future in &mut futures {
+        let pid = future.result_timeout(Duration::from_secs(40)).map(|v| *v);
+        assert!(pid.is_ok(), "a re-run never answered: {pid:?}");
+    }
+    let (a, b) = (
+        starts_by(marks.path(), first.pid()),
+        starts_by(marks.path(), second.pid()),
+    );
+    eprintln!("re-runs: first worker {a:?}, second worker {b:?}");
+    assert_eq!(
+        (a.len(), b.len()),
+        (1, 1),
+        "the re-runs did not go to both free workers"
+    );
+    let gap = a[0].1.abs_diff(b[0].1);
+    assert!(
+        gap < JOB_MS / 2,
+        "the re-runs started {gap} ms apart: one after the other"
+    );
+}
+
+/// Watches its lease: marks `marks/started` once running, and
+/// `marks/lost-<pid>` when `is_current` turns false (within `limit_ms`).
+/// Runs other than the first return at once.
+#[proxied]
+fn watch_lease(marks: PathBuf, limit_ms: u64) -> bool {
+    let context = proxystore::task::current().expect("inside a task");
+    let first = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(marks.join("first"))
+        .is_ok();
+    if !first {
+        return context.is_current();
+    }
+    if context.is_current() {
+        std::fs::write(marks.join("started"), b"").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_millis(limit_ms);
+    while Instant::now() < deadline {
+        if !context.is_current() {
+            std::fs::write(marks.join(format!("lost-{}", std::process::id())), b"").unwrap();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// A worker cut off from Redis while its job is re-run elsewhere learns
+/// that its lease is lost, and its task can see it (`is_current`).
+#[test]
+fn a_cut_off_worker_learns_its_job_was_given_away() {
+    let Some(server) = RedisServer::start("lease_lost") else {
+        return;
+    };
+    let queue = "lease";
+    let marks = tempfile::tempdir().unwrap();
+    let store = Store::new(unique("lease"), LocalConnector::new()).unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store);
+    let proxy = CutProxy::start(server.port());
+    let cut_off = Worker::start(&proxy.url(), queue);
+    let mut future = executor
+        .submit(watch_lease::task(marks.path().to_path_buf(), 25_000))
+        .unwrap();
+    let started = marks.path().join("started");
+    wait_until(Duration::from_secs(20), "the task never started", || {
+        started.exists()
+    });
+    proxy.cut();
+    let _other = Worker::start(&server.url(), queue);
+    let current = future.result_timeout(Duration::from_secs(20)).map(|v| *v);
+    assert_eq!(current.ok(), Some(true), "the re-run is current");
+    let lost = marks.path().join(format!("lost-{}", cut_off.pid()));
+    wait_until(
+        Duration::from_secs(15),
+        "the cut-off run never learnt that its lease was lost",
+        || lost.exists(),
+    );
+}
