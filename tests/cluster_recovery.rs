@@ -426,3 +426,171 @@ fn a_cut_off_worker_learns_its_job_was_given_away() {
         || lost.exists(),
     );
 }
+
+/// Regression: a worker cut off from Redis during a job (re-run
+/// elsewhere meanwhile) that came back before its run ended took the job
+/// back from the re-running worker at its next lease renewal (a plain
+/// `XCLAIM`); the two runs then both stored the result, and the one that
+/// stored last did so after the caller had evicted the first's: the
+/// result outlived its owner until the store closed.
+#[test]
+fn a_result_does_not_outlive_its_owner_after_a_partition() {
+    use proxystore::connectors::RedisConnector;
+    let Some(server) = RedisServer::start("partition_result") else {
+        return;
+    };
+    let queue = "partition";
+    let marks = tempfile::tempdir().unwrap();
+    let proxy = CutProxy::start(server.port());
+    let namespace = unique("partition").replace('_', "-");
+    // The store goes through the proxy too: the cut-off host reaches
+    // nothing of Redis.
+    let store = Store::new(
+        namespace.clone(),
+        RedisConnector::builder(proxy.url())
+            .namespace(&namespace)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store).close_store(false);
+    let cut_off = Worker::start(&proxy.url(), queue);
+    let mut future = executor
+        .submit(first_run_slow::task(marks.path().to_path_buf(), 4000, 4000))
+        .unwrap();
+    wait_pending(&server, queue);
+    proxy.cut();
+    let other = Worker::start(&server.url(), queue);
+    // The other worker has taken the job over: heal before either run ends.
+    let taken = format!("-{}-", other.pid());
+    let jobs = format!("proxystore:queue:{queue}:jobs");
+    wait_until(
+        Duration::from_secs(20),
+        "the job was never taken over",
+        || {
+            server
+                .raw(&["XPENDING", &jobs, "workers", "-", "+", "1"])
+                .contains(&taken)
+        },
+    );
+    proxy.heal();
+    let result = future.result_timeout(Duration::from_secs(20)).unwrap();
+    drop(result);
+    drop(future);
+    // Both runs have ended (each marks it), and the cut-off worker has
+    // handled its run's end.
+    for worker in [&cut_off, &other] {
+        let done = marks.path().join(format!("done-{}", worker.pid()));
+        wait_until(Duration::from_secs(20), "a run never ended", || {
+            done.exists()
+        });
+    }
+    drop(other);
+    wait_served(&executor, &cut_off);
+    let objects = server.keys(&format!("proxystore:{namespace}:*"));
+    assert_eq!(
+        objects,
+        Vec::<String>::new(),
+        "the result outlived its owner"
+    );
+}
+
+const CALLER_ENV: &str = "PROXYSTORE_TEST_KILLED_CALLER";
+
+/// Upper-cases its (stored) input after a while.
+#[proxied(types = [String])]
+fn shout_later(text: String) -> String {
+    std::thread::sleep(Duration::from_millis(50));
+    text.to_uppercase()
+}
+
+/// The caller that [`a_killed_callers_inputs_are_swept`] kills: with
+/// `PROXYSTORE_TEST_KILLED_CALLER=<url> <queue> <namespace>`, puts 55
+/// inputs of 128 KiB in a `RedisConnector` store, submits their jobs,
+/// prints `submitted` at once and waits to be killed. Does nothing in a
+/// normal test run.
+#[test]
+fn killed_caller_entry() {
+    use proxystore::connectors::RedisConnector;
+    let Ok(args) = std::env::var(CALLER_ENV) else {
+        return;
+    };
+    let args: Vec<&str> = args.split(' ').collect();
+    let (url, queue, namespace) = (args[0], args[1], args[2]);
+    let cluster = ClusterExecutor::builder(url, queue)
+        .settings(quick())
+        .build()
+        .unwrap();
+    let store = Store::new(
+        namespace,
+        RedisConnector::builder(url)
+            .namespace(namespace)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let executor = StoreExecutor::new(cluster, store);
+    let futures: Vec<_> = (0..55)
+        .map(|i| {
+            executor
+                .submit(shout_later::task(format!("{i}{}", "x".repeat(128 * 1024))))
+                .unwrap()
+        })
+        .collect();
+    println!("submitted");
+    std::thread::sleep(Duration::from_secs(3600));
+    drop(futures);
+}
+
+/// Regression: a caller killed with jobs in flight left the inputs of
+/// the jobs it had not yet queued (put in the store, waiting for the
+/// sender) in the store for ever.
+#[test]
+fn a_killed_callers_inputs_are_swept() {
+    let Some(server) = RedisServer::start("killed_caller_inputs") else {
+        return;
+    };
+    let queue = "killed";
+    let namespace = unique("killed").replace('_', "-");
+    let _workers = [
+        Worker::start(&server.url(), queue),
+        Worker::start(&server.url(), queue),
+    ];
+    let mut caller = support::redis_server::die_with_parent(&mut std::process::Command::new(
+        std::env::current_exe().unwrap(),
+    ))
+    .args([
+        "killed_caller_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CALLER_ENV, format!("{} {queue} {namespace}", server.url()))
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut out = std::io::BufReader::new(caller.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.trim().ends_with("submitted") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "the caller ended before submitting");
+    }
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    let objects = format!("proxystore:{namespace}:*");
+    eprintln!("objects at the kill: {}", server.keys(&objects).len());
+    // The caller's heartbeat expires (2 s), workers drop its jobs and
+    // sweep what it left; generous for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !server.keys(&objects).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        server.keys(&objects),
+        Vec::<String>::new(),
+        "objects of the killed caller left"
+    );
+    let jobs = format!("proxystore:queue:{queue}:jobs");
+    assert_eq!(server.raw(&["XLEN", &jobs]), ":0\r\n", "jobs left");
+}

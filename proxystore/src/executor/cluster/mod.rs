@@ -338,7 +338,8 @@ impl Executor for ClusterExecutor {
             }
         };
         completion.on_cancel(revoke);
-        self.inner.register(id, completion);
+        let recorded = self.inner.record_inputs(id, &job);
+        self.inner.register(id, completion, recorded);
         if outbox.send(Out::Job { id, job }).is_err() {
             self.inner.fail(id, Error::ShutDown { task: "?".into() });
         }

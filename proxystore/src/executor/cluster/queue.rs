@@ -52,6 +52,13 @@ impl Keys {
         format!("{}:reply:{caller}", self.prefix)
     }
 
+    /// A caller's record of the inputs of its unanswered jobs (a hash by
+    /// job id; see [`input_record`]), which a worker evicts if the caller
+    /// dies.
+    pub(crate) fn inputs(&self, caller: &str) -> String {
+        format!("{}:inputs:{caller}", self.prefix)
+    }
+
     /// The set of callers that may have replies waiting.
     pub(crate) fn callers(&self) -> String {
         format!("{}:callers", self.prefix)
@@ -167,6 +174,46 @@ impl Settings {
             return bad("reap_every, reply_ttl and dead_letter_ttl must not be zero".into());
         }
         Ok(())
+    }
+}
+
+/// What a caller records of a job's inputs before the job is queued: the
+/// job without its arguments (its store and result key) and the input
+/// keys: `stub length (4 bytes, little endian), stub, 16-byte keys`.
+pub(crate) fn input_record(job: &crate::task::Job) -> Vec<u8> {
+    let mut stub = Vec::new();
+    job.write_prefix(&mut stub, 0);
+    let mut out = Vec::with_capacity(4 + stub.len() + 16 * job.created.len());
+    out.extend_from_slice(&(stub.len() as u32).to_le_bytes());
+    out.extend_from_slice(&stub);
+    for key in &job.created {
+        out.extend_from_slice(key.as_uuid().as_bytes());
+    }
+    out
+}
+
+/// Evicts the inputs an [`input_record`] names from their store; a record
+/// that does not parse (or whose store cannot be built) is skipped.
+pub(crate) fn evict_recorded(record: &[u8]) {
+    let Some((len, rest)) = record.split_first_chunk::<4>() else {
+        return;
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > rest.len() {
+        return;
+    }
+    let (stub, keys) = rest.split_at(len);
+    let Ok((store, _)) = crate::task::job_store_and_result(stub) else {
+        return;
+    };
+    for key in keys
+        .chunks_exact(16)
+        .filter_map(|b| uuid::Uuid::from_slice(b).ok())
+        .filter_map(|u| crate::key::Key::parse(&u.hyphenated().to_string()).ok())
+    {
+        if let Err(e) = store.evict(&key) {
+            tracing::debug!(%key, error = %e, "cluster: could not evict an input of a dead caller");
+        }
     }
 }
 

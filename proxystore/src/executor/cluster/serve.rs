@@ -922,7 +922,20 @@ fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
                 }
             }
         }
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&list).query(con);
+        // Inputs of jobs it had not yet queued, or whose entries went
+        // before anyone evicted them: recorded before they were queued.
+        if let Ok(records) = redis::cmd("HVALS")
+            .arg(keys.inputs(caller))
+            .query::<Vec<Vec<u8>>>(con)
+        {
+            for record in &records {
+                super::queue::evict_recorded(record);
+            }
+        }
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(&list)
+            .arg(keys.inputs(caller))
+            .query(con);
         tracing::info!(
             caller,
             "cluster worker: swept the replies of a caller that died"
