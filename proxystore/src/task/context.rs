@@ -72,6 +72,8 @@ pub struct TaskContext {
     pub(super) name: Arc<str>,
     pub(super) context: Arc<ExecContext>,
     pub(super) result_key: Key,
+    /// The run's hold on its job, where the executor may give it away.
+    pub(super) lease: Option<Arc<dyn super::wire::RunLease>>,
 }
 
 impl TaskContext {
@@ -84,6 +86,48 @@ impl TaskContext {
     /// store.
     pub fn result_key(&self) -> Key {
         self.result_key
+    }
+
+    /// Whether this run is still the one that answers for the task, as far
+    /// as its worker knows.
+    ///
+    /// Always true on a thread pool and a process pool, where a task runs
+    /// once. On a [cluster](crate::executor::cluster) delivery is
+    /// at-least-once: a worker cut off from the queue's server (or stopped)
+    /// long enough to be taken for dead keeps running its task while
+    /// another worker runs it again. This turns false once the worker knows
+    /// (its lease renewal found the job given away) or presumes (it could
+    /// not renew the lease for longer than the lease lasts) that the job is
+    /// no longer its own; the run's result is then not stored and its reply
+    /// not sent. Check it before a side effect that must not happen twice,
+    /// and stop early when it is false. It is a hint, not a lock: a run
+    /// may lose its job just after a check said true, so side effects must
+    /// still be idempotent.
+    ///
+    /// ```
+    /// use proxystore::connectors::LocalConnector;
+    /// use proxystore::executor::ThreadPool;
+    /// use proxystore::{proxied, task, Store, StoreExecutor};
+    ///
+    /// #[proxied]
+    /// fn publish(report: String) -> bool {
+    ///     let context = task::current().expect("inside a task");
+    ///     if !context.is_current() {
+    ///         return false; // another run answers for this task
+    ///     }
+    ///     // ... write `report` where readers find it ...
+    ///     true
+    /// }
+    ///
+    /// fn main() -> proxystore::Result<()> {
+    ///     let store = Store::new("task-is-current-doc", LocalConnector::new())?;
+    ///     let executor = StoreExecutor::new(ThreadPool::new(1)?, store);
+    ///     assert!(*executor.submit(publish::task("done".to_string()))?.result()?);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn is_current(&self) -> bool {
+        self.lease.as_ref().is_none_or(|lease| lease.is_current())
     }
 
     /// The store of the executor that submitted the task: the same store

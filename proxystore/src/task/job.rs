@@ -111,6 +111,7 @@ impl<'a> JobRef<'a> {
             name: shared_name(self.name),
             context: ctx.context.clone(),
             result_key: self.result_key,
+            lease: super::wire::current_lease(),
         };
         let mut args = ArgReader::new(self.payload, sections);
         let outcome = catch_unwind(AssertUnwindSafe(|| {

@@ -66,7 +66,9 @@ pub(crate) use value::discard_output;
 pub(crate) use value::evict_output;
 pub use value::TaskValue;
 #[cfg(feature = "cluster")]
-pub(crate) use wire::with_result_guard;
+pub(crate) use wire::with_lease;
+#[cfg(feature = "cluster")]
+pub(crate) use wire::RunLease;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
 pub(crate) use wire::{frame_reference, input_frame};

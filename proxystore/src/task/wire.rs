@@ -267,9 +267,10 @@ pub fn output<R: Storable>(
         || {
             if !result_may_be_stored() {
                 return Err(crate::error::Error::Protocol(
-                    "this job was taken over by another worker while it ran (this worker was \
-                     taken for dead); its result is not stored, so as not to overwrite the \
-                     other run's"
+                    "this worker could not confirm that the job is still its own (another \
+                     worker took it over while this one was taken for dead, or the queue's \
+                     server was out of reach); its result is not stored, so as not to \
+                     overwrite or bring back the other run's"
                         .into(),
                 ));
             }
@@ -287,28 +288,47 @@ pub fn output<R: Storable>(
     })
 }
 
+/// A run's hold on its job, for executors that may give a job to another
+/// worker while it runs (the multi-host executor, whose worker may be
+/// taken for dead). The task layer asks it; the executor implements it.
+pub(crate) trait RunLease: Send + Sync {
+    /// What the worker knows without asking anyone: false once it learnt
+    /// that the job is no longer its own (or presumably is not).
+    fn is_current(&self) -> bool;
+
+    /// Asks whoever decides: true only if the job is confirmed to be this
+    /// run's own. Asked before a result is stored.
+    fn confirm(&self) -> bool;
+}
+
 thread_local! {
-    /// Set by an executor that may have a job taken away while it runs
-    /// (the multi-host executor): whether this run still owns the job.
-    static RESULT_GUARD: std::cell::RefCell<Option<Box<dyn FnMut() -> bool>>> =
+    /// The lease of the job running on this thread, if its executor may
+    /// take it away.
+    static LEASE: std::cell::RefCell<Option<Arc<dyn RunLease>>> =
         const { std::cell::RefCell::new(None) };
 }
 
-fn result_may_be_stored() -> bool {
-    RESULT_GUARD.with(|g| g.borrow_mut().as_mut().is_none_or(|check| check()))
+/// The lease of the job running on this thread, if any.
+pub(super) fn current_lease() -> Option<Arc<dyn RunLease>> {
+    LEASE.with(|l| l.borrow().clone())
 }
 
-/// Runs `f` with `guard` asked before a result is put in the store on this
-/// thread: a result of a run that no longer owns its job is not stored.
+fn result_may_be_stored() -> bool {
+    current_lease().is_none_or(|lease| lease.confirm())
+}
+
+/// Runs `f` with `lease` as the running job's: a result of a run that no
+/// longer owns its job (or cannot confirm it does) is not stored, and
+/// [`TaskContext::is_current`](super::TaskContext::is_current) reports it.
 #[cfg(feature = "cluster")]
-pub(crate) fn with_result_guard<T>(guard: Box<dyn FnMut() -> bool>, f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_lease<T>(lease: Arc<dyn RunLease>, f: impl FnOnce() -> T) -> T {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            RESULT_GUARD.with(|g| g.borrow_mut().take());
+            LEASE.with(|l| l.borrow_mut().take());
         }
     }
-    RESULT_GUARD.with(|g| *g.borrow_mut() = Some(guard));
+    LEASE.with(|l| *l.borrow_mut() = Some(lease));
     let _reset = Reset;
     f()
 }

@@ -22,6 +22,8 @@ pub(super) struct Pending {
     completion: Completion,
     /// Its stream entry, once added.
     entry: Option<String>,
+    /// Whether its inputs are recorded in the caller's inputs hash.
+    recorded: bool,
 }
 
 /// Work for the sender thread.
@@ -43,6 +45,10 @@ pub(super) struct Inner {
     /// This caller's id: its reply list, heartbeat and consumer name.
     pub(super) caller: String,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// The connection that records jobs' inputs as they are submitted.
+    recorder: Mutex<Option<Connection>>,
+    /// Jobs answered whose input records the keeper removes.
+    answered: Mutex<Vec<u64>>,
     /// Notified when `pending` becomes empty, and on stop.
     idle: Condvar,
     next_id: AtomicU64,
@@ -59,6 +65,8 @@ impl Inner {
             settings,
             caller: uuid::Uuid::new_v4().simple().to_string(),
             pending: Mutex::default(),
+            recorder: Mutex::default(),
+            answered: Mutex::default(),
             idle: Condvar::new(),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
@@ -80,15 +88,57 @@ impl Inner {
     }
 
     /// Registers a job under `id`.
-    pub(super) fn register(&self, id: u64, completion: Completion) {
+    pub(super) fn register(&self, id: u64, completion: Completion, recorded: bool) {
         completion.set_dispatched(true);
         self.lock().insert(
             id,
             Pending {
                 completion,
                 entry: None,
+                recorded,
             },
         );
+    }
+
+    /// Records the inputs `job` put in the store, in the queue's server,
+    /// before the job is queued: if this process dies before the job's
+    /// entry is added (or before a worker evicts them), the worker that
+    /// sweeps up after it evicts them. A round trip, paid only by jobs
+    /// whose submission already paid one to put its inputs. Whether it
+    /// was recorded.
+    pub(super) fn record_inputs(&self, id: u64, job: &Job) -> bool {
+        if job.created.is_empty() {
+            return false;
+        }
+        let record = super::queue::input_record(job);
+        let mut recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..2 {
+            if recorder.is_none() {
+                *recorder = self.server.connect(Some(COMMAND_TIMEOUT)).ok();
+            }
+            let Some(con) = recorder.as_mut() else {
+                break;
+            };
+            let recorded: redis::RedisResult<()> = redis::pipe()
+                .cmd("HSET")
+                .arg(self.keys.inputs(&self.caller))
+                .arg(id)
+                .arg(&record)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(self.keys.inputs(&self.caller))
+                .arg(ms(self.settings.reply_ttl))
+                .ignore()
+                .query(con);
+            match recorded {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster caller: could not record a job's inputs");
+                    *recorder = None;
+                }
+            }
+        }
+        false
     }
 
     fn take(&self, id: u64) -> Option<Pending> {
@@ -97,7 +147,33 @@ impl Inner {
         if pending.is_empty() {
             self.idle.notify_all();
         }
+        drop(pending);
+        if taken.as_ref().is_some_and(|p| p.recorded) {
+            self.answered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(id);
+        }
         taken
+    }
+
+    /// Removes the input records of answered jobs (their inputs are
+    /// evicted by then, or owned by the caller's cleanup).
+    fn forget_answered(&self, con: &mut Connection) {
+        let ids = std::mem::take(&mut *self.answered.lock().unwrap_or_else(|e| e.into_inner()));
+        if ids.is_empty() {
+            return;
+        }
+        let forgotten: redis::RedisResult<()> = redis::cmd("HDEL")
+            .arg(self.keys.inputs(&self.caller))
+            .arg(&ids)
+            .query(con);
+        if forgotten.is_err() {
+            self.answered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(ids);
+        }
     }
 
     /// Fails a job that never made it into the queue.
@@ -502,6 +578,7 @@ pub(super) fn keep(inner: &Inner) {
             }
             continue;
         }
+        inner.forget_answered(c);
         if last_reap.elapsed() >= inner.settings.reap_every && inner.outstanding() > 0 {
             last_reap = Instant::now();
             reap_exhausted(inner, c);
@@ -565,6 +642,9 @@ pub(super) fn leave(inner: &Inner) {
             .ignore()
             .cmd("DEL")
             .arg(inner.reply_key())
+            .ignore()
+            .cmd("DEL")
+            .arg(inner.keys.inputs(&inner.caller))
             .ignore()
             .cmd("XGROUP")
             .arg("DELCONSUMER")

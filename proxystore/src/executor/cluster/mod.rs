@@ -59,8 +59,9 @@
 //!   (its idle time in the pending-entries list), however long it runs.
 //! - Reapers (every worker, and the caller) look for jobs whose lease ran
 //!   out ([`Settings::lease`]) and whose consumer's heartbeat expired, and
-//!   take them over with `XCLAIM`: a worker runs them again. A host that
-//!   dies mid-task therefore has its jobs re-run elsewhere within about
+//!   take them over with `XCLAIM`, one job at a time per reaper, so that
+//!   the jobs of a dead host go to whichever workers are free: a worker
+//!   runs them again. A host that dies mid-task therefore has its jobs re-run elsewhere within about
 //!   `heartbeat_ttl + reap_every` (4 s with the defaults).
 //! - Redis counts deliveries. A job delivered [`Settings::max_attempts`]
 //!   times without finishing is given up: it is copied to the dead-letter
@@ -74,7 +75,11 @@
 //! whose job was taken over checks before it stores its result (under the
 //! key the caller reserved) and does not reply, so it neither overwrites
 //! the other run's result nor brings back one the caller evicted; only its
-//! side effects remain. Make tasks idempotent: derive what they write elsewhere
+//! side effects remain. A run that cannot reach the server to check stores
+//! nothing either. A task can ask whether its run is still the current one
+//! with [`TaskContext::is_current`](crate::task::TaskContext::is_current):
+//! it turns false once the worker's lease renewal finds the job given
+//! away, or once no renewal reached the server for longer than the lease. Make tasks idempotent: derive what they write elsewhere
 //! from their inputs (a key, a file name), write it whole (to a temporary
 //! name, then rename), and do not count on side effects happening once.
 //!
@@ -395,7 +400,8 @@ impl Executor for ClusterExecutor {
             }
         };
         completion.on_cancel(revoke);
-        self.inner.register(id, completion);
+        let recorded = self.inner.record_inputs(id, &job);
+        self.inner.register(id, completion, recorded);
         if outbox.send(Out::Job { id, job }).is_err() {
             self.inner.fail(id, Error::ShutDown { task: "?".into() });
         }

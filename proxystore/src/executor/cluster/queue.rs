@@ -78,6 +78,13 @@ impl Keys {
         format!("{}:reply:{caller}", self.prefix)
     }
 
+    /// A caller's record of the inputs of its unanswered jobs (a hash by
+    /// job id; see [`input_record`]), which a worker evicts if the caller
+    /// dies.
+    pub(crate) fn inputs(&self, caller: &str) -> String {
+        format!("{}:inputs:{caller}", self.prefix)
+    }
+
     /// The set of callers that may have replies waiting.
     pub(crate) fn callers(&self) -> String {
         format!("{}:callers", self.prefix)
@@ -139,6 +146,11 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The longest duration a setting may have: Redis refuses an expiry
+    /// whose end does not fit in its clock (2^63 ms), so a longer one could
+    /// never be set on a key. About 100 years.
+    pub const MAX_DURATION: Duration = Duration::from_millis(MAX_TTL_MS);
+
     pub(crate) fn check(&self) -> Result<()> {
         let bad = |reason: String| {
             Err(Error::InvalidConfig {
@@ -146,6 +158,23 @@ impl Settings {
                 reason,
             })
         };
+        for (name, d) in [
+            ("heartbeat", self.heartbeat),
+            ("heartbeat_ttl", self.heartbeat_ttl),
+            ("lease", self.lease),
+            ("reap_every", self.reap_every),
+            ("reply_ttl", self.reply_ttl),
+            ("dead_letter_ttl", self.dead_letter_ttl),
+            ("caller_ttl", self.caller_ttl),
+        ] {
+            if d > Settings::MAX_DURATION {
+                return bad(format!(
+                    "{name} ({d:?}) is longer than Redis can keep a key: use at most \
+                     Settings::MAX_DURATION ({:?})",
+                    Settings::MAX_DURATION
+                ));
+            }
+        }
         if self.heartbeat.is_zero() || self.heartbeat_ttl <= self.heartbeat {
             return bad(format!(
                 "heartbeat_ttl ({:?}) must be longer than the heartbeat interval ({:?})",
@@ -172,6 +201,72 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// What a caller records of a job's inputs before the job is queued: the
+/// job without its arguments (its store and result key) and the input
+/// keys: `stub length (4 bytes, little endian), stub, 16-byte keys`.
+pub(crate) fn input_record(job: &crate::task::Job) -> Vec<u8> {
+    let mut stub = Vec::new();
+    job.write_prefix(&mut stub, 0);
+    let mut out = Vec::with_capacity(4 + stub.len() + 16 * job.created.len());
+    out.extend_from_slice(&(stub.len() as u32).to_le_bytes());
+    out.extend_from_slice(&stub);
+    for key in &job.created {
+        out.extend_from_slice(key.as_uuid().as_bytes());
+    }
+    out
+}
+
+/// Evicts the inputs an [`input_record`] names from their store; a record
+/// that does not parse (or whose store cannot be built) is skipped.
+pub(crate) fn evict_recorded(record: &[u8]) {
+    let Some((len, rest)) = record.split_first_chunk::<4>() else {
+        return;
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > rest.len() {
+        return;
+    }
+    let (stub, keys) = rest.split_at(len);
+    let Ok((store, _)) = crate::task::job_store_and_result(stub) else {
+        return;
+    };
+    for key in keys
+        .chunks_exact(16)
+        .filter_map(|b| uuid::Uuid::from_slice(b).ok())
+        .filter_map(|u| crate::key::Key::parse(&u.hyphenated().to_string()).ok())
+    {
+        if let Err(e) = store.evict(&key) {
+            tracing::debug!(%key, error = %e, "cluster: could not evict an input of a dead caller");
+        }
+    }
+}
+
+/// [`Settings::MAX_DURATION`] in ms: also the bound of every expiry read
+/// from a job entry.
+pub(crate) const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Whether a server error is one that goes away by itself (memory freed, a
+/// failover done, a script loaded, a replica caught up), so that the
+/// command is worth retrying; any other refusal (a malformed argument, a
+/// key of the wrong type) would fail again the same way.
+pub(crate) fn is_transient(e: &redis::RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some(
+            "OOM"
+                | "READONLY"
+                | "LOADING"
+                | "BUSY"
+                | "MASTERDOWN"
+                | "TRYAGAIN"
+                | "CLUSTERDOWN"
+                | "NOREPLICAS"
+                | "NOSCRIPT"
+                | "NOGROUP"
+        )
+    )
 }
 
 pub(crate) fn ms(d: Duration) -> u64 {
@@ -222,11 +317,32 @@ end
 local alive = redis.call('EXISTS', KEYS[3])
 if alive == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  -- A script's writes stay when it fails: a refused expiry must not
+  -- leave a reply behind (the worker sends another).
+  local expiry = redis.pcall('PEXPIRE', KEYS[2], ARGV[4])
+  if type(expiry) == 'table' and expiry.err then
+    redis.call('RPOP', KEYS[2])
+    return expiry
+  end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return alive
+";
+
+/// Renews a job's lease if it is still pending to this consumer: its idle
+/// time starts again and its delivery count stays (`JUSTID`). Returns 0,
+/// and takes nothing, if the job is gone or another worker holds it (a
+/// plain `XCLAIM` would take it back from the worker that re-runs it).
+/// KEYS: jobs. ARGV: group, entry id, consumer.
+pub(super) static RENEW: Lua = Lua::new(RENEW_LUA);
+const RENEW_LUA: &str = r"
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #owner == 0 or owner[1][2] ~= ARGV[3] then
+  return 0
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
 ";
 
 /// Gives a job up: copy it to the dead-letter stream, reply to its caller

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, Value};
 
-use super::queue::{ms, Keys, Reply, Settings, FINISH, GIVE_UP, GROUP};
+use super::queue::{
+    is_transient, ms, Keys, Reply, Settings, FINISH, GIVE_UP, GROUP, MAX_TTL_MS, RENEW,
+};
 use super::redis_io::{self, is_connection_error, Entry, Server, COMMAND_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -164,10 +166,61 @@ impl ClusterWorker {
 
 /// What the heartbeat thread shares with the main one.
 struct Heart {
-    /// The entry being run, whose lease the heartbeat renews.
-    current: Mutex<Option<String>>,
+    /// The job being run, whose lease the heartbeat renews.
+    current: Mutex<Option<Arc<Run>>>,
     stopped: Mutex<bool>,
     wake: Condvar,
+}
+
+impl Heart {
+    fn set_current(&self, run: Option<Arc<Run>>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = run;
+    }
+}
+
+/// A job being run, as the heartbeat thread and the task see it.
+struct Run {
+    entry: String,
+    /// When the lease was last renewed (or the job delivered), by this
+    /// host's clock.
+    renewed: Mutex<Instant>,
+    /// Set once the job is known, or presumed, to be another worker's:
+    /// then it is never renewed again.
+    lost: AtomicBool,
+}
+
+impl Run {
+    fn new(entry: &str) -> Arc<Run> {
+        Arc::new(Run {
+            entry: entry.to_string(),
+            renewed: Mutex::new(Instant::now()),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    fn renewed(&self) -> Instant {
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lose(&self, why: &str) {
+        if !self.lost.swap(true, Ordering::AcqRel) {
+            tracing::warn!(entry = %self.entry, "cluster worker: lost the lease of the job it runs ({why})");
+        }
+    }
+
+    /// Presumes the lease lost once nothing renewed it for as long as a
+    /// reaper waits before taking a job over.
+    fn presume(&self, settings: &Settings) {
+        if self.renewed().elapsed() >= lease_lost_after(settings) {
+            self.lose("no renewal reached the server for longer than the lease");
+        }
+    }
+}
+
+/// How long after its last renewal a job may have been taken over: a
+/// reaper needs both the lease and the worker's heartbeat to have run out.
+fn lease_lost_after(settings: &Settings) -> Duration {
+    settings.lease.max(settings.heartbeat_ttl)
 }
 
 struct Serving<'a> {
@@ -231,38 +284,106 @@ fn heartbeat(server: &Server, keys: &Keys, settings: &Settings, consumer: &str, 
                 return;
             }
         }
+        let run = heart
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|run| !run.lost.load(Ordering::Acquire));
+        if let Some(run) = &run {
+            run.presume(settings);
+        }
         if con.is_none() {
             con = server.connect(Some(COMMAND_TIMEOUT)).ok();
         }
         let Some(c) = con.as_mut() else { continue };
-        let current = heart
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(keys.alive(consumer))
-            .arg(1)
-            .arg("PX")
-            .arg(ms(settings.heartbeat_ttl))
-            .ignore();
-        if let Some(id) = current {
-            // Renews the job's lease: its idle time starts again, and the
-            // delivery count stays (JUSTID).
-            pipe.cmd("XCLAIM")
-                .arg(keys.jobs())
+        // Taken before the commands go: the lease runs from no later than
+        // the server's renewal.
+        let sent = Instant::now();
+        let renewed = beat(c, keys, consumer, settings).and_then(|()| match &run {
+            Some(run) if !run.lost.load(Ordering::Acquire) => RENEW
+                .call(&[&keys.jobs()])
                 .arg(GROUP)
+                .arg(&run.entry)
                 .arg(consumer)
-                .arg(0)
-                .arg(id)
-                .arg("JUSTID")
-                .ignore();
+                .invoke::<i64>(c)
+                .map(Some),
+            _ => Ok(None),
+        });
+        match (renewed, &run) {
+            (Ok(Some(1)), Some(run)) => {
+                *run.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+            }
+            (Ok(Some(_)), Some(run)) => run.lose("another worker holds it now"),
+            (Ok(_), _) => {}
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "cluster worker: heartbeat failed");
+                if is_connection_error(&e) {
+                    con = None;
+                }
+            }
         }
-        if let Err(e) = pipe.query::<()>(c) {
-            tracing::warn!(error = %e, "cluster worker: heartbeat failed");
-            if is_connection_error(&e) {
-                con = None;
+    }
+}
+
+/// The lease of the job a worker runs, as its task sees it (through
+/// [`TaskContext::is_current`](crate::task::TaskContext::is_current) and
+/// before its result is stored).
+struct Lease {
+    run: Arc<Run>,
+    server: Server,
+    jobs: String,
+    consumer: String,
+    lost_after: Duration,
+}
+
+impl Lease {
+    /// Whether the server says the job is pending to this consumer; `None`
+    /// if it cannot be asked.
+    fn ask(&self) -> Option<bool> {
+        let mut con = self.server.connect(Some(self.lost_after)).ok()?;
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(&self.jobs)
+            .arg(GROUP)
+            .arg(&self.run.entry)
+            .arg(&self.run.entry)
+            .arg(1)
+            .query(&mut con)
+            .ok()?;
+        let owner = redis_io::array(&pending)
+            .first()
+            .and_then(|row| redis_io::array(row).get(1).and_then(redis_io::text));
+        Some(owner == Some(self.consumer.as_str()))
+    }
+}
+
+impl crate::task::RunLease for Lease {
+    fn is_current(&self) -> bool {
+        !self.run.lost.load(Ordering::Acquire)
+    }
+
+    /// Asks the server; while it cannot be reached, asks again until the
+    /// lease may have run out. Unconfirmed is not ours: a run that writes
+    /// its result without knowing could bring back an object that the
+    /// other run's caller already evicted.
+    fn confirm(&self) -> bool {
+        loop {
+            if self.run.lost.load(Ordering::Acquire) {
+                return false;
+            }
+            match self.ask() {
+                Some(true) => return true,
+                Some(false) => {
+                    self.run.lose("another worker holds it now");
+                    return false;
+                }
+                None if self.run.renewed().elapsed() >= self.lost_after => {
+                    self.run.lose(
+                        "the server could not be reached to confirm it before storing a result",
+                    );
+                    return false;
+                }
+                None => std::thread::sleep(Duration::from_millis(100)),
             }
         }
     }
@@ -277,38 +398,38 @@ impl Serving<'_> {
         what: &str,
         op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
     ) -> Option<T> {
-        self.retry(what, false, op)
+        self.retry(what, false, op).ok()
     }
 
-    /// Like [`with_retry`](Self::with_retry), but retries every error (a
-    /// server out of memory, a replica turned read-only) until it succeeds
-    /// or the worker is stopped: for the steps that must happen once a job
-    /// has run, or the job would stay pending to this live worker for ever.
+    /// Like [`with_retry`](Self::with_retry), but also retries the
+    /// refusals that go away by themselves (a server out of memory, a
+    /// replica turned read-only) until it succeeds or the worker is
+    /// stopped: for the steps that must happen once a job has run, or the
+    /// job would stay pending to this live worker for ever. A refusal that
+    /// retrying cannot fix is returned (`Err(Some)`); `Err(None)`: stopped.
     fn must<T>(
         &mut self,
         what: &str,
         op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
-    ) -> Option<T> {
+    ) -> std::result::Result<T, Option<redis::RedisError>> {
         self.retry(what, true, op)
     }
 
     fn retry<T>(
         &mut self,
         what: &str,
-        every_error: bool,
+        transient_too: bool,
         mut op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
-    ) -> Option<T> {
+    ) -> std::result::Result<T, Option<redis::RedisError>> {
         let w = self.w;
         let mut pause = Duration::from_millis(20);
         loop {
             match op(&mut self.con, w) {
-                Ok(v) => return Some(v),
-                Err(e)
-                    if every_error && !is_connection_error(&e) && e.code() != Some("NOGROUP") =>
-                {
+                Ok(v) => return Ok(v),
+                Err(e) if transient_too && !is_connection_error(&e) && is_transient(&e) => {
                     tracing::warn!(error = %e, "cluster worker: {what} failed; retrying");
                     if w.stop.load(Ordering::Acquire) {
-                        return None;
+                        return Err(None);
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
@@ -316,7 +437,7 @@ impl Serving<'_> {
                 Err(e) if is_connection_error(&e) || e.code() == Some("NOGROUP") => {
                     tracing::warn!(error = %e, "cluster worker: {what} failed; reconnecting");
                     if w.stop.load(Ordering::Acquire) {
-                        return None;
+                        return Err(None);
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
@@ -331,7 +452,7 @@ impl Serving<'_> {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cluster worker: {what} failed");
-                    return None;
+                    return Err(Some(e));
                 }
             }
         }
@@ -366,8 +487,11 @@ impl Serving<'_> {
         }
         if self.last_reap.elapsed() >= self.w.settings.reap_every {
             self.last_reap = Instant::now();
-            for (entry, attempt) in self.reap() {
+            if let Some((entry, attempt)) = self.reap() {
                 self.handle(entry, attempt);
+                // More may wait: look again before reading new jobs.
+                self.last_reap = Instant::now() - self.w.settings.reap_every;
+                return;
             }
         }
         let block = ms(self.w.settings.reap_every);
@@ -394,14 +518,19 @@ impl Serving<'_> {
         }
     }
 
-    /// Takes over the jobs of consumers whose heartbeat expired and whose
-    /// lease ran out; returns them with their attempt numbers, after giving
-    /// up those that used their last attempt.
-    fn reap(&mut self) -> Vec<(Entry, u64)> {
+    /// Takes over one job of a consumer whose heartbeat expired and whose
+    /// lease ran out, and returns it with its attempt number, after giving
+    /// up those that used their last attempt. One: this worker runs one job
+    /// at a time, and the other jobs of a dead host go to whichever workers
+    /// are free (each reaper claims only what it can run now).
+    fn reap(&mut self) -> Option<(Entry, u64)> {
         let me = self.w.consumer.clone();
         let stale = reap_candidates(&mut self.con, &self.w.keys, &self.w.settings, &me);
-        let mut run = Vec::new();
+        let mut run = None;
         for (id, delivered) in stale.unwrap_or_default() {
+            if run.is_some() {
+                break;
+            }
             let claimed = self.with_retry("claiming a job", |con, w| {
                 redis::cmd("XCLAIM")
                     .arg(w.keys.jobs())
@@ -429,7 +558,7 @@ impl Serving<'_> {
                     );
                 } else {
                     tracing::info!(entry = %entry.id, attempt = delivered + 1, "cluster worker: re-running a job of a dead worker");
-                    run.push((entry, delivered + 1));
+                    run = Some((entry, delivered + 1));
                 }
             }
         }
@@ -469,33 +598,28 @@ impl Serving<'_> {
                 return;
             }
         }
-        *self.heart.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.id.clone());
+        let run = Run::new(&entry.id);
+        self.heart.set_current(Some(run.clone()));
         let reply = match crate::task::job_name(job.job).and_then(crate::task::find_task) {
             Err(Error::UnknownTask { registered, .. }) => Reply::UnknownTask { registered },
             _ => {
-                let guard = owner_check(&self.w.server, &keys, &self.w.consumer, &entry.id);
-                match crate::task::with_result_guard(guard, || crate::task::run_job_bytes(job.job))
-                {
+                let lease = Arc::new(Lease {
+                    run,
+                    server: self.w.server.clone(),
+                    jobs: keys.jobs(),
+                    consumer: self.w.consumer.clone(),
+                    lost_after: lease_lost_after(&self.w.settings),
+                });
+                match crate::task::with_lease(lease, || crate::task::run_job_bytes(job.job)) {
                     Ok(bytes) => Reply::Done(bytes),
                     Err(failure) => Reply::Failed(failure.message().to_string()),
                 }
             }
         };
         tracing::debug!(entry = %entry.id, attempt, "cluster worker: job done");
-        let blob = reply.encode(job.id);
-        let reply_key = keys.reply(job.caller);
         let ttl = job.reply_ttl.unwrap_or(ms(self.w.settings.reply_ttl));
-        let delivered = self.must("sending a reply", |con, w| {
-            FINISH
-                .call(&[&keys.jobs(), &reply_key, &caller_alive])
-                .arg(GROUP)
-                .arg(&entry.id)
-                .arg(&blob)
-                .arg(ttl)
-                .arg(&w.consumer)
-                .invoke::<i64>(con)
-        });
-        *self.heart.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let (delivered, refused) = self.finish(&entry.id, job.caller, job.id, &reply, ttl);
+        self.heart.set_current(None);
         match delivered {
             // Another worker took the job over while this one was taken
             // for dead: its run answers and owns the result key.
@@ -507,6 +631,13 @@ impl Serving<'_> {
                 // evicts them too when the reply arrives, but it may die
                 // before that).
                 evict_inputs(job.job, &job.created);
+                if refused {
+                    // The caller was told the job failed: nobody will own
+                    // the result it stored.
+                    if let Reply::Done(bytes) = &reply {
+                        crate::task::evict_output(bytes);
+                    }
+                }
             }
             Some(_) => {
                 let output = match &reply {
@@ -534,32 +665,69 @@ impl Serving<'_> {
             self.drop_entry(&entry.id);
             return;
         };
-        let blob = Reply::Failed(
+        let failure = Reply::Failed(
             "a worker refused the job: it is not signed with the queue's secret; give the \
              callers and workers of a queue the same secret (ClusterBuilder::secret, \
              ClusterWorker::secret, PROXYSTORE_CLUSTER_SECRET_FILE)"
                 .into(),
-        )
-        .encode(job.id);
-        let keys = &self.w.keys;
-        let (jobs, reply_key, alive) =
-            (keys.jobs(), keys.reply(job.caller), keys.alive(job.caller));
+        );
         let ttl = ms(self.w.settings.reply_ttl);
-        self.must("refusing a job", |con, w| {
-            FINISH
-                .call(&[&jobs, &reply_key, &alive])
-                .arg(GROUP)
-                .arg(&entry.id)
-                .arg(&blob)
-                .arg(ttl)
-                .arg(&w.consumer)
-                .invoke::<i64>(con)
-        });
+        // Answered through the same path as a job's reply (a refusal for
+        // good drops the entry); nothing the entry names is evicted.
+        let _ = self.finish(&entry.id, job.caller, job.id, &failure, ttl);
+    }
+
+    /// Sends a job's reply and removes its entry (the [`FINISH`] script):
+    /// what the script answered (`None`: stopped first), and whether the
+    /// reply had to be replaced by a failure because the server refused it
+    /// for good. Then the job fails with that refusal, at this worker's
+    /// reply expiry, and the worker goes on; if even that is refused, the
+    /// entry is dropped (answered as if the caller were gone).
+    fn finish(
+        &mut self,
+        entry: &str,
+        caller: &str,
+        id: u64,
+        reply: &Reply,
+        ttl: u64,
+    ) -> (Option<i64>, bool) {
+        let keys = self.w.keys.clone();
+        let (reply_key, caller_alive) = (keys.reply(caller), keys.alive(caller));
+        let send = |this: &mut Self, blob: &[u8], ttl: u64| {
+            this.must("sending a reply", |con, w| {
+                FINISH
+                    .call(&[&keys.jobs(), &reply_key, &caller_alive])
+                    .arg(GROUP)
+                    .arg(entry)
+                    .arg(blob)
+                    .arg(ttl)
+                    .arg(&w.consumer)
+                    .invoke::<i64>(con)
+            })
+        };
+        let refusal = match send(self, &reply.encode(id), ttl) {
+            Ok(answer) => return (Some(answer), false),
+            Err(None) => return (None, false),
+            Err(Some(e)) => self.w.server.err("sending a task's reply", e),
+        };
+        tracing::error!(entry, error = %refusal, "cluster worker: the reply was refused; failing the job");
+        let failure = Reply::Failed(format!(
+            "the worker could not send this task's reply ({refusal}); check the queue's server \
+             and the caller's settings"
+        ));
+        match send(self, &failure.encode(id), ms(self.w.settings.reply_ttl)) {
+            Ok(answer) => (Some(answer), true),
+            Err(None) => (None, true),
+            Err(Some(_)) => {
+                self.drop_entry(entry);
+                (Some(0), true)
+            }
+        }
     }
 
     /// Acknowledges and deletes an entry that will not run.
     fn drop_entry(&mut self, id: &str) {
-        self.must("dropping a job", |con, w| {
+        let _ = self.must("dropping a job", |con, w| {
             redis::pipe()
                 .cmd("XACK")
                 .arg(w.keys.jobs())
@@ -603,10 +771,13 @@ impl<'a> JobEntry<'a> {
             caller,
             id: entry.text("id")?.parse().ok()?,
             created,
+            // Bounded: Redis refuses an expiry past its clock's end, and a
+            // reply that cannot be sent would hold the worker.
             reply_ttl: entry
                 .text("ttl")
                 .and_then(|t| t.parse().ok())
-                .filter(|&t: &u64| t > 0),
+                .filter(|&t: &u64| t > 0)
+                .map(|t| t.min(MAX_TTL_MS)),
         })
     }
 }
@@ -627,46 +798,6 @@ pub(super) fn orphaned(job: &[u8], output: Option<&[u8]>, created: Vec<Key>) {
         }
         Err(e) => tracing::debug!(error = %e, "cluster: the store of an orphaned job is unknown"),
     }
-}
-
-/// Whether `entry` is still pending to `consumer`: asked before a result
-/// is stored, so that a run taken for dead (and re-run elsewhere) does not
-/// write its result over the other run's, or recreate it after the caller
-/// evicted it. An unreachable server counts as "still ours" (the result is
-/// stored, as before the check existed).
-fn owner_check(
-    server: &Server,
-    keys: &Keys,
-    consumer: &str,
-    entry: &str,
-) -> Box<dyn FnMut() -> bool> {
-    let (server, jobs, consumer, entry) = (
-        server.clone(),
-        keys.jobs(),
-        consumer.to_string(),
-        entry.to_string(),
-    );
-    Box::new(move || {
-        let Ok(mut con) = server.connect(Some(COMMAND_TIMEOUT)) else {
-            return true;
-        };
-        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
-            .arg(&jobs)
-            .arg(GROUP)
-            .arg(&entry)
-            .arg(&entry)
-            .arg(1)
-            .query(&mut con);
-        match pending {
-            Ok(v) => {
-                redis_io::array(&v)
-                    .first()
-                    .and_then(|row| redis_io::array(row).get(1).and_then(redis_io::text))
-                    == Some(consumer.as_str())
-            }
-            Err(_) => true,
-        }
-    })
 }
 
 /// Evicts a finished job's proxied inputs.
@@ -834,7 +965,20 @@ fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
                 }
             }
         }
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&list).query(con);
+        // Inputs of jobs it had not yet queued, or whose entries went
+        // before anyone evicted them: recorded before they were queued.
+        if let Ok(records) = redis::cmd("HVALS")
+            .arg(keys.inputs(caller))
+            .query::<Vec<Vec<u8>>>(con)
+        {
+            for record in &records {
+                super::queue::evict_recorded(record);
+            }
+        }
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(&list)
+            .arg(keys.inputs(caller))
+            .query(con);
         tracing::info!(
             caller,
             "cluster worker: swept the replies of a caller that died"
