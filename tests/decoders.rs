@@ -298,7 +298,7 @@ fn mutations_of_valid_encodings_fail_only_with_typed_errors() {
 }
 
 /// Writes the valid inputs as the fuzzers' seed corpus:
-/// `cargo test --test decoders -- --ignored write_seed_corpus`.
+/// `cargo test -p proxystore-tests --test decoders -- --ignored write_seed_corpus`.
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand when the formats change"]
 fn write_seed_corpus() {

@@ -3,7 +3,7 @@
 //! `ui-tests/pass/*.rs` must build and run.
 //!
 //! After changing a diagnostic, regenerate the expectations with
-//! `TRYBUILD=overwrite cargo test --test ui` and read every changed
+//! `TRYBUILD=overwrite cargo test -p proxystore-ui-tests` and read every changed
 //! `.stderr`.
 
 #[test]
