@@ -128,7 +128,7 @@ pub struct OwnedProxy<T: Storable> {
     /// For a task's result: the task, whose dependents (tasks that take
     /// the result as an input) may still need the object when this owner
     /// is dropped; the last of them evicts it then.
-    shared_with: Option<Arc<crate::executor::Shared>>,
+    shared_with: Option<Arc<dyn SharedResult>>,
 }
 
 impl<T: Storable> OwnedProxy<T> {
@@ -149,7 +149,7 @@ impl<T: Storable> OwnedProxy<T> {
     }
 
     /// The owner of task `shared`'s result: see `shared_with`.
-    pub(crate) fn of_task(factory: Factory, shared: Arc<crate::executor::Shared>) -> Self {
+    pub(crate) fn of_task(factory: Factory, shared: Arc<dyn SharedResult>) -> Self {
         OwnedProxy {
             factory: Some(factory),
             value: OnceCell::new(),
@@ -161,13 +161,16 @@ impl<T: Storable> OwnedProxy<T> {
     /// (or a clone of it) lives, when this owner is a task's result;
     /// otherwise a plain proxy.
     pub(crate) fn holding_proxy(this: &Self) -> Proxy<T> {
-        let hold = this.shared_with.as_ref().map(|shared| shared.depend());
+        let hold = this
+            .shared_with
+            .as_ref()
+            .map(|shared| shared.clone().hold());
         Proxy::holding(this.factory_ref().clone(), hold)
     }
 
     /// Gives up the owner without evicting: its factory, and the task whose
     /// dependents must be let finish first (see `shared_with`).
-    pub(crate) fn into_parts(mut this: Self) -> (Factory, Option<Arc<crate::executor::Shared>>) {
+    pub(crate) fn into_parts(mut this: Self) -> (Factory, Option<Arc<dyn SharedResult>>) {
         let factory = this.factory.take().expect("owned");
         (factory, this.shared_with.take())
     }
@@ -305,9 +308,29 @@ impl<T: Storable> Drop for OwnedProxy<T> {
     }
 }
 
+/// What the owner of a task's result shares its object with: the task,
+/// whose dependents (tasks that take the result as an input) may still read
+/// the object when its owner is dropped.
+///
+/// Defined here and implemented by the task layer above (as tokio's task
+/// layer defines `Schedule` for its schedulers), so that ownership knows
+/// nothing of tasks.
+pub(crate) trait SharedResult:
+    Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe
+{
+    /// A guard that keeps the object stored while it lives: what a proxy
+    /// made from the owner holds.
+    fn hold(self: Arc<Self>) -> crate::proxy::Hold;
+
+    /// Evicting waits while dependents hold the result: then the last of
+    /// them evicts `factory`, and `None` is returned; otherwise `factory`
+    /// is handed back, to evict now.
+    fn defer_eviction(&self, factory: Factory) -> Option<Factory>;
+}
+
 /// Evicts now, or once the dependents of task `shared` (tasks that take
 /// its result as an input) have ended.
-pub(crate) fn evict_when_free(factory: Factory, shared: Option<Arc<crate::executor::Shared>>) {
+pub(crate) fn evict_when_free(factory: Factory, shared: Option<Arc<dyn SharedResult>>) {
     let now = match shared {
         Some(shared) => shared.defer_eviction(factory),
         None => Some(factory),

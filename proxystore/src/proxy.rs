@@ -244,6 +244,12 @@ impl fmt::Debug for Factory {
     }
 }
 
+/// Something a proxy keeps alive with it, type-erased so that this layer
+/// names nothing above it (and unwind-safe, as proxies were before it): for
+/// a proxy of a task's result, the hold that
+/// keeps the object stored (see `OwnedProxy`'s `SharedResult`).
+pub(crate) type Hold = Box<dyn Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+
 /// Clears a proxy's `queued` flag however its background read ends, so a
 /// later [`Proxy::resolve_async`] can try again.
 struct Done<'a>(&'a AtomicBool);
@@ -304,7 +310,7 @@ struct Inner<T> {
     queued: AtomicBool,
     /// For a proxy of a task's owned result: keeps the object stored while
     /// this proxy (or a clone) lives, even if its owner is dropped first.
-    _hold: Option<crate::executor::Dependency>,
+    _hold: Option<Hold>,
 }
 
 /// A lazy reference to a `T` in a store.
@@ -326,7 +332,7 @@ impl<T: Storable> Proxy<T> {
     }
 
     /// A proxy that keeps its object stored while it lives (see `_hold`).
-    pub(crate) fn holding(factory: Factory, hold: Option<crate::executor::Dependency>) -> Self {
+    pub(crate) fn holding(factory: Factory, hold: Option<Hold>) -> Self {
         Proxy {
             inner: Arc::new(Inner {
                 factory,

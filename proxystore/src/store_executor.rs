@@ -28,10 +28,11 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crate::connectors::Reach;
 use crate::error::{Error, Result};
-use crate::executor::{Completion, Executor, Shared, TaskFuture};
+use crate::executor::{Completion, Executor, TaskFuture};
 use crate::key::Key;
 use crate::policy::ShouldProxy;
 use crate::store::Store;
+use crate::task::handle::TaskCell;
 use crate::task::{
     discard_output, frame_reference, input_frame, ExecContext, Job, Prepared, Task, TaskOutput,
     TaskValue,
@@ -240,7 +241,7 @@ impl StoreExecutor {
             after,
         } = prepared;
         // The upstream tasks, in argument order.
-        let inputs: Vec<Arc<Shared>> = upstreams
+        let inputs: Vec<Arc<TaskCell>> = upstreams
             .iter()
             .map(|u| u.dependency.shared.clone())
             .collect();
@@ -276,7 +277,7 @@ impl StoreExecutor {
                 }) as Box<dyn FnOnce(&Result<TaskOutput>) + Send>
             })
         };
-        let shared = Shared::new(
+        let shared = TaskCell::new(
             name,
             cleanup,
             Some(discard_output),
@@ -439,6 +440,19 @@ impl StoreExecutor {
     }
 }
 
+impl crate::task::TaskContext {
+    /// A [`StoreExecutor`] over `executor` configured like the one that
+    /// submitted this task (its store, policy and ownership), to submit
+    /// follow-up tasks from inside a task. It does not close the store
+    /// when it shuts down: the store is the submitter's.
+    pub fn executor(&self, executor: impl Executor) -> Result<StoreExecutor> {
+        Ok(StoreExecutor::new(executor, self.store()?)
+            .should_proxy(self.policy().clone())
+            .ownership(self.ownership())
+            .close_store(false))
+    }
+}
+
 /// A task whose arguments are in place (inline, or in the store): what
 /// [`StoreExecutor::dispatch`] needs.
 struct Placed {
@@ -485,16 +499,16 @@ struct HeldTasks {
     next: AtomicU64,
     /// In submission order: cancelled first to last, an upstream goes
     /// before its dependents, which then fail at once with it.
-    tasks: Mutex<BTreeMap<u64, Arc<Shared>>>,
+    tasks: Mutex<BTreeMap<u64, Arc<TaskCell>>>,
     emptied: Condvar,
 }
 
 impl HeldTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Shared>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<TaskCell>>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert(&self, id: u64, task: Arc<Shared>) {
+    fn insert(&self, id: u64, task: Arc<TaskCell>) {
         self.lock().insert(id, task);
     }
 
@@ -506,7 +520,7 @@ impl HeldTasks {
         }
     }
 
-    fn pending(&self) -> Vec<Arc<Shared>> {
+    fn pending(&self) -> Vec<Arc<TaskCell>> {
         self.lock().values().cloned().collect()
     }
 
@@ -526,7 +540,7 @@ struct HeldJob {
     id: u64,
     executor: Arc<dyn Executor>,
     executor_name: &'static str,
-    shared: Arc<Shared>,
+    shared: Arc<TaskCell>,
     tasks: Arc<HeldTasks>,
     state: Mutex<HeldState>,
 }

@@ -41,22 +41,19 @@
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub mod cluster;
-mod completion;
-mod future;
 mod process_pool;
 mod queue;
 mod thread_pool;
-mod wait;
 
-pub use completion::Completion;
-pub use future::TaskFuture;
+pub use crate::task::handle::{
+    as_completed, wait, AsCompleted, Completion, ReturnWhen, TaskFuture, Waited,
+};
 pub(crate) use process_pool::progress;
 pub(crate) use process_pool::protocol;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use thread_pool::ThreadPool;
-pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
 
-pub(crate) use completion::{on_executor_thread, Dependency, Shared};
+pub(crate) use crate::task::handle::on_executor_thread;
 
 use crate::connectors::Reach;
 use crate::task::Job;

@@ -26,7 +26,7 @@ impl ThreadPool {
             let thread = std::thread::Builder::new()
                 .name(format!("proxystore-pool-{i}"))
                 .spawn(move || {
-                    super::completion::mark_executor_thread();
+                    crate::task::handle::mark_executor_thread();
                     for (job, completion) in receiver {
                         if completion.start() {
                             let result = job.run_output();

@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use super::ExecContext;
 use crate::error::Result;
-use crate::executor::Executor;
 use crate::key::Key;
 use crate::policy::ShouldProxy;
 use crate::store::{get_or_create_store, Store};
-use crate::store_executor::StoreExecutor;
 
 thread_local! {
     static CURRENT: RefCell<Option<TaskContext>> = const { RefCell::new(None) };
@@ -144,17 +142,6 @@ impl TaskContext {
     /// Whether the submitting executor hands results back owned.
     pub fn ownership(&self) -> bool {
         self.context.ownership
-    }
-
-    /// A [`StoreExecutor`] over `executor` configured like the one that
-    /// submitted this task (its store, policy and ownership), to submit
-    /// follow-up tasks from inside a task. It does not close the store
-    /// when it shuts down: the store is the submitter's.
-    pub fn executor(&self, executor: impl Executor) -> Result<StoreExecutor> {
-        Ok(StoreExecutor::new(executor, self.store()?)
-            .should_proxy(self.context.policy.clone())
-            .ownership(self.context.ownership)
-            .close_store(false))
     }
 }
 

@@ -46,6 +46,7 @@ use crate::store::{Store, StoreConfig};
 use crate::Storable;
 
 mod context;
+pub(crate) mod handle;
 mod job;
 mod registry;
 mod section;
@@ -98,11 +99,14 @@ pub enum Arg<T> {
 pub struct OwnedInput {
     factory: Option<Factory>,
     /// The task whose result it is, if its dependents may still need it.
-    shared_with: Option<std::sync::Arc<crate::executor::Shared>>,
+    shared_with: Option<std::sync::Arc<dyn crate::owned::SharedResult>>,
 }
 
 impl OwnedInput {
-    fn new(factory: Factory, shared_with: Option<std::sync::Arc<crate::executor::Shared>>) -> Self {
+    fn new(
+        factory: Factory,
+        shared_with: Option<std::sync::Arc<dyn crate::owned::SharedResult>>,
+    ) -> Self {
         OwnedInput {
             factory: Some(factory),
             shared_with,
@@ -130,7 +134,7 @@ impl fmt::Debug for OwnedInput {
 
 /// Another task's result, taken as an argument (see [`Arg::Upstream`]).
 pub struct Upstream {
-    pub(crate) dependency: crate::executor::Dependency,
+    pub(crate) dependency: crate::task::handle::Dependency,
 }
 
 impl Upstream {
@@ -223,7 +227,7 @@ impl<T: Storable + Clone> IntoArg<T> for &TaskValue<T> {
     }
 }
 
-impl<T: Storable> IntoArg<T> for crate::executor::TaskFuture<T> {
+impl<T: Storable> IntoArg<T> for handle::TaskFuture<T> {
     fn into_arg(self) -> Arg<T> {
         // The future is dropped, so its result will be discarded (an owned
         // one evicted) once this task, its last dependent, ends.
@@ -233,7 +237,7 @@ impl<T: Storable> IntoArg<T> for crate::executor::TaskFuture<T> {
     }
 }
 
-impl<T: Storable> IntoArg<T> for &crate::executor::TaskFuture<T> {
+impl<T: Storable> IntoArg<T> for &handle::TaskFuture<T> {
     fn into_arg(self) -> Arg<T> {
         Arg::Upstream(Upstream {
             dependency: self.depend(),

@@ -66,7 +66,7 @@ impl<R: Storable> TaskValue<R> {
     /// task's dependents finish with it before it is evicted.
     pub(crate) fn decode(
         output: TaskOutput,
-        shared: &std::sync::Arc<crate::executor::Shared>,
+        shared: &std::sync::Arc<crate::task::handle::TaskCell>,
     ) -> Result<Self> {
         let TaskOutput { frame, section } = output;
         let mut rest = &frame[..];

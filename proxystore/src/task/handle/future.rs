@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::completion::{Phase, Shared};
+use super::cell::{Phase, TaskCell};
 use crate::error::{Error, Result};
 use crate::task::TaskValue;
 use crate::Storable;
@@ -20,12 +20,12 @@ use crate::Storable;
 /// yet started can be [`cancel`](TaskFuture::cancel)led. Dropping the future
 /// does not stop the task; an owned result nobody took is evicted.
 pub struct TaskFuture<R> {
-    shared: Arc<Shared>,
+    shared: Arc<TaskCell>,
     _result: PhantomData<fn() -> R>,
 }
 
 impl<R: Storable> TaskFuture<R> {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<TaskCell>) -> Self {
         TaskFuture {
             shared,
             _result: PhantomData,
@@ -37,7 +37,7 @@ impl<R: Storable> TaskFuture<R> {
         &self.shared.name
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<TaskCell> {
         &self.shared
     }
 
