@@ -22,22 +22,24 @@
 //! }   // dropping the result evicts it; dropping the executor closes the store
 //! ```
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::connectors::Reach;
 use crate::error::{Error, Result};
 use crate::executor::{Completion, Executor, TaskFuture};
-use crate::key::Key;
 use crate::policy::ShouldProxy;
 use crate::store::Store;
 use crate::task::handle::TaskCell;
-use crate::task::{
-    discard_output, frame_reference, input_frame, ExecContext, Job, Prepared, Task, TaskOutput,
-    TaskValue,
-};
+use crate::task::{discard_output, ExecContext, Job, Prepared, Task, TaskOutput, TaskValue};
 use crate::Storable;
+
+mod deadline;
+mod held;
+mod place;
+
+use deadline::Deadline;
+use held::{HeldJob, HeldState, HeldTasks};
+use place::{evict_all, place, Placed};
 
 /// Wraps an [`Executor`] so that task arguments and results go through a
 /// [`Store`].
@@ -450,239 +452,6 @@ impl crate::task::TaskContext {
             .should_proxy(self.policy().clone())
             .ownership(self.ownership())
             .close_store(false))
-    }
-}
-
-/// A task whose arguments are in place (inline, or in the store): what
-/// [`StoreExecutor::dispatch`] needs.
-struct Placed {
-    prepared: Prepared,
-    /// The inputs it put in the store.
-    created: Vec<Key>,
-    result_key: Key,
-}
-
-/// The part of a submission that may block on the store: checks that the
-/// task's stores can be reached where it runs, puts its arguments, reserves
-/// a key for its result. On failure, what it stored is evicted.
-fn place<R>(
-    store: &Store,
-    policy: &ShouldProxy,
-    needed: Reach,
-    executor: &str,
-    task: Task<R>,
-) -> Result<Placed> {
-    if needed > Reach::Process {
-        task.check_reach(store, policy, needed, executor)?;
-    }
-    let (prepared, created) = task.prepare(store, policy);
-    let placed = prepared.and_then(|prepared| {
-        let result_key = store.connector().new_key()?;
-        Ok((prepared, result_key))
-    });
-    match placed {
-        Ok((prepared, result_key)) => Ok(Placed {
-            prepared,
-            created,
-            result_key,
-        }),
-        Err(e) => {
-            evict_all(store, &created);
-            Err(e)
-        }
-    }
-}
-
-/// Tasks waiting for other tasks' results, by submission.
-#[derive(Default)]
-struct HeldTasks {
-    next: AtomicU64,
-    /// In submission order: cancelled first to last, an upstream goes
-    /// before its dependents, which then fail at once with it.
-    tasks: Mutex<BTreeMap<u64, Arc<TaskCell>>>,
-    emptied: Condvar,
-}
-
-impl HeldTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<TaskCell>>> {
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn insert(&self, id: u64, task: Arc<TaskCell>) {
-        self.lock().insert(id, task);
-    }
-
-    /// The task was submitted, or ended (cancelled) before.
-    fn remove(&self, id: u64) {
-        let mut tasks = self.lock();
-        if tasks.remove(&id).is_some() && tasks.is_empty() {
-            self.emptied.notify_all();
-        }
-    }
-
-    fn pending(&self) -> Vec<Arc<TaskCell>> {
-        self.lock().values().cloned().collect()
-    }
-
-    fn wait_until_empty(&self) {
-        let tasks = self.lock();
-        drop(
-            self.emptied
-                .wait_while(tasks, |t| !t.is_empty())
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-    }
-}
-
-/// A task submitted with other tasks' futures as arguments, held until
-/// their results are in.
-struct HeldJob {
-    id: u64,
-    executor: Arc<dyn Executor>,
-    executor_name: &'static str,
-    shared: Arc<TaskCell>,
-    tasks: Arc<HeldTasks>,
-    state: Mutex<HeldState>,
-}
-
-struct HeldState {
-    job: Option<Job>,
-    remaining: usize,
-    /// Each upstream result as an argument frame.
-    frames: Vec<Vec<u8>>,
-    /// The job's frames after each upstream's.
-    after: Vec<Vec<u8>>,
-    /// The first upstream that failed, and why.
-    failure: Option<(String, String)>,
-}
-
-impl HeldJob {
-    /// Takes upstream `index`'s output (called as it is set, under that
-    /// task's lock); once every input is in, returns the submission, to
-    /// run after the lock is released.
-    fn fill(
-        self: Arc<Self>,
-        index: usize,
-        upstream: &str,
-        output: &Result<TaskOutput>,
-    ) -> Option<Box<dyn FnOnce() + Send>> {
-        let frame = match output {
-            Ok(output) => input_frame(output),
-            // The cause, not the upstream's whole message: down a chain,
-            // each step would wrap its predecessor's, and a chain of n
-            // steps would hold n² bytes of messages.
-            Err(Error::UpstreamFailed { message, .. }) => Err(message.clone()),
-            Err(e) => Err(e.to_string()),
-        };
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match frame {
-            Ok(frame) => state.frames[index] = frame,
-            Err(message) => {
-                if state.failure.is_none() {
-                    state.failure = Some((upstream.to_string(), message));
-                }
-            }
-        }
-        state.remaining -= 1;
-        if state.remaining > 0 {
-            return None;
-        }
-        let job = state.job.take()?;
-        let frames = std::mem::take(&mut state.frames);
-        let after = std::mem::take(&mut state.after);
-        let failure = state.failure.take();
-        drop(state);
-        Some(Box::new(move || self.dispatch(job, frames, after, failure)))
-    }
-
-    /// An upstream result stored where this executor's tasks cannot read
-    /// it (a process's memory, for a pool of worker processes).
-    fn unreachable(&self, frames: &[Vec<u8>]) -> Option<Error> {
-        let needed = self.executor.task_reach();
-        frames.iter().find_map(|frame| {
-            let config = frame_reference(frame)?.store_config().clone();
-            let connector = config.connector.kind.clone();
-            let reach = crate::store::get_or_create_store(&config)
-                .map(|store| store.connector().reach())
-                .ok()?;
-            (reach < needed).then(|| Error::Unreachable {
-                store: config.name.clone(),
-                connector,
-                reach: reach.to_string(),
-                executor: self.executor_name.to_string(),
-                needed: needed.to_string(),
-            })
-        })
-    }
-
-    fn dispatch(
-        &self,
-        mut job: Job,
-        frames: Vec<Vec<u8>>,
-        after: Vec<Vec<u8>>,
-        failure: Option<(String, String)>,
-    ) {
-        let completion = Completion::new(self.shared.clone());
-        if self.shared.is_done() {
-            // Cancelled while it waited: its inputs are evicted already.
-            completion.cancel();
-        } else if let Some((upstream, message)) = failure {
-            completion.fail(Error::UpstreamFailed {
-                task: job.name.to_string(),
-                upstream,
-                message,
-            });
-        } else if let Some(error) = self.unreachable(&frames) {
-            completion.fail(error);
-        } else {
-            let extra: usize = frames.iter().chain(&after).map(Vec::len).sum();
-            job.payload.reserve_exact(extra);
-            for (frame, rest) in frames.iter().zip(&after) {
-                job.payload.extend_from_slice(frame);
-                job.payload.extend_from_slice(rest);
-            }
-            self.executor.submit(job, completion);
-        }
-        self.tasks.remove(self.id);
-    }
-}
-
-/// The results of [`StoreExecutor::map_timeout`], in order.
-struct Deadline<R: Storable> {
-    futures: std::collections::VecDeque<TaskFuture<R>>,
-    deadline: std::time::Instant,
-}
-
-impl<R: Storable> Iterator for Deadline<R> {
-    type Item = Result<TaskValue<R>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut future = self.futures.pop_front()?;
-        let left = self
-            .deadline
-            .saturating_duration_since(std::time::Instant::now());
-        let result = future.result_timeout(left);
-        if result.is_err() {
-            // Given up on, as Python's `map` does: not started, not run.
-            future.cancel();
-        }
-        Some(result)
-    }
-}
-
-impl<R: Storable> Drop for Deadline<R> {
-    fn drop(&mut self) {
-        for future in &self.futures {
-            future.cancel();
-        }
-    }
-}
-
-fn evict_all(store: &Store, keys: &[Key]) {
-    for key in keys {
-        if let Err(e) = store.evict(key) {
-            tracing::debug!(%key, error = %e, "could not evict a task input");
-        }
     }
 }
 
