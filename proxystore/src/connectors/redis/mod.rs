@@ -2,20 +2,27 @@
 //!
 //! See [`RedisConnector`].
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Cursor;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionAddr, ConnectionLike, IntoConnectionInfo, Value};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use redis::{ConnectionLike, Value};
 
 use super::{Connector, ConnectorConfig, FromConfig, ObjectReader, Reach};
 use crate::error::{Error, Result};
 use crate::key::Key;
+
+mod builder;
+mod pool;
+mod resp;
+mod url;
+
+pub use builder::RedisConnectorBuilder;
+use builder::{invalid, millis, Options};
+use pool::{shared_pool, Pool};
+use resp::*;
+pub(crate) use url::{scrub, RedisUrl};
 
 /// Redis's default `proto-max-bulk-len`: the largest string a server
 /// accepts unless configured otherwise (512 MiB).
@@ -152,365 +159,6 @@ struct Inner {
     reach: Reach,
     /// Shared with every connector of this process to the same server.
     pool: Arc<Pool>,
-}
-
-/// Idle connections to one server (one URL, credentials and timeouts
-/// included), shared by every connector that uses it: a worker that
-/// rebuilt stores of many namespaces keeps a few connections, not one per
-/// namespace. The connections close when the last connector goes.
-#[derive(Default)]
-struct Pool {
-    idle: Mutex<Vec<redis::Connection>>,
-}
-
-/// The pool for `url` with these timeouts.
-fn shared_pool(url: &str, connect_timeout_ms: u64, io_timeout_ms: u64) -> Arc<Pool> {
-    type Pools = HashMap<(String, u64, u64), Weak<Pool>>;
-    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let key = (url.to_string(), connect_timeout_ms, io_timeout_ms);
-    if let Some(pool) = pools.get(&key).and_then(Weak::upgrade) {
-        return pool;
-    }
-    // Forget the servers no connector uses any more.
-    pools.retain(|_, pool| pool.strong_count() > 0);
-    let pool = Arc::new(Pool::default());
-    pools.insert(key, Arc::downgrade(&pool));
-    pool
-}
-
-#[derive(Serialize, Deserialize)]
-struct Options {
-    url: String,
-    namespace: String,
-    keep_on_close: bool,
-    max_object_size: u64,
-    connect_timeout_ms: u64,
-    io_timeout_ms: u64,
-}
-
-/// Options of a [`RedisConnector`]; made by [`RedisConnector::builder`].
-#[derive(Clone)]
-pub struct RedisConnectorBuilder {
-    url: String,
-    namespace: Option<String>,
-    keep_on_close: bool,
-    max_object_size: u64,
-    connect_timeout: Duration,
-    io_timeout: Duration,
-}
-
-impl fmt::Debug for RedisConnectorBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConnectorBuilder")
-            .field("url", &"<hidden>")
-            .field("namespace", &self.namespace)
-            .field("keep_on_close", &self.keep_on_close)
-            .field("max_object_size", &self.max_object_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("io_timeout", &self.io_timeout)
-            .finish()
-    }
-}
-
-impl RedisConnectorBuilder {
-    /// Writes the objects under `proxystore:{namespace}:` instead of a
-    /// fresh random namespace. Connectors with the same namespace on the
-    /// same database share their objects (and closing one removes them).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = Some(namespace.into());
-        self
-    }
-
-    /// Keeps the objects when the connector is closed.
-    pub fn keep_on_close(mut self) -> Self {
-        self.keep_on_close = true;
-        self
-    }
-
-    /// The largest object accepted, in bytes; default
-    /// [`REDIS_MAX_OBJECT_SIZE`] (512 MiB, Redis's own default limit).
-    /// Raise it only for a server whose `proto-max-bulk-len` is raised too.
-    pub fn max_object_size(mut self, bytes: u64) -> Self {
-        self.max_object_size = bytes;
-        self
-    }
-
-    /// Time allowed to open a connection and authenticate; default 5 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Time allowed for a request to be sent or a reply to arrive; default
-    /// 60 s. Large objects on slow links may need more.
-    pub fn io_timeout(mut self, timeout: Duration) -> Self {
-        self.io_timeout = timeout;
-        self
-    }
-
-    /// Checks the URL, connects once and returns the connector.
-    ///
-    /// Fails with [`Error::InvalidConfig`] for a URL that is not a Redis
-    /// URL (or a `rediss://` one without the `redis-tls` feature), and with
-    /// [`Error::Redis`] if the server cannot be reached or refuses the
-    /// credentials.
-    pub fn build(self) -> Result<RedisConnector> {
-        let namespace = self
-            .namespace
-            .unwrap_or_else(|| Uuid::new_v4().hyphenated().to_string());
-        let options = Options {
-            url: self.url,
-            namespace,
-            keep_on_close: self.keep_on_close,
-            max_object_size: self.max_object_size,
-            connect_timeout_ms: millis(self.connect_timeout),
-            io_timeout_ms: millis(self.io_timeout),
-        };
-        let connector = RedisConnector::with_options(options, true)?;
-        // Connect now: a wrong address or password is reported here, and
-        // the connection is kept for the first operation.
-        let connection = connector
-            .connect()
-            .map_err(|e| connector.redis_error("connecting", &e))?;
-        connector.give_back(connection);
-        tracing::debug!(
-            server = %connector.inner.server,
-            namespace = %connector.inner.namespace,
-            "redis: connected"
-        );
-        Ok(connector)
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn invalid(reason: impl Into<String>) -> Error {
-    Error::InvalidConfig {
-        kind: RedisConnector::KIND.into(),
-        reason: reason.into(),
-    }
-}
-
-/// A `SCAN MATCH` pattern of the canonical text form of a key.
-const UUID_PATTERN: &str = "????????-????-????-????-????????????";
-
-/// Escapes the characters that `SCAN MATCH` treats as a pattern.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Appends one RESP bulk string made of `parts` to `out`.
-fn push_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.push(b'$');
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for part in parts {
-        out.extend_from_slice(part);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A packed command of `args`, each the concatenation of its parts: the
-/// parts are copied once, straight into the request buffer.
-fn pack(args: &[&[&[u8]]]) -> Vec<u8> {
-    let body: usize = args
-        .iter()
-        .map(|parts| parts.iter().map(|p| p.len()).sum::<usize>() + 24)
-        .sum();
-    let mut out = Vec::with_capacity(body + 16);
-    out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for parts in args {
-        push_bulk(&mut out, parts);
-    }
-    out
-}
-
-fn unexpected(command: &str, value: &Value) -> redis::RedisError {
-    let what = match value {
-        Value::Nil => "nil".to_string(),
-        Value::Int(i) => format!("integer {i}"),
-        Value::Array(items) => format!("an array of {}", items.len()),
-        Value::Okay => "OK".to_string(),
-        Value::SimpleString(s) => format!("`{s}`"),
-        _ => "another kind of value".to_string(),
-    };
-    redis::RedisError::from((
-        redis::ErrorKind::Parse,
-        "unexpected reply",
-        format!("{command} answered {what}"),
-    ))
-}
-
-fn bulk(command: &str, value: Value) -> redis::RedisResult<Option<Vec<u8>>> {
-    match value {
-        Value::Nil => Ok(None),
-        Value::BulkString(bytes) => Ok(Some(bytes)),
-        Value::ServerError(e) => Err(e.into()),
-        other => Err(unexpected(command, &other)),
-    }
-}
-
-fn int(command: &str, value: Value) -> redis::RedisResult<i64> {
-    match value {
-        Value::Int(i) => Ok(i),
-        Value::ServerError(e) => Err(e.into()),
-        other => Err(unexpected(command, &other)),
-    }
-}
-
-fn okay(command: &str, value: Value) -> redis::RedisResult<()> {
-    match value {
-        Value::Okay => Ok(()),
-        Value::SimpleString(s) if s == "OK" => Ok(()),
-        Value::ServerError(e) => Err(e.into()),
-        other => Err(unexpected(command, &other)),
-    }
-}
-
-/// `text` with the credentials of any URL in it hidden
-/// ([`redact_url`](super::redact_url)), and every secret replaced.
-pub(crate) fn scrub(secrets: &[String], text: String) -> String {
-    let mut text = super::redact_url(&text);
-    for secret in secrets {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "<hidden>");
-        }
-    }
-    text
-}
-
-/// A Redis URL, checked: the client, the server as shown (`host:port/db`,
-/// never with credentials), where it can be reached from, and the words
-/// that must never appear in a message (user name, password). Shared by the
-/// connector and the multi-host executor.
-pub(crate) struct RedisUrl {
-    pub(crate) client: redis::Client,
-    pub(crate) server: String,
-    pub(crate) reach: Reach,
-    pub(crate) secrets: Vec<String>,
-}
-
-impl RedisUrl {
-    /// Checks `url`; a bad one is [`Error::InvalidConfig`] of `kind`.
-    pub(crate) fn parse(url: &str, kind: &str) -> Result<RedisUrl> {
-        let invalid = |reason: String| Error::InvalidConfig {
-            kind: kind.into(),
-            reason,
-        };
-        // As the client reads it: `unix:/path` has no `//`.
-        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-        let tls = matches!(scheme.as_deref(), Some("rediss" | "valkeys"));
-        if tls && !cfg!(feature = "redis-tls") {
-            return Err(invalid(
-                "rediss:// (TLS) URLs need proxystore's `redis-tls` feature; enable it in \
-                     Cargo.toml (features = [\"redis-tls\"]) or use a redis:// URL"
-                    .into(),
-            ));
-        }
-        let expected = "expected redis://[user[:password]@]host[:port][/db], \
-                            rediss://... (TLS, feature `redis-tls`) or redis+unix:///path?db=N";
-        if !matches!(
-            scheme.as_deref(),
-            Some("redis" | "rediss" | "valkey" | "valkeys" | "redis+unix" | "valkey+unix" | "unix")
-        ) {
-            return Err(invalid(format!("not a Redis URL: {expected}")));
-        }
-        // The credentials as written (percent-encoded), then as decoded.
-        let mut secrets: Vec<String> = Vec::new();
-        if let Some((userinfo, _)) = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split('/').next())
-            .and_then(|authority| authority.rsplit_once('@'))
-        {
-            secrets.extend(
-                userinfo
-                    .split(':')
-                    .filter(|part| !part.is_empty())
-                    .map(str::to_string),
-            );
-        }
-        let info = url.into_connection_info().map_err(|e| {
-            // The client's message names the part that is wrong, not the
-            // URL; scrubbed all the same.
-            let message = scrub(&secrets, e.to_string());
-            invalid(format!(
-                "the Redis URL is not valid ({message}): {expected}"
-            ))
-        })?;
-        let settings = info.redis_settings();
-        for secret in [settings.password(), settings.username()]
-            .into_iter()
-            .flatten()
-        {
-            if !secret.is_empty() && !secrets.iter().any(|s| s == secret) {
-                secrets.push(secret.to_string());
-            }
-        }
-        // Longest first, so that no part of a longer secret is left.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        let db = settings.db();
-        let (server, reach) = match info.addr() {
-            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. }
-                if host.is_empty() =>
-            {
-                return Err(invalid(format!("the Redis URL has no host: {expected}")));
-            }
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                let shown = if host.contains(':') {
-                    format!("[{host}]:{port}/{db}")
-                } else {
-                    format!("{host}:{port}/{db}")
-                };
-                let reach = if is_loopback(host) {
-                    Reach::Host
-                } else {
-                    Reach::Network
-                };
-                (shown, reach)
-            }
-            ConnectionAddr::Unix(path) => (format!("unix:{}/{db}", path.display()), Reach::Host),
-            // Kinds of addresses added to the client later.
-            #[allow(unreachable_patterns)]
-            _ => (format!("?/{db}"), Reach::Network),
-        };
-        let client = redis::Client::open(info).map_err(|e| {
-            let message = scrub(&secrets, e.to_string());
-            invalid(format!(
-                "the Redis URL is not valid ({message}): {expected}"
-            ))
-        })?;
-        Ok(RedisUrl {
-            client,
-            server,
-            reach,
-            secrets,
-        })
-    }
-}
-
-/// Whether a host name or address is this host's loopback.
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
-        return true;
-    }
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl RedisConnector {
@@ -716,7 +364,7 @@ impl RedisConnector {
             })?;
             for batch in keys.chunks(CLOSE_BATCH) {
                 let n = self.run("close (UNLINK)", |c| {
-                    int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(batch))?)
+                    expect_int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(batch))?)
                 })?;
                 removed += u64::try_from(n).unwrap_or(0);
             }
@@ -726,36 +374,6 @@ impl RedisConnector {
             cursor = next;
         }
     }
-}
-
-fn scan_reply(reply: Value) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
-    let reply = reply.extract_error()?;
-    let Value::Array(mut items) = reply else {
-        return Err(unexpected("SCAN", &reply));
-    };
-    if items.len() != 2 {
-        return Err(unexpected("SCAN", &Value::Array(items)));
-    }
-    let keys = items.pop().unwrap_or(Value::Nil);
-    let cursor = items.pop().unwrap_or(Value::Nil);
-    let cursor = match &cursor {
-        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
-        Value::SimpleString(s) => s.parse().ok(),
-        Value::Int(i) => u64::try_from(*i).ok(),
-        _ => None,
-    }
-    .ok_or_else(|| unexpected("SCAN", &cursor))?;
-    let Value::Array(keys) = keys else {
-        return Err(unexpected("SCAN", &keys));
-    };
-    let keys = keys
-        .into_iter()
-        .filter_map(|k| match k {
-            Value::BulkString(b) => Some(b),
-            _ => None,
-        })
-        .collect();
-    Ok((cursor, keys))
 }
 
 impl fmt::Debug for RedisConnector {
@@ -789,13 +407,13 @@ impl Connector for RedisConnector {
         tracing::debug!(%key, size, server = %self.inner.server, "redis: set");
         let name = self.redis_key(key);
         let request = pack(&[&[b"SET"], &[name.as_bytes()], parts]);
-        self.run("SET", |c| okay("SET", c.req_packed_command(&request)?))
+        self.run("SET", |c| expect_ok("SET", c.req_packed_command(&request)?))
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let name = self.redis_key(key);
         let found = self.run("GET", |c| {
-            bulk("GET", c.req_command(redis::cmd("GET").arg(&name))?)
+            expect_bulk("GET", c.req_command(redis::cmd("GET").arg(&name))?)
         })?;
         tracing::debug!(%key, size = found.as_ref().map(Vec::len), "redis: get");
         Ok(found)
@@ -815,7 +433,7 @@ impl Connector for RedisConnector {
     fn exists(&self, key: &Key) -> Result<bool> {
         let name = self.redis_key(key);
         let n = self.run("EXISTS", |c| {
-            int("EXISTS", c.req_command(redis::cmd("EXISTS").arg(&name))?)
+            expect_int("EXISTS", c.req_command(redis::cmd("EXISTS").arg(&name))?)
         })?;
         Ok(n > 0)
     }
@@ -824,7 +442,7 @@ impl Connector for RedisConnector {
         let name = self.redis_key(key);
         let ms = after.as_millis().clamp(1, i64::MAX as u128) as i64;
         self.run("PEXPIRE", |c| {
-            int(
+            expect_int(
                 "PEXPIRE",
                 c.req_command(redis::cmd("PEXPIRE").arg(&name).arg(ms))?,
             )
@@ -836,7 +454,7 @@ impl Connector for RedisConnector {
         tracing::debug!(%key, "redis: evict");
         let name = self.redis_key(key);
         self.run("UNLINK", |c| {
-            int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(&name))?)
+            expect_int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(&name))?)
         })
         .map(drop)
     }
@@ -889,7 +507,9 @@ impl Connector for RedisConnector {
             }
             let request = pack(&args);
             tracing::debug!(objects = end - start, bytes, "redis: put_batch");
-            self.run("MSET", |c| okay("MSET", c.req_packed_command(&request)?))?;
+            self.run("MSET", |c| {
+                expect_ok("MSET", c.req_packed_command(&request)?)
+            })?;
             start = end;
         }
         Ok(keys)
@@ -904,7 +524,7 @@ impl Connector for RedisConnector {
             match c.req_command(redis::cmd("MGET").arg(&names))? {
                 Value::Array(items) if items.len() == names.len() => items
                     .into_iter()
-                    .map(|v| bulk("MGET", v))
+                    .map(|v| expect_bulk("MGET", v))
                     .collect::<redis::RedisResult<Vec<_>>>(),
                 Value::ServerError(e) => Err(e.into()),
                 other => Err(unexpected("MGET", &other)),
@@ -934,6 +554,7 @@ crate::register_connector!(RedisConnector);
 
 #[cfg(test)]
 mod tests {
+    use super::url::is_loopback;
     use super::*;
 
     #[test]
