@@ -173,11 +173,13 @@ fn a_task_writing_a_huge_length_on_the_answer_pipe_fails_only_its_worker() {
     assert_eq!(*ex.submit(double::task(4)).unwrap().result().unwrap(), 8);
 }
 
-/// Waits, then writes `bytes` on the worker's answer descriptor (or, with
-/// none, ends the worker's process as a crash would).
+/// Waits until `gate` exists, then writes `bytes` on the worker's answer
+/// descriptor (or, with none, ends the worker's process as a crash would).
 #[proxied]
-fn break_worker_after(ms: u64, bytes: Vec<u8>) -> u32 {
-    std::thread::sleep(Duration::from_millis(ms));
+fn break_worker_at(gate: PathBuf, bytes: Vec<u8>) -> u32 {
+    while !gate.exists() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     if bytes.is_empty() {
         std::process::abort();
     }
@@ -190,13 +192,25 @@ fn break_worker_after(ms: u64, bytes: Vec<u8>) -> u32 {
 /// was running fails.
 #[test]
 fn jobs_queued_behind_a_task_that_kills_its_worker_run_on_another() {
+    let dir = tempfile::tempdir().unwrap();
     let ex = executor(pool(1).max_in_flight(4).build().unwrap());
     for (how, bytes) in [("a forged answer", vec![0xff; 64]), ("a crash", vec![])] {
-        // The waits let every job below reach the worker first.
-        let culprit = ex.submit(break_worker_after::task(300, bytes)).unwrap();
+        let gate = dir.path().join(format!("gate-{}", bytes.len()));
+        let culprit = ex
+            .submit(break_worker_at::task(gate.clone(), bytes))
+            .unwrap();
         let queued: Vec<_> = (0..3)
             .map(|i| ex.submit(double::task(i)).unwrap())
             .collect();
+        // Only once every job is in the worker's hands (a job a worker
+        // holds counts as running) does the culprit break it.
+        assert!(
+            eventually(Duration::from_secs(30), || queued
+                .iter()
+                .all(|f| f.running())),
+            "{how}: the jobs never reached the worker"
+        );
+        std::fs::write(&gate, b"go").unwrap();
         let err = culprit.result().unwrap_err();
         assert!(matches!(err, Error::WorkerDied { .. }), "{how}: {err}");
         for (i, future) in queued.into_iter().enumerate() {
@@ -205,6 +219,72 @@ fn jobs_queued_behind_a_task_that_kills_its_worker_run_on_another() {
                 Err(e) => panic!("{how}: job {i}, which never started, failed: {e}"),
             }
         }
+    }
+}
+
+/// The silent worker's crash (`tests/support/peer.rs`).
+#[proxied(name = "peer.crash_at")]
+fn crash_at(gate: PathBuf) -> u32 {
+    let _ = gate;
+    unreachable!("runs in the silent worker")
+}
+
+/// The silent worker's marked double (`tests/support/peer.rs`).
+#[proxied(name = "peer.mark_double")]
+fn mark_double(dir: PathBuf, name: String, x: i64) -> i64 {
+    let _ = (dir, name);
+    2 * x
+}
+
+/// Regression: a worker that never reports which job it starts (another
+/// program, a page it could not map) was taken to have started none, so
+/// the jobs it held ran again elsewhere, the one that was running too.
+/// The pool cannot tell then: they fail with its death, and none runs
+/// twice.
+#[test]
+fn a_worker_that_tells_nothing_has_its_jobs_failed_not_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = executor(
+        ProcessPool::builder(1)
+            .program(env!("CARGO_BIN_EXE_proxystore-peer"))
+            .args(["silent-worker"])
+            .max_in_flight(4)
+            .build()
+            .unwrap(),
+    );
+    let gate = dir.path().join("gate");
+    let culprit = ex.submit(crash_at::task(gate.clone())).unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|i| {
+            let name = format!("ran-{i}");
+            ex.submit(mark_double::task(dir.path().to_path_buf(), name, i))
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(30), || queued
+            .iter()
+            .all(|f| f.running())),
+        "the jobs never reached the worker"
+    );
+    std::fs::write(&gate, b"go").unwrap();
+    let err = culprit.result().unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    let crashes = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("crash-")
+        })
+        .count();
+    assert_eq!(crashes, 1, "the task that was running ran again");
+    for (i, future) in queued.into_iter().enumerate() {
+        let outcome = future.result();
+        assert!(
+            matches!(outcome, Err(Error::WorkerDied { .. })),
+            "job {i}: {outcome:?}"
+        );
+        assert!(!dir.path().join(format!("ran-{i}")).exists(), "job {i} ran");
     }
 }
 

@@ -209,6 +209,14 @@ fn main() {
         //   forged  a well-formed result for a job it was never sent, then waits;
         //   two-sections  a result with two sections, then waits.
         "worker" => broken_worker(arg(1)),
+        // silent-worker: a real pool worker that never reports which job
+        // it starts (its progress page closed before it serves), as a
+        // program built with another version would.
+        "silent-worker" => {
+            std::env::remove_var("PROXYSTORE_WORKER_PROGRESS");
+            proxystore::worker::init();
+            panic!("silent-worker: not started by a pool");
+        }
         other => {
             eprintln!("unknown command `{other}`");
             std::process::exit(2);
@@ -269,4 +277,24 @@ fn connector(config: &str) -> std::sync::Arc<dyn Connector> {
 
 fn key(text: &str) -> Key {
     text.parse().unwrap()
+}
+
+/// Waits until `gate` exists, leaves a mark of its run beside it, then ends
+/// its worker's process as a crash would (the silent worker's; the same
+/// name in the tests).
+#[proxystore::proxied(name = "peer.crash_at")]
+fn crash_at(gate: std::path::PathBuf) -> u32 {
+    while !gate.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let run = format!("crash-{}", std::process::id());
+    std::fs::write(gate.with_file_name(run), b"ran").unwrap();
+    std::process::abort();
+}
+
+/// Leaves a mark named `name` in `dir`, then doubles `x`.
+#[proxystore::proxied(name = "peer.mark_double")]
+fn mark_double(dir: std::path::PathBuf, name: String, x: i64) -> i64 {
+    std::fs::write(dir.join(name), b"ran").unwrap();
+    2 * x
 }

@@ -161,7 +161,7 @@ impl Conn {
     /// What the dead worker said it last started: `None` if it cannot
     /// tell, `Some(None)` if it started nothing.
     pub(super) fn last_started(&self) -> Option<Option<u64>> {
-        self.progress.as_ref().map(Starts::started)
+        self.progress.as_ref().and_then(Starts::started)
     }
 
     pub(super) fn mark_dead(&self) -> HashSet<u64> {

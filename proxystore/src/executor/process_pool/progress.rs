@@ -18,14 +18,19 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// What the page holds until the worker has mapped it: a worker that never
+/// does (it cannot map it, or it is another program) tells nothing, and
+/// then every job it held counts as possibly started.
+const SILENT: u64 = u64::MAX;
+
 /// The worker's descriptor of the page (after the protocol's 3 and 4).
 pub(crate) const PROGRESS_FD: i32 = 5;
 
 /// Set in a worker's environment when [`PROGRESS_FD`] is its page.
 pub(crate) const PROGRESS_ENV: &str = "PROXYSTORE_WORKER_PROGRESS";
 
-/// A shared mapping of one `u64`: the id of the last job started, plus
-/// one (0: none yet).
+/// A shared mapping of one `u64`: [`SILENT`] until the worker has mapped
+/// it, then the id of the last job started plus one (0: none yet).
 struct Word(NonNull<AtomicU64>);
 
 // SAFETY: the mapping is only ever accessed through the atomic.
@@ -99,7 +104,8 @@ impl Starts {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size_of::<u64>() as libc::off_t) } == -1 {
             return Err(io::Error::last_os_error());
         }
-        let word = Word::map(fd.as_raw_fd(), false)?;
+        let word = Word::map(fd.as_raw_fd(), true)?;
+        word.get().store(SILENT, Ordering::Release);
         Ok((Starts(word), fd))
     }
 
@@ -111,9 +117,13 @@ impl Starts {
         ))
     }
 
-    /// The last job the worker said it was starting, if any.
-    pub(super) fn started(&self) -> Option<u64> {
-        self.0.get().load(Ordering::Acquire).checked_sub(1)
+    /// The last job the worker said it was starting: `None` if it never
+    /// reported (it cannot tell), `Some(None)` if it started none.
+    pub(super) fn started(&self) -> Option<Option<u64>> {
+        match self.0.get().load(Ordering::Acquire) {
+            SILENT => None,
+            n => Some(n.checked_sub(1)),
+        }
     }
 }
 
@@ -134,7 +144,11 @@ impl Reporter {
             libc::close(PROGRESS_FD);
         }
         match word {
-            Ok(word) => Some(Reporter(word)),
+            Ok(word) => {
+                // Mapped: from now on the pool can tell what started.
+                word.get().store(0, Ordering::Release);
+                Some(Reporter(word))
+            }
             Err(e) => {
                 eprintln!(
                     "proxystore worker {}: cannot map the progress page: {e}",
@@ -159,11 +173,15 @@ mod tests {
     #[test]
     fn what_the_worker_writes_the_pool_reads() {
         let (progress, fd) = Starts::create().unwrap();
+        // A worker that never maps the page tells nothing.
         assert_eq!(progress.started(), None);
-        let worker = Reporter(Word::map(fd.as_raw_fd(), true).unwrap());
+        let worker = Word::map(fd.as_raw_fd(), true).unwrap();
+        worker.get().store(0, Ordering::Release);
+        let worker = Reporter(worker);
+        assert_eq!(progress.started(), Some(None));
         worker.starting(0);
-        assert_eq!(progress.started(), Some(0));
+        assert_eq!(progress.started(), Some(Some(0)));
         worker.starting(41);
-        assert_eq!(progress.started(), Some(41));
+        assert_eq!(progress.started(), Some(Some(41)));
     }
 }

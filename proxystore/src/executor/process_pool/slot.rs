@@ -69,9 +69,12 @@ pub(super) fn run(dispatch: Arc<Dispatch>, index: usize, started: Sender<io::Res
             // Not reaped yet: the pid is still this worker's.
             let _ = child.kill();
         }
+        // Dead before its jobs are sorted: until then it could still start
+        // one that its progress page does not show yet (a kill is not
+        // instant, and a worker that closed its answers may live on).
+        let mut status = reap(&mut child);
         let (lost, killed) = dispatch.worker_gone(index);
         let _ = writer.join();
-        let mut status = reap(&mut child);
         if let Some(violation) = violation {
             status = format!("it broke the worker protocol ({violation}) and was killed: {status}");
         } else if killed {
