@@ -204,6 +204,38 @@ fn futures_never_set_do_not_hold_up_other_background_reads() {
     store.close().unwrap();
 }
 
+/// Regression: the background poll of a future's proxy held the proxy, so
+/// a future nobody held any more was looked for every 100 ms for the life
+/// of the process. It stops once every proxy of it is dropped.
+#[test]
+fn background_polls_of_a_future_stop_when_its_proxies_are_dropped() {
+    let store = Store::builder(unique("poll-stops"), LocalConnector::new())
+        .metrics(true)
+        .build()
+        .unwrap();
+    let future = store.future::<u64>().unwrap();
+    let proxy = future.proxy();
+    Proxy::resolve_async(&proxy).unwrap();
+    // Every read, found or not, looks in the cache first.
+    let gets = || {
+        let m = store.metrics().unwrap();
+        m.cache_hits + m.cache_misses
+    };
+    // Polling: reads keep coming.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gets() < 3 {
+        assert!(Instant::now() < deadline, "the poll never read the store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop((proxy, future));
+    // At most the look under way then (or scheduled: it finds no proxy).
+    std::thread::sleep(Duration::from_millis(300));
+    let after_drop = gets();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(gets(), after_drop, "a future nobody holds is still polled");
+    store.close().unwrap();
+}
+
 #[test]
 fn proxies_resolve_from_many_threads_at_once() {
     let (store, _dir) = file_store("threads");

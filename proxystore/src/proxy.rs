@@ -265,36 +265,54 @@ impl Drop for Done<'_> {
 const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 const LAST_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// A future's background poll's hold on its proxy: weak, so that a poll
+/// of a future nobody holds any more ends; when it is dropped without a
+/// next poll taking it over (the value read, the wait over, the pool
+/// refusing the work, a panic), the proxy's `queued` flag is cleared, so a
+/// later [`Proxy::resolve_async`] can start again.
+struct Poll<T>(Option<std::sync::Weak<Inner<T>>>);
+
+impl<T> Drop for Poll<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take().and_then(|weak| weak.upgrade()) {
+            inner.queued.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// One look, on the resolver pool, for the object of a future's proxy:
 /// read if it is set, else look again after a pause. The pause is a timer,
 /// not a thread that sleeps: a future that is never set must not hold one
 /// of the pool's few threads (eight such futures stopped every other
-/// background read in the process).
+/// background read in the process). Once every proxy of it is dropped, the
+/// looking stops.
 fn poll_future<T: Storable>(
-    proxy: Proxy<T>,
+    mut poll: Poll<T>,
     deadline: Option<std::time::Instant>,
     pause: std::time::Duration,
 ) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
-        let done = Done(&proxy.inner.queued);
-        if Proxy::is_resolved(&proxy) {
+        let Some(inner) = poll.0.as_ref().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        if inner.value.get().is_some() {
             return;
         }
-        let factory = &proxy.inner.factory;
+        let factory = &inner.factory;
         let read = factory
             .store()
             .and_then(|store| store.get::<T>(&factory.key));
         match read {
             // Blocks only while a dereference of this proxy is reading:
             // the object is set, so that read ends within its next poll.
-            Ok(Some(value)) => drop(proxy.inner.value.set(value)),
+            Ok(Some(value)) => drop(inner.value.set(value)),
             Ok(None) if deadline.is_none_or(|d| std::time::Instant::now() < d) => {
-                // Still queued: the flag stays set for the next look.
-                std::mem::forget(done);
-                let next = poll_future(proxy.clone(), deadline, (pause * 2).min(LAST_POLL));
-                if background::run_after(pause, next).is_err() {
-                    proxy.inner.queued.store(false, Ordering::Release);
-                }
+                // The next poll takes the hold over (the flag stays set).
+                let next = Poll(poll.0.take());
+                drop(inner);
+                let next = poll_future(next, deadline, (pause * 2).min(LAST_POLL));
+                // Refused, the work is dropped and its hold clears the flag.
+                let _ = background::run_after(pause, next);
             }
             // Not set in time, or unreadable: the next dereference waits
             // or reads itself, and reports what it finds.
@@ -417,7 +435,9 @@ impl<T: Storable> Proxy<T> {
             })),
             Some(limit) => {
                 let deadline = limit.map(|l| std::time::Instant::now() + l);
-                background::run(poll_future(proxy, deadline, FIRST_POLL))
+                let poll = Poll(Some(Arc::downgrade(&proxy.inner)));
+                drop(proxy);
+                background::run(poll_future(poll, deadline, FIRST_POLL))
             }
         };
         if queued.is_err() {
