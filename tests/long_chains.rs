@@ -135,3 +135,34 @@ for_both_pools!(
     cancelling_the_first_step_of_a_queued_chain_fails_it,
     shutting_down_with_cancel_ends_a_held_chain,
 );
+
+/// Regression: when a failure passed down a chain, a task's done callbacks
+/// ran before its own dependents were failed (those wait in the thread's
+/// queue of deferred work), so a callback waiting for a dependent waited
+/// for ever, on the pool's thread.
+#[test]
+fn a_done_callback_can_wait_for_a_dependent_failed_with_it() {
+    let f = Fixture::new("chain-callback");
+    let ex = f.executor(Pool::Threads);
+    let gate = f.dir.path().join("gate");
+    let a = ex.submit(after_gate::task(gate.clone(), true)).unwrap();
+    let b = ex.submit(step::task(&a)).unwrap();
+    let c = ex.submit(step::task(&b)).unwrap();
+    let (told, heard) = std::sync::mpsc::channel();
+    b.add_done_callback(move |_| {
+        let _ = told.send(c.result().map(|v| *v));
+    });
+    open(&gate);
+    match heard.recv_timeout(Duration::from_secs(30)) {
+        Ok(Err(Error::UpstreamFailed { upstream, .. })) => assert_eq!(upstream, step::NAME),
+        Ok(other) => panic!("expected UpstreamFailed, got {other:?}"),
+        Err(_) => {
+            // The pool's thread is stuck: shutting down would wait for it.
+            std::mem::forget(ex);
+            panic!("the callback still waits for the dependent after 30 s");
+        }
+    }
+    assert!(b.result().is_err());
+    drop(ex);
+    assert_eq!(f.left(), 0);
+}

@@ -220,31 +220,14 @@ impl TaskCell {
         if let Some(waker) = waker {
             waker.wake();
         }
-        self.run_callbacks(callbacks, status);
+        // Deferred too: when this task finishes inside a drain (failed by
+        // its upstream), its dependents' failures queued above come first,
+        // so a callback may wait for a dependent (by recursion, they did).
+        if !callbacks.is_empty() {
+            let name = self.name.clone();
+            run_deferred([Box::new(move || run_callbacks(&name, callbacks, status)) as Deferred]);
+        }
         true
-    }
-
-    fn run_callbacks(&self, callbacks: Vec<Callback>, status: Result<(), String>) {
-        if callbacks.is_empty() {
-            return;
-        }
-        let error = status.err().map(|message| Error::TaskFailed {
-            task: self.name.to_string(),
-            message,
-        });
-        for callback in callbacks {
-            let status = match &error {
-                None => Ok(()),
-                Some(e) => Err(e),
-            };
-            // Callbacks run on the executor's threads (a process pool's
-            // reader of a worker's answers, say): one that panics must not
-            // take that thread, and every task behind it, down.
-            let call = std::panic::AssertUnwindSafe(|| callback(status));
-            if std::panic::catch_unwind(call).is_err() {
-                tracing::error!(task = %self.name, "a done callback panicked");
-            }
-        }
     }
 
     pub(crate) fn add_callback(&self, callback: Callback) {
@@ -258,7 +241,7 @@ impl TaskCell {
             _ => Ok(()),
         };
         drop(state);
-        self.run_callbacks(vec![callback], status);
+        run_callbacks(&self.name, vec![callback], status);
     }
 
     /// Calls `hook` with the task's output as it is set (at once if it is
@@ -380,6 +363,27 @@ impl TaskCell {
             task: self.name.to_string(),
         };
         self.finish(Err(error), true)
+    }
+}
+
+/// Runs a task's done callbacks, each with the task's status.
+fn run_callbacks(task: &str, callbacks: Vec<Callback>, status: Result<(), String>) {
+    let error = status.err().map(|message| Error::TaskFailed {
+        task: task.to_string(),
+        message,
+    });
+    for callback in callbacks {
+        let status = match &error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        };
+        // Callbacks run on the executor's threads (a process pool's
+        // reader of a worker's answers, say): one that panics must not
+        // take that thread, and every task behind it, down.
+        let call = std::panic::AssertUnwindSafe(|| callback(status));
+        if std::panic::catch_unwind(call).is_err() {
+            tracing::error!(task, "a done callback panicked");
+        }
     }
 }
 
