@@ -36,8 +36,11 @@ pub(crate) fn redact_url(text: &str) -> String {
         .chars()
         .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
         .collect();
-    let text = redact_parameters(&text);
-    redact_user_info(&text)
+    // User information first: a password may itself hold `&pass=..@`,
+    // which read as a parameter first would swallow the `@` and leave the
+    // user information whole.
+    let text = redact_user_info(&text);
+    redact_parameters(&text)
 }
 
 /// Hides the values of credential query parameters, wherever a `?`, `&` or
@@ -100,6 +103,11 @@ fn redact_user_info(text: &str) -> String {
     let Some(authority) = text.find("://").map(|i| i + 3) else {
         return text.to_string();
     };
+    // No authority (`redis+unix:///path?..`): a socket URL's credentials
+    // are parameters, and an `@` in them is not the end of user information.
+    if text[authority..].starts_with('/') {
+        return text.to_string();
+    }
     match text[authority..].rfind('@') {
         Some(at) => format!("{}{HIDDEN}{}", &text[..authority], &text[authority + at..]),
         None => text.to_string(),
@@ -117,6 +125,11 @@ mod tests {
             "redis://<hidden>@host:6379/2",
         ),
         ("redis://alice:s3cret@host", "redis://<hidden>@host"),
+        ("redis://alice:s3cret&pass=x@host", "redis://<hidden>@host"),
+        (
+            "redis://alice:s3;cret?password=x@host/0",
+            "redis://<hidden>@host/0",
+        ),
         ("redis://s3cret@host", "redis://<hidden>@host"),
         (
             "REDIS://alice:s3cret@[::1]:7000/1",
