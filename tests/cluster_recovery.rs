@@ -427,6 +427,53 @@ fn a_cut_off_worker_learns_its_job_was_given_away() {
     );
 }
 
+/// Sleeps `ms`, marking `marks/started` first; says whether its run was
+/// still current at the end. The answer goes through the store.
+#[proxied(types = [String])]
+fn current_after(marks: PathBuf, ms: u64) -> String {
+    let context = proxystore::task::current().expect("inside a task");
+    std::fs::write(marks.join("started"), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    format!("current: {}", context.is_current())
+}
+
+/// Regression: a worker whose server was out of reach for longer than the
+/// lease presumed its lease lost and never renewed it again, though nobody
+/// took the job over: once the server was back, its task still saw
+/// `is_current` false, and its result was refused as unconfirmed.
+#[test]
+fn a_lease_presumed_lost_is_held_again_when_nobody_took_the_job() {
+    let Some(server) = RedisServer::start("lease_back") else {
+        return;
+    };
+    let queue = "back";
+    let marks = tempfile::tempdir().unwrap();
+    let objects = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        unique("lease-back"),
+        FileConnector::new(objects.path().join("objects")).unwrap(),
+    )
+    .unwrap();
+    let executor = StoreExecutor::new(executor(&server, queue), store);
+    let proxy = CutProxy::start(server.port());
+    // The only worker: nobody can take its job over.
+    let _worker = Worker::start(&proxy.url(), queue);
+    let mut future = executor
+        .submit(current_after::task(marks.path().to_path_buf(), 5_000))
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the task never started", || {
+        marks.path().join("started").exists()
+    });
+    // Longer than the lease (0.8 s with these settings), then back.
+    proxy.cut();
+    std::thread::sleep(Duration::from_millis(2_500));
+    proxy.heal();
+    let answer = future
+        .result_timeout(Duration::from_secs(30))
+        .map(|v| v.to_string());
+    assert_eq!(answer.ok().as_deref(), Some("current: true"));
+}
+
 /// Regression: a worker cut off from Redis during a job (re-run
 /// elsewhere meanwhile) that came back before its run ended took the job
 /// back from the re-running worker at its next lease renewal (a plain

@@ -96,8 +96,10 @@ impl TaskContext {
     /// another worker runs it again. This turns false once the worker knows
     /// (its lease renewal found the job given away) or presumes (it could
     /// not renew the lease for longer than the lease lasts) that the job is
-    /// no longer its own; the run's result is then not stored and its reply
-    /// not sent. Check it before a side effect that must not happen twice,
+    /// no longer its own; a run known to have lost its job neither stores
+    /// its result nor replies. A presumption ends when the server is
+    /// reached again and the job is still this worker's (nobody took it
+    /// over): then this is true again. Check it before a side effect that must not happen twice,
     /// and stop early when it is false. It is a hint, not a lock: a run
     /// may lose its job just after a check said true, so side effects must
     /// still be idempotent.

@@ -1,6 +1,6 @@
 //! A worker: one consumer of the queue's group, running one job at a time.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -184,17 +184,27 @@ struct Run {
     /// When the lease was last renewed (or the job delivered), by this
     /// host's clock.
     renewed: Mutex<Instant>,
-    /// Set once the job is known, or presumed, to be another worker's:
-    /// then it is never renewed again.
-    lost: AtomicBool,
+    /// [`HELD`], [`PRESUMED_LOST`] or [`LOST`].
+    lease: AtomicU8,
 }
+
+/// The lease is this worker's, as far as it knows.
+const HELD: u8 = 0;
+/// Nothing renewed it for as long as a reaper waits: another worker may
+/// have taken the job over. Renewals go on, and one that finds the job
+/// still pending to this worker holds it again (the server was only out
+/// of reach, and nobody took the job).
+const PRESUMED_LOST: u8 = 1;
+/// Known to be another worker's (or unconfirmable when it mattered): never
+/// renewed again.
+const LOST: u8 = 2;
 
 impl Run {
     fn new(entry: &str) -> Arc<Run> {
         Arc::new(Run {
             entry: entry.to_string(),
             renewed: Mutex::new(Instant::now()),
-            lost: AtomicBool::new(false),
+            lease: AtomicU8::new(HELD),
         })
     }
 
@@ -202,17 +212,42 @@ impl Run {
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lease(&self) -> u8 {
+        self.lease.load(Ordering::Acquire)
+    }
+
     fn lose(&self, why: &str) {
-        if !self.lost.swap(true, Ordering::AcqRel) {
+        if self.lease.swap(LOST, Ordering::AcqRel) != LOST {
             tracing::warn!(entry = %self.entry, "cluster worker: lost the lease of the job it runs ({why})");
+        }
+    }
+
+    /// The server says the job is still pending to this worker.
+    fn hold(&self, renewed: Instant) {
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = renewed;
+        if self
+            .lease
+            .compare_exchange(PRESUMED_LOST, HELD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::info!(entry = %self.entry, "cluster worker: the lease of the job it runs is its own again");
         }
     }
 
     /// Presumes the lease lost once nothing renewed it for as long as a
     /// reaper waits before taking a job over.
     fn presume(&self, settings: &Settings) {
-        if self.renewed().elapsed() >= lease_lost_after(settings) {
-            self.lose("no renewal reached the server for longer than the lease");
+        if self.renewed().elapsed() >= lease_lost_after(settings)
+            && self
+                .lease
+                .compare_exchange(HELD, PRESUMED_LOST, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            tracing::warn!(
+                entry = %self.entry,
+                "cluster worker: no renewal of the lease of the job it runs reached the server for \
+                 longer than the lease; another worker may run it now"
+            );
         }
     }
 }
@@ -289,7 +324,7 @@ fn heartbeat(server: &Server, keys: &Keys, settings: &Settings, consumer: &str, 
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .filter(|run| !run.lost.load(Ordering::Acquire));
+            .filter(|run| run.lease() != LOST);
         if let Some(run) = &run {
             run.presume(settings);
         }
@@ -301,7 +336,7 @@ fn heartbeat(server: &Server, keys: &Keys, settings: &Settings, consumer: &str, 
         // the server's renewal.
         let sent = Instant::now();
         let renewed = beat(c, keys, consumer, settings).and_then(|()| match &run {
-            Some(run) if !run.lost.load(Ordering::Acquire) => RENEW
+            Some(run) if run.lease() != LOST => RENEW
                 .call(&[&keys.jobs()])
                 .arg(GROUP)
                 .arg(&run.entry)
@@ -311,9 +346,7 @@ fn heartbeat(server: &Server, keys: &Keys, settings: &Settings, consumer: &str, 
             _ => Ok(None),
         });
         match (renewed, &run) {
-            (Ok(Some(1)), Some(run)) => {
-                *run.renewed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
-            }
+            (Ok(Some(1)), Some(run)) => run.hold(sent),
             (Ok(Some(_)), Some(run)) => run.lose("another worker holds it now"),
             (Ok(_), _) => {}
             (Err(e), _) => {
@@ -359,7 +392,7 @@ impl Lease {
 
 impl crate::task::RunLease for Lease {
     fn is_current(&self) -> bool {
-        !self.run.lost.load(Ordering::Acquire)
+        self.run.lease() == HELD
     }
 
     /// Asks the server; while it cannot be reached, asks again until the
@@ -368,11 +401,14 @@ impl crate::task::RunLease for Lease {
     /// other run's caller already evicted.
     fn confirm(&self) -> bool {
         loop {
-            if self.run.lost.load(Ordering::Acquire) {
+            if self.run.lease() == LOST {
                 return false;
             }
             match self.ask() {
-                Some(true) => return true,
+                Some(true) => {
+                    self.run.hold(Instant::now());
+                    return true;
+                }
                 Some(false) => {
                     self.run.lose("another worker holds it now");
                     return false;
