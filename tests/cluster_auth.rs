@@ -240,3 +240,94 @@ fn the_secret_never_shows() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
 }
+
+/// Regression: with a secret, job entries were authenticated but the
+/// records of a caller's inputs were not, so anyone who could write the
+/// queue's keys could plant a "dead caller" whose record named another
+/// store's object, and the sweeping worker evicted it. Records (and
+/// replies) are tagged now; an untagged one is not acted on.
+#[test]
+fn a_forged_record_of_a_dead_callers_inputs_evicts_nothing() {
+    let Some(server) = RedisServer::start("a_forged_record_of_a_dead_callers_inputs") else {
+        return;
+    };
+    let queue = unique("auth-record").replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let exe = std::env::current_exe().unwrap();
+    let _worker = Worker::start_with(
+        &exe,
+        &WORKER_ENTRY,
+        &server.url(),
+        &queue,
+        &[(SECRET_ENV, "the queue's secret")],
+    );
+    let victim = Store::new(
+        unique("auth-record-victim"),
+        RedisConnector::builder(server.url())
+            .namespace(unique("record-victim"))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let kept = victim.put(&String::from("kept")).unwrap();
+    // The worker serves (and its group exists) before the forgery.
+    let executor = StoreExecutor::new(caller(&server, &queue, Some("the queue's secret")), {
+        Store::new(
+            unique("auth-record-caller"),
+            RedisConnector::new(server.url()).unwrap(),
+        )
+        .unwrap()
+    });
+    let result = executor
+        .submit(make::task("signed"))
+        .unwrap()
+        .result()
+        .unwrap();
+    assert_eq!(*result, "made from signed");
+
+    // A record as a caller writes it: the job's stub (its store and result
+    // key), then the keys of its inputs; here, the victim's object.
+    let stub = forged_job(&victim, kept);
+    let mut record = (stub.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&stub);
+    record.extend_from_slice(kept.as_uuid().as_bytes());
+    let mut con = connection(&server);
+    let prefix = format!("proxystore:queue:{queue}");
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg(format!("{prefix}:callers"))
+        .arg("deadbeef")
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{prefix}:inputs:deadbeef"))
+        .arg(1)
+        .arg(&record)
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    // Swept: the planted caller is gone from the set.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let member: i64 = redis::cmd("SISMEMBER")
+            .arg(format!("{prefix}:callers"))
+            .arg("deadbeef")
+            .query(&mut con)
+            .unwrap();
+        if member == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead caller was never swept");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fresh = Store::from_config(victim.config().clone()).unwrap();
+    assert_eq!(
+        fresh
+            .get::<String>(&kept)
+            .unwrap()
+            .as_deref()
+            .map(String::as_str),
+        Some("kept"),
+        "a forged record of a dead caller's inputs evicted another store's object"
+    );
+    drop(executor);
+    victim.close().unwrap();
+}

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use proxystore::connectors::{FileConnector, LocalConnector};
 use proxystore::executor::cluster::{ClusterExecutor, Settings};
 use proxystore::{proxied, Store, StoreExecutor};
-use support::cluster::{executor, quick, wait_pending, Worker};
+use support::cluster::{executor, quick, Worker};
 use support::common::unique;
 use support::redis_server::RedisServer;
 
@@ -240,7 +240,13 @@ fn a_run_that_cannot_confirm_its_job_does_not_store_its_result() {
     let mut future = executor
         .submit(first_run_slow::task(marks.clone(), 5000, 200))
         .unwrap();
-    wait_pending(&server, queue);
+    // Running, not only delivered: a delivery still on its way through the
+    // proxy when it is cut never reaches the worker.
+    wait_until(
+        Duration::from_secs(20),
+        "the first run never started",
+        || marks.join("first").exists(),
+    );
     proxy.cut();
     let mut other = Worker::start(&server.url(), queue);
     let result = future.result_timeout(Duration::from_secs(20)).unwrap();
@@ -505,7 +511,12 @@ fn a_result_does_not_outlive_its_owner_after_a_partition() {
     let mut future = executor
         .submit(first_run_slow::task(marks.path().to_path_buf(), 4000, 4000))
         .unwrap();
-    wait_pending(&server, queue);
+    // Running, not only delivered (see above).
+    wait_until(
+        Duration::from_secs(20),
+        "the first run never started",
+        || marks.path().join("first").exists(),
+    );
     proxy.cut();
     let other = Worker::start(&server.url(), queue);
     // The other worker has taken the job over: heal before either run ends.

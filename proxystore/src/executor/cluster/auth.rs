@@ -111,6 +111,54 @@ impl JobKey {
 }
 
 /// The secret from [`SECRET_FILE_ENV`] or [`SECRET_ENV`], if either is set.
+/// Bytes of the tag that [`JobKey::seal`] appends.
+pub(super) const TAG_LEN: usize = 32;
+
+impl JobKey {
+    fn blob_mac(&self, queue: &str, label: &[u8], caller: &str, data: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any size");
+        mac.update(CONTEXT);
+        for field in [label, queue.as_bytes(), caller.as_bytes(), data] {
+            mac.update(&(field.len() as u64).to_le_bytes());
+            mac.update(field);
+        }
+        mac
+    }
+
+    /// `data` followed by its tag, as something of `caller`'s that
+    /// workers act on (`label` says what: a reply, an input record).
+    pub(super) fn seal(
+        &self,
+        queue: &str,
+        label: &[u8],
+        caller: &str,
+        mut data: Vec<u8>,
+    ) -> Vec<u8> {
+        let tag = self
+            .blob_mac(queue, label, caller, &data)
+            .finalize()
+            .into_bytes();
+        data.extend_from_slice(&tag);
+        data
+    }
+
+    /// The data of a [`seal`](JobKey::seal)ed blob, if its tag is right.
+    pub(super) fn open<'a>(
+        &self,
+        queue: &str,
+        label: &[u8],
+        caller: &str,
+        blob: &'a [u8],
+    ) -> Option<&'a [u8]> {
+        let split = blob.len().checked_sub(TAG_LEN)?;
+        let (data, tag) = blob.split_at(split);
+        self.blob_mac(queue, label, caller, data)
+            .verify_slice(tag)
+            .ok()
+            .map(|()| data)
+    }
+}
+
 pub(super) fn secret_from_env() -> Result<Option<JobKey>> {
     let invalid = |reason: String| Error::InvalidConfig {
         kind: "cluster queue".into(),

@@ -110,7 +110,11 @@ impl Inner {
         if job.created.is_empty() {
             return false;
         }
-        let record = super::queue::input_record(job);
+        let record = self.keys.seal(
+            super::queue::INPUTS_LABEL,
+            &self.caller,
+            super::queue::input_record(job),
+        );
         let mut recorder = self.recorder.lock().unwrap_or_else(|e| e.into_inner());
         for _ in 0..2 {
             if recorder.is_none() {
@@ -139,6 +143,26 @@ impl Inner {
             }
         }
         false
+    }
+
+    /// A reply read from this caller's list: decoded if a worker wrote it
+    /// (with the queue's secret, its tag must be right).
+    ///
+    /// An untagged failure is taken too: a worker with another secret
+    /// refuses the job that way (it cannot tag for this caller). A forged
+    /// one can only fail a job; a result is taken only with its tag, so a
+    /// forged one can never make this caller own (and evict) an object.
+    fn open_reply(&self, blob: &[u8]) -> Option<(u64, Reply)> {
+        match self
+            .keys
+            .open(super::queue::REPLY_LABEL, &self.caller, blob)
+        {
+            Some(bytes) => Reply::decode(bytes.to_vec()),
+            None => match Reply::decode(blob.to_vec())? {
+                (id, reply @ Reply::Failed(_)) => Some((id, reply)),
+                _ => None,
+            },
+        }
     }
 
     fn take(&self, id: u64) -> Option<Pending> {
@@ -464,10 +488,10 @@ pub(super) fn receive(inner: &Inner) {
             .arg(&reply_key)
             .arg(REPLY_BLOCK.as_secs())
             .query(c);
-        let deliver = |blob: Vec<u8>| match Reply::decode(blob) {
+        let deliver = |blob: Vec<u8>| match inner.open_reply(&blob) {
             Some((_, Reply::Stop)) => {}
             Some((id, reply)) => inner.deliver(id, reply),
-            None => tracing::warn!("cluster caller: malformed reply ignored"),
+            None => tracing::warn!("cluster caller: malformed or unauthenticated reply ignored"),
         };
         let result = first.and_then(|v| {
             let Some(b) = redis_io::array(&v).get(1).and_then(redis_io::bytes) else {
@@ -530,7 +554,7 @@ fn fail_lost(inner: &Inner, con: &mut Connection) -> redis::RedisResult<()> {
         .arg(usize::MAX >> 1)
         .query(con)?;
     for blob in redis_io::array(&replies) {
-        if let Some((id, reply)) = redis_io::bytes(blob).and_then(|b| Reply::decode(b.to_vec())) {
+        if let Some((id, reply)) = redis_io::bytes(blob).and_then(|b| inner.open_reply(b)) {
             inner.deliver(id, reply);
         }
     }
@@ -622,7 +646,11 @@ pub(super) fn wake_reader(inner: &Inner) {
         let _: redis::RedisResult<()> = redis::pipe()
             .cmd("RPUSH")
             .arg(inner.reply_key())
-            .arg(Reply::Stop.encode(0))
+            .arg(inner.keys.seal(
+                super::queue::REPLY_LABEL,
+                &inner.caller,
+                Reply::Stop.encode(0),
+            ))
             .ignore()
             .cmd("PEXPIRE")
             .arg(inner.reply_key())

@@ -121,7 +121,13 @@
 //!   is run, stored or evicted, and the caller it names receives a failure
 //!   ([`Error::TaskFailed`], saying the secrets differ), so a caller whose
 //!   secret is wrong (or missing) fails at once instead of waiting. The
-//!   secret never appears in `Debug` output, errors or logs. The MAC
+//!   secret never appears in `Debug` output, errors or logs. What else
+//!   workers or callers act on is tagged the same way: the replies workers
+//!   write (a caller takes a result only with its tag, so a forged one can
+//!   never make it own, and later evict, an object; an untagged failure is
+//!   taken, which is how a worker with another secret refuses a job) and
+//!   the records of a caller's in-flight inputs (a worker sweeping a dead
+//!   caller evicts only what a tagged record names). The MAC
 //!   proves who wrote an entry, not that it is new: someone who can read
 //!   the stream can add a copy of a signed entry, which runs the same job
 //!   again against its own store.

@@ -13,6 +13,11 @@ pub(super) const GROUP: &str = "workers";
 /// How many replies a caller takes per round trip.
 pub(super) const REPLY_BATCH: usize = 1024;
 
+/// What [`Keys::seal`] labels a reply with.
+pub(super) const REPLY_LABEL: &[u8] = b"reply";
+/// What [`Keys::seal`] labels an input record with.
+pub(super) const INPUTS_LABEL: &[u8] = b"inputs";
+
 /// The keys of one queue.
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
@@ -61,6 +66,26 @@ impl Keys {
         self.secret
             .as_ref()
             .is_none_or(|secret| secret.verify(&self.queue, entry))
+    }
+
+    /// `data` (a reply, an input record) of `caller` as it is written in
+    /// Redis: with a tag when the queue has a secret, so that nobody
+    /// without it can make workers act on forged data (evict what a forged
+    /// record or reply names), nor a caller take a forged reply.
+    pub(super) fn seal(&self, label: &[u8], caller: &str, data: Vec<u8>) -> Vec<u8> {
+        match &self.secret {
+            Some(secret) => secret.seal(&self.queue, label, caller, data),
+            None => data,
+        }
+    }
+
+    /// The data of a blob written by [`seal`](Keys::seal): `None` if the
+    /// queue has a secret and the blob's tag is wrong.
+    pub(super) fn open<'a>(&self, label: &[u8], caller: &str, blob: &'a [u8]) -> Option<&'a [u8]> {
+        match &self.secret {
+            Some(secret) => secret.open(&self.queue, label, caller, blob),
+            None => Some(blob),
+        }
     }
 
     /// The stream of jobs.

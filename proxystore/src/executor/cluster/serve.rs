@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{Connection, Value};
 
 use super::queue::{
-    is_transient, ms, Keys, Reply, Settings, FINISH, GIVE_UP, GROUP, MAX_TTL_MS, RENEW,
+    is_transient, ms, Keys, Reply, Settings, FINISH, GIVE_UP, GROUP, INPUTS_LABEL, MAX_TTL_MS,
+    RENEW, REPLY_LABEL,
 };
 use super::redis_io::{self, is_connection_error, Entry, Server, COMMAND_TIMEOUT};
 use crate::error::{Error, Result};
@@ -654,7 +655,7 @@ impl Serving<'_> {
         };
         tracing::debug!(entry = %entry.id, attempt, "cluster worker: job done");
         let ttl = job.reply_ttl.unwrap_or(ms(self.w.settings.reply_ttl));
-        let (delivered, refused) = self.finish(&entry.id, job.caller, job.id, &reply, ttl);
+        let (delivered, refused) = self.finish(&entry.id, job.caller, job.id, &reply, ttl, true);
         self.heart.set_current(None);
         match delivered {
             // Another worker took the job over while this one was taken
@@ -710,7 +711,9 @@ impl Serving<'_> {
         let ttl = ms(self.w.settings.reply_ttl);
         // Answered through the same path as a job's reply (a refusal for
         // good drops the entry); nothing the entry names is evicted.
-        let _ = self.finish(&entry.id, job.caller, job.id, &failure, ttl);
+        // Not sealed: the caller's secret differs (or it has none), so it
+        // could not check a tag; it takes untagged failures only.
+        let _ = self.finish(&entry.id, job.caller, job.id, &failure, ttl, false);
     }
 
     /// Sends a job's reply and removes its entry (the [`FINISH`] script):
@@ -726,6 +729,7 @@ impl Serving<'_> {
         id: u64,
         reply: &Reply,
         ttl: u64,
+        sealed: bool,
     ) -> (Option<i64>, bool) {
         let keys = self.w.keys.clone();
         let (reply_key, caller_alive) = (keys.reply(caller), keys.alive(caller));
@@ -741,7 +745,11 @@ impl Serving<'_> {
                     .invoke::<i64>(con)
             })
         };
-        let refusal = match send(self, &reply.encode(id), ttl) {
+        let seal = |reply: &Reply| match sealed {
+            true => keys.seal(REPLY_LABEL, caller, reply.encode(id)),
+            false => reply.encode(id),
+        };
+        let refusal = match send(self, &seal(reply), ttl) {
             Ok(answer) => return (Some(answer), false),
             Err(None) => return (None, false),
             Err(Some(e)) => self.w.server.err("sending a task's reply", e),
@@ -751,7 +759,7 @@ impl Serving<'_> {
             "the worker could not send this task's reply ({refusal}); check the queue's server \
              and the caller's settings"
         ));
-        match send(self, &failure.encode(id), ms(self.w.settings.reply_ttl)) {
+        match send(self, &seal(&failure), ms(self.w.settings.reply_ttl)) {
             Ok(answer) => (Some(answer), true),
             Err(None) => (None, true),
             Err(Some(_)) => {
@@ -936,6 +944,7 @@ pub(super) fn give_up(
         reason: reason.to_string(),
     }
     .encode(job.id);
+    let blob = keys.seal(REPLY_LABEL, job.caller, blob);
     let delivered: redis::RedisResult<i64> = GIVE_UP
         .call(&[
             &keys.jobs(),
@@ -995,8 +1004,13 @@ fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
             if blobs.is_empty() {
                 break;
             }
+            // Only what a worker wrote: with a secret, a forged reply
+            // naming another store's object is not acted on.
             for blob in blobs.iter().filter_map(redis_io::bytes) {
-                if let Some((_, Reply::Done(output))) = Reply::decode(blob.to_vec()) {
+                let reply = keys.open(REPLY_LABEL, caller, blob);
+                if let Some((_, Reply::Done(output))) =
+                    reply.and_then(|b| Reply::decode(b.to_vec()))
+                {
                     crate::task::evict_output(&output);
                 }
             }
@@ -1008,7 +1022,9 @@ fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
             .query::<Vec<Vec<u8>>>(con)
         {
             for record in &records {
-                super::queue::evict_recorded(record);
+                if let Some(record) = keys.open(INPUTS_LABEL, caller, record) {
+                    super::queue::evict_recorded(record);
+                }
             }
         }
         let _: redis::RedisResult<()> = redis::cmd("DEL")
