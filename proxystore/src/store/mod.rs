@@ -468,9 +468,7 @@ impl Store {
             self.inner.closed.store(false, Ordering::Release);
             return Err(e);
         }
-        if get_store(self.name()).is_some_and(|s| Arc::ptr_eq(&s.inner, &self.inner)) {
-            unregister_store(self.name());
-        }
+        registry::unregister_exact(self);
         if let Some(cache) = &self.inner.cache {
             cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }

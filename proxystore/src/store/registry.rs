@@ -38,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::{Store, StoreConfig};
@@ -146,6 +146,31 @@ pub fn unregister_store(name: &str) -> Option<Store> {
     Some(store)
 }
 
+/// Unregisters `store` itself, registered or kept among the rebuilt ones,
+/// in one step under the lock: another store of the same name (rebuilt
+/// over another connector, or registered meanwhile by another thread) is
+/// left alone. A closed store is remembered as closed (see the module
+/// docs). What [`Store::close`] calls.
+pub(crate) fn unregister_exact(store: &Store) {
+    let mut registry = write();
+    let name = store.name();
+    let found = if registry
+        .open
+        .get(name)
+        .is_some_and(|s| Arc::ptr_eq(&s.inner, &store.inner))
+    {
+        registry.open.remove(name);
+        true
+    } else {
+        registry.remove_rebuilt_store(store)
+    };
+    if found && store.is_closed() {
+        registry
+            .closed
+            .insert(name.to_string(), store.config().clone());
+    }
+}
+
 /// The store registered under `config.name`, or one built from `config`
 /// (kept among the stores rebuilt from configurations, see the module
 /// docs).
@@ -217,11 +242,14 @@ impl Registry {
     }
 
     fn expire(&mut self, now: Instant) {
-        let idle_since = millis_since_epoch(now)
-            .saturating_sub(u64::try_from(REBUILT_IDLE.as_millis()).unwrap_or(u64::MAX));
+        let idle = u64::try_from(REBUILT_IDLE.as_millis()).unwrap_or(u64::MAX);
         let before = self.rebuilt_count;
-        for stores in self.rebuilt.values_mut() {
-            stores.retain(|r| r.used.load(Ordering::Relaxed) > idle_since);
+        // Nothing can be idle yet in a process younger than the idle time
+        // (a store used in its first millisecond counts as used at 0).
+        if let Some(idle_since) = millis_since_epoch(now).checked_sub(idle) {
+            for stores in self.rebuilt.values_mut() {
+                stores.retain(|r| r.used.load(Ordering::Relaxed) > idle_since);
+            }
         }
         self.rebuilt.retain(|_, stores| !stores.is_empty());
         self.rebuilt_count = self.rebuilt.values().map(Vec::len).sum();
@@ -263,6 +291,25 @@ impl Registry {
         }
     }
 
+    /// Forgets `store` if it is among the rebuilt ones.
+    fn remove_rebuilt_store(&mut self, store: &Store) -> bool {
+        let Some(stores) = self.rebuilt.get_mut(store.name()) else {
+            return false;
+        };
+        let Some(i) = stores
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.store.inner, &store.inner))
+        else {
+            return false;
+        };
+        stores.remove(i);
+        if stores.is_empty() {
+            self.rebuilt.remove(store.name());
+        }
+        self.rebuilt_count -= 1;
+        true
+    }
+
     /// Forgets the store most recently rebuilt under `name`.
     fn remove_latest_rebuilt(&mut self, name: &str) -> Option<Store> {
         let stores = self.rebuilt.get_mut(name)?;
@@ -280,13 +327,6 @@ mod tests {
     use super::*;
     use crate::connectors::FileConnector;
 
-    fn kept() -> usize {
-        registry()
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .rebuilt_count
-    }
-
     /// A configuration of a store that this process did not register.
     fn unregistered(dir: &std::path::Path, name: &str) -> (Store, StoreConfig) {
         let connector = FileConnector::new(dir.join(name)).unwrap();
@@ -298,31 +338,57 @@ mod tests {
         (store, config)
     }
 
+    /// On a registry of its own: the process's is shared with the other
+    /// tests, and a store stamped in the future there would outlive them.
     #[test]
     fn rebuilt_stores_are_bounded_and_expire_when_idle() {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = format!("registry-bound-{}", std::process::id());
+        let mut registry = Registry::default();
+        let now = Instant::now();
         let mut made = Vec::new();
         for i in 0..REBUILT_STORES * 2 {
-            let (store, config) = unregistered(dir.path(), &format!("{prefix}-{i}"));
-            get_or_create_store(&config).unwrap();
+            let (store, config) = unregistered(dir.path(), &format!("bound-{i}"));
+            let at = now + Duration::from_millis(i as u64);
+            registry.add_rebuilt(Store::from_config(config.clone()).unwrap(), at);
             made.push((store, config));
-            assert!(kept() <= REBUILT_STORES, "{} kept", kept());
+            assert!(registry.rebuilt_count <= REBUILT_STORES);
         }
         // The oldest were dropped, the most recent are kept.
-        let has = |config: &StoreConfig| registry().read().unwrap().find(config, Instant::now());
-        assert!(has(&made[0].1).is_none());
-        assert!(has(&made.last().unwrap().1).is_some());
+        assert!(registry.find(&made[0].1, now).is_none());
+        assert!(registry.find(&made.last().unwrap().1, now).is_some());
 
         // A rebuild later than the idle time drops the idle ones.
-        let later = Instant::now() + REBUILT_IDLE + Duration::from_secs(1);
-        let (last, config) = unregistered(dir.path(), &format!("{prefix}-last"));
-        write().add_rebuilt(Store::from_config(config.clone()).unwrap(), later);
-        assert!(has(&made.last().unwrap().1).is_none());
-        assert!(has(&config).is_some());
+        let later = now + REBUILT_IDLE + Duration::from_secs(1);
+        let (last, config) = unregistered(dir.path(), "bound-last");
+        registry.add_rebuilt(Store::from_config(config.clone()).unwrap(), later);
+        assert!(registry.find(&made.last().unwrap().1, later).is_none());
+        assert!(registry.find(&config, later).is_some());
+        assert_eq!(registry.rebuilt_count, 1);
         last.close().unwrap();
         for (store, _) in made {
             store.close().unwrap();
         }
+    }
+
+    /// Closing a rebuilt store that is not the newest of its name removes
+    /// that one, not the newest.
+    #[test]
+    fn closing_a_rebuilt_store_removes_that_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("exact-{}", std::process::id());
+        let (a, config_a) = unregistered(dir.path(), &name);
+        let other_dir = dir.path().join("other");
+        std::fs::create_dir(&other_dir).unwrap();
+        let (b, config_b) = unregistered(&other_dir, &name);
+        let older = get_or_create_store(&config_a).unwrap();
+        let newer = get_or_create_store(&config_b).unwrap();
+        older.close().unwrap();
+        let registry = registry().read().unwrap_or_else(|e| e.into_inner());
+        assert!(registry.find(&config_a, Instant::now()).is_none());
+        assert!(registry.find(&config_b, Instant::now()).is_some());
+        drop(registry);
+        newer.close().unwrap();
+        a.close().unwrap();
+        b.close().unwrap();
     }
 }
