@@ -1,0 +1,234 @@
+//! Jobs of dead workers and callers: reaping stale entries, giving up on
+//! jobs out of attempts, sweeping what dead callers left, forgetting dead
+//! consumers.
+
+use redis::{Connection, Value};
+
+use super::super::queue::{ms, Keys, Reply, Settings, GIVE_UP, GROUP, INPUTS_LABEL, REPLY_LABEL};
+use super::super::redis_io::{self, Entry};
+use super::entry::{orphaned, JobEntry};
+
+/// Entries (id, times delivered) of consumers whose heartbeat expired and
+/// whose lease ran out, other than `me`.
+pub(crate) fn reap_candidates(
+    con: &mut Connection,
+    keys: &Keys,
+    settings: &Settings,
+    me: &str,
+) -> redis::RedisResult<Vec<(String, u64)>> {
+    // Who holds entries: the summary form lists every consumer with
+    // pending entries, so dead ones are never hidden behind live ones.
+    let summary: Value = redis::cmd("XPENDING")
+        .arg(keys.jobs())
+        .arg(GROUP)
+        .query(con)?;
+    let holders = redis_io::array(&summary)
+        .get(3)
+        .map(redis_io::array)
+        .unwrap_or_default();
+    let consumers: Vec<String> = holders
+        .iter()
+        .filter_map(|row| redis_io::array(row).first().and_then(redis_io::text))
+        .filter(|c| *c != me)
+        .map(str::to_string)
+        .collect();
+    if consumers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for c in &consumers {
+        pipe.cmd("EXISTS").arg(keys.alive(c));
+    }
+    let alive: Vec<i64> = pipe.query(con)?;
+    let mut out = Vec::new();
+    for (consumer, _) in consumers.iter().zip(alive).filter(|(_, a)| *a == 0) {
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(keys.jobs())
+            .arg(GROUP)
+            .arg("IDLE")
+            .arg(ms(settings.lease))
+            .arg("-")
+            .arg("+")
+            .arg(64)
+            .arg(consumer)
+            .query(con)?;
+        out.extend(redis_io::array(&pending).iter().filter_map(|row| {
+            let row = redis_io::array(row);
+            Some((
+                redis_io::text(row.first()?)?.to_string(),
+                u64::try_from(redis_io::int(row.get(3)?)?).ok()?,
+            ))
+        }));
+    }
+    Ok(out)
+}
+
+/// Moves a job to the dead-letter stream and fails it.
+pub(crate) fn give_up(
+    con: &mut Connection,
+    keys: &Keys,
+    settings: &Settings,
+    entry: &Entry,
+    attempts: u64,
+    reason: &str,
+) {
+    // An entry without a valid MAC names objects nobody vouched for.
+    let Some(job) = JobEntry::parse(entry).filter(|_| keys.authentic(entry)) else {
+        let _ = redis::pipe()
+            .cmd("XACK")
+            .arg(keys.jobs())
+            .arg(GROUP)
+            .arg(&entry.id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(keys.jobs())
+            .arg(&entry.id)
+            .ignore()
+            .query::<()>(con);
+        return;
+    };
+    let name = crate::task::job_name(job.job).unwrap_or("?").to_string();
+    tracing::warn!(entry = %entry.id, task = %name, attempts, "cluster: job given up");
+    let blob = Reply::GaveUp {
+        attempts,
+        reason: reason.to_string(),
+    }
+    .encode(job.id);
+    let blob = keys.seal(REPLY_LABEL, job.caller, blob);
+    let delivered: redis::RedisResult<i64> = GIVE_UP
+        .call(&[
+            &keys.jobs(),
+            &keys.dead(),
+            &keys.reply(job.caller),
+            &keys.alive(job.caller),
+        ])
+        .arg(GROUP)
+        .arg(&entry.id)
+        .arg(&blob)
+        .arg(job.reply_ttl.unwrap_or(ms(settings.reply_ttl)))
+        .arg(ms(settings.dead_letter_ttl))
+        .arg(&name)
+        .arg(job.caller)
+        .arg(attempts)
+        .arg(reason)
+        .invoke(con);
+    if !matches!(delivered, Ok(1)) {
+        orphaned(job.job, None, job.created);
+    }
+}
+
+/// Evicts the stored results waiting in the reply lists of callers that
+/// died (their heartbeat expired), then removes the lists. One worker wins
+/// each caller (`SREM` answers 1 to one of them).
+pub(super) fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
+    let Ok(callers) = redis::cmd("SMEMBERS")
+        .arg(keys.callers())
+        .query::<Vec<String>>(con)
+    else {
+        return;
+    };
+    if callers.is_empty() {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    for c in &callers {
+        pipe.cmd("EXISTS").arg(keys.alive(c));
+    }
+    let Ok(alive) = pipe.query::<Vec<i64>>(con) else {
+        return;
+    };
+    for (caller, _) in callers.iter().zip(alive).filter(|(_, a)| *a == 0) {
+        let won: redis::RedisResult<i64> = redis::cmd("SREM")
+            .arg(keys.callers())
+            .arg(caller)
+            .query(con);
+        if won != Ok(1) {
+            continue;
+        }
+        let list = keys.reply(caller);
+        loop {
+            let Ok(batch) = redis::cmd("LPOP").arg(&list).arg(256).query::<Value>(con) else {
+                break;
+            };
+            let blobs = redis_io::array(&batch);
+            if blobs.is_empty() {
+                break;
+            }
+            // Only what a worker wrote: with a secret, a forged reply
+            // naming another store's object is not acted on.
+            for blob in blobs.iter().filter_map(redis_io::bytes) {
+                let reply = keys.open(REPLY_LABEL, caller, blob);
+                if let Some((_, Reply::Done(output))) =
+                    reply.and_then(|b| Reply::decode(b.to_vec()))
+                {
+                    crate::task::evict_output(&output);
+                }
+            }
+        }
+        // Inputs of jobs it had not yet queued, or whose entries went
+        // before anyone evicted them: recorded before they were queued.
+        if let Ok(records) = redis::cmd("HVALS")
+            .arg(keys.inputs(caller))
+            .query::<Vec<Vec<u8>>>(con)
+        {
+            for record in &records {
+                if let Some(record) = keys.open(INPUTS_LABEL, caller, record) {
+                    super::super::queue::evict_recorded(record);
+                }
+            }
+        }
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(&list)
+            .arg(keys.inputs(caller))
+            .query(con);
+        tracing::info!(
+            caller,
+            "cluster worker: swept the replies of a caller that died"
+        );
+    }
+}
+
+/// Removes consumers that hold no jobs and whose heartbeat expired, so the
+/// group does not collect the names of every worker that ever ran.
+pub(super) fn forget_dead_consumers(con: &mut Connection, keys: &Keys, settings: &Settings) {
+    let Ok(info) = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys.jobs())
+        .arg(GROUP)
+        .query::<Value>(con)
+    else {
+        return;
+    };
+    for consumer in redis_io::array(&info) {
+        let fields: Vec<(String, &Value)> = match consumer {
+            Value::Map(kv) => kv
+                .iter()
+                .filter_map(|(k, v)| Some((redis_io::text(k)?.to_string(), v)))
+                .collect(),
+            other => redis_io::array(other)
+                .chunks(2)
+                .filter_map(|kv| Some((redis_io::text(kv.first()?)?.to_string(), kv.get(1)?)))
+                .collect(),
+        };
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let (Some(name), Some(pending), Some(idle)) = (
+            get("name").and_then(redis_io::text),
+            get("pending").and_then(redis_io::int),
+            get("idle").and_then(redis_io::int),
+        ) else {
+            continue;
+        };
+        if pending != 0 || (idle as u64) < ms(settings.lease) {
+            continue;
+        }
+        let alive: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(keys.alive(name)).query(con);
+        if alive == Ok(0) {
+            let _: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(keys.jobs())
+                .arg(GROUP)
+                .arg(name)
+                .query(con);
+        }
+    }
+}
