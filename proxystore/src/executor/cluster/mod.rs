@@ -324,7 +324,7 @@ impl ClusterBuilder {
         let i = inner.clone();
         threads.push(spawn(
             "proxystore-cluster-keeper",
-            Box::new(move || caller::keep(&i)),
+            Box::new(move || caller::heartbeat(&i)),
         )?);
         Ok(ClusterExecutor {
             inner,
@@ -368,7 +368,7 @@ impl ClusterExecutor {
     fn finish_shutdown(inner: &Inner, threads: Vec<JoinHandle<()>>, timeout: Duration) {
         if !inner.wait_idle(timeout) {
             // Workers drop what they still hold once the heartbeat is gone.
-            caller::leave(inner);
+            caller::leave_queue(inner);
             inner.fail_all(|task| Error::ShutDown { task: task.into() });
         }
         inner.stop();
@@ -376,7 +376,7 @@ impl ClusterExecutor {
         for t in threads {
             let _ = t.join();
         }
-        caller::leave(inner);
+        caller::leave_queue(inner);
     }
 }
 
