@@ -127,11 +127,10 @@ pub mod lifetime;
 pub mod owned;
 pub mod policy;
 pub mod proxy;
-mod spin;
+mod runtime;
 pub mod store;
 mod store_executor;
 pub mod task;
-mod unblock;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -40,16 +40,10 @@ use crate::key::Key;
 use crate::store::{get_or_create_store, Store, StoreConfig};
 use crate::Storable;
 
-mod background;
 mod config_cache;
 mod marker;
 
 pub(crate) use marker::is_proxy;
-
-/// Runs `work` on the process-wide threads for async callers' store I/O.
-pub(crate) fn run_in_background(work: Box<dyn FnOnce() + Send>) -> Result<()> {
-    background::run_unblocked(work)
-}
 
 /// What a proxy needs to find its object: the store's configuration and
 /// the key. This is all that is serialized.
@@ -216,12 +210,13 @@ impl Factory {
             (t, None) => t,
         };
         let started = std::time::Instant::now();
-        let mut pause = std::time::Duration::from_millis(1);
+        let mut backoff = crate::runtime::Backoff::new(FIRST_POLL, LAST_POLL);
         loop {
             if let Some(value) = read()? {
                 return Ok(value);
             }
             let waited = started.elapsed();
+            let mut pause = backoff.pause();
             if let Some(timeout) = timeout {
                 if waited >= timeout {
                     return Err(Error::NotSetInTime {
@@ -233,7 +228,6 @@ impl Factory {
                 pause = pause.min(timeout - waited);
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(100));
         }
     }
 }
@@ -261,7 +255,7 @@ impl Drop for Done<'_> {
 }
 
 /// The pause before a future's object is looked for again, doubling up to
-/// [`LAST_POLL`], as [`Factory::read`] does for a reader that waits.
+/// [`LAST_POLL`], by a reader that waits and in the background alike.
 const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 const LAST_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -289,7 +283,7 @@ impl<T> Drop for Poll<T> {
 fn poll_future<T: Storable>(
     mut poll: Poll<T>,
     deadline: Option<std::time::Instant>,
-    pause: std::time::Duration,
+    mut backoff: crate::runtime::Backoff,
 ) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
         let Some(inner) = poll.0.as_ref().and_then(std::sync::Weak::upgrade) else {
@@ -310,9 +304,10 @@ fn poll_future<T: Storable>(
                 // The next poll takes the hold over (the flag stays set).
                 let next = Poll(poll.0.take());
                 drop(inner);
-                let next = poll_future(next, deadline, (pause * 2).min(LAST_POLL));
+                let pause = backoff.pause();
+                let next = poll_future(next, deadline, backoff);
                 // Refused, the work is dropped and its hold clears the flag.
-                let _ = background::run_after(pause, next);
+                let _ = crate::runtime::background::run_after(pause, next);
             }
             // Not set in time, or unreadable: the next dereference waits
             // or reads itself, and reports what it finds.
@@ -428,7 +423,7 @@ impl<T: Storable> Proxy<T> {
         }
         let proxy = this.clone();
         let queued = match this.inner.factory.wait_limit() {
-            None => background::run(Box::new(move || {
+            None => crate::runtime::background::run(Box::new(move || {
                 let _done = Done(&proxy.inner.queued);
                 // get_or_try_init: concurrent dereferences wait for this read.
                 let _ = Proxy::resolve(&proxy);
@@ -437,7 +432,11 @@ impl<T: Storable> Proxy<T> {
                 let deadline = limit.map(|l| std::time::Instant::now() + l);
                 let poll = Poll(Some(Arc::downgrade(&proxy.inner)));
                 drop(proxy);
-                background::run(poll_future(poll, deadline, FIRST_POLL))
+                crate::runtime::background::run(poll_future(
+                    poll,
+                    deadline,
+                    crate::runtime::Backoff::new(FIRST_POLL, LAST_POLL),
+                ))
             }
         };
         if queued.is_err() {

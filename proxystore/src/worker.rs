@@ -119,7 +119,7 @@ struct Inbox {
     /// Jobs queued, for waiting without the lock.
     queued: AtomicUsize,
     /// How long the main thread recently waited for a job.
-    gaps: crate::spin::Gaps,
+    gaps: crate::runtime::spin::Gaps,
 }
 
 struct InboxState {
@@ -158,7 +158,7 @@ impl Inbox {
             self.gaps.record(std::time::Duration::ZERO);
             return self.take();
         }
-        let window = self.gaps.window(crate::spin::spin_window());
+        let window = self.gaps.window(crate::runtime::spin::spin_window());
         let started = std::time::Instant::now();
         while self.queued.load(Ordering::Acquire) == 0 && started.elapsed() < window {
             std::thread::yield_now();
@@ -232,11 +232,11 @@ fn serve() -> io::Result<()> {
         }),
         ready: Condvar::new(),
         queued: AtomicUsize::new(0),
-        gaps: crate::spin::Gaps::default(),
+        gaps: crate::runtime::spin::Gaps::default(),
     });
     let reader = {
         let (inbox, output) = (inbox.clone(), output.clone());
-        let input = crate::spin::SpinReader::new(input)?;
+        let input = crate::runtime::spin::SpinReader::new(input)?;
         std::thread::Builder::new()
             .name("proxystore-worker-input".into())
             .spawn(move || receive(input, &inbox, &output))?
@@ -265,7 +265,7 @@ fn serve() -> io::Result<()> {
 
 /// The input thread: queues jobs, answers revocations at once (even while
 /// a task runs), and closes the inbox when the pool closes the pipe.
-fn receive(input: crate::spin::SpinReader<File>, inbox: &Inbox, output: &Output) {
+fn receive(input: crate::runtime::spin::SpinReader<File>, inbox: &Inbox, output: &Output) {
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let mut body = Body::default();
     loop {

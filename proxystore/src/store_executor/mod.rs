@@ -205,7 +205,7 @@ impl StoreExecutor {
         let (store, policy) = (self.store.clone(), self.policy.clone());
         let (reach, executor) = (self.executor.task_reach(), self.executor_name);
         let cleanup = self.store.clone();
-        let placed = crate::unblock::unblock(
+        let placed = crate::runtime::unblock::unblock(
             move || place(&store, &policy, reach, executor, task),
             move |placed| {
                 if let Ok(placed) = placed {

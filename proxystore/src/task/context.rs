@@ -90,7 +90,7 @@ impl TaskContext {
     /// as its worker knows.
     ///
     /// Always true on a thread pool and a process pool, where a task runs
-    /// once. On a [cluster](crate::executor::cluster) delivery is
+    /// once. On a cluster (`executor::cluster`, feature `cluster`) delivery is
     /// at-least-once: a worker cut off from the queue's server (or stopped)
     /// long enough to be taken for dead keeps running its task while
     /// another worker runs it again. This turns false once the worker knows

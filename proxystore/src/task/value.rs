@@ -156,7 +156,7 @@ impl<R: Storable> TaskValue<R> {
         if resolved {
             return Ok(self);
         }
-        crate::unblock::unblock(
+        crate::runtime::unblock::unblock(
             move || {
                 self.resolve()?;
                 Ok(self)

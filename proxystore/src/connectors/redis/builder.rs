@@ -60,7 +60,7 @@ impl RedisConnectorBuilder {
     }
 
     /// The largest object accepted, in bytes; default
-    /// [`REDIS_MAX_OBJECT_SIZE`] (512 MiB, Redis's own default limit).
+    /// [`REDIS_MAX_OBJECT_SIZE`](super::REDIS_MAX_OBJECT_SIZE) (512 MiB, Redis's own default limit).
     /// Raise it only for a server whose `proto-max-bulk-len` is raised too.
     pub fn max_object_size(mut self, bytes: u64) -> Self {
         self.max_object_size = bytes;

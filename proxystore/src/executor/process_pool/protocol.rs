@@ -198,7 +198,7 @@ pub(crate) trait Input: Read {
 
 impl Input for &[u8] {}
 
-impl<R: Read + std::os::fd::AsFd> Input for io::BufReader<crate::spin::SpinReader<R>> {
+impl<R: Read + std::os::fd::AsFd> Input for io::BufReader<crate::runtime::spin::SpinReader<R>> {
     fn in_body(&mut self, reading: bool) {
         self.get_mut().in_body = reading;
     }

@@ -143,7 +143,7 @@ fn read_answers(
     pid: u32,
     responses: io::PipeReader,
 ) -> (bool, Option<String>) {
-    let Ok(responses) = crate::spin::SpinReader::new(responses) else {
+    let Ok(responses) = crate::runtime::spin::SpinReader::new(responses) else {
         return (false, None);
     };
     // A task may fork (without exec) and leave the copy running: the pipe

@@ -86,7 +86,7 @@ impl TaskCell {
         outstanding: Arc<AtomicUsize>,
     ) -> Arc<Self> {
         outstanding.fetch_add(1, Ordering::Relaxed);
-        crate::spin::TASKS_WAITED_FOR.fetch_add(1, Ordering::Relaxed);
+        crate::runtime::spin::TASKS_WAITED_FOR.fetch_add(1, Ordering::Relaxed);
         Arc::new(TaskCell {
             name: name.into(),
             state: Mutex::new(State {
@@ -125,20 +125,20 @@ impl TaskCell {
     /// Polls for completion for a short while (see [`crate::spin`]) so that a
     /// result arriving soon is taken without sleeping. Returns when the wait
     /// started, if it is one to record in
-    /// [`RESULT_GAPS`](crate::spin::RESULT_GAPS) (a single wait, not one of
+    /// [`RESULT_GAPS`](crate::runtime::spin::RESULT_GAPS) (a single wait, not one of
     /// a burst's): the caller records the whole wait there.
     pub(crate) fn spin_until_done(&self) -> Option<std::time::Instant> {
         // No clock read for a result already there, or one of many being
         // waited for: bursts take their results back to back.
         if self.finished.load(Ordering::Acquire) {
-            crate::spin::RESULT_GAPS.record(std::time::Duration::ZERO);
+            crate::runtime::spin::RESULT_GAPS.record(std::time::Duration::ZERO);
             return None;
         }
         if self.outstanding.load(Ordering::Relaxed) > POLL_WHILE_OUTSTANDING {
             return None;
         }
         let started = std::time::Instant::now();
-        let window = crate::spin::RESULT_GAPS.window(crate::spin::spin_window());
+        let window = crate::runtime::spin::RESULT_GAPS.window(crate::runtime::spin::spin_window());
         while !self.finished.load(Ordering::Acquire) && started.elapsed() < window {
             std::thread::yield_now();
         }
@@ -213,7 +213,7 @@ impl TaskCell {
         // Done: no longer counted as outstanding (this runs once per task:
         // `finishing` was set above under the lock).
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
-        crate::spin::TASKS_WAITED_FOR.fetch_sub(1, Ordering::Relaxed);
+        crate::runtime::spin::TASKS_WAITED_FOR.fetch_sub(1, Ordering::Relaxed);
         self.finished
             .store(true, std::sync::atomic::Ordering::Release);
         self.done.notify_all();

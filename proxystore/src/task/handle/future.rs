@@ -91,7 +91,7 @@ impl<R: Storable> TaskFuture<R> {
             state.output.take()
         };
         if let Some(started) = started {
-            crate::spin::RESULT_GAPS.record(started.elapsed());
+            crate::runtime::spin::RESULT_GAPS.record(started.elapsed());
         }
         self.decode(output)
     }

@@ -9,6 +9,7 @@ use super::super::queue::{ms, Reply, REPLY_BATCH};
 use super::super::redis_io::{self, is_connection_error, COMMAND_TIMEOUT};
 use super::Inner;
 use crate::error::Error;
+use crate::runtime::Backoff;
 
 /// How long the reply reader blocks per `BLPOP`.
 const REPLY_BLOCK: Duration = Duration::from_secs(5);
@@ -18,7 +19,8 @@ const REPLY_BLOCK: Duration = Duration::from_secs(5);
 pub(in crate::executor::cluster) fn receive(inner: &Inner) {
     let reply_key = inner.reply_key();
     let mut con: Option<Connection> = None;
-    let mut pause = Duration::from_millis(20);
+    let first_pause = || Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+    let mut backoff = first_pause();
     let mut lost_connection = false;
     while !inner.stopping.load(Ordering::Acquire) || inner.outstanding() > 0 {
         if con.is_none() {
@@ -39,14 +41,13 @@ pub(in crate::executor::cluster) fn receive(inner: &Inner) {
                         lost_connection = false;
                     }
                     con = Some(c);
-                    pause = Duration::from_millis(20);
+                    backoff = first_pause();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster caller: cannot reach the queue; retrying");
-                    if !inner.pause(pause) && inner.outstanding() == 0 {
+                    if !inner.pause(backoff.pause()) && inner.outstanding() == 0 {
                         return;
                     }
-                    pause = (pause * 2).min(Duration::from_secs(1));
                     continue;
                 }
             }
@@ -90,7 +91,7 @@ pub(in crate::executor::cluster) fn receive(inner: &Inner) {
                 lost_connection = true;
             } else {
                 tracing::error!(error = %e, "cluster caller: reading replies failed");
-                inner.pause(pause);
+                inner.pause(backoff.pause());
             }
         }
     }

@@ -9,6 +9,7 @@ use redis::{Connection, Value};
 use super::queue::{is_transient, ms, Keys, Reply, Settings, FINISH, GROUP, REPLY_LABEL};
 use super::redis_io::{self, is_connection_error, Entry, Server, COMMAND_TIMEOUT};
 use crate::error::{Error, Result};
+use crate::runtime::Backoff;
 
 mod entry;
 mod lease;
@@ -238,7 +239,7 @@ impl Serving<'_> {
         mut op: impl FnMut(&mut Connection, &ClusterWorker) -> redis::RedisResult<T>,
     ) -> std::result::Result<T, Option<redis::RedisError>> {
         let w = self.w;
-        let mut pause = Duration::from_millis(20);
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         loop {
             match op(&mut self.con, w) {
                 Ok(v) => return Ok(v),
@@ -247,16 +248,14 @@ impl Serving<'_> {
                     if w.stop.load(Ordering::Acquire) {
                         return Err(None);
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    std::thread::sleep(backoff.pause());
                 }
                 Err(e) if is_connection_error(&e) || e.code() == Some("NOGROUP") => {
                     tracing::warn!(error = %e, "cluster worker: {what} failed; reconnecting");
                     if w.stop.load(Ordering::Acquire) {
                         return Err(None);
                     }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    std::thread::sleep(backoff.pause());
                     if let Ok(con) = w.server.connect(Some(w.read_timeout())) {
                         self.con = con;
                         let _ = ensure_group(&mut self.con, &w.keys, &w.server);

@@ -50,19 +50,19 @@ static UNBLOCK: Pool = Pool {
 };
 
 /// Queues `work` for the resolver pool, starting it first if needed.
-pub(super) fn run(work: Work) -> Result<()> {
+pub(crate) fn run(work: Work) -> Result<()> {
     RESOLVE.run(work)
 }
 
 /// Queues `work` for the pool of async callers' store operations.
-pub(super) fn run_unblocked(work: Work) -> Result<()> {
+pub(crate) fn run_unblocked(work: Work) -> Result<()> {
     UNBLOCK.run(work)
 }
 
 /// Queues `work` for the resolver pool once `delay` has passed. Nothing
 /// waits on the pool's threads meanwhile: one timer thread keeps the
 /// delayed work of the whole process.
-pub(super) fn run_after(delay: std::time::Duration, work: Work) -> Result<()> {
+pub(crate) fn run_after(delay: std::time::Duration, work: Work) -> Result<()> {
     TIMER.schedule(std::time::Instant::now() + delay, work)
 }
 

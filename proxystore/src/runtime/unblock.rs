@@ -37,7 +37,7 @@ pub(crate) fn unblock<T: Send + 'static>(
         on_abandon: Some(Box::new(abandoned)),
     }));
     let filled = slot.clone();
-    crate::proxy::run_in_background(Box::new(move || {
+    super::background::run_unblocked(Box::new(move || {
         // A panic (in a type's `Serialize`, say) fails the future instead
         // of leaving it pending forever.
         let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
