@@ -528,3 +528,14 @@ impl<T: Storable> fmt::Debug for RefMutProxy<'_, T> {
         write!(f, "RefMutProxy({:?})", self.owner.factory_ref())
     }
 }
+
+/// Making owned proxies: here, beside [`OwnedProxy`], so that the store
+/// layer below names nothing of it.
+impl Store {
+    /// Stores `value` and returns its single owner, which evicts it when
+    /// dropped.
+    pub fn owned_proxy<T: Storable>(&self, value: T) -> Result<OwnedProxy<T>> {
+        let key = self.put(&value)?;
+        Ok(OwnedProxy::resolved(self.factory(key), value))
+    }
+}

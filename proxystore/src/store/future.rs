@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::Factory;
 use super::Store;
 use crate::error::Result;
 use crate::key::Key;
-use crate::proxy::{Factory, Proxy};
 use crate::Storable;
 
 /// A value to come, in a store: one process [`set_result`]s it, any
@@ -112,10 +112,9 @@ impl<T: Storable> StoreFuture<T> {
         self.factory.read(|| store.load::<T>(&key), Some(timeout))
     }
 
-    /// A proxy of the value: resolving it waits for the value to be set
-    /// (at most the future's timeout), in any process.
-    pub fn proxy(&self) -> Proxy<T> {
-        Proxy::lazy(self.factory.clone())
+    /// The reference its proxies carry.
+    pub(crate) fn factory(&self) -> &Factory {
+        &self.factory
     }
 }
 

@@ -19,6 +19,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod config_cache;
+pub(crate) mod factory;
 mod future;
 mod metrics;
 mod registry;
@@ -38,10 +40,10 @@ use crate::codec;
 use crate::connectors::{Connector, ConnectorConfig};
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::owned::OwnedProxy;
-use crate::proxy::{Factory, Proxy};
 use crate::Storable;
 
+pub use factory::Factory;
+pub(crate) use factory::{with_wait_cap, Wait};
 pub use future::StoreFuture;
 pub use metrics::{Metrics, Operation, OperationStats};
 pub use registry::{
@@ -404,40 +406,6 @@ impl Store {
         if let Some(cache) = &self.inner.cache {
             cache.lock().unwrap_or_else(|e| e.into_inner()).pop(key);
         }
-    }
-
-    /// Stores `value` and returns a proxy of it.
-    ///
-    /// The proxy is already resolved here (it holds `value`); what travels
-    /// when it is serialized is only the store's configuration and the key.
-    pub fn proxy<T: Storable>(&self, value: T) -> Result<Proxy<T>> {
-        let key = self.put(&value)?;
-        Ok(Proxy::resolved(self.factory(key), value))
-    }
-
-    /// Stores several values and returns their proxies, in order.
-    pub fn proxy_batch<T: Storable>(&self, values: Vec<T>) -> Result<Vec<Proxy<T>>> {
-        let keys = self.put_batch(&values)?;
-        Ok(keys
-            .into_iter()
-            .zip(values)
-            .map(|(key, value)| Proxy::resolved(self.factory(key), value))
-            .collect())
-    }
-
-    /// A lazy proxy of the object already stored under `key`.
-    ///
-    /// Nothing is read until it is first dereferenced; a missing object is
-    /// reported then.
-    pub fn proxy_from_key<T: Storable>(&self, key: Key) -> Proxy<T> {
-        Proxy::lazy(self.factory(key))
-    }
-
-    /// Stores `value` and returns its single owner, which evicts it when
-    /// dropped.
-    pub fn owned_proxy<T: Storable>(&self, value: T) -> Result<OwnedProxy<T>> {
-        let key = self.put(&value)?;
-        Ok(OwnedProxy::resolved(self.factory(key), value))
     }
 
     pub(crate) fn factory(&self, key: Key) -> Factory {
