@@ -48,8 +48,8 @@ mod thread_pool;
 pub use crate::task::handle::{
     as_completed, wait, AsCompleted, Completion, ReturnWhen, TaskFuture, Waited,
 };
-pub(crate) use process_pool::progress;
 pub(crate) use process_pool::protocol;
+pub(crate) use process_pool::worker as pool_worker;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use thread_pool::ThreadPool;
 

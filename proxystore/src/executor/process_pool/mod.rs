@@ -14,6 +14,7 @@ pub(crate) mod protocol;
 mod sched;
 mod slot;
 mod spawn;
+pub(crate) mod worker;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,9 +25,9 @@ use std::time::{Duration, Instant};
 use super::{Completion, Executor};
 use crate::error::{Error, Result};
 use crate::task::Job;
-use crate::worker::TEST_ENTRY;
 use sched::{Dispatch, Settings};
 use spawn::Program;
+use worker::TEST_ENTRY;
 
 /// Runs jobs on worker processes: this executable, started again in worker
 /// mode (see [`worker`](crate::worker); `main` must call
@@ -125,7 +126,7 @@ impl ProcessPoolBuilder {
     /// Starts the workers; returns once every one of them has started (or
     /// with the error of one that could not, leaving no process behind).
     pub fn build(self) -> Result<ProcessPool> {
-        if crate::worker::started_as_worker_without_init() {
+        if worker::started_as_worker_without_init() {
             let error = Error::WorkerEntry;
             eprintln!("proxystore: {error}");
             return Err(error);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use super::progress::{Starts, PROGRESS_ENV, PROGRESS_FD};
-use crate::worker::{REQUEST_FD, RESPONSE_FD, WORKER_ENV};
+use super::worker::{REQUEST_FD, RESPONSE_FD, WORKER_ENV};
 
 /// What to run as a worker.
 #[derive(Debug, Clone)]
