@@ -59,6 +59,8 @@ pub mod lifetime;
 pub mod owned;
 pub mod policy;
 pub mod proxy;
+#[cfg(feature = "python")]
+pub mod python;
 mod spin;
 pub mod store;
 mod store_executor;
