@@ -381,7 +381,7 @@ fut.set_result(np.arange(5, dtype='<i8'))
     let proxy: Proxy<Vec<i64>> = pickled.into_proxy().unwrap();
     let store = Proxy::factory(&proxy).store().unwrap();
     assert!(!store.exists(&key).unwrap(), "not set yet");
-    let reader = std::thread::spawn(move || Proxy::resolve(&proxy).map(|v| v.clone()));
+    let reader = std::thread::spawn(move || Proxy::resolve(&proxy).cloned());
     // The reader has been waiting for a while when python sets the value.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -533,4 +533,31 @@ else:
     assert_eq!(printed.trim(), "ok");
     store.close().unwrap();
     assert_eq!(entries(&dir), Vec::<String>::new(), "left behind");
+}
+
+/// The example runs end to end from its documented command.
+#[test]
+fn the_example_runs_from_python() {
+    let python = python!("the_example_runs_from_python");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(root.join("examples/python_interop.py"))
+        .current_dir(root);
+    // A build of the example beside this test's: no second cargo run.
+    let built = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples/python_interop"));
+    if let Some(built) = built.filter(|b| b.exists()) {
+        cmd.env("PYTHON_INTEROP_CMD", built);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("nothing left behind"), "{stdout}");
 }

@@ -131,3 +131,52 @@ pub fn proxy_from_json<T: Storable>(json: &str, key: &str) -> Result<Proxy<T>> {
 pub fn config_json(store: &Store) -> Result<String> {
     Ok(PyStoreConfig::from_store_config(store.config())?.to_json())
 }
+
+/// Not public API: the fuzzers' entry points (see `crate::__fuzz`).
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// Reads `data` as a pickled proxy; a proxy that reads is written
+    /// again and must read back the same. Returns how many readers
+    /// accepted the input.
+    pub fn python_pickle(data: &[u8]) -> usize {
+        let mut accepted = usize::from(pickle::load(data).is_ok());
+        if let Ok(read) = PickledProxy::from_pickle(data) {
+            accepted += 1;
+            let owned = read.kind() == ProxyKind::Owned;
+            if let Ok(bytes) = proxy::write(read.config(), read.key(), owned) {
+                let again = PickledProxy::from_pickle(&bytes).expect("a written proxy reads");
+                assert_eq!((again.key(), again.config()), (read.key(), read.config()));
+            }
+        }
+        accepted
+    }
+
+    /// Reads `data` as Python ProxyStore's stored bytes (with and without
+    /// the `NP\n` line) as every array type, through the codec as a store
+    /// does. Arrays that read are written again and must read back equal.
+    pub fn python_npy(data: &[u8]) -> usize {
+        let mut accepted = 0;
+        let with_id = [b"NP\n", data].concat();
+        for input in [data, &with_id[..]] {
+            macro_rules! each {
+                ($($t:ty),*) => {$(
+                    if let Ok(v) = crate::codec::decode_slice::<Vec<$t>>(input) {
+                        accepted += 1;
+                        let back: Vec<$t> = deserialize(&v.to_python().to_vec()).expect("written");
+                        assert_eq!(back.len(), v.len());
+                    }
+                    if let Ok(a) = deserialize::<NdArray<$t>>(input) {
+                        accepted += 1;
+                        let back: NdArray<$t> = deserialize(&a.to_python().to_vec()).expect("written");
+                        assert_eq!(back.shape(), a.shape());
+                    }
+                )*};
+            }
+            each!(bool, u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
+            accepted += usize::from(crate::codec::decode_slice::<String>(input).is_ok());
+        }
+        accepted
+    }
+}

@@ -455,7 +455,7 @@ impl<'a> Machine<'a> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("a dict has a key without a value".into());
     }
     let mut out = Vec::with_capacity(items.len() / 2);
