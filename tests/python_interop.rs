@@ -333,6 +333,15 @@ fn both_ways_on_redis_with_bare_keys() {
     assert_eq!(dbsize(&server), 0, "left behind");
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Python makes a future, hands its proxy over, and sets it only when the
 /// Rust reader is already waiting.
 #[test]
@@ -350,13 +359,15 @@ fut = store.future(polling_timeout=120)
 with open(sys.argv[3] + '.tmp', 'w') as f:
     f.write(pickle.dumps(fut.proxy()).hex())
 os.rename(sys.argv[3] + '.tmp', sys.argv[3])
+deadline = time.monotonic() + 120
 while not os.path.exists(sys.argv[4]):
+    assert time.monotonic() < deadline, 'never told to set the future'
     time.sleep(0.01)
 fut.set_result(np.arange(5, dtype='<i8'))
 "#
     );
-    let mut child = std::process::Command::new(&python)
-        .arg("-c")
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg("-c")
         .arg(&script)
         .args([
             "file",
@@ -364,8 +375,10 @@ fut.set_result(np.arange(5, dtype='<i8'))
             handoff.to_str().unwrap(),
             go.to_str().unwrap(),
         ])
-        .spawn()
-        .unwrap();
+        .stdout(std::process::Stdio::null());
+    support::redis_server::die_with_parent(&mut cmd);
+    // A failing assertion below must not leave python waiting.
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !handoff.exists() {
         assert!(
@@ -390,7 +403,7 @@ fut.set_result(np.arange(5, dtype='<i8'))
     );
     std::fs::write(&go, b"").unwrap();
     assert_eq!(reader.join().unwrap().unwrap(), [0, 1, 2, 3, 4]);
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     store.evict(&key).unwrap();
     store.close().unwrap();
     assert_eq!(entries(&dir), Vec::<String>::new(), "left behind");
