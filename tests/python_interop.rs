@@ -574,3 +574,40 @@ fn the_example_runs_from_python() {
     );
     assert!(stdout.contains("nothing left behind"), "{stdout}");
 }
+
+/// Python's layout without Python: close removes only this side's objects,
+/// and an entry that is a link out of the directory is refused, not read.
+#[test]
+fn the_python_file_layout_keeps_foreign_objects_and_refuses_links() {
+    use proxystore::connectors::Connector;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let connector = PythonFileConnector::new(&dir).unwrap();
+    // An object a Python program stored, and one that is not ready yet.
+    let foreign = proxystore::Key::new();
+    std::fs::write(dir.join(foreign.to_string()), b"US\nfrom python").unwrap();
+    assert!(!connector.exists(&foreign).unwrap(), "no marker yet");
+    assert_eq!(connector.get(&foreign).unwrap(), None);
+    std::fs::write(dir.join(format!("{foreign}.ready")), b"").unwrap();
+    assert_eq!(
+        connector.get(&foreign).unwrap().unwrap(),
+        b"US\nfrom python"
+    );
+
+    let outside = tmp.path().join("secret");
+    std::fs::write(&outside, b"BS\nsecret").unwrap();
+    let linked = proxystore::Key::new();
+    std::os::unix::fs::symlink(&outside, dir.join(linked.to_string())).unwrap();
+    std::fs::write(dir.join(format!("{linked}.ready")), b"").unwrap();
+    let err = connector.get(&linked).unwrap_err();
+    assert!(matches!(err, Error::NotAnObject { .. }), "{err}");
+
+    let ours = connector.put(&[b"BS\n", b"from rust"]).unwrap();
+    connector.close().unwrap();
+    assert!(!connector.exists(&ours).unwrap());
+    assert!(
+        connector.exists(&foreign).unwrap(),
+        "a python object was removed"
+    );
+    assert!(outside.exists());
+}

@@ -42,7 +42,9 @@
 //! - [`connectors`]: where bytes live ([`FileConnector`](connectors::FileConnector),
 //!   [`LocalConnector`](connectors::LocalConnector), your own);
 //! - [`proxy`] and [`owned`]: lazy references and ownership;
-//! - [`codec`]: the byte format, with a fast path for numeric buffers.
+//! - [`codec`]: the byte format, with a fast path for numeric buffers;
+//! - `python` (feature `python`): objects and proxies shared with Python
+//!   ProxyStore programs.
 //!
 //! Operations are logged with [`tracing`] at debug level (key and size);
 //! nothing is printed unless you install a subscriber.

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -142,14 +142,14 @@ impl Connector for PythonFileConnector {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        if !self.marker(key).exists() {
+        let Some((mut reader, len)) = self.open_sized(key)? else {
             return Ok(None);
-        }
-        match fs::read(self.path(key)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &self.path(key), e)),
-        }
+        };
+        let mut bytes = Vec::with_capacity(len.unwrap_or(0) as usize);
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| io("read", &self.path(key), e))?;
+        Ok(Some(bytes))
     }
 
     fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
@@ -157,13 +157,26 @@ impl Connector for PythonFileConnector {
             return Ok(None);
         }
         let path = self.path(key);
-        match fs::File::open(&path).and_then(|f| Ok((f.metadata()?, f))) {
-            Ok((meta, _)) if !meta.is_file() => Err(io(
-                "read",
-                &path,
-                std::io::Error::other("not a regular file"),
-            )),
-            Ok((meta, file)) => Ok(Some((Box::new(file), Some(meta.len())))),
+        // Never follow a link (or wait on a fifo) someone else put there.
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(Error::NotAnObject {
+                    connector: format!("python file ({})", self.dir.display()),
+                    key: *key,
+                    found: if meta.is_symlink() {
+                        "symbolic link"
+                    } else {
+                        "special file"
+                    }
+                    .into(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &path, e)),
+            Ok(_) => {}
+        }
+        match fs::File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok((len, file)) => Ok(Some((Box::new(file), Some(len)))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("read", &path, e)),
         }

@@ -24,7 +24,9 @@
 //! `pickle.dumps(proxy)` with a reader that accepts only ProxyStore's proxy,
 //! factory, key and configuration classes and runs nothing, and
 //! [`to_pickle`] writes the bytes that `pickle.loads` turns into a working
-//! Python proxy. Callers that prefer not to pass pickles pass the store's
+//! Python proxy. Python's keys (`FileKey`, `RedisKey`) hold `str(uuid4())`,
+//! which a [`Key`] represents exactly; a key of any other form is refused.
+//! Callers that prefer not to pass pickles pass the store's
 //! configuration as JSON ([`PyStoreConfig`], Python's
 //! `store.config().model_dump_json()`) and the key as text.
 //!

@@ -407,6 +407,10 @@ impl<'a> Machine<'a> {
                     }
                     self.push_over(Value::Built(Rc::new((object, state))), ds.max(dobj))?
                 }
+                // The memo keeps the value as it is now: a container
+                // filled after it was memoized is seen empty through the
+                // memo (Python would share it). Proxies never do that, and
+                // the difference can only make a pickle read as less data.
                 0x94 => {
                     let index = self.memo.len() as u32;
                     let entry = self.top_entry()?;
