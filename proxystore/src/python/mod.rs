@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `bytes` (`BS`) | `Vec<u8>` |
 //! | `str` (`US`) | `String` |
-//! | 1-D `numpy.ndarray` (`NP`) of bool, [u]int8-64, float32/64 | `Vec<T>` |
+//! | 1-D `numpy.ndarray` (`NP`) of bool, (u)int8-64, float32/64 | `Vec<T>` |
 //! | n-D `numpy.ndarray` (`NP`), C or Fortran order | [`NdArray<T>`] |
 //!
 //! Any [`Store`] over such a connector reads these objects with its usual

@@ -367,7 +367,7 @@ fn parse_dict(text: &str) -> Result<Header, String> {
     let (dtype, big_endian) = Dtype::parse(&descr).ok_or_else(|| {
         format!(
             "numpy dtype `{descr}` is not supported: store booleans, integers or floats \
-             (numpy.bool_, [u]int8-64, float32/64) to share arrays with rust"
+             (numpy.bool_, (u)int8-64, float32/64) to share arrays with rust"
         )
     })?;
     let fortran = order.ok_or("the .npy header has no `fortran_order`")?;
