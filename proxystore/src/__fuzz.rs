@@ -25,6 +25,9 @@ use crate::proxy::{Factory, Proxy};
 use crate::store::{Store, StoreConfig};
 use crate::task::{run_job_bytes, ExecContext, Job};
 
+#[cfg(feature = "python")]
+pub use crate::python::fuzz::{python_npy, python_pickle};
+
 /// A user type with the shapes serde derives: structs, enums, options,
 /// nested collections.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

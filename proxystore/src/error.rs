@@ -294,6 +294,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Something from Python ProxyStore (a stored object, a pickled proxy,
+    /// a configuration) cannot be used here; nothing in it was run.
+    #[error("python ProxyStore interop: {reason}")]
+    Python {
+        /// What is wrong, and what to pass instead.
+        reason: String,
+    },
+
     /// A Redis server could not be reached or refused a command. The
     /// server is named by host and port only: credentials never appear.
     #[error("Redis at {server}: {operation} failed: {message}")]

@@ -92,6 +92,8 @@
 //! - [`lifetime`]: objects evicted together, when a scope ends, a lease
 //!   runs out or the process exits;
 //! - [`codec`]: the byte format, with a fast path for numeric buffers;
+//! - `python` (feature `python`): objects and proxies shared with Python
+//!   ProxyStore programs;
 //! - [`worker`]: worker mode, the entry of pool and cluster workers.
 //!
 //! Operations are logged with [`tracing`] at debug level (key and size);
@@ -127,6 +129,9 @@ pub mod lifetime;
 pub mod owned;
 pub mod policy;
 pub mod proxy;
+#[cfg(feature = "python")]
+#[cfg_attr(docsrs, doc(cfg(feature = "python")))]
+pub mod python;
 mod runtime;
 pub mod store;
 mod store_executor;

@@ -1,4 +1,5 @@
 pub mod cluster;
 pub mod common;
 pub mod pools;
+pub mod python;
 pub mod redis_server;

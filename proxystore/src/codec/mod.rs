@@ -304,6 +304,19 @@ pub fn decode_with<T: DeserializeOwned + 'static>(
     reader: &mut dyn Read,
     options: DecodeOptions,
 ) -> std::result::Result<T, DecodeFailure> {
+    // Objects that Python ProxyStore stored start with its serializer id.
+    let mut lead = [0u8; 3];
+    reader.read_exact(&mut lead).map_err(|e| DecodeFailure {
+        found: "?".into(),
+        reason: format!("no valid header ({e})"),
+    })?;
+    #[cfg(feature = "python")]
+    if let Some(format) = crate::python::Format::sniff(&lead) {
+        let remaining = options.input_len.map(|n| n.saturating_sub(3));
+        return crate::python::serialize::decode::<T>(format, reader, remaining);
+    }
+    let mut whole = (&lead[..]).chain(reader);
+    let reader: &mut dyn Read = &mut whole;
     let header = Header::read(reader, options.input_len)?;
     let fail = |reason: String| DecodeFailure {
         found: String::from_utf8_lossy(&header.name).into_owned(),
