@@ -401,6 +401,111 @@ impl crate::owned::SharedResult for TaskCell {
 mod tests {
     use super::*;
 
+    use std::sync::atomic::AtomicU64;
+
+    fn cell(discard: Option<fn(TaskOutput)>) -> Arc<TaskCell> {
+        TaskCell::new("t", None, discard, Arc::new(AtomicUsize::new(0)))
+    }
+
+    fn output() -> Result<TaskOutput, Error> {
+        Ok(TaskOutput::from_bytes(vec![1, 2, 3]))
+    }
+
+    /// A task whose future was dropped keeps its output while a dependent
+    /// holds it; the last dependent to let go discards it.
+    #[test]
+    fn an_abandoned_output_waits_for_its_last_dependent() {
+        static DISCARDED: AtomicU64 = AtomicU64::new(0);
+        fn discard(_: TaskOutput) {
+            DISCARDED.fetch_add(1, Ordering::SeqCst);
+        }
+        let task = cell(Some(discard));
+        let (first, second) = (task.depend(), task.depend());
+        task.lock().abandoned = true; // its future was dropped
+        assert!(task.finish(output(), false));
+        assert_eq!(DISCARDED.load(Ordering::SeqCst), 0, "dependents hold it");
+        assert!(task.lock().output.is_some());
+        drop(first);
+        assert_eq!(DISCARDED.load(Ordering::SeqCst), 0, "one still holds it");
+        drop(second);
+        assert_eq!(DISCARDED.load(Ordering::SeqCst), 1);
+        assert!(task.lock().output.is_none());
+    }
+
+    /// An owned result's eviction waits for the dependents that hold it,
+    /// and the last one evicts it; without dependents, it is evicted at once.
+    #[test]
+    fn an_owned_results_eviction_waits_for_its_last_dependent() {
+        use crate::connectors::LocalConnector;
+        let store =
+            crate::store::Store::new("handle-deferred-eviction", LocalConnector::new()).unwrap();
+        let key = store.put(&7u8).unwrap();
+        let task = cell(None);
+        let (first, second) = (task.depend(), task.depend());
+        assert!(
+            task.defer_eviction(store.factory(key)).is_none(),
+            "deferred"
+        );
+        drop(first);
+        assert!(store.exists(&key).unwrap(), "one dependent still holds it");
+        drop(second);
+        assert!(
+            !store.exists(&key).unwrap(),
+            "the last dependent evicted it"
+        );
+        let free = cell(None);
+        assert!(
+            free.defer_eviction(store.factory(key)).is_some(),
+            "evict now"
+        );
+        store.close().unwrap();
+    }
+
+    /// Hooks see the output as it is set, before anyone can take it, and
+    /// what they return runs after the lock is released (it can lock the
+    /// task again); a hook added once the task is done runs at once.
+    #[test]
+    fn hooks_see_the_output_as_it_is_set() {
+        static SEEN: AtomicU64 = AtomicU64::new(0);
+        let task = cell(None);
+        let again = task.clone();
+        task.on_output(Box::new(move |out| {
+            assert!(out.is_ok());
+            SEEN.fetch_add(1, Ordering::SeqCst);
+            Some(Box::new(move || {
+                // The lock is free here.
+                assert_eq!(again.lock().phase, Phase::Done);
+                SEEN.fetch_add(10, Ordering::SeqCst);
+            }))
+        }));
+        assert!(task.finish(output(), false));
+        assert_eq!(SEEN.load(Ordering::SeqCst), 11);
+        task.on_output(Box::new(|out| {
+            assert!(out.is_ok(), "the output was not taken yet");
+            SEEN.fetch_add(100, Ordering::SeqCst);
+            None
+        }));
+        assert_eq!(SEEN.load(Ordering::SeqCst), 111);
+    }
+
+    /// Cancelling a task that has not started ends it at once, and the
+    /// executor's `start` then says no; a started task cannot be cancelled.
+    #[test]
+    fn cancel_before_start_and_not_after() {
+        let task = cell(None);
+        assert!(task.cancel());
+        assert!(task.is_done());
+        assert!(task.lock().cancelled);
+        assert!(!super::super::Completion::new(task.clone()).start());
+
+        let running = cell(None);
+        let completion = super::super::Completion::new(running.clone());
+        assert!(completion.start());
+        assert!(!running.cancel(), "started: too late");
+        completion.complete(Ok(vec![]));
+        assert!(running.is_done() && !running.lock().cancelled);
+    }
+
     #[test]
     fn finished_tasks_stop_counting_as_outstanding() {
         let outstanding = Arc::new(AtomicUsize::new(0));
