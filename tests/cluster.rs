@@ -12,7 +12,7 @@ use proxystore::executor::cluster::ClusterExecutor;
 use proxystore::executor::{Executor, ProcessPool};
 use proxystore::{proxied, Error, Store, StoreExecutor};
 use support::cluster::{
-    executor, kill_a_caller_with_jobs_queued, objects, quick, wait_pending, xlen, Worker,
+    executor, kill_a_caller_with_jobs_queued, objects, quick, wait_pending, xlen, Cluster, Worker,
 };
 use support::common::unique;
 use support::redis_server::RedisServer;
@@ -135,21 +135,18 @@ fn tasks_run_on_worker_processes_and_leave_nothing_behind() {
 
 #[test]
 fn a_killed_worker_s_job_runs_again_elsewhere() {
-    let Some(server) = RedisServer::start("a_killed_worker_s_job_runs_again") else {
+    let Some(cluster) = Cluster::start("a_killed_worker_s_job_runs_again", "kill") else {
         return;
     };
-    let queue = "kill";
-    let mut first = Worker::start(&server.url(), queue);
-    let executor = executor(&server, queue);
-    let store = Store::new(unique("cluster-kill"), LocalConnector::new()).unwrap();
-    let executor = StoreExecutor::new(executor, store);
+    let mut first = cluster.worker();
+    let executor = cluster.executor("cluster-kill");
     let mut future = executor.submit(pid_after::task(1500)).unwrap();
     // Wait until the first worker holds the job, then kill it mid-task.
-    wait_pending(&server, queue);
+    wait_pending(&cluster.server, &cluster.queue);
     let dead = first.pid();
     first.kill();
     let killed = Instant::now();
-    let _second = Worker::start(&server.url(), queue);
+    let _second = cluster.worker();
     let pid = *future.result_timeout(Duration::from_secs(30)).unwrap();
     assert_ne!(pid, dead, "another worker ran it");
     eprintln!(
@@ -157,7 +154,7 @@ fn a_killed_worker_s_job_runs_again_elsewhere() {
         killed.elapsed()
     );
     executor.shutdown(true, false);
-    assert_eq!(xlen(&server, queue), ":0\r\n");
+    assert_eq!(cluster.xlen(), ":0\r\n");
 }
 
 #[test]
@@ -193,18 +190,16 @@ fn a_job_that_kills_every_worker_is_given_up_with_a_typed_error() {
 
 #[test]
 fn a_worker_without_the_task_names_the_ones_it_knows() {
-    let Some(server) = RedisServer::start("a_worker_without_the_task") else {
+    let Some(cluster) = Cluster::start("a_worker_without_the_task", "unknown") else {
         return;
     };
-    let queue = "unknown";
     let _peer = Worker::start_program(
         Path::new(env!("CARGO_BIN_EXE_proxystore-peer")),
         &["serve"],
-        &server.url(),
-        queue,
+        &cluster.server.url(),
+        &cluster.queue,
     );
-    let store = Store::new(unique("cluster-unknown"), LocalConnector::new()).unwrap();
-    let executor = StoreExecutor::new(executor(&server, queue), store);
+    let executor = cluster.executor("cluster-unknown");
     let err = executor
         .submit(pid_after::task(1))
         .unwrap()
@@ -218,15 +213,13 @@ fn a_worker_without_the_task_names_the_ones_it_knows() {
 
 #[test]
 fn a_job_nobody_took_can_be_cancelled_and_leaves_the_stream() {
-    let Some(server) = RedisServer::start("a_job_nobody_took") else {
+    let Some(cluster) = Cluster::start("a_job_nobody_took", "cancel") else {
         return;
     };
-    let queue = "cancel";
-    let store = Store::new(unique("cluster-cancel"), LocalConnector::new()).unwrap();
-    let executor = StoreExecutor::new(executor(&server, queue), store);
+    let executor = cluster.executor("cluster-cancel");
     let future = executor.submit(pid_after::task(1)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while xlen(&server, queue) != ":1\r\n" {
+    while cluster.xlen() != ":1\r\n" {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -235,7 +228,7 @@ fn a_job_nobody_took_can_be_cancelled_and_leaves_the_stream() {
         future.result().unwrap_err(),
         Error::Cancelled { .. }
     ));
-    assert_eq!(xlen(&server, queue), ":0\r\n");
+    assert_eq!(cluster.xlen(), ":0\r\n");
 }
 
 #[test]

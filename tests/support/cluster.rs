@@ -165,3 +165,43 @@ pub fn kill_a_caller_with_jobs_queued(server: &RedisServer, queue: &str, dir: &P
     caller.kill().unwrap();
     caller.wait().unwrap();
 }
+
+/// A queue on a server of its own: what most cluster tests start with.
+pub struct Cluster {
+    pub server: RedisServer,
+    pub queue: String,
+}
+
+impl Cluster {
+    /// A fresh server for `test` (`None`, after saying why, when
+    /// `redis-server` is missing and not required) and `queue`.
+    pub fn start(test: &str, queue: &str) -> Option<Cluster> {
+        let server = RedisServer::start(test)?;
+        Some(Cluster {
+            server,
+            queue: queue.to_string(),
+        })
+    }
+
+    /// A worker process of the queue (this test binary), killed when
+    /// dropped.
+    pub fn worker(&self) -> Worker {
+        Worker::start(&self.server.url(), &self.queue)
+    }
+
+    /// A caller of the queue with the [`quick`] timings, wrapped with a
+    /// store of its own in this process's memory.
+    pub fn executor(&self, store: &str) -> proxystore::StoreExecutor {
+        let store = proxystore::Store::new(
+            super::common::unique(store),
+            proxystore::connectors::LocalConnector::new(),
+        )
+        .unwrap();
+        proxystore::StoreExecutor::new(executor(&self.server, &self.queue), store)
+    }
+
+    /// `XLEN` of the queue's stream.
+    pub fn xlen(&self) -> String {
+        xlen(&self.server, &self.queue)
+    }
+}
