@@ -30,16 +30,16 @@ use crate::executor::{Completion, Executor, TaskFuture};
 use crate::policy::ShouldProxy;
 use crate::store::Store;
 use crate::task::handle::TaskCell;
-use crate::task::{discard_output, ExecContext, Job, Prepared, Task, TaskOutput, TaskValue};
+use crate::task::{discard_output, EncodedTask, ExecContext, Job, Task, TaskOutput, TaskValue};
 use crate::Storable;
 
 mod deadline;
 mod held;
-mod place;
+mod stage;
 
 use deadline::Deadline;
 use held::{HeldJob, HeldState, HeldTasks};
-use place::{evict_all, place, Placed};
+use stage::{evict_all, stage, Staged};
 
 /// Wraps an [`Executor`] so that task arguments and results go through a
 /// [`Store`].
@@ -142,14 +142,14 @@ impl StoreExecutor {
     /// Submits a task; see [`TaskFuture`].
     pub fn submit<R: Storable>(&self, task: Task<R>) -> Result<TaskFuture<R>> {
         self.check_open(task.name())?;
-        let placed = place(
+        let staged = stage(
             &self.store,
             &self.policy,
             self.executor.task_reach(),
             self.executor_name,
             task,
         )?;
-        Ok(self.dispatch(placed))
+        Ok(self.dispatch(staged))
     }
 
     /// Submits a task without blocking an async runtime's thread: the
@@ -205,16 +205,16 @@ impl StoreExecutor {
         let (store, policy) = (self.store.clone(), self.policy.clone());
         let (reach, executor) = (self.executor.task_reach(), self.executor_name);
         let cleanup = self.store.clone();
-        let placed = crate::runtime::unblock::unblock(
-            move || place(&store, &policy, reach, executor, task),
-            move |placed| {
-                if let Ok(placed) = placed {
-                    evict_all(&cleanup, &placed.created);
+        let staged = crate::runtime::unblock::unblock(
+            move || stage(&store, &policy, reach, executor, task),
+            move |staged| {
+                if let Ok(staged) = staged {
+                    evict_all(&cleanup, &staged.created);
                 }
             },
         )?
         .await??;
-        Ok(self.dispatch(placed))
+        Ok(self.dispatch(staged))
     }
 
     fn check_open(&self, task: &str) -> Result<()> {
@@ -224,15 +224,15 @@ impl StoreExecutor {
         Ok(())
     }
 
-    /// Hands a placed task to the executor (at once, or once its upstream
+    /// Hands a staged task to the executor (at once, or once its upstream
     /// tasks are done). Never blocks on the store.
-    fn dispatch<R: Storable>(&self, placed: Placed) -> TaskFuture<R> {
-        let Placed {
-            prepared,
+    fn dispatch<R: Storable>(&self, staged: Staged) -> TaskFuture<R> {
+        let Staged {
+            encoded,
             created,
             result_key,
-        } = placed;
-        let Prepared {
+        } = staged;
+        let EncodedTask {
             name,
             run,
             payload,
@@ -241,7 +241,7 @@ impl StoreExecutor {
             owned,
             upstreams,
             after,
-        } = prepared;
+        } = encoded;
         // The upstream tasks, in argument order.
         let inputs: Vec<Arc<TaskCell>> = upstreams
             .iter()

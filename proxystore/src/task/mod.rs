@@ -72,8 +72,8 @@ pub(crate) use wire::with_lease;
 pub(crate) use wire::RunLease;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
+use wire::{encode_value, push_frame, push_reference, read_frame, OWNED, PROXY, SECTION, VALUE};
 pub(crate) use wire::{frame_reference, input_frame};
-use wire::{place, push_frame, push_reference, read_frame, OWNED, PROXY, SECTION, VALUE};
 
 /// A task argument: a value (offered to the should-proxy policies), an
 /// object that is already in a store (passed as it is, never proxied
@@ -312,7 +312,7 @@ pub struct Task<R> {
     name: &'static str,
     run: TaskFn,
     result_listed: bool,
-    args: Vec<Box<dyn PendingArg>>,
+    args: Vec<Box<dyn EncodeArg>>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -352,7 +352,7 @@ impl<R> TaskBuilder<R> {
     }
 
     pub fn arg<T: Storable>(&mut self, arg: Arg<T>, listed: bool) {
-        self.task.args.push(Box::new(Pending { arg, listed }));
+        self.task.args.push(Box::new(GivenArg { arg, listed }));
     }
 
     pub fn finish(self) -> Task<R> {
@@ -368,7 +368,9 @@ pub(crate) struct ExecContext {
     pub(crate) ownership: bool,
 }
 
-pub(crate) struct Prepare<'a> {
+/// The state of a task's arguments while they are encoded, one after the
+/// other, into its payload.
+pub(crate) struct Encoder<'a> {
     store: &'a Store,
     policy: &'a ShouldProxy,
     out: Vec<u8>,
@@ -381,15 +383,16 @@ pub(crate) struct Prepare<'a> {
     after: Vec<Vec<u8>>,
 }
 
-impl Prepare<'_> {
+impl Encoder<'_> {
     /// Where the next frame goes: after the last upstream's, if any.
     fn out(&mut self) -> &mut Vec<u8> {
         self.after.last_mut().unwrap_or(&mut self.out)
     }
 }
 
-trait PendingArg: Send {
-    fn prepare(self: Box<Self>, p: &mut Prepare<'_>) -> Result<()>;
+/// An argument as given, not encoded yet.
+trait EncodeArg: Send {
+    fn encode(self: Box<Self>, p: &mut Encoder<'_>) -> Result<()>;
     /// Whether the argument's type is listed (it always goes through the
     /// store).
     fn listed(&self) -> bool;
@@ -397,13 +400,14 @@ trait PendingArg: Send {
     fn stored_in(&self) -> Option<&StoreConfig>;
 }
 
-struct Pending<T> {
+/// An argument as given to `task(..)`, with whether its type is listed.
+struct GivenArg<T> {
     arg: Arg<T>,
     listed: bool,
 }
 
-impl<T: Storable> PendingArg for Pending<T> {
-    fn prepare(self: Box<Self>, p: &mut Prepare<'_>) -> Result<()> {
+impl<T: Storable> EncodeArg for GivenArg<T> {
+    fn encode(self: Box<Self>, p: &mut Encoder<'_>) -> Result<()> {
         match self.arg {
             Arg::Stored(factory) => push_reference(p.out(), &factory),
             Arg::Owned(owned) => {
@@ -416,7 +420,7 @@ impl<T: Storable> PendingArg for Pending<T> {
             }
             Arg::Value(value) => {
                 let store = p.store.clone();
-                let (stored, held) = place(
+                let (stored, held) = encode_value(
                     value,
                     self.listed,
                     p.policy,
@@ -444,8 +448,9 @@ impl<T: Storable> PendingArg for Pending<T> {
     }
 }
 
-/// A task whose arguments have been placed: inline or in the store.
-pub(crate) struct Prepared {
+/// A task whose arguments are encoded: inline, as sections, or in the
+/// store.
+pub(crate) struct EncodedTask {
     pub(crate) name: &'static str,
     pub(crate) run: TaskFn,
     /// The arguments' frames; with upstreams, those before the first
@@ -499,12 +504,12 @@ impl<R> Task<R> {
 
     /// Places the arguments. On error the keys created so far are returned
     /// with it, for the caller to evict.
-    pub(crate) fn prepare(
+    pub(crate) fn encode(
         self,
         store: &Store,
         policy: &ShouldProxy,
-    ) -> (Result<Prepared>, Vec<Key>) {
-        let mut p = Prepare {
+    ) -> (Result<EncodedTask>, Vec<Key>) {
+        let mut p = Encoder {
             store,
             policy,
             out: Vec::new(),
@@ -515,11 +520,11 @@ impl<R> Task<R> {
             after: Vec::new(),
         };
         for arg in self.args {
-            if let Err(e) = arg.prepare(&mut p) {
+            if let Err(e) = arg.encode(&mut p) {
                 return (Err(e), p.created);
             }
         }
-        let prepared = Prepared {
+        let encoded = EncodedTask {
             name: self.name,
             run: self.run,
             payload: p.out,
@@ -529,6 +534,6 @@ impl<R> Task<R> {
             upstreams: p.upstreams,
             after: p.after,
         };
-        (Ok(prepared), p.created)
+        (Ok(encoded), p.created)
     }
 }

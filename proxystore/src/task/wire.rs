@@ -42,22 +42,22 @@ pub(super) fn push_frame(out: &mut Vec<u8>, tag: u8, parts: &[&[u8]]) {
     }
 }
 
-/// Where [`place`] put a value: the key it was stored under, or the value
+/// Where [`encode_value`] put a value: the key it was stored under, or the value
 /// itself when it travels as a section.
-pub(super) type Placed = (Option<Key>, Option<Box<dyn HeldValue>>);
+pub(super) type EncodedValue = (Option<Key>, Option<Box<dyn HeldValue>>);
 
 /// Encodes `value` inline, or puts it in the store, as the policies say;
 /// a value that is itself a proxy always goes inline. Appends its frame to
 /// `out`; returns the key it was put under, and the value itself when its
 /// body travels beside the frame as a [section](super::section).
-pub(super) fn place<T: Storable>(
+pub(super) fn encode_value<T: Storable>(
     value: T,
     listed: bool,
     policy: &ShouldProxy,
     store: impl FnOnce() -> Result<Store>,
     key: impl FnOnce(&Store) -> Result<Key>,
     out: &mut Vec<u8>,
-) -> Result<Placed> {
+) -> Result<EncodedValue> {
     let encoded = codec::encode(&value)?;
     if crate::proxy::is_proxy(&value) {
         // Already a reference (ProxyStore never proxies a proxy): it travels
@@ -260,7 +260,7 @@ pub fn output<R: Storable>(
     listed: bool,
 ) -> Result<TaskOutput, TaskFailure> {
     let mut frame = Vec::new();
-    let (stored, held) = place(
+    let (stored, held) = encode_value(
         value,
         listed,
         &ctx.context.policy,

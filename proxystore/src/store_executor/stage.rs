@@ -1,17 +1,24 @@
-//! The part of a submission that may block on the store: putting a task's
-//! arguments and reserving its result's key.
+//! Staging a submission, the part that may block on the store: its
+//! arguments encoded (inline, as sections, or put in the store) and its
+//! result's key reserved.
+//!
+//! The submit pipeline, in one vocabulary: each argument as given
+//! (`task::GivenArg`) is *encoded* into the task ([`EncodedTask`]); the
+//! encoded task with its result key is *staged* ([`Staged`]); a staged task
+//! is *dispatched* to the executor, at once or once its upstream tasks are
+//! done (`StoreExecutor::dispatch`, `held.rs`).
 
 use crate::connectors::Reach;
 use crate::error::Result;
 use crate::key::Key;
 use crate::policy::ShouldProxy;
 use crate::store::Store;
-use crate::task::{Prepared, Task};
+use crate::task::{EncodedTask, Task};
 
-/// A task whose arguments are in place (inline, or in the store): what
-/// [`StoreExecutor::dispatch`] needs.
-pub(super) struct Placed {
-    pub(super) prepared: Prepared,
+/// A task whose arguments are encoded and whose result key is reserved:
+/// what `StoreExecutor::dispatch` needs.
+pub(super) struct Staged {
+    pub(super) encoded: EncodedTask,
     /// The inputs it put in the store.
     pub(super) created: Vec<Key>,
     pub(super) result_key: Key,
@@ -20,24 +27,24 @@ pub(super) struct Placed {
 /// The part of a submission that may block on the store: checks that the
 /// task's stores can be reached where it runs, puts its arguments, reserves
 /// a key for its result. On failure, what it stored is evicted.
-pub(super) fn place<R>(
+pub(super) fn stage<R>(
     store: &Store,
     policy: &ShouldProxy,
     needed: Reach,
     executor: &str,
     task: Task<R>,
-) -> Result<Placed> {
+) -> Result<Staged> {
     if needed > Reach::Process {
         task.check_reach(store, policy, needed, executor)?;
     }
-    let (prepared, created) = task.prepare(store, policy);
-    let placed = prepared.and_then(|prepared| {
+    let (encoded, created) = task.encode(store, policy);
+    let staged = encoded.and_then(|encoded| {
         let result_key = store.connector().new_key()?;
-        Ok((prepared, result_key))
+        Ok((encoded, result_key))
     });
-    match placed {
-        Ok((prepared, result_key)) => Ok(Placed {
-            prepared,
+    match staged {
+        Ok((encoded, result_key)) => Ok(Staged {
+            encoded,
             created,
             result_key,
         }),
