@@ -74,15 +74,16 @@ fn shared_name(name: &str) -> Arc<str> {
 }
 
 /// A job read from bytes, borrowing them (no copy of the arguments).
-struct JobRef<'a> {
-    name: &'a str,
+#[derive(Clone, Copy)]
+pub(super) struct JobRef<'a> {
+    pub(super) name: &'a str,
     context: &'a [u8],
-    result_key: Key,
+    pub(super) result_key: Key,
     payload: &'a [u8],
 }
 
 impl<'a> JobRef<'a> {
-    fn parse(mut bytes: &'a [u8]) -> Result<Self> {
+    pub(super) fn parse(mut bytes: &'a [u8]) -> Result<Self> {
         let bad = || Error::Protocol("malformed job".into());
         let mut next = || read_frame(&mut bytes).map(|(_, b)| b).ok_or_else(bad);
         let name = std::str::from_utf8(next()?).map_err(|_| bad())?;
@@ -211,22 +212,13 @@ impl Job {
     }
 }
 
-/// The store of a job received as bytes and the key reserved for its
-/// result: what a worker evicts when the caller is gone.
-#[cfg(feature = "cluster")]
-pub(crate) fn job_store_and_result(bytes: &[u8]) -> Result<(crate::store::Store, Key)> {
-    let job = JobRef::parse(bytes)?;
-    let ctx = decode_context(job.context).map_err(|f| Error::Protocol(f.message().to_string()))?;
-    Ok((
-        crate::store::get_or_create_store(&ctx.store)?,
-        job.result_key,
-    ))
-}
-
-/// The task name of a job received as bytes.
-#[cfg(feature = "cluster")]
-pub(crate) fn job_name(bytes: &[u8]) -> Result<&str> {
-    Ok(JobRef::parse(bytes)?.name)
+impl JobRef<'_> {
+    /// The submitting executor's store, found or built from the context.
+    pub(super) fn store(&self) -> Result<crate::store::Store> {
+        let ctx =
+            decode_context(self.context).map_err(|f| Error::Protocol(f.message().to_string()))?;
+        crate::store::get_or_create_store(&ctx.store)
+    }
 }
 
 /// Runs a job received as bytes (from [`Job::to_bytes`]) in this process.

@@ -48,6 +48,7 @@ use crate::Storable;
 mod context;
 pub(crate) mod handle;
 mod job;
+mod received;
 mod registry;
 mod section;
 mod value;
@@ -55,21 +56,15 @@ mod wire;
 
 pub use context::{current, TaskContext};
 pub(crate) use job::run_received;
-#[cfg(feature = "cluster")]
-pub(crate) use job::{job_name, job_store_and_result};
 pub use job::{run_job_bytes, Job};
+pub use received::{evict_result, ReceivedJob};
 #[doc(hidden)]
 pub use registry::TaskEntry;
 pub use registry::{check_registry, find_task, registered_tasks};
 pub(crate) use section::{HeldValue, Section, Sections};
 pub(crate) use value::discard_output;
-#[cfg(feature = "cluster")]
-pub(crate) use value::evict_output;
 pub use value::TaskValue;
-#[cfg(feature = "cluster")]
-pub(crate) use wire::with_lease;
-#[cfg(feature = "cluster")]
-pub(crate) use wire::RunLease;
+pub use wire::RunLease;
 #[doc(hidden)]
 pub use wire::{assert_storable, fail, output, ArgReader, TaskOutput, WorkerContext};
 use wire::{encode_value, push_frame, push_reference, read_frame, OWNED, PROXY, SECTION, VALUE};

@@ -235,8 +235,7 @@ pub(crate) fn discard_output(output: TaskOutput) {
 
 /// Evicts the object of a result that went through the store, owned or
 /// not: a worker does this when the caller is gone.
-#[cfg(feature = "cluster")]
-pub(crate) fn evict_output(bytes: &[u8]) {
+pub(super) fn evict_output(bytes: &[u8]) {
     let mut rest = bytes;
     if let Some((OWNED | PROXY, body)) = read_frame(&mut rest) {
         if let Ok(factory) = Factory::from_frame(body) {

@@ -290,8 +290,9 @@ pub fn output<R: Storable>(
 
 /// A run's hold on its job, for executors that may give a job to another
 /// worker while it runs (the multi-host executor, whose worker may be
-/// taken for dead). The task layer asks it; the executor implements it.
-pub(crate) trait RunLease: Send + Sync {
+/// taken for dead): see [`ReceivedJob::run_with_lease`](super::ReceivedJob::run_with_lease).
+/// The task layer asks it; the executor implements it.
+pub trait RunLease: Send + Sync {
     /// What the worker knows without asking anyone: false once it learnt
     /// that the job is no longer its own (or presumably is not).
     fn is_current(&self) -> bool;
@@ -320,8 +321,7 @@ fn result_may_be_stored() -> bool {
 /// Runs `f` with `lease` as the running job's: a result of a run that no
 /// longer owns its job (or cannot confirm it does) is not stored, and
 /// [`TaskContext::is_current`](super::TaskContext::is_current) reports it.
-#[cfg(feature = "cluster")]
-pub(crate) fn with_lease<T>(lease: Arc<dyn RunLease>, f: impl FnOnce() -> T) -> T {
+pub(super) fn with_lease<T>(lease: Arc<dyn RunLease>, f: impl FnOnce() -> T) -> T {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {

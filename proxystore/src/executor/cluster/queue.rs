@@ -254,7 +254,7 @@ pub(crate) fn evict_recorded(record: &[u8]) {
         return;
     }
     let (stub, keys) = rest.split_at(len);
-    let Ok((store, _)) = crate::task::job_store_and_result(stub) else {
+    let Ok(store) = crate::task::ReceivedJob::parse(stub).and_then(|j| j.store()) else {
         return;
     };
     for key in keys

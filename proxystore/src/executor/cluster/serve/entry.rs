@@ -47,9 +47,10 @@ impl<'a> JobEntry<'a> {
 /// (if it went through the store) and its inputs.
 pub(crate) fn orphaned(job: &[u8], output: Option<&[u8]>, created: Vec<Key>) {
     if let Some(output) = output {
-        crate::task::evict_output(output);
+        crate::task::evict_result(output);
     }
-    match crate::task::job_store_and_result(job) {
+    let received = crate::task::ReceivedJob::parse(job);
+    match received.and_then(|j| Ok((j.store()?, j.result_key()))) {
         Ok((store, result_key)) => {
             for key in created.iter().chain([&result_key]) {
                 if let Err(e) = store.evict(key) {
@@ -66,7 +67,7 @@ pub(super) fn evict_inputs(job: &[u8], created: &[Key]) {
     if created.is_empty() {
         return;
     }
-    if let Ok((store, _)) = crate::task::job_store_and_result(job) {
+    if let Ok(store) = crate::task::ReceivedJob::parse(job).and_then(|j| j.store()) {
         for key in created {
             if let Err(e) = store.evict(key) {
                 tracing::debug!(%key, error = %e, "cluster worker: could not evict an input");

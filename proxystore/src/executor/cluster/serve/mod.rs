@@ -415,9 +415,11 @@ impl Serving<'_> {
         }
         let run = Run::new(&entry.id);
         self.heart.set_current(Some(run.clone()));
-        let reply = match crate::task::job_name(job.job).and_then(crate::task::find_task) {
+        let received = crate::task::ReceivedJob::parse(job.job);
+        let reply = match received.and_then(|j| crate::task::find_task(j.name()).map(|_| j)) {
             Err(Error::UnknownTask { registered, .. }) => Reply::UnknownTask { registered },
-            _ => {
+            Err(e) => Reply::Failed(e.to_string()),
+            Ok(received) => {
                 let lease = Arc::new(Lease {
                     run,
                     server: self.w.server.clone(),
@@ -425,7 +427,7 @@ impl Serving<'_> {
                     consumer: self.w.consumer.clone(),
                     lost_after: lease_lost_after(&self.w.settings),
                 });
-                match crate::task::with_lease(lease, || crate::task::run_job_bytes(job.job)) {
+                match received.run_with_lease(lease) {
                     Ok(bytes) => Reply::Done(bytes),
                     Err(failure) => Reply::Failed(failure.message().to_string()),
                 }
@@ -450,7 +452,7 @@ impl Serving<'_> {
                     // The caller was told the job failed: nobody will own
                     // the result it stored.
                     if let Reply::Done(bytes) = &reply {
-                        crate::task::evict_output(bytes);
+                        crate::task::evict_result(bytes);
                     }
                 }
             }

@@ -87,7 +87,9 @@ pub(crate) fn give_up(
             .query::<()>(con);
         return;
     };
-    let name = crate::task::job_name(job.job).unwrap_or("?").to_string();
+    let name = crate::task::ReceivedJob::parse(job.job)
+        .map(|j| j.name().to_string())
+        .unwrap_or_else(|_| "?".into());
     tracing::warn!(entry = %entry.id, task = %name, attempts, "cluster: job given up");
     let blob = Reply::GaveUp {
         attempts,
@@ -161,7 +163,7 @@ pub(super) fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
                 if let Some((_, Reply::Done(output))) =
                     reply.and_then(|b| Reply::decode(b.to_vec()))
                 {
-                    crate::task::evict_output(&output);
+                    crate::task::evict_result(&output);
                 }
             }
         }
