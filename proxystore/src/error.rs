@@ -361,6 +361,52 @@ pub enum Error {
         last: String,
     },
 
+    /// An object was sent to a stream topic after the topic was closed.
+    #[error(
+        "topic `{topic}` was closed (its end of stream was sent): nothing more can be sent to it; \
+         use another topic for a new stream"
+    )]
+    TopicClosed {
+        /// The topic.
+        topic: String,
+    },
+
+    /// A stream message could not be read: it is malformed, hostile, or
+    /// was written by something other than a
+    /// [`StreamProducer`](crate::stream::StreamProducer). Nothing in it was
+    /// used.
+    #[error("stream topic `{topic}`: a malformed event: {reason}")]
+    StreamEvent {
+        /// The topic it arrived on.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No stream event arrived within the consumer's timeout.
+    #[error(
+        "stream topic `{topic}`: no event arrived within {after:?}; the producer may be slow, \
+         stopped, or publishing to another topic or broker"
+    )]
+    StreamTimeout {
+        /// The topic.
+        topic: String,
+        /// How long the consumer waited.
+        after: std::time::Duration,
+    },
+
+    /// A message broker of a stream failed (other than a Redis server,
+    /// which is [`Error::Redis`]).
+    #[error("stream broker {broker}: {operation} failed: {message}")]
+    Broker {
+        /// Which broker.
+        broker: String,
+        /// The operation that failed.
+        operation: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A protocol frame between the pool and a worker was malformed.
     #[error("worker protocol error: {0}")]
     Protocol(String),

@@ -89,6 +89,9 @@
 //!   [`LocalConnector`](connectors::LocalConnector), shared memory, Redis,
 //!   your own);
 //! - [`proxy`] and [`owned`]: lazy references and ownership;
+//! - [`stream`]: producers and consumers of typed objects through a
+//!   store, with events on a broker (in-process, Redis pub/sub, lists or
+//!   Streams);
 //! - [`lifetime`]: objects evicted together, when a scope ends, a lease
 //!   runs out or the process exits;
 //! - [`codec`]: the byte format, with a fast path for numeric buffers;
@@ -135,6 +138,7 @@ pub mod python;
 mod runtime;
 pub mod store;
 mod store_executor;
+pub mod stream;
 pub mod task;
 pub mod worker;
 

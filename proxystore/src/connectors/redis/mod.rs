@@ -15,7 +15,7 @@ use crate::key::Key;
 
 mod builder;
 mod pool;
-mod resp;
+pub(crate) mod resp;
 mod url;
 
 pub use builder::RedisConnectorBuilder;

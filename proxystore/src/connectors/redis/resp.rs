@@ -18,7 +18,7 @@ pub(super) fn glob_escape(text: &str) -> String {
 }
 
 /// Appends one RESP bulk string made of `parts` to `out`.
-pub(super) fn push_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
+pub(crate) fn push_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     out.push(b'$');
     out.extend_from_slice(len.to_string().as_bytes());
@@ -31,7 +31,7 @@ pub(super) fn push_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
 
 /// A packed command of `args`, each the concatenation of its parts: the
 /// parts are copied once, straight into the request buffer.
-pub(super) fn pack(args: &[&[&[u8]]]) -> Vec<u8> {
+pub(crate) fn pack(args: &[&[&[u8]]]) -> Vec<u8> {
     let body: usize = args
         .iter()
         .map(|parts| parts.iter().map(|p| p.len()).sum::<usize>() + 24)

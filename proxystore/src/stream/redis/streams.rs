@@ -1,0 +1,435 @@
+//! A subscriber in a consumer group of a Redis stream.
+//!
+//! Each call reads the group's next event (`XREADGROUP ... >`), sending in
+//! the same round trip the acknowledgements of events whose items were
+//! dropped since (`XACK`, then `XDEL`: acknowledged events are deleted).
+//! When nothing comes for a while it takes over events idle longer than
+//! `claim_idle` with another subscriber (`XAUTOCLAIM`), and looks for the
+//! topic's end: the end key is set and the stream has no event left (every
+//! event acknowledged), at which point the stream is deleted and the end
+//! key set to expire. Events this subscriber holds are claimed again by it
+//! (`XCLAIM ... JUSTID`) while it lives, so that they do not look idle.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::{ConnectionLike, Value};
+
+use super::{end_key, finish, millis, request, topic_key, Link, FINISH_STREAMS, SLICE};
+use crate::error::Result;
+use crate::key::Key;
+use crate::stream::broker::{Ack, Message, Next, Subscriber};
+
+/// Events received and not yet acknowledged, and those to acknowledge.
+#[derive(Default)]
+struct Ledger {
+    /// Held by items: when each was last claimed by this subscriber.
+    held: HashMap<String, Instant>,
+    /// Dropped by their items: to acknowledge and delete.
+    done: Vec<String>,
+}
+
+/// Shared with the acknowledgements of the items given out.
+struct Acks {
+    ledger: Mutex<Ledger>,
+    /// The subscriber is gone: an item dropped later acknowledges itself.
+    closed: AtomicBool,
+    link: Link,
+    key: String,
+    group: String,
+}
+
+impl Acks {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn done(&self, id: String) {
+        let mut ledger = self.ledger();
+        ledger.held.remove(&id);
+        if !self.closed.load(Ordering::Acquire) {
+            ledger.done.push(id);
+            return;
+        }
+        drop(ledger);
+        let mut connection = None;
+        if let Err(e) = self.send(&mut connection, &[id]) {
+            tracing::debug!(key = %self.key, error = %e, "stream: a late acknowledgement failed");
+        }
+    }
+
+    /// Acknowledges and deletes `ids`.
+    fn send(&self, connection: &mut Option<redis::Connection>, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.key)
+            .arg(ids)
+            .ignore();
+        request(&self.link, connection, "acknowledge (XACK)", SLICE, |c| {
+            pipe.query::<()>(c).map(|()| Value::Nil)
+        })
+        .map(drop)
+    }
+}
+
+/// Receives the events of one topic of a [`RedisStreams`](super::RedisStreams)
+/// broker, sharing them with the other subscribers of its group.
+pub struct RedisStreamsSubscriber {
+    acks: Arc<Acks>,
+    topic: String,
+    end: String,
+    consumer: String,
+    connection: Option<redis::Connection>,
+    claim_idle: Duration,
+    grace: Duration,
+    /// The topic ended and all of it was consumed.
+    finished: bool,
+    closed: bool,
+}
+
+impl RedisStreamsSubscriber {
+    pub(super) fn new(
+        link: Link,
+        topic: String,
+        group: String,
+        claim_idle: Duration,
+        grace: Duration,
+    ) -> Result<Self> {
+        let connection = Some(link.connect(SLICE)?);
+        let mut subscriber = RedisStreamsSubscriber {
+            acks: Arc::new(Acks {
+                ledger: Mutex::default(),
+                closed: AtomicBool::new(false),
+                link,
+                key: topic_key(&topic),
+                group,
+            }),
+            end: end_key(&topic),
+            topic,
+            consumer: format!("{}-{}", std::process::id(), Key::new()),
+            connection,
+            claim_idle,
+            grace,
+            finished: false,
+            closed: false,
+        };
+        subscriber.join_group()?;
+        Ok(subscriber)
+    }
+
+    /// Creates the group (and the stream) unless it exists, reading from
+    /// the stream's first event.
+    fn join_group(&mut self) -> Result<()> {
+        let acks = &self.acks;
+        let created = request(
+            &acks.link,
+            &mut self.connection,
+            "XGROUP CREATE",
+            SLICE,
+            |c| {
+                c.req_command(
+                    redis::cmd("XGROUP")
+                        .arg("CREATE")
+                        .arg(&acks.key)
+                        .arg(&acks.group)
+                        .arg("0")
+                        .arg("MKSTREAM"),
+                )
+            },
+        );
+        match created {
+            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// A message of `entry` (`[id, [field, value, ...]]`), now held.
+    fn message(&self, entry: Value, redelivered: bool) -> Option<Message> {
+        let Value::Array(mut parts) = entry else {
+            return None;
+        };
+        let fields = parts.pop()?;
+        let id = match parts.pop()? {
+            Value::BulkString(id) => String::from_utf8(id).ok()?,
+            Value::SimpleString(id) => id,
+            _ => return None,
+        };
+        let Value::Array(fields) = fields else {
+            // Deleted while pending: acknowledge it, nothing to read.
+            self.acks.ledger().done.push(id);
+            return None;
+        };
+        let mut fields = fields.into_iter();
+        let payload = loop {
+            match (fields.next()?, fields.next()?) {
+                (Value::BulkString(name), Value::BulkString(value)) if name == b"m" => break value,
+                _ => {}
+            }
+        };
+        self.acks.ledger().held.insert(id.clone(), Instant::now());
+        let acks = self.acks.clone();
+        Some(Message {
+            payload,
+            ack: Some(Ack::new(move || acks.done(id))),
+            redelivered,
+        })
+    }
+
+    /// Claims again the events held longer than half of `claim_idle`, so
+    /// that no other subscriber takes them over.
+    fn keep_held(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let stale: Vec<String> = {
+            let mut ledger = self.acks.ledger();
+            ledger
+                .held
+                .iter_mut()
+                .filter(|(_, at)| now.duration_since(**at) >= self.claim_idle / 2)
+                .map(|(id, at)| {
+                    *at = now;
+                    id.clone()
+                })
+                .collect()
+        };
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let acks = &self.acks;
+        let consumer = &self.consumer;
+        request(&acks.link, &mut self.connection, "XCLAIM", SLICE, |c| {
+            c.req_command(
+                redis::cmd("XCLAIM")
+                    .arg(&acks.key)
+                    .arg(&acks.group)
+                    .arg(consumer)
+                    .arg(0)
+                    .arg(&stale)
+                    .arg("JUSTID"),
+            )
+        })
+        .map(drop)
+    }
+
+    /// One `XREADGROUP` of at most `wait`, after the pending acknowledgements.
+    fn read(&mut self, wait: Duration) -> Result<Option<Value>> {
+        let done = std::mem::take(&mut self.acks.ledger().done);
+        let acks = self.acks.clone();
+        let consumer = &self.consumer;
+        let mut pipe = redis::pipe();
+        if !done.is_empty() {
+            pipe.cmd("XACK")
+                .arg(&acks.key)
+                .arg(&acks.group)
+                .arg(&done)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&acks.key)
+                .arg(&done)
+                .ignore();
+        }
+        pipe.cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&acks.group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(millis(wait))
+            .arg("STREAMS")
+            .arg(&acks.key)
+            .arg(">");
+        let read = request(&acks.link, &mut self.connection, "XREADGROUP", wait, |c| {
+            pipe.query::<Vec<Value>>(c)
+                .map(|mut v| v.pop().unwrap_or(Value::Nil))
+        });
+        match read {
+            Ok(value) => Ok(first_entry(value)),
+            Err(e) if e.to_string().contains("NOGROUP") => {
+                // The acknowledgements did not land: send them again.
+                self.acks.ledger().done.extend(done);
+                // The stream was deleted: ended, or not begun yet.
+                if self.ended()? {
+                    self.finished = true;
+                } else {
+                    self.join_group()?;
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.acks.ledger().done.extend(done);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes over one event idle longer than `claim_idle` with another
+    /// subscriber (which died, or hangs).
+    fn claim(&mut self) -> Result<Option<Value>> {
+        let acks = &self.acks;
+        let consumer = &self.consumer;
+        let idle = millis(self.claim_idle);
+        let claimed = request(&acks.link, &mut self.connection, "XAUTOCLAIM", SLICE, |c| {
+            c.req_command(
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&acks.key)
+                    .arg(&acks.group)
+                    .arg(consumer)
+                    .arg(idle)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+        });
+        match claimed {
+            Ok(Value::Array(mut reply)) if reply.len() >= 2 => {
+                let Value::Array(mut entries) = reply.swap_remove(1) else {
+                    return Ok(None);
+                };
+                Ok(entries.pop())
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.to_string().contains("NOGROUP") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the topic has ended and all of it is consumed (the stream is
+    /// then deleted and its end key set to expire).
+    fn ended(&mut self) -> Result<bool> {
+        finish(
+            &self.acks.link,
+            &mut self.connection,
+            FINISH_STREAMS,
+            &self.topic,
+            self.grace,
+        )
+    }
+}
+
+/// The first entry of an `XREADGROUP` reply (`[[key, [entry, ...]]]`).
+fn first_entry(reply: Value) -> Option<Value> {
+    let Value::Array(streams) = reply else {
+        return None;
+    };
+    let Value::Array(mut stream) = streams.into_iter().next()? else {
+        return None;
+    };
+    let Value::Array(entries) = stream.pop()? else {
+        return None;
+    };
+    entries.into_iter().next()
+}
+
+impl Subscriber for RedisStreamsSubscriber {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn next_message(&mut self, timeout: Option<Duration>) -> Result<Next> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.keep_held()?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let wait = left
+                .map_or(SLICE, |l| l.min(SLICE))
+                .max(Duration::from_millis(1));
+            if let Some(entry) = self.read(wait)? {
+                if let Some(message) = self.message(entry, false) {
+                    return Ok(Next::Message(message));
+                }
+                continue;
+            }
+            if self.finished {
+                return Ok(Next::Ended);
+            }
+            if let Some(entry) = self.claim()? {
+                if let Some(message) = self.message(entry, true) {
+                    tracing::debug!(topic = %self.topic, "stream: took over an event of another subscriber");
+                    return Ok(Next::Message(message));
+                }
+                continue;
+            }
+            if self.ended()? {
+                return Ok(Next::Ended);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Next::Timeout);
+            }
+        }
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let acks = self.acks.clone();
+        acks.closed.store(true, Ordering::Release);
+        let (done, holding) = {
+            let mut ledger = acks.ledger();
+            (std::mem::take(&mut ledger.done), !ledger.held.is_empty())
+        };
+        acks.send(&mut self.connection, &done)?;
+        if !holding {
+            // Nothing of this subscriber is pending: leave the group.
+            let consumer = &self.consumer;
+            let left = request(
+                &acks.link,
+                &mut self.connection,
+                "XGROUP DELCONSUMER",
+                SLICE,
+                |c| {
+                    c.req_command(
+                        redis::cmd("XGROUP")
+                            .arg("DELCONSUMER")
+                            .arg(&acks.key)
+                            .arg(&acks.group)
+                            .arg(consumer),
+                    )
+                },
+            );
+            if let Err(e) = left {
+                if !e.to_string().contains("NOGROUP") {
+                    return Err(e);
+                }
+            }
+        }
+        // The last subscriber of an ended topic removes it.
+        self.ended()?;
+        self.closed = true;
+        self.connection = None;
+        Ok(())
+    }
+}
+
+impl Drop for RedisStreamsSubscriber {
+    fn drop(&mut self) {
+        if !self.closed {
+            if let Err(e) = self.close() {
+                tracing::debug!(topic = %self.topic, error = %e, "stream: closing a subscriber failed");
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RedisStreamsSubscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStreamsSubscriber")
+            .field("server", &self.acks.link)
+            .field("topic", &self.topic)
+            .field("group", &self.acks.group)
+            .field("consumer", &self.consumer)
+            .field("end", &self.end)
+            .finish()
+    }
+}
