@@ -124,7 +124,7 @@ fn per_topic_stores_and_a_default() {
     let big = in_store.next().unwrap().unwrap();
     let small = inline.next().unwrap().unwrap();
     assert!(Item::key(&big).is_some() && Item::key(&small).is_none());
-    assert_eq!((&*big.as_str(), &*small.as_str()), ("stored", "inside"));
+    assert_eq!((big.as_str(), small.as_str()), ("stored", "inside"));
 }
 
 #[test]

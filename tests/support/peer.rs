@@ -197,6 +197,11 @@ fn main() {
             drop(owned);
             println!("dropped");
         }
+        // stream-consume <pubsub|queue|streams> <url> <topic> <claim-ms> <hold-ms>:
+        // consumes `Vec<f64>` frames whose metadata has a `step`. Prints
+        // "ready" once subscribed, "item <step>" when a frame arrives (then
+        // holds it for <hold-ms>), and "end <count>" at the topic's end.
+        "stream-consume" => stream_consume(&args[1..]),
         // make-pool: what a main that forgot worker::init() does.
         "make-pool" => match proxystore::executor::ProcessPool::new(1) {
             Ok(_) => println!("pool started"),
@@ -269,6 +274,60 @@ fn broken_worker(how: &str) {
         other => panic!("unknown way to break: {other}"),
     }
     std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+fn stream_consume(args: &[String]) {
+    use proxystore::stream::{
+        Item, RedisPubSub, RedisQueue, RedisStreams, StreamConsumer, Subscriber,
+    };
+    use std::time::Duration;
+    let (kind, url, topic) = (&args[0], &args[1], &args[2]);
+    let claim = Duration::from_millis(args[3].parse().unwrap());
+    let hold = Duration::from_millis(args[4].parse().unwrap());
+    let grace = Duration::from_millis(300);
+    let subscriber: Box<dyn FnOnce() -> StreamConsumer<Vec<f64>>> = match kind.as_str() {
+        "pubsub" => {
+            let s = RedisPubSub::new(url.as_str())
+                .unwrap()
+                .subscriber(topic.as_str())
+                .unwrap();
+            Box::new(move || StreamConsumer::new(s))
+        }
+        "queue" => {
+            let s = RedisQueue::new(url.as_str())
+                .unwrap()
+                .end_grace(grace)
+                .subscriber(topic.as_str())
+                .unwrap();
+            Box::new(move || StreamConsumer::new(s))
+        }
+        "streams" => {
+            let s = RedisStreams::new(url.as_str())
+                .unwrap()
+                .claim_idle(claim)
+                .end_grace(grace)
+                .subscriber(topic.as_str())
+                .unwrap();
+            let _ = s.topic();
+            Box::new(move || StreamConsumer::new(s))
+        }
+        other => panic!("unknown broker {other}"),
+    };
+    let consumer = subscriber();
+    println!("ready");
+    let mut count = 0;
+    for item in consumer {
+        let item = item.unwrap();
+        let step = Item::metadata(&item).get("step").unwrap().as_i64().unwrap();
+        assert!(
+            item.iter().all(|v| *v == step as f64),
+            "frame {step} is whole"
+        );
+        println!("item {step}");
+        std::thread::sleep(hold);
+        count += 1;
+    }
+    println!("end {count}");
 }
 
 fn connector(config: &str) -> std::sync::Arc<dyn Connector> {

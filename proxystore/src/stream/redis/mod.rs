@@ -113,7 +113,7 @@ fn request(
 }
 
 macro_rules! broker_config {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $kind:ident) => {
         $(#[$doc])*
         #[derive(Clone, Serialize, Deserialize)]
         pub struct $name {
@@ -144,7 +144,7 @@ macro_rules! broker_config {
 
             /// A publisher to any topic.
             pub fn publisher(&self) -> Result<RedisPublisher> {
-                RedisPublisher::new(&self.url, Kind::$name)
+                RedisPublisher::new(&self.url, Kind::$kind)
             }
 
             /// How long the mark of a topic's end stays in Redis once its
@@ -193,7 +193,7 @@ broker_config! {
     /// The configuration is serializable (the URL included, with its
     /// password): a task can take it as an argument and subscribe on its
     /// worker.
-    RedisPubSub
+    RedisPubSub, PubSub
 }
 
 broker_config! {
@@ -208,7 +208,7 @@ broker_config! {
     ///
     /// The configuration is serializable: a task can take it as an
     /// argument and subscribe on its worker.
-    RedisQueue
+    RedisQueue, Queue
 }
 
 broker_config! {
@@ -241,7 +241,7 @@ broker_config! {
     /// } // each frame evicted, its event acknowledged, as the loop moves on
     /// # Ok::<(), proxystore::Error>(())
     /// ```
-    RedisStreams
+    RedisStreams, Streams
 }
 
 impl RedisPubSub {
@@ -295,9 +295,9 @@ impl RedisStreams {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
-    RedisPubSub,
-    RedisQueue,
-    RedisStreams,
+    PubSub,
+    Queue,
+    Streams,
 }
 
 /// Publishes to a Redis broker ([`RedisPubSub`], [`RedisQueue`] or
@@ -311,7 +311,7 @@ pub struct RedisPublisher {
 /// Pushes the end event and marks the topic ended, at once.
 const QUEUE_END: &str = "redis.call('RPUSH', KEYS[1], ARGV[1]) \
                          redis.call('SET', KEYS[2], '1') return 1";
-const STREAMS_END: &str = "local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[1]) \
+const STREAMS_END: &str = "local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1]) \
                            redis.call('SET', KEYS[2], id) return 1";
 
 impl RedisPublisher {
@@ -347,9 +347,9 @@ impl Publisher for RedisPublisher {
     fn publish(&self, topic: &str, parts: &[&[u8]]) -> Result<()> {
         let key = topic_key(topic);
         let (operation, request) = match self.kind {
-            Kind::RedisPubSub => ("PUBLISH", pack(&[&[b"PUBLISH"], &[key.as_bytes()], parts])),
-            Kind::RedisQueue => ("RPUSH", pack(&[&[b"RPUSH"], &[key.as_bytes()], parts])),
-            Kind::RedisStreams => (
+            Kind::PubSub => ("PUBLISH", pack(&[&[b"PUBLISH"], &[key.as_bytes()], parts])),
+            Kind::Queue => ("RPUSH", pack(&[&[b"RPUSH"], &[key.as_bytes()], parts])),
+            Kind::Streams => (
                 "XADD",
                 pack(&[&[b"XADD"], &[key.as_bytes()], &[b"*"], &[b"m"], parts]),
             ),
@@ -359,9 +359,9 @@ impl Publisher for RedisPublisher {
 
     fn publish_end(&self, topic: &str, parts: &[&[u8]]) -> Result<()> {
         let script = match self.kind {
-            Kind::RedisPubSub => return self.publish(topic, parts),
-            Kind::RedisQueue => QUEUE_END,
-            Kind::RedisStreams => STREAMS_END,
+            Kind::PubSub => return self.publish(topic, parts),
+            Kind::Queue => QUEUE_END,
+            Kind::Streams => STREAMS_END,
         };
         let (key, end) = (topic_key(topic), end_key(topic));
         let request = pack(&[

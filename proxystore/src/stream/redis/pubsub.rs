@@ -27,24 +27,26 @@ impl RedisPubSubSubscriber {
     pub(super) fn new(link: Link, topic: String) -> Result<Self> {
         let mut connection = link.connect(Duration::ZERO)?;
         let channel = topic_key(&topic);
-        // Subscribed before this returns: nothing published from now on is
-        // missed.
-        let subscribed = {
-            let mut pubsub = connection.as_pubsub();
-            pubsub.subscribe(&channel)
-        };
-        subscribed.map_err(|e| link.error("SUBSCRIBE", &e))?;
-        connection
-            .set_read_timeout(Some(SLICE))
-            .map_err(|e| link.error("SUBSCRIBE", &e))?;
         let (sender, messages) = crossbeam_channel::unbounded();
+        let (subscribed, ready) = crossbeam_channel::bounded(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let reader_link = link.clone();
         std::thread::Builder::new()
             .name("proxystore-pubsub".into())
             .spawn(move || {
+                // The subscription lives as long as this `PubSub` (dropping
+                // it unsubscribes), so all of it happens on this thread.
                 let mut pubsub = connection.as_pubsub();
+                let result = pubsub
+                    .subscribe(&channel)
+                    .and_then(|()| pubsub.set_read_timeout(Some(SLICE)))
+                    .map_err(|e| reader_link.error("SUBSCRIBE", &e));
+                let ok = result.is_ok();
+                let _ = subscribed.send(result);
+                if !ok {
+                    return;
+                }
                 while !stopped.load(Ordering::Relaxed) {
                     match pubsub.get_message() {
                         Ok(message) => {
@@ -65,6 +67,13 @@ impl RedisPubSubSubscriber {
                 purpose: "read a Redis pub/sub channel",
                 source,
             })?;
+        // Subscribed before this returns: nothing published from now on is
+        // missed.
+        ready.recv().map_err(|_| Error::Redis {
+            server: link.server.clone(),
+            operation: "SUBSCRIBE".into(),
+            message: "the subscribing thread stopped".into(),
+        })??;
         Ok(RedisPubSubSubscriber {
             link,
             topic,

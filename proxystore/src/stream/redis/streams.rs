@@ -7,7 +7,9 @@
 //! `claim_idle` with another subscriber (`XAUTOCLAIM`), and looks for the
 //! topic's end: the end key is set and the stream has no event left (every
 //! event acknowledged), at which point the stream is deleted and the end
-//! key set to expire. Events this subscriber holds are claimed again by it
+//! key set to expire. The end event itself (field `e`, not `m`) is held
+//! back by the subscriber that reads it until it is the stream's last, so
+//! that no event of a dead subscriber is left behind it. Events this subscriber holds are claimed again by it
 //! (`XCLAIM ... JUSTID`) while it lives, so that they do not look idle.
 
 use std::collections::HashMap;
@@ -88,7 +90,10 @@ impl Acks {
 pub struct RedisStreamsSubscriber {
     acks: Arc<Acks>,
     topic: String,
-    end: String,
+    end_key: String,
+    /// The topic's end event, held back until every other event is
+    /// acknowledged.
+    end: Option<Message>,
     consumer: String,
     connection: Option<redis::Connection>,
     claim_idle: Duration,
@@ -115,7 +120,8 @@ impl RedisStreamsSubscriber {
                 key: topic_key(&topic),
                 group,
             }),
-            end: end_key(&topic),
+            end_key: end_key(&topic),
+            end: None,
             topic,
             consumer: format!("{}-{}", std::process::id(), Key::new()),
             connection,
@@ -154,8 +160,10 @@ impl RedisStreamsSubscriber {
         }
     }
 
-    /// A message of `entry` (`[id, [field, value, ...]]`), now held.
-    fn message(&self, entry: Value, redelivered: bool) -> Option<Message> {
+    /// A message of `entry` (`[id, [field, value, ...]]`), now held, and
+    /// whether it is the topic's end. An entry of another shape (written
+    /// by another program) is acknowledged and deleted.
+    fn message(&self, entry: Value, redelivered: bool) -> Option<(Message, bool)> {
         let Value::Array(mut parts) = entry else {
             return None;
         };
@@ -165,25 +173,46 @@ impl RedisStreamsSubscriber {
             Value::SimpleString(id) => id,
             _ => return None,
         };
-        let Value::Array(fields) = fields else {
-            // Deleted while pending: acknowledge it, nothing to read.
+        let found = match fields {
+            Value::Array(fields) if fields.len() == 2 => {
+                let mut fields = fields.into_iter();
+                match (fields.next(), fields.next()) {
+                    (Some(Value::BulkString(name)), Some(Value::BulkString(value)))
+                        if name == b"m" || name == b"e" =>
+                    {
+                        Some((value, name == b"e"))
+                    }
+                    _ => None,
+                }
+            }
+            // Nil: deleted while pending.
+            _ => None,
+        };
+        let Some((payload, end)) = found else {
+            tracing::debug!(topic = %self.topic, %id, "stream: dropping an entry that is no event");
             self.acks.ledger().done.push(id);
             return None;
         };
-        let mut fields = fields.into_iter();
-        let payload = loop {
-            match (fields.next()?, fields.next()?) {
-                (Value::BulkString(name), Value::BulkString(value)) if name == b"m" => break value,
-                _ => {}
-            }
-        };
         self.acks.ledger().held.insert(id.clone(), Instant::now());
         let acks = self.acks.clone();
-        Some(Message {
+        let message = Message {
             payload,
             ack: Some(Ack::new(move || acks.done(id))),
             redelivered,
-        })
+        };
+        Some((message, end))
+    }
+
+    /// The number of events in the stream: every event not yet
+    /// acknowledged.
+    fn len(&mut self) -> Result<i64> {
+        let key = &self.acks.key;
+        match request(&self.acks.link, &mut self.connection, "XLEN", SLICE, |c| {
+            c.req_command(redis::cmd("XLEN").arg(key))
+        })? {
+            Value::Int(n) => Ok(n),
+            _ => Ok(0),
+        }
     }
 
     /// Claims again the events held longer than half of `claim_idle`, so
@@ -255,7 +284,7 @@ impl RedisStreamsSubscriber {
         });
         match read {
             Ok(value) => Ok(first_entry(value)),
-            Err(e) if e.to_string().contains("NOGROUP") => {
+            Err(e) if gone(&e) => {
                 // The acknowledgements did not land: send them again.
                 self.acks.ledger().done.extend(done);
                 // The stream was deleted: ended, or not begun yet.
@@ -299,7 +328,7 @@ impl RedisStreamsSubscriber {
                 Ok(entries.pop())
             }
             Ok(_) => Ok(None),
-            Err(e) if e.to_string().contains("NOGROUP") => Ok(None),
+            Err(e) if gone(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -315,6 +344,12 @@ impl RedisStreamsSubscriber {
             self.grace,
         )
     }
+}
+
+/// Whether `e` says the stream or its group does not exist (any more).
+fn gone(e: &crate::Error) -> bool {
+    let text = e.to_string();
+    text.contains("NOGROUP") || text.contains("UNBLOCKED")
 }
 
 /// The first entry of an `XREADGROUP` reply (`[[key, [entry, ...]]]`).
@@ -344,24 +379,32 @@ impl Subscriber for RedisStreamsSubscriber {
             let wait = left
                 .map_or(SLICE, |l| l.min(SLICE))
                 .max(Duration::from_millis(1));
+            let mut found = None;
             if let Some(entry) = self.read(wait)? {
-                if let Some(message) = self.message(entry, false) {
-                    return Ok(Next::Message(message));
-                }
-                continue;
-            }
-            if self.finished {
-                return Ok(Next::Ended);
-            }
-            if let Some(entry) = self.claim()? {
-                if let Some(message) = self.message(entry, true) {
+                found = Some(self.message(entry, false));
+            } else if !self.finished {
+                if let Some(entry) = self.claim()? {
                     tracing::debug!(topic = %self.topic, "stream: took over an event of another subscriber");
-                    return Ok(Next::Message(message));
+                    found = Some(self.message(entry, true));
                 }
-                continue;
             }
-            if self.ended()? {
-                return Ok(Next::Ended);
+            match found {
+                Some(Some((message, false))) => return Ok(Next::Message(message)),
+                // The end waits until every other event is acknowledged
+                // (those of a dead subscriber taken over first).
+                Some(Some((end, true))) => self.end = Some(end),
+                Some(None) => {}
+                None if self.finished => return Ok(Next::Ended),
+                None => {
+                    if let Some(end) = self.end.take() {
+                        if self.len()? <= 1 {
+                            return Ok(Next::Message(end));
+                        }
+                        self.end = Some(end);
+                    } else if self.ended()? {
+                        return Ok(Next::Ended);
+                    }
+                }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(Next::Timeout);
@@ -429,7 +472,7 @@ impl fmt::Debug for RedisStreamsSubscriber {
             .field("topic", &self.topic)
             .field("group", &self.acks.group)
             .field("consumer", &self.consumer)
-            .field("end", &self.end)
+            .field("end", &self.end_key)
             .finish()
     }
 }
