@@ -33,7 +33,7 @@ pub(crate) enum Payload<T: Storable> {
 /// consumer owns ([`StreamProducer::send`](super::StreamProducer::send)) is
 /// evicted from its store, one shared with other readers
 /// ([`send_shared`](super::StreamProducer::send_shared)) is left to its
-/// lifetime. On a durable broker ([`RedisStreams`](super::RedisStreams))
+/// lifetime. On a durable broker (`RedisStreams`, feature `redis`)
 /// the event is acknowledged once every item of its message is dropped, so
 /// a consumer that dies while holding an item leaves the event to be
 /// delivered again to another.

@@ -19,13 +19,14 @@
 //! let broker = LocalBroker::new();
 //!
 //! let consumer = StreamConsumer::<Vec<f64>>::new(broker.subscriber("frames"));
-//! let reader = std::thread::spawn(move || -> proxystore::Result<f64> {
-//!     let mut total = 0.0;
+//! let reader = std::thread::spawn(move || -> proxystore::Result<(f64, Vec<_>)> {
+//!     let (mut total, mut keys) = (0.0, Vec::new());
 //!     for frame in consumer {
 //!         let frame = frame?;                     // a lazy item of the stream
 //!         total += frame.iter().sum::<f64>();     // read from the store here
+//!         keys.extend(Item::key(&frame));
 //!     }                                           // each frame evicted once used
-//!     Ok(total)
+//!     Ok((total, keys))
 //! });
 //!
 //! let mut producer = StreamProducer::<Vec<f64>>::builder(broker.publisher())
@@ -36,8 +37,12 @@
 //! }
 //! producer.close_topic("frames")?;                // the consumer's loop ends after the last
 //!
-//! assert_eq!(reader.join().unwrap()?, 1_000_000.0);
-//! assert_eq!(std::fs::read_dir(dir.path())?.count(), 0); // nothing left in the store
+//! let (total, keys) = reader.join().unwrap()?;
+//! assert_eq!(total, 1_000_000.0);
+//! assert_eq!(keys.len(), 4);
+//! for key in &keys {
+//!     assert!(!store.exists(key)?);               // nothing left in the store
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

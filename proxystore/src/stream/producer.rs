@@ -49,7 +49,7 @@ impl<T> Default for TopicState<T> {
 ///
 /// ```
 /// use proxystore::connectors::FileConnector;
-/// use proxystore::stream::{LocalBroker, Metadata, StreamConsumer, StreamProducer};
+/// use proxystore::stream::{Item, LocalBroker, Metadata, StreamConsumer, StreamProducer};
 /// use proxystore::Store;
 ///
 /// let dir = tempfile::tempdir()?;
@@ -67,10 +67,12 @@ impl<T> Default for TopicState<T> {
 ///
 /// for item in &mut consumer {
 ///     let item = item?;                       // an object the consumer owns
-///     let step = proxystore::stream::Item::metadata(&item).get("step").unwrap().as_f64().unwrap();
-///     assert_eq!(item[0], step);              // read from the store on first use
-/// }                                           // dropped: evicted from the store
-/// assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+///     let step = Item::metadata(&item).get("step").and_then(|v| v.as_f64());
+///     assert_eq!(Some(item[0]), step);        // read from the store on first use
+///     let key = Item::key(&item).unwrap();
+///     drop(item);                             // dropped: evicted from the store
+///     assert!(!store.exists(&key)?);
+/// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -197,7 +199,7 @@ impl<T: Storable> StreamProducer<T> {
     }
 
     /// Sends `value` for any number of readers (a broadcast through
-    /// [`RedisPubSub`](super::RedisPubSub), say): consumers get plain
+    /// `RedisPubSub`, say): consumers get plain
     /// proxies, and the object stays in the store until `lifetime` ends
     /// (with `None`, until the store is closed).
     pub fn send_shared(
