@@ -127,14 +127,18 @@ fn a_failed_upstream_fails_its_dependents_naming_it(pool: Pool) {
     let ex = f.executor(pool);
     let a = ex.submit(refuse::task("no data")).unwrap();
     let b = ex.submit(scale::task(&a, 2.0)).unwrap();
+    let b_id = b.id();
     let c = ex.submit(total::task(b)).unwrap();
     match c.result() {
         Err(Error::UpstreamFailed {
             task,
             upstream,
             message,
+            upstream_id,
+            ..
         }) => {
             assert_eq!(task, total::NAME);
+            assert_eq!(upstream_id, Some(b_id), "the upstream's id too");
             assert_eq!(upstream, scale::NAME);
             assert!(message.contains(refuse::NAME), "{message}");
             assert!(message.contains("no data"), "{message}");

@@ -532,7 +532,7 @@ fn failures_fail_the_future_and_the_pool_goes_on(pool: Pool) {
         .result()
         .unwrap_err();
     assert!(
-        matches!(&err, Error::TaskFailed { task, message } if task.ends_with("explode") && message.contains("kaboom")),
+        matches!(&err, Error::TaskFailed { task, message, .. } if task.ends_with("explode") && message.contains("kaboom")),
         "{err}"
     );
     let err = ex.submit(refuse::task(-3)).unwrap().result().unwrap_err();

@@ -1,6 +1,7 @@
 //! The crate's error type.
 
 use crate::key::Key;
+use crate::task::TaskId;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -187,19 +188,26 @@ pub enum Error {
     },
 
     /// A task returned an error or panicked.
-    #[error("task `{task}` failed: {message}")]
+    #[error("task `{task}`{} failed: {message}", Id(.id))]
     TaskFailed {
         /// Name of the task.
         task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
         /// The error's message or the panic payload.
         message: String,
     },
 
     /// A worker process exited while running a task.
-    #[error("worker process {pid} running task `{task}` died ({status}); the pool replaced it")]
+    #[error(
+        "worker process {pid} running task `{task}`{} died ({status}); the pool replaced it",
+        Id(.id)
+    )]
     WorkerDied {
         /// Name of the task.
         task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
         /// The worker's process id.
         pid: u32,
         /// How it ended.
@@ -207,17 +215,24 @@ pub enum Error {
     },
 
     /// The task was cancelled before it started.
-    #[error("task `{task}` was cancelled before it started")]
+    #[error("task `{task}`{} was cancelled before it started", Id(.id))]
     Cancelled {
         /// Name of the task.
         task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
     },
 
     /// Waiting for a result timed out; the task keeps running.
-    #[error("timed out after {after:?} waiting for task `{task}`; it is still running")]
+    #[error(
+        "timed out after {after:?} waiting for task `{task}`{}; it is still running",
+        Id(.id)
+    )]
     Timeout {
         /// Name of the task.
         task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
         /// How long the caller waited.
         after: std::time::Duration,
     },
@@ -252,12 +267,20 @@ pub enum Error {
     /// A task given another task's result (a
     /// [`TaskFuture`](crate::executor::TaskFuture)) was not run because that
     /// task failed or was cancelled.
-    #[error("task `{task}` did not run: its input from task `{upstream}` failed: {message}")]
+    #[error(
+        "task `{task}`{} did not run: its input from task `{upstream}`{} failed: {message}",
+        Id(.id),
+        Id(.upstream_id)
+    )]
     UpstreamFailed {
         /// The task that was not run.
         task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
         /// The task whose result it needed.
         upstream: String,
+        /// Its id.
+        upstream_id: Option<TaskId>,
         /// Why that task failed (or that it was cancelled). When `upstream`
         /// did not run either, because of its own upstream, this is the
         /// message of the task where the chain first failed: the cause,
@@ -266,10 +289,12 @@ pub enum Error {
     },
 
     /// The executor was shut down.
-    #[error("executor is shut down; `{task}` was not run")]
+    #[error("executor is shut down; `{task}`{} was not run", Id(.id))]
     ShutDown {
         /// Name of the task.
         task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
     },
 
     /// This process was started as a pool worker, but `main` created a pool
@@ -351,10 +376,12 @@ pub enum Error {
     /// A task failed on every attempt it was given (its worker died each
     /// time, or it could not be run), and was moved to the dead-letter
     /// stream.
-    #[error("task `{task}` was given up after {attempts} attempts: {last}")]
+    #[error("task `{task}`{} was given up after {attempts} attempts: {last}", Id(.id))]
     AttemptsExhausted {
         /// Name of the task.
         task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
         /// How many times it was delivered.
         attempts: u64,
         /// What happened on the last attempt.
@@ -412,7 +439,51 @@ pub enum Error {
     Protocol(String),
 }
 
+/// A task's id as errors show it: ` #17`, or nothing.
+struct Id<'a>(&'a Option<TaskId>);
+
+impl std::fmt::Display for Id<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, " {id}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Error {
+    /// The id of the task this error is about, if it is about one.
+    pub fn task_id(&self) -> Option<TaskId> {
+        match self {
+            Error::TaskFailed { id, .. }
+            | Error::WorkerDied { id, .. }
+            | Error::Cancelled { id, .. }
+            | Error::Timeout { id, .. }
+            | Error::UpstreamFailed { id, .. }
+            | Error::ShutDown { id, .. }
+            | Error::AttemptsExhausted { id, .. } => *id,
+            _ => None,
+        }
+    }
+
+    /// This error, naming task `task` by its id where it names a task
+    /// without one.
+    pub(crate) fn with_task_id(mut self, task: TaskId) -> Self {
+        match &mut self {
+            Error::TaskFailed { id, .. }
+            | Error::WorkerDied { id, .. }
+            | Error::Cancelled { id, .. }
+            | Error::Timeout { id, .. }
+            | Error::UpstreamFailed { id, .. }
+            | Error::ShutDown { id, .. }
+            | Error::AttemptsExhausted { id, .. } => {
+                id.get_or_insert(task);
+            }
+            _ => {}
+        }
+        self
+    }
+
     pub(crate) fn io(
         connector: impl Into<String>,
         operation: impl Into<String>,

@@ -53,6 +53,7 @@ impl JobQueue {
         if let Some((job, completion)) = rejected {
             completion.fail(Error::ShutDown {
                 task: job.name().into(),
+                id: None,
             });
         }
     }

@@ -69,7 +69,7 @@ pub(super) struct HeldState {
     /// The job's frames after each upstream's.
     pub(super) after: Vec<Vec<u8>>,
     /// The first upstream that failed, and why.
-    pub(super) failure: Option<(String, String)>,
+    pub(super) failure: Option<(String, crate::task::TaskId, String)>,
 }
 
 impl HeldJob {
@@ -80,6 +80,7 @@ impl HeldJob {
         self: Arc<Self>,
         index: usize,
         upstream: &str,
+        upstream_id: crate::task::TaskId,
         output: &Result<TaskOutput>,
     ) -> Option<Box<dyn FnOnce() + Send>> {
         let frame = match output {
@@ -95,7 +96,7 @@ impl HeldJob {
             Ok(frame) => state.frames[index] = frame,
             Err(message) => {
                 if state.failure.is_none() {
-                    state.failure = Some((upstream.to_string(), message));
+                    state.failure = Some((upstream.to_string(), upstream_id, message));
                 }
             }
         }
@@ -136,16 +137,18 @@ impl HeldJob {
         mut job: Job,
         frames: Vec<Vec<u8>>,
         after: Vec<Vec<u8>>,
-        failure: Option<(String, String)>,
+        failure: Option<(String, crate::task::TaskId, String)>,
     ) {
         let completion = Completion::new(self.shared.clone());
         if self.shared.is_done() {
             // Cancelled while it waited: its inputs are evicted already.
             completion.cancel();
-        } else if let Some((upstream, message)) = failure {
+        } else if let Some((upstream, upstream_id, message)) = failure {
             completion.fail(Error::UpstreamFailed {
                 task: job.name.to_string(),
+                id: None,
                 upstream,
+                upstream_id: Some(upstream_id),
                 message,
             });
         } else if let Some(error) = self.unreachable(&frames) {

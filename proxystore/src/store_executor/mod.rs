@@ -22,14 +22,15 @@
 //! }   // dropping the result evicts it; dropping the executor closes the store
 //! ```
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::executor::{Completion, Executor, TaskFuture};
 use crate::policy::ShouldProxy;
 use crate::store::Store;
-use crate::task::handle::TaskCell;
+use crate::task::handle::{Counters, TaskCell};
+use crate::task::Progress;
 use crate::task::{discard_output, EncodedTask, ExecContext, Job, Task, TaskOutput, TaskValue};
 use crate::Storable;
 
@@ -69,7 +70,7 @@ pub struct StoreExecutor {
     context: Arc<[u8]>,
     shut_down: AtomicBool,
     store_closed: AtomicBool,
-    outstanding: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
     /// Tasks waiting for other tasks' results before they are submitted.
     held: Arc<HeldTasks>,
 }
@@ -90,7 +91,7 @@ impl StoreExecutor {
             context: Arc::from(&[][..]),
             shut_down: AtomicBool::new(false),
             store_closed: AtomicBool::new(false),
-            outstanding: Arc::default(),
+            counters: Arc::default(),
             held: Arc::default(),
         };
         this.encode_context();
@@ -137,6 +138,28 @@ impl StoreExecutor {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How this executor's tasks are doing: submitted, pending, running,
+    /// done, failed, cancelled (see [`Progress`], with an example).
+    pub fn progress(&self) -> Progress {
+        self.counters.progress()
+    }
+
+    /// Submits tasks in order, marking each with its index.
+    fn submit_indexed<R: Storable, C: FromIterator<TaskFuture<R>>>(
+        &self,
+        tasks: impl IntoIterator<Item = Task<R>>,
+    ) -> Result<C> {
+        tasks
+            .into_iter()
+            .enumerate()
+            .map(|(index, task)| {
+                let future = self.submit(task)?;
+                future.shared().set_index(index);
+                Ok(future)
+            })
+            .collect()
     }
 
     /// Submits a task; see [`TaskFuture`].
@@ -219,7 +242,10 @@ impl StoreExecutor {
 
     fn check_open(&self, task: &str) -> Result<()> {
         if self.shut_down.load(Ordering::Acquire) {
-            return Err(Error::ShutDown { task: task.into() });
+            return Err(Error::ShutDown {
+                task: task.into(),
+                id: None,
+            });
         }
         Ok(())
     }
@@ -279,12 +305,7 @@ impl StoreExecutor {
                 }) as Box<dyn FnOnce(&Result<TaskOutput>) + Send>
             })
         };
-        let shared = TaskCell::new(
-            name,
-            cleanup,
-            Some(discard_output),
-            self.outstanding.clone(),
-        );
+        let shared = TaskCell::new(name, cleanup, Some(discard_output), self.counters.clone());
         let job = Job {
             name: name.into(),
             run: Some(run),
@@ -321,8 +342,8 @@ impl StoreExecutor {
         self.held.insert(held_id, shared.clone());
         for (index, upstream) in inputs.iter().enumerate() {
             let held = held.clone();
-            let name = upstream.name.to_string();
-            upstream.on_output(Box::new(move |output| held.fill(index, &name, output)));
+            let (name, id) = (upstream.name.to_string(), upstream.id);
+            upstream.on_output(Box::new(move |output| held.fill(index, &name, id, output)));
         }
         TaskFuture::new(shared)
     }
@@ -334,10 +355,7 @@ impl StoreExecutor {
         &self,
         tasks: impl IntoIterator<Item = Task<R>>,
     ) -> Result<impl Iterator<Item = Result<TaskValue<R>>>> {
-        let futures = tasks
-            .into_iter()
-            .map(|task| self.submit(task))
-            .collect::<Result<Vec<_>>>()?;
+        let futures: Vec<_> = self.submit_indexed(tasks)?;
         Ok(futures.into_iter().map(TaskFuture::result))
     }
 
@@ -352,10 +370,7 @@ impl StoreExecutor {
         timeout: std::time::Duration,
     ) -> Result<impl Iterator<Item = Result<TaskValue<R>>>> {
         let deadline = std::time::Instant::now() + timeout;
-        let futures = tasks
-            .into_iter()
-            .map(|task| self.submit(task))
-            .collect::<Result<std::collections::VecDeque<_>>>()?;
+        let futures: std::collections::VecDeque<_> = self.submit_indexed(tasks)?;
         Ok(Deadline { futures, deadline })
     }
 
@@ -387,10 +402,7 @@ impl StoreExecutor {
         &self,
         tasks: impl IntoIterator<Item = Task<R>>,
     ) -> Result<impl Iterator<Item = (usize, Result<TaskValue<R>>)>> {
-        let futures = tasks
-            .into_iter()
-            .map(|task| self.submit(task))
-            .collect::<Result<Vec<_>>>()?;
+        let futures: Vec<_> = self.submit_indexed(tasks)?;
         let mut done = crate::executor::as_completed(futures);
         Ok(std::iter::from_fn(move || {
             let (index, future) = done.next_with_index()?;

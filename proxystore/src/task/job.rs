@@ -115,19 +115,21 @@ impl<'a> JobRef<'a> {
             lease: super::wire::current_lease(),
         };
         let mut args = ArgReader::new(self.payload, sections);
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            super::context::with_current(current, || {
-                let out = run(&ctx, &mut args)?;
-                args.finish()?;
-                Ok(out)
-            })
-        }));
+        let outcome = with_panic_location(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                super::context::with_current(current, || {
+                    let out = run(&ctx, &mut args)?;
+                    args.finish()?;
+                    Ok(out)
+                })
+            }))
+        });
         match outcome {
-            Ok(result) => result,
-            Err(payload) => Err(TaskFailure::new(format!(
-                "panicked: {}",
-                panic_message(&*payload)
-            ))),
+            (Ok(result), _) => result,
+            (Err(payload), location) => Err(TaskFailure::new(match location {
+                Some(at) => format!("panicked at {at}: {}", panic_message(&*payload)),
+                None => format!("panicked: {}", panic_message(&*payload)),
+            })),
         }
     }
 }
@@ -234,6 +236,39 @@ pub(crate) fn run_received(
     sections: Vec<crate::codec::RawBuffer>,
 ) -> Result<TaskOutput, TaskFailure> {
     JobRef::parse(bytes)?.run(None, Sections::Received(sections.into_iter()))
+}
+
+thread_local! {
+    /// Inside a task: where its panic happened, once it has.
+    static PANIC_AT: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, and tells where a panic in it happened (file:line:column).
+///
+/// A panic's location is known only to the panic hook: the first call
+/// installs one that records it for tasks and then hands every panic to the
+/// hook that was there before (which prints it, by default). A program that
+/// sets a hook of its own later keeps its own, and failures then say only
+/// what panicked.
+fn with_panic_location<T>(f: impl FnOnce() -> T) -> (T, Option<String>) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = PANIC_AT.try_with(|at| {
+                if let Ok(mut at) = at.try_borrow_mut() {
+                    if let Some(slot) = at.as_mut() {
+                        *slot = info.location().map(|l| l.to_string());
+                    }
+                }
+            });
+            previous(info);
+        }));
+    });
+    let outer = PANIC_AT.with(|at| at.borrow_mut().replace(None));
+    let value = f();
+    let location = PANIC_AT.with(|at| std::mem::replace(&mut *at.borrow_mut(), outer));
+    (value, location.flatten())
 }
 
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -55,6 +55,7 @@ mod value;
 mod wire;
 
 pub use context::{current, TaskContext};
+pub use handle::{Progress, TaskId};
 pub(crate) use job::run_received;
 pub use job::{run_job_bytes, Job};
 pub use received::{evict_result, ReceivedJob};

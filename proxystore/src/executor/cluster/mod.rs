@@ -369,7 +369,10 @@ impl ClusterExecutor {
         if !inner.wait_idle(timeout) {
             // Workers drop what they still hold once the heartbeat is gone.
             caller::leave_queue(inner);
-            inner.fail_all(|task| Error::ShutDown { task: task.into() });
+            inner.fail_all(|task| Error::ShutDown {
+                task: task.into(),
+                id: None,
+            });
         }
         inner.stop();
         caller::wake_reader(inner);
@@ -384,7 +387,7 @@ impl Executor for ClusterExecutor {
     fn submit(&self, job: Job, completion: Completion) {
         let Some(outbox) = self.outbox() else {
             let task = completion.name().to_string();
-            completion.fail(Error::ShutDown { task });
+            completion.fail(Error::ShutDown { task, id: None });
             return;
         };
         let id = self.inner.next_id();
@@ -409,7 +412,13 @@ impl Executor for ClusterExecutor {
         let recorded = self.inner.record_inputs(id, &job);
         self.inner.register(id, completion, recorded);
         if outbox.send(Out::Job { id, job }).is_err() {
-            self.inner.fail(id, Error::ShutDown { task: "?".into() });
+            self.inner.fail(
+                id,
+                Error::ShutDown {
+                    task: "?".into(),
+                    id: None,
+                },
+            );
         }
     }
 

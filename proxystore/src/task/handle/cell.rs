@@ -7,6 +7,7 @@ use std::task::Waker;
 
 use super::completion::Dependency;
 use super::deferred::{run_deferred, Deferred, Finishing};
+use super::progress::{Counters, Ending, TaskId};
 use crate::error::Error;
 use crate::task::TaskOutput;
 
@@ -50,6 +51,8 @@ pub(crate) struct State {
     watchers: Vec<(std::sync::Weak<super::wait::Waiter>, usize)>,
     /// Done with an error (not cancelled).
     pub(crate) failed: bool,
+    /// Counted as running in the executor's progress.
+    pub(crate) counted_running: bool,
 }
 
 impl State {
@@ -61,6 +64,9 @@ impl State {
 
 pub(crate) struct TaskCell {
     pub(crate) name: Box<str>,
+    pub(crate) id: TaskId,
+    /// The task's place in a `map`, if it is one of one (`usize::MAX`: not).
+    index: AtomicUsize,
     state: Mutex<State>,
     done: Condvar,
     /// Set once the task is done, for waiters polling without the lock.
@@ -68,8 +74,8 @@ pub(crate) struct TaskCell {
     /// Handed to a worker that may hold it behind the task it runs (see
     /// [`Completion::set_dispatched`]).
     pub(crate) dispatched: std::sync::atomic::AtomicBool,
-    /// Tasks of the same executor not done yet, this one included.
-    outstanding: Arc<AtomicUsize>,
+    /// The counts of the task's executor.
+    counters: Arc<Counters>,
 }
 
 /// Waiting callers poll only while the executor has at most this many
@@ -83,12 +89,16 @@ impl TaskCell {
         name: &str,
         cleanup: Option<Cleanup>,
         discard: Option<fn(TaskOutput)>,
-        outstanding: Arc<AtomicUsize>,
+        counters: Arc<Counters>,
     ) -> Arc<Self> {
-        outstanding.fetch_add(1, Ordering::Relaxed);
+        counters.submitted();
         crate::runtime::spin::TASKS_WAITED_FOR.fetch_add(1, Ordering::Relaxed);
+        let id = TaskId::next();
+        tracing::debug!(target: "proxystore::task", task = name, id = %id, "submitted");
         Arc::new(TaskCell {
             name: name.into(),
+            id,
+            index: AtomicUsize::new(usize::MAX),
             state: Mutex::new(State {
                 phase: Phase::Pending,
                 cancelled: false,
@@ -105,12 +115,46 @@ impl TaskCell {
                 watchers: Vec::new(),
                 deferred: Vec::new(),
                 failed: false,
+                counted_running: false,
             }),
             done: Condvar::new(),
             finished: std::sync::atomic::AtomicBool::new(false),
             dispatched: std::sync::atomic::AtomicBool::new(false),
-            outstanding,
+            counters,
         })
+    }
+
+    /// The task's place in a `map`, if it is one of one.
+    pub(crate) fn index(&self) -> Option<usize> {
+        Some(self.index.load(Ordering::Relaxed)).filter(|&i| i != usize::MAX)
+    }
+
+    pub(crate) fn set_index(&self, index: usize) {
+        self.index.store(index, Ordering::Relaxed);
+    }
+
+    /// A task handed to a worker that may hold it behind another counts as
+    /// running while it is there (as [`TaskFuture::running`] says).
+    ///
+    /// [`TaskFuture::running`]: crate::executor::TaskFuture::running
+    pub(crate) fn count_dispatched(&self, dispatched: bool) {
+        let mut state = self.lock();
+        if state.phase != Phase::Pending || state.finishing || state.counted_running == dispatched {
+            return;
+        }
+        state.counted_running = dispatched;
+        drop(state);
+        if dispatched {
+            self.count_started();
+        } else {
+            self.counters.unstarted();
+        }
+    }
+
+    /// Counts the task as running (once: see `Completion::start`).
+    pub(crate) fn count_started(&self) {
+        self.counters.started();
+        tracing::debug!(target: "proxystore::task", task = %self.name, id = %self.id, index = self.index(), "started");
     }
 
     /// Whether the task is done (with a value, an error, or cancelled).
@@ -134,7 +178,7 @@ impl TaskCell {
             crate::runtime::spin::RESULT_GAPS.record(std::time::Duration::ZERO);
             return None;
         }
-        if self.outstanding.load(Ordering::Relaxed) > POLL_WHILE_OUTSTANDING {
+        if self.counters.outstanding.load(Ordering::Relaxed) > POLL_WHILE_OUTSTANDING {
             return None;
         }
         let started = std::time::Instant::now();
@@ -167,14 +211,32 @@ impl TaskCell {
     /// Order matters: the cleanup (evicting the task's proxied inputs) runs
     /// before the task is seen as done, and callbacks run after.
     pub(crate) fn finish(&self, output: Result<TaskOutput, Error>, cancelled: bool) -> bool {
-        let cleanup = {
+        let (cleanup, was_running) = {
             let mut state = self.lock();
             if state.phase == Phase::Done || state.finishing {
                 return false;
             }
             state.finishing = true;
-            state.cleanup.take()
+            (state.cleanup.take(), state.counted_running)
         };
+        // Every error of a task names it by its id too.
+        let output = output.map_err(|e| e.with_task_id(self.id));
+        let ending = match &output {
+            Ok(_) => Ending::Done,
+            Err(_) if cancelled => Ending::Cancelled,
+            Err(_) => Ending::Failed,
+        };
+        match &output {
+            Ok(_) => {
+                tracing::debug!(target: "proxystore::task", task = %self.name, id = %self.id, index = self.index(), "finished")
+            }
+            Err(e) if cancelled => {
+                tracing::debug!(target: "proxystore::task", task = %self.name, id = %self.id, index = self.index(), reason = %e, "cancelled")
+            }
+            Err(e) => {
+                tracing::info!(target: "proxystore::task", task = %self.name, id = %self.id, index = self.index(), error = %e, "failed")
+            }
+        }
         if let Some(cleanup) = cleanup {
             cleanup(&output);
         }
@@ -212,7 +274,7 @@ impl TaskCell {
         }
         // Done: no longer counted as outstanding (this runs once per task:
         // `finishing` was set above under the lock).
-        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.counters.ended(was_running, ending);
         crate::runtime::spin::TASKS_WAITED_FOR.fetch_sub(1, Ordering::Relaxed);
         self.finished
             .store(true, std::sync::atomic::Ordering::Release);
@@ -361,6 +423,7 @@ impl TaskCell {
     pub(super) fn finish_cancelled(&self) -> bool {
         let error = Error::Cancelled {
             task: self.name.to_string(),
+            id: None,
         };
         self.finish(Err(error), true)
     }
@@ -370,6 +433,7 @@ impl TaskCell {
 fn run_callbacks(task: &str, callbacks: Vec<Callback>, status: Result<(), String>) {
     let error = status.err().map(|message| Error::TaskFailed {
         task: task.to_string(),
+        id: None,
         message,
     });
     for callback in callbacks {
@@ -404,7 +468,7 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     fn cell(discard: Option<fn(TaskOutput)>) -> Arc<TaskCell> {
-        TaskCell::new("t", None, discard, Arc::new(AtomicUsize::new(0)))
+        TaskCell::new("t", None, discard, Arc::default())
     }
 
     fn output() -> Result<TaskOutput, Error> {
@@ -507,20 +571,61 @@ mod tests {
     }
 
     #[test]
-    fn finished_tasks_stop_counting_as_outstanding() {
-        let outstanding = Arc::new(AtomicUsize::new(0));
-        let tasks: Vec<_> = (0..3)
-            .map(|_| TaskCell::new("t", None, None, outstanding.clone()))
+    fn finished_tasks_stop_counting_as_outstanding_and_are_counted_once() {
+        let counters: Arc<Counters> = Arc::default();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| TaskCell::new("t", None, None, counters.clone()))
             .collect();
-        assert_eq!(outstanding.load(Ordering::Relaxed), 3);
-        let failed = || Err(Error::Cancelled { task: "t".into() });
+        let outstanding = || counters.outstanding.load(Ordering::Relaxed);
+        assert_eq!(outstanding(), 4);
+        assert_eq!(counters.progress().pending, 4);
+        let failed = || {
+            Err(Error::ShutDown {
+                task: "t".into(),
+                id: None,
+            })
+        };
+        let running = super::super::Completion::new(tasks[3].clone());
+        assert!(running.start());
+        assert_eq!(
+            (counters.progress().pending, counters.progress().running),
+            (3, 1)
+        );
         assert!(tasks[0].finish(failed(), false));
-        assert_eq!(outstanding.load(Ordering::Relaxed), 2);
+        assert_eq!(outstanding(), 3);
         // A second finish is ignored and counts nothing.
         assert!(!tasks[0].finish(failed(), false));
-        assert_eq!(outstanding.load(Ordering::Relaxed), 2);
+        assert_eq!(outstanding(), 3);
         assert!(tasks[1].finish_cancelled());
         assert!(tasks[2].finish(failed(), false));
-        assert_eq!(outstanding.load(Ordering::Relaxed), 0);
+        running.complete(Ok(vec![]));
+        assert_eq!(outstanding(), 0);
+        let progress = counters.progress();
+        assert_eq!(
+            (progress.submitted, progress.pending, progress.running),
+            (4, 0, 0)
+        );
+        assert_eq!(
+            (progress.done, progress.failed, progress.cancelled),
+            (1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn errors_of_a_task_carry_its_id() {
+        let task = TaskCell::new("t", None, None, Arc::default());
+        task.finish(
+            Err(Error::ShutDown {
+                task: "t".into(),
+                id: None,
+            }),
+            false,
+        );
+        let state = task.lock();
+        let Some(Err(e)) = &state.output else {
+            panic!("failed")
+        };
+        assert!(e.to_string().contains(&task.id.to_string()), "{e}");
+        assert_eq!(e.task_id(), Some(task.id));
     }
 }

@@ -47,6 +47,12 @@ impl Completion {
         &self.shared.name
     }
 
+    /// The task's id (see [`TaskId`](crate::task::TaskId)), for an
+    /// executor's own log events about it.
+    pub fn id(&self) -> crate::task::TaskId {
+        self.shared.id
+    }
+
     /// Marks the task as running. Returns `false` if it was cancelled: the
     /// executor must then skip it. Calling it again (say, when a job moves to
     /// another worker) returns `true` again.
@@ -57,7 +63,12 @@ impl Completion {
         let mut state = self.shared.lock();
         if state.phase == Phase::Pending {
             state.phase = Phase::Running;
+            let counted = std::mem::replace(&mut state.counted_running, true);
+            drop(state);
             self.started.set(true);
+            if !counted {
+                self.shared.count_started();
+            }
             true
         } else {
             false
@@ -75,6 +86,7 @@ impl Completion {
         self.completed = true;
         let output = result.map_err(|f| Error::TaskFailed {
             task: self.shared.name.to_string(),
+            id: Some(self.shared.id),
             message: f.message().to_string(),
         });
         self.shared.finish(output, false);
@@ -94,6 +106,7 @@ impl Completion {
     /// [`on_cancel`](Completion::on_cancel).
     pub(crate) fn set_dispatched(&self, dispatched: bool) {
         self.shared.dispatched.store(dispatched, Ordering::Release);
+        self.shared.count_dispatched(dispatched);
     }
 
     /// Cancels the task (it will not run).
@@ -119,6 +132,7 @@ impl Drop for Completion {
         if !self.completed {
             let error = Error::ShutDown {
                 task: self.shared.name.to_string(),
+                id: Some(self.shared.id),
             };
             self.shared.finish(Err(error), false);
         }
@@ -127,6 +141,6 @@ impl Drop for Completion {
 
 impl std::fmt::Debug for Completion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Completion({})", self.shared.name)
+        write!(f, "Completion({} {})", self.shared.name, self.shared.id)
     }
 }

@@ -37,6 +37,18 @@ impl<R: Storable> TaskFuture<R> {
         &self.shared.name
     }
 
+    /// The task's id: unique in this process, and in its errors and log
+    /// events.
+    pub fn id(&self) -> crate::task::TaskId {
+        self.shared.id
+    }
+
+    /// The task's place among the tasks of the `map` that submitted it, if
+    /// it is one of them.
+    pub fn index(&self) -> Option<usize> {
+        self.shared.index()
+    }
+
     pub(crate) fn shared(&self) -> &Arc<TaskCell> {
         &self.shared
     }
@@ -105,6 +117,7 @@ impl<R: Storable> TaskFuture<R> {
             if state.phase != Phase::Done {
                 return Err(Error::Timeout {
                     task: self.shared.name.to_string(),
+                    id: Some(self.shared.id),
                     after: timeout,
                 });
             }
@@ -160,6 +173,10 @@ impl<R> Drop for TaskFuture<R> {
 impl<R> fmt::Debug for TaskFuture<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.shared.lock();
-        write!(f, "TaskFuture({}, {:?})", self.shared.name, state.phase)
+        write!(
+            f,
+            "TaskFuture({} {}, {:?})",
+            self.shared.name, self.shared.id, state.phase
+        )
     }
 }

@@ -47,12 +47,15 @@ mod cell;
 mod completion;
 mod deferred;
 mod future;
+mod progress;
 mod wait;
 
 pub use completion::Completion;
 pub use future::TaskFuture;
+pub use progress::{Progress, TaskId};
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
 
 pub(crate) use cell::TaskCell;
 pub(crate) use completion::Dependency;
 pub(crate) use deferred::{mark_executor_thread, on_executor_thread};
+pub(crate) use progress::Counters;

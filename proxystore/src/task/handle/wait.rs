@@ -233,6 +233,7 @@ impl<R: Storable> AsCompleted<R> {
                     .flatten()
                     .next()
                     .map_or_else(String::new, |f| f.name().to_string()),
+                id: None,
                 after: timeout,
             }),
         }

@@ -234,6 +234,7 @@ impl Inner {
                 let task = completion.name().to_string();
                 completion.fail(Error::AttemptsExhausted {
                     task,
+                    id: None,
                     attempts,
                     last: reason,
                 });

@@ -156,7 +156,7 @@ impl Dispatch {
         drop(s);
         for q in queued {
             let task = q.job.name().to_string();
-            q.completion.fail(Error::ShutDown { task });
+            q.completion.fail(Error::ShutDown { task, id: None });
         }
     }
 
@@ -280,6 +280,7 @@ impl Held {
         let task = self.completion.name().to_string();
         self.completion.fail(Error::WorkerDied {
             task,
+            id: None,
             pid,
             status: status.to_string(),
         });

@@ -229,6 +229,7 @@ impl Dispatch {
             } else {
                 let error = Error::ShutDown {
                     task: job.name().into(),
+                    id: None,
                 };
                 fx.finish.push((completion, Outcome::Fail(error)));
             }
@@ -395,8 +396,10 @@ impl Dispatch {
                             s.stealing -= 1;
                             if s.killing {
                                 let task = job.name().to_string();
-                                fx.finish
-                                    .push((completion, Outcome::Fail(Error::ShutDown { task })));
+                                fx.finish.push((
+                                    completion,
+                                    Outcome::Fail(Error::ShutDown { task, id: None }),
+                                ));
                             } else if s.cancel_pending {
                                 fx.finish.push((completion, Outcome::Cancel));
                             } else {

@@ -1,0 +1,257 @@
+//! Seeing what runs: task ids on futures and in errors, panic locations,
+//! progress counts, and `tracing` events with task ids (through a test
+//! subscriber), on the thread pool and on real worker processes.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proxystore::connectors::LocalConnector;
+use proxystore::executor::{ProcessPool, ThreadPool};
+use proxystore::{proxied, Error, Store, StoreExecutor};
+use support::common::unique;
+
+proxystore::test_worker!();
+
+#[proxied]
+fn checked(x: i64) -> Result<i64, String> {
+    if x == 42 {
+        Err(format!("input {x} is not allowed"))
+    } else {
+        Ok(x)
+    }
+}
+
+#[proxied]
+fn explode(x: i64) -> i64 {
+    if x > 0 {
+        panic!("exploded on {x}");
+    }
+    x
+}
+
+/// Waits until the file `gate` exists.
+#[proxied]
+fn wait_for(gate: PathBuf) -> u32 {
+    while !gate.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    1
+}
+
+fn thread_executor(workers: usize) -> StoreExecutor {
+    let store = Store::new(unique("observe"), LocalConnector::new()).unwrap();
+    StoreExecutor::new(ThreadPool::new(workers).unwrap(), store)
+}
+
+#[test]
+fn every_task_has_an_id_on_its_future_and_in_its_errors() {
+    let executor = thread_executor(2);
+    let futures: Vec<_> = (40..45)
+        .map(|x| executor.submit(checked::task(x)).unwrap())
+        .collect();
+    let ids: Vec<_> = futures.iter().map(|f| f.id()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in submission order: {ids:?}"
+    );
+    let failing = futures[2].id();
+    for future in futures {
+        let id = future.id();
+        match future.result() {
+            Ok(v) => assert_ne!(*v, 42),
+            Err(e) => {
+                assert_eq!(id, failing);
+                assert_eq!(e.task_id(), Some(id));
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("`{}` {id}", checked::NAME)),
+                    "{text}"
+                );
+                assert!(text.contains("input 42 is not allowed"), "{text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn map_tasks_know_their_index_and_upstream_failures_name_the_upstream_id() {
+    let executor = thread_executor(2);
+    let mut results = executor.map([1, 42, 3].map(checked::task)).unwrap();
+    assert_eq!(*results.next().unwrap().unwrap(), 1);
+    let err = results.next().unwrap().unwrap_err();
+    assert!(err.task_id().is_some(), "{err}");
+
+    let upstream = executor.submit(checked::task(42)).unwrap();
+    let upstream_id = upstream.id();
+    let dependent = executor.submit(checked::task(&upstream)).unwrap();
+    let dependent_id = dependent.id();
+    match dependent.result() {
+        Err(Error::UpstreamFailed {
+            id, upstream_id: u, ..
+        }) => {
+            assert_eq!((id, u), (Some(dependent_id), Some(upstream_id)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_panic_says_where_it_happened_in_a_worker_process() {
+    let store = Store::new(unique("observe-pool"), LocalConnector::new()).unwrap();
+    let pool = ProcessPool::builder(1).test_harness().build().unwrap();
+    let executor = StoreExecutor::new(pool, store);
+    let err = executor
+        .submit(explode::task(3))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("tests/observe.rs:"), "{text}");
+    assert!(text.contains("exploded on 3"), "{text}");
+    assert!(err.task_id().is_some());
+    // And on a thread of this process.
+    let err = thread_executor(1)
+        .submit(explode::task(4))
+        .unwrap()
+        .result()
+        .unwrap_err();
+    assert!(err.to_string().contains("tests/observe.rs:"), "{err}");
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn progress_of(executor: StoreExecutor, workers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let blocked: Vec<_> = (0..workers + 2)
+        .map(|_| executor.submit(wait_for::task(gate.clone())).unwrap())
+        .collect();
+    // A process pool's worker may hold a job behind the one it runs: both
+    // count as running, as `TaskFuture::running` says.
+    wait_until("the workers run the blocked tasks", || {
+        executor.progress().running >= workers
+    });
+    let p = executor.progress();
+    assert_eq!(
+        (p.submitted, p.pending + p.running),
+        (workers + 2, workers + 2),
+        "{p}"
+    );
+    assert!(p.pending >= 1 || p.running == workers + 2, "{p}");
+    assert!(blocked.last().unwrap().cancel());
+    assert!(executor.submit(checked::task(42)).is_ok());
+    std::fs::write(&gate, b"").unwrap();
+    for future in blocked.into_iter().take(workers + 1) {
+        assert_eq!(*future.result().unwrap(), 1);
+    }
+    wait_until("everything finishes", || {
+        executor.progress().finished() == workers + 3
+    });
+    let p = executor.progress();
+    assert_eq!(
+        (
+            p.submitted,
+            p.pending,
+            p.running,
+            p.done,
+            p.failed,
+            p.cancelled
+        ),
+        (workers + 3, 0, 0, workers + 1, 1, 1),
+        "{p}"
+    );
+}
+
+#[test]
+fn progress_counts_pending_running_done_failed_and_cancelled() {
+    progress_of(thread_executor(2), 2);
+    let store = Store::new(unique("observe-progress"), LocalConnector::new()).unwrap();
+    let pool = ProcessPool::builder(2).test_harness().build().unwrap();
+    progress_of(StoreExecutor::new(pool, store), 2);
+}
+
+/// A subscriber that keeps the events of the `proxystore::task` target.
+#[derive(Default, Clone)]
+struct Recorder {
+    events: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+struct Fields(String, String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        } else {
+            self.1.push_str(&format!("{}={value:?} ", field.name()));
+        }
+    }
+}
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target() != "proxystore::task" {
+            return;
+        }
+        let mut fields = Fields(String::new(), String::new());
+        event.record(&mut fields);
+        self.events.lock().unwrap().push((fields.0, fields.1));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn tracing_events_follow_each_task_by_id() {
+    // Global: the events of a task come from the pool's threads too. Other
+    // tests' events are left out by id below.
+    let recorder = Recorder::default();
+    tracing::subscriber::set_global_default(recorder.clone()).unwrap();
+    let executor = thread_executor(1);
+    let ok = executor.submit(checked::task(1)).unwrap();
+    let failed = executor.submit(checked::task(42)).unwrap();
+    let (ok_id, failed_id) = (ok.id(), failed.id());
+    let _ = ok.result();
+    let _ = failed.result();
+    let events = recorder.events.lock().unwrap().clone();
+    let of = |id: proxystore::task::TaskId| -> Vec<String> {
+        let tag = format!("id={id} ");
+        events
+            .iter()
+            .filter(|(_, fields)| fields.contains(&tag))
+            .map(|(message, _)| message.clone())
+            .collect()
+    };
+    assert_eq!(
+        of(ok_id),
+        ["submitted", "started", "finished"],
+        "{events:?}"
+    );
+    assert_eq!(
+        of(failed_id),
+        ["submitted", "started", "failed"],
+        "{events:?}"
+    );
+    let failed = events
+        .iter()
+        .find(|(m, f)| m == "failed" && f.contains(&format!("id={failed_id} ")))
+        .unwrap();
+    assert!(failed.1.contains("input 42 is not allowed"), "{failed:?}");
+}
