@@ -237,6 +237,23 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A task ran longer than its timeout (see
+    /// [`Task::timeout`](crate::Task::timeout)) and was given up.
+    #[error(
+        "task `{task}`{} ran longer than its timeout of {after:?} and was given up; its result, \
+         if it comes, is dropped (a thread or worker process already running it goes on until \
+         it ends); give it more time or retry it with a RetryPolicy",
+        Id(.id)
+    )]
+    TaskTimedOut {
+        /// Name of the task.
+        task: String,
+        /// The task's id (see [`TaskId`](crate::task::TaskId)).
+        id: Option<TaskId>,
+        /// Its timeout.
+        after: std::time::Duration,
+    },
+
     /// Work moved off the caller's thread (an async submit or read)
     /// panicked, in a type's `Serialize` or `Deserialize` say.
     #[error("a background store operation panicked: {message}")]
@@ -461,6 +478,7 @@ impl Error {
             | Error::Timeout { id, .. }
             | Error::UpstreamFailed { id, .. }
             | Error::ShutDown { id, .. }
+            | Error::TaskTimedOut { id, .. }
             | Error::AttemptsExhausted { id, .. } => *id,
             _ => None,
         }
@@ -476,6 +494,7 @@ impl Error {
             | Error::Timeout { id, .. }
             | Error::UpstreamFailed { id, .. }
             | Error::ShutDown { id, .. }
+            | Error::TaskTimedOut { id, .. }
             | Error::AttemptsExhausted { id, .. } => {
                 id.get_or_insert(task);
             }

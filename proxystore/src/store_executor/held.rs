@@ -139,12 +139,12 @@ impl HeldJob {
         after: Vec<Vec<u8>>,
         failure: Option<(String, crate::task::TaskId, String)>,
     ) {
-        let completion = Completion::new(self.shared.clone());
+        let completion = || Completion::new(self.shared.clone());
         if self.shared.is_done() {
             // Cancelled while it waited: its inputs are evicted already.
-            completion.cancel();
+            completion().cancel();
         } else if let Some((upstream, upstream_id, message)) = failure {
-            completion.fail(Error::UpstreamFailed {
+            completion().fail(Error::UpstreamFailed {
                 task: job.name.to_string(),
                 id: None,
                 upstream,
@@ -152,7 +152,7 @@ impl HeldJob {
                 message,
             });
         } else if let Some(error) = self.unreachable(&frames) {
-            completion.fail(error);
+            completion().fail(error);
         } else {
             let extra: usize = frames.iter().chain(&after).map(Vec::len).sum();
             job.payload.reserve_exact(extra);
@@ -160,7 +160,7 @@ impl HeldJob {
                 job.payload.extend_from_slice(frame);
                 job.payload.extend_from_slice(rest);
             }
-            self.executor.submit(job, completion);
+            super::submit_job(&self.executor, &self.shared, job);
         }
         self.tasks.remove(self.id);
     }

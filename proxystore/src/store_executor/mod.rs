@@ -27,11 +27,30 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::executor::{Completion, Executor, TaskFuture};
+
+/// Hands `job` to `executor` for task `shared`; a task that may run again
+/// (a retry policy, a timeout) keeps what it needs to submit it again.
+pub(crate) fn submit_job(executor: &Arc<dyn Executor>, shared: &Arc<TaskCell>, job: Job) {
+    match shared.attempts() {
+        None => executor.submit(job, Completion::new(shared.clone())),
+        Some(attempts) => {
+            // A multi-host worker evicts the inputs it is told of when its
+            // job ends, however it ends; a job that may run again must
+            // find them: the caller evicts them when the task finishes.
+            let mut job = job;
+            job.created.clear();
+            let (template, job) = job.into_template();
+            let again = executor.clone();
+            attempts.set_resubmit(move |completion| again.submit(template.job(), completion));
+            executor.submit(job, Completion::new(shared.clone()));
+        }
+    }
+}
 use crate::policy::ShouldProxy;
 use crate::store::Store;
-use crate::task::handle::{Counters, TaskCell};
-use crate::task::Progress;
+use crate::task::handle::{Attempts, Counters, TaskCell};
 use crate::task::{discard_output, EncodedTask, ExecContext, Job, Task, TaskOutput, TaskValue};
+use crate::task::{Progress, RetryPolicy};
 use crate::Storable;
 
 mod deadline;
@@ -73,6 +92,9 @@ pub struct StoreExecutor {
     counters: Arc<Counters>,
     /// Tasks waiting for other tasks' results before they are submitted.
     held: Arc<HeldTasks>,
+    /// For tasks that name none of their own.
+    retry: Option<RetryPolicy>,
+    timeout: Option<std::time::Duration>,
 }
 
 impl StoreExecutor {
@@ -93,6 +115,8 @@ impl StoreExecutor {
             store_closed: AtomicBool::new(false),
             counters: Arc::default(),
             held: Arc::default(),
+            retry: None,
+            timeout: None,
         };
         this.encode_context();
         this
@@ -123,6 +147,25 @@ impl StoreExecutor {
     pub fn ownership(mut self, ownership: bool) -> Self {
         self.ownership = ownership;
         self.encode_context();
+        self
+    }
+
+    /// Runs every task that names no policy of its own
+    /// ([`Task::retries`]) again after failures, as `policy` says (default:
+    /// no retry; a [`ClusterExecutor`](crate::executor) re-runs the jobs of
+    /// dead workers anyway).
+    #[must_use]
+    pub fn retries(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Gives up every task that names no timeout of its own
+    /// ([`Task::timeout`]) once it runs longer than `after` (default: no
+    /// timeout).
+    #[must_use]
+    pub fn task_timeout(mut self, after: std::time::Duration) -> Self {
+        self.timeout = Some(after);
         self
     }
 
@@ -267,6 +310,8 @@ impl StoreExecutor {
             owned,
             upstreams,
             after,
+            retry,
+            timeout,
         } = encoded;
         // The upstream tasks, in argument order.
         let inputs: Vec<Arc<TaskCell>> = upstreams
@@ -306,6 +351,13 @@ impl StoreExecutor {
             })
         };
         let shared = TaskCell::new(name, cleanup, Some(discard_output), self.counters.clone());
+        let (retry, timeout) = (
+            retry.or_else(|| self.retry.clone()),
+            timeout.or(self.timeout),
+        );
+        if retry.is_some() || timeout.is_some() {
+            shared.set_attempts(Attempts::new(retry, timeout));
+        }
         let job = Job {
             name: name.into(),
             run: Some(run),
@@ -317,7 +369,7 @@ impl StoreExecutor {
         };
         if inputs.is_empty() {
             tracing::debug!(task = name, "submit");
-            self.executor.submit(job, Completion::new(shared.clone()));
+            submit_job(&self.executor, &shared, job);
             return TaskFuture::new(shared);
         }
         tracing::debug!(

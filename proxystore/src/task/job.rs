@@ -31,6 +31,79 @@ pub struct Job {
     pub(crate) created: Vec<Key>,
 }
 
+/// Makes copies of a job for later attempts of its task (see
+/// `RetryPolicy`): the payload is copied, the argument sections shared.
+pub(crate) struct JobTemplate {
+    name: Box<str>,
+    run: Option<TaskFn>,
+    context: Arc<[u8]>,
+    result_key: Key,
+    payload: Vec<u8>,
+    sections: Arc<Vec<Box<dyn HeldValue>>>,
+    created: Vec<Key>,
+}
+
+/// A section of a job shared by the job's attempts.
+struct SharedSection {
+    all: Arc<Vec<Box<dyn HeldValue>>>,
+    index: usize,
+}
+
+impl HeldValue for SharedSection {
+    fn bytes(&self) -> &[u8] {
+        self.all[self.index].bytes()
+    }
+
+    fn format(&self) -> u8 {
+        self.all[self.index].format()
+    }
+
+    /// Jobs read their sections' bytes only (a result's own section is
+    /// what is taken whole); a copy of them, to be safe.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.bytes().to_vec())
+    }
+}
+
+impl Job {
+    /// A template of this job, and the job itself made from it.
+    pub(crate) fn into_template(self) -> (JobTemplate, Job) {
+        let template = JobTemplate {
+            name: self.name,
+            run: self.run,
+            context: self.context,
+            result_key: self.result_key,
+            payload: self.payload,
+            sections: Arc::new(self.sections),
+            created: self.created,
+        };
+        let job = template.job();
+        (template, job)
+    }
+}
+
+impl JobTemplate {
+    /// A copy of the job.
+    pub(crate) fn job(&self) -> Job {
+        Job {
+            name: self.name.clone(),
+            run: self.run,
+            context: self.context.clone(),
+            result_key: self.result_key,
+            payload: self.payload.clone(),
+            sections: (0..self.sections.len())
+                .map(|index| {
+                    Box::new(SharedSection {
+                        all: self.sections.clone(),
+                        index,
+                    }) as Box<dyn HeldValue>
+                })
+                .collect(),
+            created: self.created.clone(),
+        }
+    }
+}
+
 impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Job")

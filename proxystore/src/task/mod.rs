@@ -55,7 +55,7 @@ mod value;
 mod wire;
 
 pub use context::{current, TaskContext};
-pub use handle::{Progress, TaskId};
+pub use handle::{Progress, RetryPolicy, TaskId};
 pub(crate) use job::run_received;
 pub use job::{run_job_bytes, Job};
 pub use received::{evict_result, ReceivedJob};
@@ -309,6 +309,8 @@ pub struct Task<R> {
     run: TaskFn,
     result_listed: bool,
     args: Vec<Box<dyn EncodeArg>>,
+    retry: Option<RetryPolicy>,
+    timeout: Option<std::time::Duration>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -316,6 +318,44 @@ impl<R> Task<R> {
     /// The name the task is registered under.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Runs the task again after a failure, as `policy` says (instead of
+    /// the executor's [`retries`](crate::StoreExecutor::retries)); see
+    /// [`RetryPolicy`] for an example.
+    pub fn retries(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Gives the task up with [`Error::TaskTimedOut`] if it runs longer
+    /// than `after` (counted from when a worker takes it; instead of the
+    /// executor's [`task_timeout`](crate::StoreExecutor::task_timeout)). A
+    /// [`RetryPolicy`] may run it again. The thread or worker process
+    /// running it is not stopped: its result, if it comes, is dropped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use proxystore::connectors::LocalConnector;
+    /// use proxystore::executor::ThreadPool;
+    /// use proxystore::{proxied, Error, Store, StoreExecutor};
+    ///
+    /// #[proxied]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let store = Store::new("timeout-doc", LocalConnector::new())?;
+    /// let executor = StoreExecutor::new(ThreadPool::new(1)?, store);
+    /// let slow = executor.submit(nap::task(500).timeout(Duration::from_millis(20)))?;
+    /// assert!(matches!(slow.result(), Err(Error::TaskTimedOut { .. })));
+    /// # Ok::<(), proxystore::Error>(())
+    /// ```
+    pub fn timeout(mut self, after: std::time::Duration) -> Self {
+        self.timeout = Some(after);
+        self
     }
 }
 
@@ -342,6 +382,8 @@ impl<R> TaskBuilder<R> {
                 run,
                 result_listed,
                 args: Vec::new(),
+                retry: None,
+                timeout: None,
                 _result: PhantomData,
             },
         }
@@ -460,6 +502,8 @@ pub(crate) struct EncodedTask {
     pub(crate) upstreams: Vec<Upstream>,
     /// The frames after each upstream's.
     pub(crate) after: Vec<Vec<u8>>,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 impl<R> Task<R> {
@@ -529,6 +573,8 @@ impl<R> Task<R> {
             owned: p.owned,
             upstreams: p.upstreams,
             after: p.after,
+            retry: self.retry,
+            timeout: self.timeout,
         };
         (Ok(encoded), p.created)
     }

@@ -8,6 +8,7 @@ use std::task::Waker;
 use super::completion::Dependency;
 use super::deferred::{run_deferred, Deferred, Finishing};
 use super::progress::{Counters, Ending, TaskId};
+use super::retry::Attempts;
 use crate::error::Error;
 use crate::task::TaskOutput;
 
@@ -53,6 +54,8 @@ pub(crate) struct State {
     pub(crate) failed: bool,
     /// Counted as running in the executor's progress.
     pub(crate) counted_running: bool,
+    /// The attempt under way (1 for the first; see [`super::retry`]).
+    pub(crate) attempt: u32,
 }
 
 impl State {
@@ -76,6 +79,8 @@ pub(crate) struct TaskCell {
     pub(crate) dispatched: std::sync::atomic::AtomicBool,
     /// The counts of the task's executor.
     counters: Arc<Counters>,
+    /// What runs the task again, if it has a retry policy or a timeout.
+    attempts: std::sync::OnceLock<Attempts>,
 }
 
 /// Waiting callers poll only while the executor has at most this many
@@ -116,12 +121,97 @@ impl TaskCell {
                 deferred: Vec::new(),
                 failed: false,
                 counted_running: false,
+                attempt: 1,
             }),
             done: Condvar::new(),
             finished: std::sync::atomic::AtomicBool::new(false),
             dispatched: std::sync::atomic::AtomicBool::new(false),
             counters,
+            attempts: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the task a retry policy or a timeout, before it is submitted.
+    pub(crate) fn set_attempts(&self, attempts: Attempts) {
+        let _ = self.attempts.set(attempts);
+    }
+
+    /// The task's retry policy and timeout, if it has either.
+    pub(crate) fn attempts(&self) -> Option<&Attempts> {
+        self.attempts.get()
+    }
+
+    /// The attempt under way (1 for the first).
+    pub(crate) fn attempt(&self) -> u32 {
+        self.lock().attempt
+    }
+
+    /// Ends attempt `attempt` with `output`: the task finishes, or, if its
+    /// policy retries this error, goes back to pending and is submitted
+    /// again after the policy's pause. An attempt that is not the one
+    /// under way (it was given up) changes nothing.
+    pub(crate) fn end_attempt(self: &Arc<Self>, attempt: u32, output: Result<TaskOutput, Error>) {
+        let retry = {
+            let mut state = self.lock();
+            if state.attempt != attempt || state.phase == Phase::Done || state.finishing {
+                return;
+            }
+            let policy = self.attempts.get().and_then(|a| a.policy.as_ref());
+            match (&output, policy) {
+                (Err(e), Some(policy)) if !state.cancelled && policy.retries(attempt, e) => {
+                    state.attempt += 1;
+                    state.phase = Phase::Pending;
+                    state.revoker = None;
+                    let was_running = std::mem::take(&mut state.counted_running);
+                    Some((was_running, policy.pause(state.attempt), state.attempt))
+                }
+                _ => None,
+            }
+        };
+        let Some((was_running, pause, next)) = retry else {
+            self.finish(output, false);
+            return;
+        };
+        self.dispatched.store(false, Ordering::Release);
+        if was_running {
+            self.counters.unstarted();
+        }
+        let error = output.err().map(|e| e.with_task_id(self.id));
+        tracing::info!(
+            target: "proxystore::task",
+            task = %self.name,
+            id = %self.id,
+            attempt = next,
+            after = ?pause,
+            error = %error.as_ref().map(ToString::to_string).unwrap_or_default(),
+            "retrying"
+        );
+        let cell = self.clone();
+        let resubmit = move || {
+            // Cancelled (or shut down) while it paused: nothing to run.
+            if cell.is_done() {
+                return;
+            }
+            if let Some(attempts) = cell.attempts.get() {
+                attempts.resubmit(super::Completion::new(cell.clone()));
+            }
+        };
+        if pause.is_zero() {
+            resubmit();
+        } else if let Err(e) = crate::runtime::background::run_after(pause, Box::new(resubmit)) {
+            self.finish(Err(e), false);
+        }
+    }
+
+    /// Gives up attempt `attempt` if it is still under way: the task's
+    /// timeout passed.
+    fn time_out(self: &Arc<Self>, attempt: u32, after: std::time::Duration) {
+        let error = Error::TaskTimedOut {
+            task: self.name.to_string(),
+            id: Some(self.id),
+            after,
+        };
+        self.end_attempt(attempt, Err(error));
     }
 
     /// The task's place in a `map`, if it is one of one.
@@ -137,7 +227,7 @@ impl TaskCell {
     /// running while it is there (as [`TaskFuture::running`] says).
     ///
     /// [`TaskFuture::running`]: crate::executor::TaskFuture::running
-    pub(crate) fn count_dispatched(&self, dispatched: bool) {
+    pub(crate) fn count_dispatched(self: &Arc<Self>, dispatched: bool) {
         let mut state = self.lock();
         if state.phase != Phase::Pending || state.finishing || state.counted_running == dispatched {
             return;
@@ -151,9 +241,25 @@ impl TaskCell {
         }
     }
 
-    /// Counts the task as running (once: see `Completion::start`).
-    pub(crate) fn count_started(&self) {
+    /// Counts the task as running (once per attempt: see
+    /// `Completion::start`), and starts its timeout, if it has one.
+    pub(crate) fn count_started(self: &Arc<Self>) {
         self.counters.started();
+        if let Some(after) = self.attempts.get().and_then(|a| a.timeout) {
+            let cell = Arc::downgrade(self);
+            let attempt = self.attempt();
+            let timer = crate::runtime::background::run_after(
+                after,
+                Box::new(move || {
+                    if let Some(cell) = cell.upgrade() {
+                        cell.time_out(attempt, after);
+                    }
+                }),
+            );
+            if let Err(e) = timer {
+                tracing::warn!(target: "proxystore::task", task = %self.name, id = %self.id, error = %e, "the task's timeout could not be set");
+            }
+        }
         tracing::debug!(target: "proxystore::task", task = %self.name, id = %self.id, index = self.index(), "started");
     }
 
@@ -219,6 +325,9 @@ impl TaskCell {
             state.finishing = true;
             (state.cleanup.take(), state.counted_running)
         };
+        if let Some(attempts) = self.attempts.get() {
+            attempts.clear();
+        }
         // Every error of a task names it by its id too.
         let output = output.map_err(|e| e.with_task_id(self.id));
         let ending = match &output {
@@ -462,170 +571,4 @@ impl crate::owned::SharedResult for TaskCell {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use std::sync::atomic::AtomicU64;
-
-    fn cell(discard: Option<fn(TaskOutput)>) -> Arc<TaskCell> {
-        TaskCell::new("t", None, discard, Arc::default())
-    }
-
-    fn output() -> Result<TaskOutput, Error> {
-        Ok(TaskOutput::from_bytes(vec![1, 2, 3]))
-    }
-
-    /// A task whose future was dropped keeps its output while a dependent
-    /// holds it; the last dependent to let go discards it.
-    #[test]
-    fn an_abandoned_output_waits_for_its_last_dependent() {
-        static DISCARDED: AtomicU64 = AtomicU64::new(0);
-        fn discard(_: TaskOutput) {
-            DISCARDED.fetch_add(1, Ordering::SeqCst);
-        }
-        let task = cell(Some(discard));
-        let (first, second) = (task.depend(), task.depend());
-        task.lock().abandoned = true; // its future was dropped
-        assert!(task.finish(output(), false));
-        assert_eq!(DISCARDED.load(Ordering::SeqCst), 0, "dependents hold it");
-        assert!(task.lock().output.is_some());
-        drop(first);
-        assert_eq!(DISCARDED.load(Ordering::SeqCst), 0, "one still holds it");
-        drop(second);
-        assert_eq!(DISCARDED.load(Ordering::SeqCst), 1);
-        assert!(task.lock().output.is_none());
-    }
-
-    /// An owned result's eviction waits for the dependents that hold it,
-    /// and the last one evicts it; without dependents, it is evicted at once.
-    #[test]
-    fn an_owned_results_eviction_waits_for_its_last_dependent() {
-        use crate::connectors::LocalConnector;
-        let store =
-            crate::store::Store::new("handle-deferred-eviction", LocalConnector::new()).unwrap();
-        let key = store.put(&7u8).unwrap();
-        let task = cell(None);
-        let (first, second) = (task.depend(), task.depend());
-        assert!(
-            task.defer_eviction(store.factory(key)).is_none(),
-            "deferred"
-        );
-        drop(first);
-        assert!(store.exists(&key).unwrap(), "one dependent still holds it");
-        drop(second);
-        assert!(
-            !store.exists(&key).unwrap(),
-            "the last dependent evicted it"
-        );
-        let free = cell(None);
-        assert!(
-            free.defer_eviction(store.factory(key)).is_some(),
-            "evict now"
-        );
-        store.close().unwrap();
-    }
-
-    /// Hooks see the output as it is set, before anyone can take it, and
-    /// what they return runs after the lock is released (it can lock the
-    /// task again); a hook added once the task is done runs at once.
-    #[test]
-    fn hooks_see_the_output_as_it_is_set() {
-        static SEEN: AtomicU64 = AtomicU64::new(0);
-        let task = cell(None);
-        let again = task.clone();
-        task.on_output(Box::new(move |out| {
-            assert!(out.is_ok());
-            SEEN.fetch_add(1, Ordering::SeqCst);
-            Some(Box::new(move || {
-                // The lock is free here.
-                assert_eq!(again.lock().phase, Phase::Done);
-                SEEN.fetch_add(10, Ordering::SeqCst);
-            }))
-        }));
-        assert!(task.finish(output(), false));
-        assert_eq!(SEEN.load(Ordering::SeqCst), 11);
-        task.on_output(Box::new(|out| {
-            assert!(out.is_ok(), "the output was not taken yet");
-            SEEN.fetch_add(100, Ordering::SeqCst);
-            None
-        }));
-        assert_eq!(SEEN.load(Ordering::SeqCst), 111);
-    }
-
-    /// Cancelling a task that has not started ends it at once, and the
-    /// executor's `start` then says no; a started task cannot be cancelled.
-    #[test]
-    fn cancel_before_start_and_not_after() {
-        let task = cell(None);
-        assert!(task.cancel());
-        assert!(task.is_done());
-        assert!(task.lock().cancelled);
-        assert!(!super::super::Completion::new(task.clone()).start());
-
-        let running = cell(None);
-        let completion = super::super::Completion::new(running.clone());
-        assert!(completion.start());
-        assert!(!running.cancel(), "started: too late");
-        completion.complete(Ok(vec![]));
-        assert!(running.is_done() && !running.lock().cancelled);
-    }
-
-    #[test]
-    fn finished_tasks_stop_counting_as_outstanding_and_are_counted_once() {
-        let counters: Arc<Counters> = Arc::default();
-        let tasks: Vec<_> = (0..4)
-            .map(|_| TaskCell::new("t", None, None, counters.clone()))
-            .collect();
-        let outstanding = || counters.outstanding.load(Ordering::Relaxed);
-        assert_eq!(outstanding(), 4);
-        assert_eq!(counters.progress().pending, 4);
-        let failed = || {
-            Err(Error::ShutDown {
-                task: "t".into(),
-                id: None,
-            })
-        };
-        let running = super::super::Completion::new(tasks[3].clone());
-        assert!(running.start());
-        assert_eq!(
-            (counters.progress().pending, counters.progress().running),
-            (3, 1)
-        );
-        assert!(tasks[0].finish(failed(), false));
-        assert_eq!(outstanding(), 3);
-        // A second finish is ignored and counts nothing.
-        assert!(!tasks[0].finish(failed(), false));
-        assert_eq!(outstanding(), 3);
-        assert!(tasks[1].finish_cancelled());
-        assert!(tasks[2].finish(failed(), false));
-        running.complete(Ok(vec![]));
-        assert_eq!(outstanding(), 0);
-        let progress = counters.progress();
-        assert_eq!(
-            (progress.submitted, progress.pending, progress.running),
-            (4, 0, 0)
-        );
-        assert_eq!(
-            (progress.done, progress.failed, progress.cancelled),
-            (1, 2, 1)
-        );
-    }
-
-    #[test]
-    fn errors_of_a_task_carry_its_id() {
-        let task = TaskCell::new("t", None, None, Arc::default());
-        task.finish(
-            Err(Error::ShutDown {
-                task: "t".into(),
-                id: None,
-            }),
-            false,
-        );
-        let state = task.lock();
-        let Some(Err(e)) = &state.output else {
-            panic!("failed")
-        };
-        assert!(e.to_string().contains(&task.id.to_string()), "{e}");
-        assert_eq!(e.task_id(), Some(task.id));
-    }
-}
+mod tests;

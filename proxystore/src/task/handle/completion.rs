@@ -29,6 +29,8 @@ impl Drop for Dependency {
 /// executor that loses a task can never leave its caller waiting forever).
 pub struct Completion {
     shared: Arc<TaskCell>,
+    /// The attempt this completion is for (see [`super::retry`]).
+    attempt: u32,
     completed: bool,
     started: std::cell::Cell<bool>,
 }
@@ -36,6 +38,7 @@ pub struct Completion {
 impl Completion {
     pub(crate) fn new(shared: Arc<TaskCell>) -> Self {
         Completion {
+            attempt: shared.attempt(),
             shared,
             completed: false,
             started: std::cell::Cell::new(false),
@@ -61,7 +64,7 @@ impl Completion {
             return true;
         }
         let mut state = self.shared.lock();
-        if state.phase == Phase::Pending {
+        if state.phase == Phase::Pending && state.attempt == self.attempt {
             state.phase = Phase::Running;
             let counted = std::mem::replace(&mut state.counted_running, true);
             drop(state);
@@ -89,14 +92,14 @@ impl Completion {
             id: Some(self.shared.id),
             message: f.message().to_string(),
         });
-        self.shared.finish(output, false);
+        self.shared.end_attempt(self.attempt, output);
     }
 
     /// Fails the task with an executor-side error (a worker died, the
     /// executor shut down, ...).
     pub fn fail(mut self, error: Error) {
         self.completed = true;
-        self.shared.finish(Err(error), false);
+        self.shared.end_attempt(self.attempt, Err(error));
     }
 
     /// Marks the job as handed to (or taken back from) a worker that can
@@ -105,6 +108,9 @@ impl Completion {
     /// Python's process pools, yet can be cancelled through
     /// [`on_cancel`](Completion::on_cancel).
     pub(crate) fn set_dispatched(&self, dispatched: bool) {
+        if self.shared.attempt() != self.attempt {
+            return;
+        }
         self.shared.dispatched.store(dispatched, Ordering::Release);
         self.shared.count_dispatched(dispatched);
     }
@@ -112,7 +118,9 @@ impl Completion {
     /// Cancels the task (it will not run).
     pub fn cancel(mut self) {
         self.completed = true;
-        self.shared.finish_cancelled();
+        if self.shared.attempt() == self.attempt {
+            self.shared.finish_cancelled();
+        }
     }
 
     /// For executors that hand a job on (to a worker's queue, say) before
@@ -134,7 +142,7 @@ impl Drop for Completion {
                 task: self.shared.name.to_string(),
                 id: Some(self.shared.id),
             };
-            self.shared.finish(Err(error), false);
+            self.shared.end_attempt(self.attempt, Err(error));
         }
     }
 }

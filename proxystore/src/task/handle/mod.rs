@@ -48,14 +48,17 @@ mod completion;
 mod deferred;
 mod future;
 mod progress;
+mod retry;
 mod wait;
 
 pub use completion::Completion;
 pub use future::TaskFuture;
 pub use progress::{Progress, TaskId};
+pub use retry::RetryPolicy;
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
 
 pub(crate) use cell::TaskCell;
 pub(crate) use completion::Dependency;
 pub(crate) use deferred::{mark_executor_thread, on_executor_thread};
 pub(crate) use progress::Counters;
+pub(crate) use retry::Attempts;
