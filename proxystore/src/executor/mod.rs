@@ -46,8 +46,9 @@ mod queue;
 mod thread_pool;
 
 pub use crate::task::handle::{
-    as_completed, wait, AsCompleted, Completion, ReturnWhen, TaskFuture, Waited,
+    as_completed, wait, AsCompleted, Completion, ReturnWhen, SharedTaskFuture, TaskFuture, Waited,
 };
+pub use crate::task::{Progress, RetryPolicy, TaskId};
 pub(crate) use process_pool::protocol;
 pub(crate) use process_pool::worker as pool_worker;
 pub use process_pool::{ProcessPool, ProcessPoolBuilder, DEFAULT_SHUTDOWN_TIMEOUT};

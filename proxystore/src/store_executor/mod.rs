@@ -199,7 +199,7 @@ impl StoreExecutor {
             .enumerate()
             .map(|(index, task)| {
                 let future = self.submit(task)?;
-                future.shared().set_index(index);
+                future.cell().set_index(index);
                 Ok(future)
             })
             .collect()

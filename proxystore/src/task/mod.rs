@@ -347,11 +347,13 @@ impl<R> Task<R> {
     ///     ms
     /// }
     ///
-    /// let store = Store::new("timeout-doc", LocalConnector::new())?;
-    /// let executor = StoreExecutor::new(ThreadPool::new(1)?, store);
-    /// let slow = executor.submit(nap::task(500).timeout(Duration::from_millis(20)))?;
-    /// assert!(matches!(slow.result(), Err(Error::TaskTimedOut { .. })));
-    /// # Ok::<(), proxystore::Error>(())
+    /// fn main() -> proxystore::Result<()> {
+    ///     let store = Store::new("timeout-doc", LocalConnector::new())?;
+    ///     let executor = StoreExecutor::new(ThreadPool::new(1)?, store);
+    ///     let slow = executor.submit(nap::task(500).timeout(Duration::from_millis(20)))?;
+    ///     assert!(matches!(slow.result(), Err(Error::TaskTimedOut { .. })));
+    ///     Ok(())
+    /// }
     /// ```
     pub fn timeout(mut self, after: std::time::Duration) -> Self {
         self.timeout = Some(after);

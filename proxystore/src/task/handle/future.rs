@@ -49,7 +49,7 @@ impl<R: Storable> TaskFuture<R> {
         self.shared.index()
     }
 
-    pub(crate) fn shared(&self) -> &Arc<TaskCell> {
+    pub(crate) fn cell(&self) -> &Arc<TaskCell> {
         &self.shared
     }
 

@@ -49,12 +49,14 @@ mod deferred;
 mod future;
 mod progress;
 mod retry;
+mod shared;
 mod wait;
 
 pub use completion::Completion;
 pub use future::TaskFuture;
 pub use progress::{Progress, TaskId};
 pub use retry::RetryPolicy;
+pub use shared::SharedTaskFuture;
 pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
 
 pub(crate) use cell::TaskCell;

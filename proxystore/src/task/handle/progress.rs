@@ -51,14 +51,16 @@ impl fmt::Debug for TaskId {
 ///     x * x
 /// }
 ///
-/// let store = Store::new("progress-doc", LocalConnector::new())?;
-/// let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
-/// let results = executor.map((0..10u64).map(square::task))?;
-/// assert_eq!(results.into_iter().map(|r| *r.unwrap()).sum::<u64>(), 285);
-/// let progress = executor.progress();
-/// assert_eq!((progress.submitted, progress.done, progress.failed), (10, 10, 0));
-/// assert_eq!(progress.pending + progress.running, 0);
-/// # Ok::<(), proxystore::Error>(())
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("progress-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+///     let results = executor.map((0..10u64).map(square::task))?;
+///     assert_eq!(results.into_iter().map(|r| *r.unwrap()).sum::<u64>(), 285);
+///     let progress = executor.progress();
+///     assert_eq!((progress.submitted, progress.done, progress.failed), (10, 10, 0));
+///     assert_eq!(progress.pending + progress.running, 0);
+///     Ok(())
+/// }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -50,13 +50,15 @@ type Predicate = std::panic::AssertUnwindSafe<Arc<dyn Fn(&Error) -> bool + Send 
 ///     }
 /// }
 ///
-/// let store = Store::new("retry-doc", LocalConnector::new())?;
-/// let executor = StoreExecutor::new(ThreadPool::new(1)?, store);
-/// let policy = RetryPolicy::attempts(3).backoff(Duration::from_millis(1), 2.0, Duration::from_millis(10));
-/// let future = executor.submit(flaky::task(7).retries(policy))?;
-/// assert_eq!(*future.result()?, 7);
-/// assert_eq!(CALLS.load(Ordering::SeqCst), 3);
-/// # Ok::<(), proxystore::Error>(())
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("retry-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(1)?, store);
+///     let policy = RetryPolicy::attempts(3).backoff(Duration::from_millis(1), 2.0, Duration::from_millis(10));
+///     let future = executor.submit(flaky::task(7).retries(policy))?;
+///     assert_eq!(*future.result()?, 7);
+///     assert_eq!(CALLS.load(Ordering::SeqCst), 3);
+///     Ok(())
+/// }
 /// ```
 pub struct RetryPolicy {
     attempts: u32,

@@ -52,7 +52,7 @@ impl Waiter {
     ) -> usize {
         let mut count = 0;
         for (index, future) in futures.into_iter().enumerate() {
-            if future.shared().watch(self, index) {
+            if future.cell().watch(self, index) {
                 self.lock().done.push_back(index);
             }
             count += 1;
@@ -156,7 +156,7 @@ pub fn wait<R: Storable>(
         };
         if !std::mem::replace(&mut done[index], true) {
             done_count += 1;
-            failed |= futures[index].shared().lock().failed;
+            failed |= futures[index].cell().lock().failed;
         }
     }
     // Tasks done meanwhile count as done too, as in `concurrent.futures`.
