@@ -46,7 +46,8 @@ mod queue;
 mod thread_pool;
 
 pub use crate::task::handle::{
-    as_completed, wait, AsCompleted, Completion, ReturnWhen, TaskFuture, Waited,
+    as_completed, as_completed_stream, wait, AsCompleted, AsCompletedStream, Completion,
+    ReturnWhen, TaskFuture, Waited,
 };
 pub(crate) use process_pool::protocol;
 pub(crate) use process_pool::worker as pool_worker;

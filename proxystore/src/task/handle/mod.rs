@@ -51,7 +51,9 @@ mod wait;
 
 pub use completion::Completion;
 pub use future::TaskFuture;
-pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
+pub use wait::{
+    as_completed, as_completed_stream, wait, AsCompleted, AsCompletedStream, ReturnWhen, Waited,
+};
 
 pub(crate) use cell::TaskCell;
 pub(crate) use completion::Dependency;
