@@ -356,6 +356,48 @@ fn close<S: Subject>(test: &str) {
     }
 }
 
+/// `keys` sorted, for comparison.
+fn sorted(mut keys: Vec<Key>) -> Vec<Key> {
+    keys.sort();
+    keys
+}
+
+fn keys<S: Subject>(test: &str) {
+    let Some(made) = S::make(test) else {
+        return;
+    };
+    let c = &made.connector;
+    assert_eq!(c.keys().unwrap(), [], "a new connector holds nothing");
+    // Sizes from empty to 2400 bytes: both routes of a MultiConnector.
+    let mut stored: Vec<Key> = (0..5usize)
+        .map(|i| c.put(&[&vec![i as u8; i * 600]]).unwrap())
+        .collect();
+    let batch: Vec<&[&[u8]]> = vec![&[b"one"], &[b"two"]];
+    stored.extend(c.put_batch(&batch).unwrap());
+    // A key made for later is no object until it is set.
+    let later = c.new_key().unwrap();
+    assert_eq!(sorted(c.keys().unwrap()), sorted(stored.clone()));
+
+    c.set(&later, &[b"set now"]).unwrap();
+    stored.push(later);
+    // Set again with another size: still one key (a MultiConnector moves it).
+    c.set(&later, &[&[7u8; 3000]]).unwrap();
+    assert_eq!(sorted(c.keys().unwrap()), sorted(stored.clone()));
+
+    for key in stored.drain(..4) {
+        c.evict(&key).unwrap();
+    }
+    assert_eq!(sorted(c.keys().unwrap()), sorted(stored.clone()));
+    for key in &stored {
+        c.evict(key).unwrap();
+    }
+    assert_eq!(c.keys().unwrap(), [], "everything evicted");
+
+    c.put(&[b"left at close"]).unwrap();
+    c.close().unwrap();
+    assert_eq!(c.keys().unwrap(), [], "close removes the objects");
+}
+
 macro_rules! conformance {
     ($module:ident, $subject:ty) => {
         mod $module {
@@ -396,6 +438,10 @@ macro_rules! conformance {
             #[test]
             fn second_process() {
                 super::second_process::<$subject>(concat!(stringify!($module), "::second_process"))
+            }
+            #[test]
+            fn keys() {
+                super::keys::<$subject>(concat!(stringify!($module), "::keys"))
             }
             #[test]
             fn close() {

@@ -9,10 +9,21 @@ use support::pools::{Fixture, Pool};
 
 use std::time::Duration;
 
-use proxystore::executor::{as_completed, wait, ReturnWhen, ThreadPool};
+use proxystore::executor::{as_completed, as_completed_stream, wait, ReturnWhen, ThreadPool};
 use proxystore::{proxied, Error, OwnedProxy, Proxy, Store, StoreExecutor, StoreFuture, TaskValue};
 
 proxystore::test_worker!();
+
+/// A `next` for every stream, as `futures::StreamExt` gives: in scope in
+/// this whole file, so it only builds if no type of the crate used here is
+/// both an `Iterator` and a `Stream` (whose `next` would be ambiguous).
+trait StreamNext: futures_core::Stream + Unpin + Sized {
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + '_ {
+        std::future::poll_fn(move |cx| std::pin::Pin::new(&mut *self).poll_next(cx))
+    }
+}
+
+impl<S: futures_core::Stream + Unpin> StreamNext for S {}
 
 #[proxied(types = [Vec<f64>])]
 fn ramp(n: usize) -> Vec<f64> {
@@ -536,7 +547,11 @@ fn as_completed_yields_in_finishing_order(pool: Pool) {
         ex.submit(sleep_ms::task(800)).unwrap(),
         ex.submit(sleep_ms::task(1)).unwrap(),
     ];
-    let order: Vec<u64> = as_completed(futures)
+    let mut done = as_completed(futures);
+    // `next` is the iterator's, though a stream's `next` is in scope.
+    let first = done.next().unwrap();
+    let order: Vec<u64> = std::iter::once(first)
+        .chain(done)
         .map(|future| *future.result().unwrap())
         .collect();
     assert_eq!(order, [1, 800]);
@@ -563,14 +578,23 @@ fn as_completed_yields_in_finishing_order(pool: Pool) {
         ex.submit(sleep_ms::task(300)).unwrap(),
         ex.submit(sleep_ms::task(1)).unwrap(),
     ];
-    let mut stream = as_completed(futures);
+    let mut stream = as_completed_stream(futures);
+    assert_eq!(stream.remaining(), 2);
     let mut seen = Vec::new();
-    while let Some(future) = block_on(std::future::poll_fn(|cx| {
-        futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
-    })) {
+    while let Some(future) = block_on(stream.next()) {
         seen.push(*future.result().unwrap());
     }
     assert_eq!(seen, [1, 300]);
+    // An iterator turned into a stream midway yields the rest.
+    let futures = vec![
+        ex.submit(sleep_ms::task(300)).unwrap(),
+        ex.submit(sleep_ms::task(1)).unwrap(),
+    ];
+    let mut done = as_completed(futures);
+    assert_eq!(*done.next().unwrap().result().unwrap(), 1);
+    let mut rest = done.into_stream();
+    assert_eq!(*block_on(rest.next()).unwrap().result().unwrap(), 300);
+    assert!(block_on(rest.next()).is_none());
     drop(ex);
     assert_eq!(f.left(), 0);
 }

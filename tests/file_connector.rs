@@ -165,6 +165,57 @@ fn a_planted_key_named_symlink_is_never_followed() {
     assert!(!path.exists());
 }
 
+#[test]
+fn keys_lists_only_object_files_never_the_marker_temporaries_links_or_foreign_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("secret.txt");
+    fs::write(&outside, b"secret").unwrap();
+    let path = dir.path().join("objects");
+    let c = FileConnector::new(&path).unwrap();
+    let object = c.put(&[b"mine"]).unwrap();
+
+    // Everything else a store directory can hold, named to look like keys
+    // where it can be.
+    let planted = |name: String| path.join(name);
+    fs::write(planted(format!(".{object}.{}.tmp", Key::new())), b"half").unwrap();
+    fs::write(planted("notes.txt".into()), b"user's").unwrap();
+    fs::write(
+        planted(Key::new().to_string().to_uppercase()),
+        b"not canonical",
+    )
+    .unwrap();
+    symlink(&outside, planted(Key::new().to_string())).unwrap();
+    symlink(dir.path(), planted(Key::new().to_string())).unwrap();
+    fs::create_dir(planted(Key::new().to_string())).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(planted(Key::new().to_string()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert!(names(&path).contains(&".proxystore".to_string()));
+    assert_eq!(names(&path).len(), 9, "{:?}", names(&path));
+
+    assert_eq!(c.keys().unwrap(), [object]);
+    let store = Store::builder(unique("file-keys"), c.clone())
+        .register(false)
+        .build()
+        .unwrap();
+    assert_eq!(store.len().unwrap(), 1);
+    store.evict(&object).unwrap();
+    assert!(store.is_empty().unwrap(), "{:?}", store.keys().unwrap());
+    assert_eq!(fs::read(&outside).unwrap(), b"secret", "no link followed");
+    // A connector rebuilt elsewhere lists the same objects.
+    let again = c.put(&[b"again"]).unwrap();
+    assert_eq!(c.config().build().unwrap().keys().unwrap(), [again]);
+    store.close().unwrap();
+    assert!(matches!(store.keys(), Err(Error::StoreClosed { .. })));
+    assert_eq!(
+        c.keys().unwrap(),
+        [],
+        "the directory kept its foreign entries"
+    );
+}
+
 // 2. A failed close can be retried.
 
 /// Closes a store while four other processes keep writing into it; returns

@@ -164,3 +164,68 @@ fn the_static_lifetime_evicts_at_normal_exit() {
     assert!(!StaticLifetime::get().done());
     drop(dir);
 }
+
+/// The message of a proxy whose object is gone, resolved afresh.
+fn missing_message(store: &Store, key: Key) -> String {
+    let proxy = store.proxy_from_key::<String>(key);
+    let err = proxystore::Proxy::resolve(&proxy).unwrap_err();
+    assert!(matches!(err, Error::MissingObject { .. }), "{err}");
+    err.to_string()
+}
+
+#[test]
+fn a_proxy_whose_lease_ran_out_says_so() {
+    let (_dir, store) = file_store();
+    let lease = LeaseLifetime::new(Duration::from_millis(50));
+    let key = store
+        .put_with_lifetime(&"leased".to_string(), &lease)
+        .unwrap();
+    assert!(gone_soon(&store, &key));
+    let text = missing_message(&store, key);
+    assert!(
+        text.contains(&key.to_string())
+            && text.contains("belonged to a lease (LeaseLifetime) that ran out"),
+        "{text}"
+    );
+
+    // Closed rather than run out: said as it happened.
+    let lease = LeaseLifetime::new(Duration::from_secs(3600));
+    let closed = store
+        .put_with_lifetime(&"closed".to_string(), &lease)
+        .unwrap();
+    lease.close();
+    let text = missing_message(&store, closed);
+    assert!(
+        text.contains("belonged to a lease (LeaseLifetime) that was closed"),
+        "{text}"
+    );
+
+    // A context's end is named too.
+    let scoped = {
+        let scope = ContextLifetime::new();
+        store
+            .put_with_lifetime(&"scoped".to_string(), &scope)
+            .unwrap()
+    };
+    let text = missing_message(&store, scoped);
+    assert!(
+        text.contains("belonged to a ContextLifetime that ended"),
+        "{text}"
+    );
+
+    // Stored again under the same key and evicted otherwise: no lease is
+    // claimed, and the generic message still names lifetimes among the
+    // causes.
+    store.set(&key, &"again".to_string()).unwrap();
+    store.evict(&key).unwrap();
+    let text = missing_message(&store, key);
+    assert!(!text.contains("this process evicted it"), "{text}");
+    assert!(text.contains("probably evicted"), "{text}");
+    assert!(text.contains("a lifetime it belonged to ended"), "{text}");
+    // An object no lifetime ever held: the same.
+    let plain = store.put(&"plain".to_string()).unwrap();
+    store.evict(&plain).unwrap();
+    let text = missing_message(&store, plain);
+    assert!(!text.contains("this process evicted it"), "{text}");
+    assert!(text.contains("a lease ran out"), "{text}");
+}

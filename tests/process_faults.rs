@@ -367,6 +367,10 @@ fn a_killed_worker_whose_task_started_a_program_fails_at_once() {
     let err = fut.result().unwrap_err();
     assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
     assert!(
+        err.to_string().contains("(killed by signal 9 (SIGKILL))"),
+        "the signal is named: {err}"
+    );
+    assert!(
         started.elapsed() < Duration::from_secs(10),
         "waited for the task's program: {:?}",
         started.elapsed()
@@ -408,7 +412,7 @@ fn results_leave_the_worker_as_soon_as_they_exist() {
     let fatal = ex.submit(exit_now::task(3)).unwrap();
     assert_eq!(*done.result().unwrap(), 42);
     let err = fatal.result().unwrap_err();
-    assert!(err.to_string().contains("exit status: 3"), "{err}");
+    assert!(err.to_string().contains("exited with status 3"), "{err}");
 }
 
 #[test]

@@ -74,6 +74,60 @@ fn stores_sharing_a_server_close_only_their_own_keys() {
 }
 
 #[test]
+fn keys_lists_the_namespaces_objects_with_scan_never_keys() {
+    let server = server!("keys_lists_the_namespaces_objects_with_scan_never_keys");
+    let a = RedisConnector::builder(server.url())
+        .namespace("a*")
+        .build()
+        .unwrap();
+    let ab = RedisConnector::builder(server.url())
+        .namespace("ab")
+        .build()
+        .unwrap();
+    // More than one SCAN batch of objects.
+    let mut ours: Vec<Key> = (0..2500u32)
+        .map(|i| a.put(&[&i.to_le_bytes()]).unwrap())
+        .collect();
+    let theirs = ab.put(&[b"ab's"]).unwrap();
+    // Names under the prefix that are no object key of `a*`.
+    for name in [
+        "someone-else".to_string(),
+        format!("proxystore:a*:{}", Key::new().to_string().to_uppercase()),
+        format!("proxystore:a*:{}x", Key::new()),
+        "proxystore:a*:not-a-key".to_string(),
+        "proxystore:queue:jobs".to_string(),
+    ] {
+        server.raw(&["SET", &name, "x"]);
+    }
+
+    let keys_calls = calls(&server, "keys");
+    let scans = calls(&server, "scan");
+    let mut listed = a.keys().unwrap();
+    listed.sort();
+    ours.sort();
+    assert_eq!(listed.len(), 2500);
+    assert_eq!(listed, ours);
+    assert!(calls(&server, "scan") >= scans + 2, "SCAN in batches");
+    assert_eq!(ab.keys().unwrap(), [theirs]);
+    // A connector rebuilt from the configuration (a worker) lists the same.
+    assert_eq!(a.config().build().unwrap().keys().unwrap().len(), 2500);
+    let store = Store::builder(unique("redis-keys"), ab.clone())
+        .register(false)
+        .build()
+        .unwrap();
+    assert_eq!(store.len().unwrap(), 1);
+    store.evict(&theirs).unwrap();
+    assert!(store.is_empty().unwrap());
+    assert_eq!(calls(&server, "keys"), keys_calls, "KEYS was never sent");
+
+    a.close().unwrap();
+    assert_eq!(a.keys().unwrap(), []);
+    // Close removes what is shaped like an object key (the upper-case
+    // one too), nothing else.
+    assert_eq!(server.keys("*").len(), 4, "{:?}", server.keys("*"));
+}
+
+#[test]
 fn namespaces_with_glob_characters_match_only_themselves() {
     let server = server!("namespaces_with_glob_characters_match_only_themselves");
     let names = ["a*", "a?", "a[bc]", "ab", "ac", "a\\", "a]", "a-b", "a^"];

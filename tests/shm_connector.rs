@@ -197,6 +197,53 @@ fn close_removes_everything_and_a_rebuilt_connector_removes_nothing() {
 }
 
 #[test]
+fn keys_lists_only_the_stores_own_objects() {
+    let base = base();
+    let build = || {
+        SharedMemoryConnector::builder()
+            .base_dir(base.path())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let ours = a.put(&[b"a's"]).unwrap();
+    let theirs = b.put(&[b"b's"]).unwrap();
+    // A worker's write lands in the same directory: the store's object.
+    let rebuilt = a.config().build().unwrap();
+    let from_worker = rebuilt.put(&[b"from a worker"]).unwrap();
+    fs::write(a.directory().join("beside.txt"), b"not an object").unwrap();
+    fs::write(
+        a.directory()
+            .join(format!(".{ours}.{}.tmp", proxystore::Key::new())),
+        b"half written",
+    )
+    .unwrap();
+
+    let mut expected = vec![ours, from_worker];
+    expected.sort();
+    let mut listed = a.keys().unwrap();
+    listed.sort();
+    assert_eq!(listed, expected);
+    let mut listed = rebuilt.keys().unwrap();
+    listed.sort();
+    assert_eq!(
+        listed, expected,
+        "a rebuilt connector sees the same objects"
+    );
+    assert_eq!(b.keys().unwrap(), [theirs], "nothing of the other store");
+
+    a.close().unwrap();
+    assert_eq!(a.keys().unwrap(), []);
+    assert_eq!(rebuilt.keys().unwrap(), [], "closed: no objects anywhere");
+    assert_eq!(b.keys().unwrap(), [theirs]);
+    b.close().unwrap();
+    // The foreign file kept the directory; without it, close removes it.
+    fs::remove_file(a.directory().join("beside.txt")).unwrap();
+    a.close().unwrap();
+    assert!(!a.directory().exists());
+}
+
+#[test]
 fn a_forged_configuration_cannot_name_another_directory() {
     let base = base();
     let c = SharedMemoryConnector::builder()

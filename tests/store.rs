@@ -354,3 +354,69 @@ fn a_rebuilt_store_gives_way_to_another_connector_of_the_same_name() {
     first.close().unwrap();
     second.close().unwrap();
 }
+
+/// A connector of a user's own, written before `Connector::keys` existed.
+#[derive(Debug, Default)]
+struct Unlisted {
+    inner: LocalConnector,
+}
+
+impl Connector for Unlisted {
+    fn config(&self) -> proxystore::connectors::ConnectorConfig {
+        proxystore::connectors::ConnectorConfig::new("tests.unlisted", &()).unwrap()
+    }
+    fn set(&self, key: &Key, parts: &[&[u8]]) -> proxystore::Result<()> {
+        self.inner.set(key, parts)
+    }
+    fn get(&self, key: &Key) -> proxystore::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn exists(&self, key: &Key) -> proxystore::Result<bool> {
+        self.inner.exists(key)
+    }
+    fn evict(&self, key: &Key) -> proxystore::Result<()> {
+        self.inner.evict(key)
+    }
+    fn close(&self) -> proxystore::Result<()> {
+        self.inner.close()
+    }
+}
+
+#[test]
+fn a_store_lists_and_counts_its_objects_until_nothing_is_left() {
+    let store = Store::new(unique("listed"), LocalConnector::new()).unwrap();
+    assert!(store.is_empty().unwrap());
+    let kept = store.put(&1u32).unwrap();
+    let owned = store.owned_proxy(vec![0u8; 64]).unwrap();
+    let proxy = store.proxy("plain".to_string()).unwrap();
+    assert_eq!(store.len().unwrap(), 3);
+    assert!(store.keys().unwrap().contains(&kept));
+    drop(owned);
+    assert_eq!(
+        store.len().unwrap(),
+        2,
+        "the owned proxy took its object along"
+    );
+    store.evict(&kept).unwrap();
+    store.evict(&proxystore::Proxy::key(&proxy)).unwrap();
+    assert!(store.is_empty().unwrap(), "{:?}", store.keys().unwrap());
+    store.close().unwrap();
+    let err = store.len().unwrap_err();
+    assert!(matches!(err, Error::StoreClosed { .. }), "{err}");
+}
+
+#[test]
+fn a_connector_that_cannot_list_says_so_with_a_typed_error() {
+    let store = Store::builder(unique("unlisted"), Unlisted::default())
+        .register(false)
+        .build()
+        .unwrap();
+    store.put(&1u32).unwrap();
+    let err = store.is_empty().unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("tests.unlisted") && text.contains("list the keys"),
+        "{text}"
+    );
+}

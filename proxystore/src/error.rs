@@ -14,9 +14,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An object is not (or no longer) in the store.
+    ///
+    /// The message gives the likely causes; when this process evicted the
+    /// object because a lifetime it belonged to ended (a
+    /// [`LeaseLifetime`](crate::lifetime::LeaseLifetime) ran out, say), it
+    /// says that instead.
     #[error(
-        "object {key} is not in store `{store}`: it was probably evicted (its owner was dropped \
-         or an executor task ended) while proxies of it still existed, or the store was closed"
+        "object {key} is not in store `{store}`: {}",
+        crate::lifetime::why_missing(.store, .key)
     )]
     MissingObject {
         /// The key that was looked up.
@@ -210,7 +215,9 @@ pub enum Error {
         id: Option<TaskId>,
         /// The worker's process id.
         pid: u32,
-        /// How it ended.
+        /// How it ended, e.g. `exited with status 3` or `killed by signal 9
+        /// (SIGKILL)`, after what led to it when the pool knows (`still
+        /// running 10s after shutdown began, killed: ...`).
         status: String,
     },
 
@@ -449,6 +456,21 @@ pub enum Error {
         operation: String,
         /// What went wrong.
         message: String,
+    },
+
+    /// A connector cannot do an optional operation: a connector of your own
+    /// that does not implement that method of
+    /// [`Connector`](crate::connectors::Connector) (the built-in connectors
+    /// implement them all).
+    #[error(
+        "connector `{connector}` cannot {operation}: its `Connector` implementation does not \
+         provide it"
+    )]
+    Unsupported {
+        /// The connector's kind.
+        connector: String,
+        /// What was asked of it.
+        operation: String,
     },
 
     /// A protocol frame between the pool and a worker was malformed.

@@ -78,7 +78,8 @@
 //!   [`ProcessPool`](executor::ProcessPool) of worker processes, the
 //!   multi-host `executor::cluster` (feature `cluster`), and the futures of
 //!   tasks ([`TaskFuture`](executor::TaskFuture), [`wait`](executor::wait),
-//!   [`as_completed`](executor::as_completed));
+//!   [`as_completed`](executor::as_completed),
+//!   [`as_completed_stream`](executor::as_completed_stream));
 //! - [`task`]: what `#[proxied]` generates ([`Task`], arguments, results
 //!   as [`TaskValue`]s, the running task's [`context`](task::current));
 //! - [`policy`]: which values a [`StoreExecutor`] proxies at run time

@@ -91,8 +91,9 @@ impl Objects {
         Ok(())
     }
 
-    /// Ends the lifetime and evicts its objects (once).
-    fn end(&self) {
+    /// Ends the lifetime and evicts its objects (once), remembering why
+    /// (see [`evictions`]).
+    fn end(&self, how: Ending) {
         let keys = {
             let mut keys = self.lock();
             if self.ended.swap(true, Ordering::AcqRel) {
@@ -101,7 +102,11 @@ impl Objects {
             std::mem::take(&mut *keys)
         };
         for (store, key) in keys {
+            // Remembered first: a proxy that misses the object from the
+            // moment it is gone can tell why.
+            evictions::record(store.name(), key, how);
             if let Err(e) = store.evict(&key) {
+                evictions::forget(&key);
                 tracing::debug!(%key, store = %store.name(), error = %e, "lifetime: could not evict");
             }
         }
@@ -109,6 +114,106 @@ impl Objects {
 
     fn ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
+    }
+}
+
+/// How a lifetime ended, for the message of an object it evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Context,
+    LeaseRanOut,
+    LeaseClosed,
+    Static,
+}
+
+/// The objects this process evicted because their lifetime ended, so that
+/// reading one of them later ([`Error::MissingObject`]) says so rather
+/// than guess. Only the last [`REMEMBERED`](evictions::REMEMBERED) are
+/// kept; an object stored again under its key is forgotten (its next
+/// absence may have another cause).
+pub(crate) mod evictions {
+    use std::num::NonZeroUsize;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, MutexGuard};
+
+    use lru::LruCache;
+
+    use super::Ending;
+    use crate::key::Key;
+
+    /// How many evictions are remembered at most.
+    pub(crate) const REMEMBERED: usize = 4096;
+
+    /// Whether anything was ever recorded: until then, storing an object
+    /// costs no lock.
+    static ANY: AtomicBool = AtomicBool::new(false);
+
+    type Evictions = LruCache<Key, (Box<str>, Ending)>;
+
+    fn evictions() -> MutexGuard<'static, Option<Evictions>> {
+        static EVICTIONS: Mutex<Option<Evictions>> = Mutex::new(None);
+        EVICTIONS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `key` of `store` is being evicted because its lifetime ended `how`.
+    pub(crate) fn record(store: &str, key: Key, how: Ending) {
+        ANY.store(true, Ordering::Release);
+        evictions()
+            .get_or_insert_with(|| LruCache::new(NonZeroUsize::new(REMEMBERED).expect("not zero")))
+            .put(key, (store.into(), how));
+    }
+
+    /// `key` holds an object again (or its eviction failed): forget why it
+    /// was last evicted.
+    pub(crate) fn forget(key: &Key) {
+        if ANY.load(Ordering::Acquire) {
+            if let Some(evictions) = evictions().as_mut() {
+                evictions.pop(key);
+            }
+        }
+    }
+
+    /// How the lifetime that evicted `key` of `store` in this process
+    /// ended, if one did.
+    pub(crate) fn lookup(store: &str, key: &Key) -> Option<Ending> {
+        if !ANY.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut evictions = evictions();
+        match evictions.as_mut()?.peek(key) {
+            Some((name, how)) if **name == *store => Some(*how),
+            _ => None,
+        }
+    }
+}
+
+/// Why the object `key` of `store` is missing, for
+/// [`Error::MissingObject`]: the lifetime that evicted it in this process
+/// if one did, otherwise the likely causes.
+pub(crate) fn why_missing(store: &str, key: &Key) -> &'static str {
+    match evictions::lookup(store, key) {
+        Some(Ending::LeaseRanOut) => {
+            "it belonged to a lease (LeaseLifetime) that ran out, and this process evicted it \
+             then; extend the lease (LeaseLifetime::extend), or give it a longer one, while \
+             proxies of the object are in use"
+        }
+        Some(Ending::LeaseClosed) => {
+            "it belonged to a lease (LeaseLifetime) that was closed, and this process evicted it \
+             then"
+        }
+        Some(Ending::Context) => {
+            "it belonged to a ContextLifetime that ended (it was closed or dropped), and this \
+             process evicted it then"
+        }
+        Some(Ending::Static) => {
+            "it belonged to the StaticLifetime, which ended (it was closed, or the process is \
+             exiting), and this process evicted it then"
+        }
+        None => {
+            "it was probably evicted (its owner was dropped, an executor task ended, or a \
+             lifetime it belonged to ended: a ContextLifetime closed or a lease ran out) while \
+             proxies of it still existed, or the store was closed"
+        }
     }
 }
 
@@ -131,7 +236,7 @@ impl Lifetime for ContextLifetime {
     }
 
     fn close(&self) {
-        self.objects.end();
+        self.objects.end(Ending::Context);
     }
 
     fn done(&self) -> bool {
@@ -141,7 +246,7 @@ impl Lifetime for ContextLifetime {
 
 impl Drop for ContextLifetime {
     fn drop(&mut self) {
-        self.objects.end();
+        self.objects.end(Ending::Context);
     }
 }
 
@@ -195,7 +300,7 @@ impl Lease {
                 .0;
         }
         drop(expiry);
-        self.objects.end();
+        self.objects.end(Ending::LeaseRanOut);
     }
 
     /// Gives `keys` the lease's remaining time in their connectors, if they
@@ -239,7 +344,7 @@ impl LeaseLifetime {
             // Without its thread the lease cannot end on time: end it now
             // rather than never (it holds nothing yet).
             tracing::warn!(error = %e, "lease: no thread to end it; ended at once");
-            lease.objects.end();
+            lease.objects.end(Ending::LeaseRanOut);
         }
         LeaseLifetime { lease }
     }
@@ -274,7 +379,7 @@ impl Lifetime for LeaseLifetime {
     }
 
     fn close(&self) {
-        self.lease.objects.end();
+        self.lease.objects.end(Ending::LeaseClosed);
         // Under the expiry's lock: the lease's thread is either before its
         // check of `ended` or waiting, never in between.
         let _expiry = self.lease.expiry();
@@ -310,7 +415,8 @@ impl StaticLifetime {
         LIFETIME.get_or_init(|| {
             extern "C" fn at_exit() {
                 // A panic must not unwind into the C runtime's exit.
-                let _ = std::panic::catch_unwind(|| StaticLifetime::get().objects.end());
+                let _ =
+                    std::panic::catch_unwind(|| StaticLifetime::get().objects.end(Ending::Static));
             }
             // SAFETY: registers a plain `extern "C"` function that takes no
             // arguments; it runs once, at exit.
@@ -330,7 +436,7 @@ impl Lifetime for StaticLifetime {
     }
 
     fn close(&self) {
-        self.objects.end();
+        self.objects.end(Ending::Static);
     }
 
     fn done(&self) -> bool {

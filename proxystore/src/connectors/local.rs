@@ -140,6 +140,10 @@ impl Connector for LocalConnector {
         Ok(())
     }
 
+    fn keys(&self) -> Result<Vec<Key>> {
+        Ok(self.read().keys().copied().collect())
+    }
+
     fn reach(&self) -> super::Reach {
         super::Reach::Process
     }

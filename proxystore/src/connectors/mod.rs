@@ -148,6 +148,43 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         Reach::Network
     }
 
+    /// The keys of the objects this connector holds, in no particular
+    /// order: what a [`Store`](crate::Store) would find with
+    /// [`exists`](Connector::exists) right now.
+    ///
+    /// Only the connector's own objects are listed: not its bookkeeping (a
+    /// file store's marker and temporary files), nor other entries in the
+    /// same place (other files in the directory, other keys in the Redis
+    /// database). Connectors that share a place (one directory, one Redis
+    /// namespace) share their objects, so each lists them all. An object
+    /// another process writes or evicts meanwhile may or may not be listed.
+    ///
+    /// The built-in connectors all list their objects. The default, for a
+    /// connector of your own that does not implement this method, is
+    /// [`Error::Unsupported`], so adding it broke no implementation.
+    ///
+    /// ```
+    /// use proxystore::connectors::{Connector, LocalConnector};
+    ///
+    /// let connector = LocalConnector::new();
+    /// let a = connector.put(&[b"a"])?;
+    /// let b = connector.put(&[b"b"])?;
+    /// let mut keys = connector.keys()?;
+    /// keys.sort();
+    /// let mut expected = vec![a, b];
+    /// expected.sort();
+    /// assert_eq!(keys, expected);
+    /// connector.evict(&a)?;
+    /// assert_eq!(connector.keys()?, [b]);
+    /// # Ok::<(), proxystore::Error>(())
+    /// ```
+    fn keys(&self) -> Result<Vec<Key>> {
+        Err(Error::Unsupported {
+            connector: self.config().kind,
+            operation: "list the keys of its objects".to_string(),
+        })
+    }
+
     /// Asks the connector to remove `key` by itself once `after` has passed
     /// (for a [`LeaseLifetime`](crate::lifetime::LeaseLifetime)), replacing
     /// any earlier expiry. Returns whether it can; the default, `false`,

@@ -65,6 +65,8 @@ use crate::key::Key;
 /// before writing it ([`put`](Connector::put) and
 /// [`put_batch`](Connector::put_batch), whose keys are new, do not), and
 /// [`evict`](Connector::evict) removes it from every route.
+/// [`keys`](Connector::keys) lists the objects of every route, each key
+/// once.
 ///
 /// # Configuration, close, reach
 ///
@@ -269,6 +271,20 @@ impl Connector for MultiConnector {
 
     fn close(&self) -> Result<()> {
         self.on_all(|c| c.close())
+    }
+
+    /// The union of the routes' keys, each once.
+    fn keys(&self) -> Result<Vec<Key>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut keys = Vec::new();
+        for (_, connector) in &self.routes {
+            for key in connector.keys()? {
+                if seen.insert(key) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
     }
 
     fn put_batch(&self, objects: &[&[&[u8]]]) -> Result<Vec<Key>> {

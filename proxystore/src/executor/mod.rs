@@ -46,7 +46,8 @@ mod queue;
 mod thread_pool;
 
 pub use crate::task::handle::{
-    as_completed, wait, AsCompleted, Completion, ReturnWhen, SharedTaskFuture, TaskFuture, Waited,
+    as_completed, as_completed_stream, wait, AsCompleted, AsCompletedStream, Completion,
+    ReturnWhen, SharedTaskFuture, TaskFuture, Waited,
 };
 pub use crate::task::{Progress, RetryPolicy, TaskId};
 pub(crate) use process_pool::protocol;

@@ -263,6 +263,9 @@ impl Store {
     ) -> Result<()> {
         self.inner.connector.set(key, &encoded.parts())?;
         self.forget(key);
+        // Stored again: a lifetime's earlier eviction no longer explains
+        // its absence.
+        crate::lifetime::evictions::forget(key);
         tracing::debug!(store = %self.name(), %key, size = encoded.len(), "put");
         self.record(Operation::Put, encoded.len(), started);
         Ok(())
@@ -400,6 +403,51 @@ impl Store {
         tracing::debug!(store = %self.name(), %key, "evict");
         self.record(Operation::Evict, 0, started);
         Ok(())
+    }
+
+    /// The keys of the objects the store's connector holds, in no
+    /// particular order (see [`Connector::keys`]).
+    ///
+    /// With [`len`](Store::len) and [`is_empty`](Store::is_empty), this is
+    /// how a test checks that nothing was left behind: every owned proxy
+    /// dropped, every executor task's inputs evicted, every lifetime ended.
+    /// It lists what the connector holds, so a store sharing its connector
+    /// (one directory, one Redis namespace) with others sees their objects
+    /// too. [`Error::StoreClosed`] once the store is closed;
+    /// [`Error::Unsupported`] for a connector of your own that cannot list.
+    ///
+    /// ```
+    /// use proxystore::connectors::LocalConnector;
+    /// use proxystore::Store;
+    ///
+    /// let store = Store::new("keys-doc", LocalConnector::new())?;
+    /// let key = store.put(&"kept".to_string())?;
+    /// {
+    ///     let owned = store.owned_proxy(vec![1u8; 1024])?;
+    ///     assert_eq!(owned.len(), 1024);
+    ///     assert_eq!(store.len()?, 2);
+    /// } // the owned proxy is dropped: its object is evicted
+    /// assert_eq!(store.keys()?, [key]);
+    /// store.evict(&key)?;
+    /// assert!(store.is_empty()?, "nothing left");
+    /// # Ok::<(), proxystore::Error>(())
+    /// ```
+    pub fn keys(&self) -> Result<Vec<Key>> {
+        self.check_open()?;
+        self.inner.connector.keys()
+    }
+
+    /// How many objects the store's connector holds (see
+    /// [`keys`](Store::keys)).
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.keys()?.len())
+    }
+
+    /// Whether the store's connector holds no object: `assert!(store.is_empty()?)`
+    /// at the end of a test checks that nothing was left behind (see
+    /// [`keys`](Store::keys)).
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.keys()?.is_empty())
     }
 
     fn forget(&self, key: &Key) {

@@ -304,6 +304,37 @@ pub(in crate::connectors) fn sweep(dir: &Path, scope: Scope) -> io::Result<Optio
     Ok(Some(swept))
 }
 
+/// The keys of the objects in `dir`: regular files named by a key (a
+/// key-named link, directory or fifo is not an object, as reads refuse it);
+/// `None` if the directory does not exist. Nothing is followed or opened.
+pub(in crate::connectors) fn list_objects(dir: &Path) -> io::Result<Option<Vec<Key>>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if classify(&name) != Entry::Object {
+            continue;
+        }
+        // The entry's own type (`lstat`): a link is not followed.
+        match entry.file_type() {
+            Ok(file_type) if file_type.is_file() => {}
+            Ok(_) => continue,
+            // Evicted since the directory was read.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(key) = name.to_str().and_then(|n| Key::parse(n).ok()) {
+            keys.push(key);
+        }
+    }
+    Ok(Some(keys))
+}
+
 /// Unlinks `path`; `false` if it was already gone.
 pub(in crate::connectors) fn remove(path: &Path) -> io::Result<bool> {
     match fs::remove_file(path) {

@@ -339,19 +339,25 @@ impl RedisConnector {
         Ok(())
     }
 
-    /// Removes every key of the namespace (SCAN + UNLINK).
-    fn clear_namespace(&self) -> Result<u64> {
-        // Only names shaped like the namespace's object keys: nothing else
-        // under the prefix (a queue of the multi-host executor, another
-        // program's keys) is touched.
+    /// Calls `each` with every batch of the namespace's object keys (Redis
+    /// names), found with `SCAN MATCH` (never `KEYS`, which blocks the
+    /// server): only names shaped like the namespace's object keys, so
+    /// nothing else under the prefix (a queue of the multi-host executor,
+    /// another program's keys) is seen. A key may come twice, as `SCAN`
+    /// allows.
+    fn scan_objects(
+        &self,
+        operation: &str,
+        mut each: impl FnMut(Vec<Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
         let pattern = format!(
             "proxystore:{}:{UUID_PATTERN}",
             glob_escape(&self.inner.namespace)
         );
-        let mut removed = 0u64;
+        let operation = format!("{operation} (SCAN)");
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys) = self.run("close (SCAN)", |c| {
+            let (next, keys) = self.run(&operation, |c| {
                 let reply = c.req_command(
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -362,17 +368,27 @@ impl RedisConnector {
                 )?;
                 scan_reply(reply)
             })?;
+            each(keys)?;
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Removes every key of the namespace (SCAN + UNLINK).
+    fn clear_namespace(&self) -> Result<u64> {
+        let mut removed = 0u64;
+        self.scan_objects("close", |keys| {
             for batch in keys.chunks(CLOSE_BATCH) {
                 let n = self.run("close (UNLINK)", |c| {
                     expect_int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(batch))?)
                 })?;
                 removed += u64::try_from(n).unwrap_or(0);
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
+            Ok(())
+        })?;
+        Ok(removed)
     }
 }
 
@@ -436,6 +452,26 @@ impl Connector for RedisConnector {
             expect_int("EXISTS", c.req_command(redis::cmd("EXISTS").arg(&name))?)
         })?;
         Ok(n > 0)
+    }
+
+    /// Lists the namespace's objects with `SCAN MATCH
+    /// proxystore:{namespace}:<uuid pattern>`, as [`close`](Connector::close)
+    /// finds them (never `KEYS`); names under the prefix that are not
+    /// exactly an object key are left out.
+    fn keys(&self) -> Result<Vec<Key>> {
+        let prefix = format!("proxystore:{}:", self.inner.namespace);
+        let mut found = std::collections::HashSet::new();
+        self.scan_objects("listing the objects", |names| {
+            for name in names {
+                let key = name
+                    .strip_prefix(prefix.as_bytes())
+                    .and_then(|rest| std::str::from_utf8(rest).ok())
+                    .and_then(|rest| Key::parse(rest).ok().filter(|k| *k.as_str() == *rest));
+                found.extend(key);
+            }
+            Ok(())
+        })?;
+        Ok(found.into_iter().collect())
     }
 
     fn expire(&self, key: &Key, after: std::time::Duration) -> Result<bool> {

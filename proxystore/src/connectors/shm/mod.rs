@@ -379,6 +379,15 @@ impl Connector for SharedMemoryConnector {
         }
     }
 
+    fn keys(&self) -> Result<Vec<Key>> {
+        if !self.check()? {
+            return Ok(Vec::new());
+        }
+        let keys = entries::list_objects(&self.dir)
+            .map_err(|e| Error::io(&self.name, "listing the objects", e))?;
+        Ok(keys.unwrap_or_default())
+    }
+
     fn evict(&self, key: &Key) -> Result<()> {
         tracing::debug!(%key, "shm: evict");
         if !self.check()? {

@@ -501,7 +501,7 @@ pub(crate) fn serve_from_env() {
 /// `count` is invalid or no worker can be started. The workers die with
 /// the supervisor (parent-death signal), so killing it stops the host.
 fn supervise(count: &str) -> i32 {
-    use std::os::unix::process::CommandExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
     let Ok(count) = count.parse::<usize>() else {
         eprintln!("proxystore cluster supervisor: {WORKERS_ENV}={count:?} is not a number");
         return 2;
@@ -562,8 +562,8 @@ fn supervise(count: &str) -> i32 {
         }
         if let Some((_, started)) = workers.remove(&(pid as u32)) {
             eprintln!(
-                "proxystore cluster supervisor: worker {pid} exited (status {status}); starting \
-                 another"
+                "proxystore cluster supervisor: worker {pid} {}; starting another",
+                crate::runtime::exit::describe(std::process::ExitStatus::from_raw(status))
             );
             // A worker that dies at once (a bad URL, a task that crashes
             // every worker) is not restarted in a tight loop.

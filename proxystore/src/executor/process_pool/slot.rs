@@ -24,6 +24,7 @@ use super::protocol::{self, ReadError};
 use super::sched::Dispatch;
 use super::spawn::{self, Spawned};
 use crate::error::Error;
+use crate::runtime::exit;
 
 /// How long a worker may go silent in the middle of a message before it is
 /// taken for broken: it writes each message at once, so a body that stops
@@ -180,12 +181,12 @@ fn reap(child: &mut Child) -> String {
     let deadline = Instant::now() + Duration::from_millis(500);
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return status.to_string(),
+            Ok(Some(status)) => return exit::describe(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
             Ok(None) => {
                 let _ = child.kill();
                 return match child.wait() {
-                    Ok(status) => format!("unresponsive, killed: {status}"),
+                    Ok(status) => format!("unresponsive, killed: {}", exit::describe(status)),
                     Err(e) => format!("unresponsive, kill failed: {e}"),
                 };
             }

@@ -57,7 +57,9 @@ pub use future::TaskFuture;
 pub use progress::{Progress, TaskId};
 pub use retry::RetryPolicy;
 pub use shared::SharedTaskFuture;
-pub use wait::{as_completed, wait, AsCompleted, ReturnWhen, Waited};
+pub use wait::{
+    as_completed, as_completed_stream, wait, AsCompleted, AsCompletedStream, ReturnWhen, Waited,
+};
 
 pub(crate) use cell::TaskCell;
 pub(crate) use completion::Dependency;

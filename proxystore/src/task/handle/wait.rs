@@ -1,5 +1,6 @@
-//! Waiting for many tasks at once: [`wait`] and [`as_completed`], as in
-//! Python's `concurrent.futures` (and Ray's `ray.wait`).
+//! Waiting for many tasks at once: [`wait`] and [`as_completed`] (with
+//! [`as_completed_stream`] for async code), as in Python's
+//! `concurrent.futures` (and Ray's `ray.wait`).
 //!
 //! Nothing polls: each waited-for task tells a shared [`Waiter`] when it is
 //! done, and the waiting thread sleeps on it (or the async task is woken).
@@ -165,9 +166,11 @@ pub fn wait<R: Storable>(
 }
 
 /// Yields `futures` as their tasks finish (fail, or are cancelled), as
-/// Python's `as_completed` does: an [`Iterator`], and a
-/// [`Stream`](futures_core::Stream) for async code. Nothing polls; a
-/// yielded future's [`result`](TaskFuture::result) returns at once.
+/// Python's `as_completed` does, as an [`Iterator`]. Nothing polls; a
+/// yielded future's [`result`](TaskFuture::result) returns at once. For
+/// async code, [`as_completed_stream`] (or
+/// [`into_stream`](AsCompleted::into_stream)) gives the same as a
+/// [`Stream`](futures_core::Stream).
 ///
 /// ```
 /// use proxystore::connectors::LocalConnector;
@@ -204,7 +207,71 @@ pub fn as_completed<R: Storable>(
     }
 }
 
-/// Futures as their tasks finish: see [`as_completed`].
+/// Yields `futures` as their tasks finish, as a
+/// [`Stream`](futures_core::Stream) for async code: [`as_completed`]'s
+/// futures, woken rather than waited for.
+///
+/// The stream is a type of its own, [`AsCompletedStream`], which is not an
+/// [`Iterator`]: with a `StreamExt` trait in scope (`futures`,
+/// `tokio-stream`), `stream.next().await` has only one `next` to call.
+///
+/// ```
+/// use std::pin::Pin;
+/// use std::task::{Context, Poll};
+///
+/// use futures_core::Stream;
+/// use proxystore::connectors::LocalConnector;
+/// use proxystore::executor::{as_completed_stream, ThreadPool};
+/// use proxystore::{proxied, Store, StoreExecutor};
+///
+/// #[proxied]
+/// fn square(x: i64) -> i64 {
+///     x * x
+/// }
+///
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     struct Wake(std::thread::Thread);
+/// #     impl std::task::Wake for Wake {
+/// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+/// #     }
+/// #     let waker = std::sync::Arc::new(Wake(std::thread::current())).into();
+/// #     let mut cx = Context::from_waker(&waker);
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop {
+/// #         match f.as_mut().poll(&mut cx) {
+/// #             Poll::Ready(v) => return v,
+/// #             Poll::Pending => std::thread::park(),
+/// #         }
+/// #     }
+/// # }
+/// /// What `futures::StreamExt::next` does.
+/// async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+///     std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+/// }
+///
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("as-completed-stream-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+///     let futures = (0..4).map(|x| executor.submit(square::task(x))).collect::<Result<Vec<_>, _>>()?;
+///     let mut stream = as_completed_stream(futures);
+///     let total = block_on(async {
+///         let mut total = 0;
+///         while let Some(future) = next(&mut stream).await {
+///             total += *future.result()?;
+///         }
+///         Ok::<_, proxystore::Error>(total)
+///     })?;
+///     assert_eq!(total, 14);
+///     Ok(())
+/// }
+/// ```
+pub fn as_completed_stream<R: Storable>(
+    futures: impl IntoIterator<Item = TaskFuture<R>>,
+) -> AsCompletedStream<R> {
+    as_completed(futures).into_stream()
+}
+
+/// Futures as their tasks finish, an [`Iterator`]: see [`as_completed`].
 pub struct AsCompleted<R> {
     futures: Vec<Option<TaskFuture<R>>>,
     waiter: Arc<Waiter>,
@@ -215,6 +282,12 @@ impl<R: Storable> AsCompleted<R> {
     /// How many futures are still to come.
     pub fn remaining(&self) -> usize {
         self.remaining
+    }
+
+    /// The futures still to come, as a [`Stream`](futures_core::Stream)
+    /// (see [`as_completed_stream`]).
+    pub fn into_stream(self) -> AsCompletedStream<R> {
+        AsCompletedStream { inner: self }
     }
 
     /// The next future done, waiting at most `timeout`: `Ok(None)` once
@@ -273,11 +346,30 @@ impl<R: Storable> Iterator for AsCompleted<R> {
     }
 }
 
-impl<R: Storable> futures_core::Stream for AsCompleted<R> {
+/// Futures as their tasks finish, a [`Stream`](futures_core::Stream) and
+/// not an [`Iterator`]: see [`as_completed_stream`].
+pub struct AsCompletedStream<R> {
+    inner: AsCompleted<R>,
+}
+
+impl<R: Storable> AsCompletedStream<R> {
+    /// How many futures are still to come.
+    pub fn remaining(&self) -> usize {
+        self.inner.remaining
+    }
+}
+
+impl<R: Storable> From<AsCompleted<R>> for AsCompletedStream<R> {
+    fn from(iter: AsCompleted<R>) -> Self {
+        iter.into_stream()
+    }
+}
+
+impl<R: Storable> futures_core::Stream for AsCompletedStream<R> {
     type Item = TaskFuture<R>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskFuture<R>>> {
-        let this = self.get_mut();
+        let this = &mut self.get_mut().inner;
         loop {
             if this.remaining == 0 {
                 return Poll::Ready(None);
@@ -299,7 +391,15 @@ impl<R: Storable> futures_core::Stream for AsCompleted<R> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        (self.inner.remaining, Some(self.inner.remaining))
+    }
+}
+
+impl<R> std::fmt::Debug for AsCompletedStream<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompletedStream")
+            .field("remaining", &self.inner.remaining)
+            .finish_non_exhaustive()
     }
 }
 
