@@ -597,3 +597,50 @@ fn rediss_urls_use_verified_tls() {
     assert!(!said.contains("tls-s3cret"), "{said}");
     assert!(said.contains("localhost"), "names the server: {said}");
 }
+
+/// A caller's inputs in Redis get an expiry, renewed while it lives: killed
+/// mid-task, it leaves them for about that long, not for ever.
+#[test]
+fn a_killed_caller_s_inputs_expire() {
+    let Some(server) = RedisServer::start("redis_connector") else {
+        return;
+    };
+    let namespace = format!("killed-caller-{}", std::process::id());
+    let mut caller = std::process::Command::new(env!("CARGO_BIN_EXE_proxystore-parent"))
+        .args(["redis-caller", &server.url(), &namespace])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(caller.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "submitted");
+    let pattern = format!("proxystore:{namespace}:*");
+    let inputs = server.keys(&pattern);
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    // Alive: the input outlives its 1 s expiry, renewed.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(
+        server.keys(&pattern),
+        inputs,
+        "renewed while the caller lives"
+    );
+    let ttl = server.raw(&["PTTL", &inputs[0]]);
+    assert!(
+        ttl.starts_with(':') && !ttl.starts_with(":-"),
+        "an expiry is set: {ttl}"
+    );
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.keys(&pattern).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed caller's input stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -149,7 +149,7 @@ pub use owned::{OwnedProxy, RefMutProxy, RefProxy, Transfer};
 pub use policy::ShouldProxy;
 pub use proxy::Proxy;
 pub use store::{Store, StoreBuilder, StoreConfig, StoreFuture};
-pub use store_executor::StoreExecutor;
+pub use store_executor::{StoreExecutor, DEFAULT_INPUT_EXPIRY};
 pub use task::{Arg, IntoArg, Job, Task, TaskValue};
 
 /// Generates a task wrapper beside a function; see the macro crate's docs.

@@ -10,6 +10,11 @@
 //! with a 2 s heartbeat that stores three `String` inputs in a
 //! `FileConnector` at `<dir>/objects`, submits three jobs, prints
 //! `submitted` once they are in the queue, and waits for ever.
+//!
+//! `proxystore-parent redis-caller <url> <namespace>`: a caller whose
+//! store is a `RedisConnector` (namespace `<namespace>`) with an input
+//! expiry of 1 s; submits to a thread pool a task with a `String` input
+//! that sleeps for ever, prints `submitted`, and waits for ever.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +39,9 @@ fn main() {
     proxystore::worker::init();
     if std::env::args().nth(1).as_deref() == Some("cluster-submit") {
         return cluster_submit();
+    }
+    if std::env::args().nth(1).as_deref() == Some("redis-caller") {
+        return redis_caller();
     }
     let dir = PathBuf::from(std::env::args().nth(1).expect("a directory"));
     let pool = ProcessPool::new(1).unwrap();
@@ -97,4 +105,32 @@ fn executor_jobs(url: &str, queue: &str) -> i64 {
     let n = s.read(&mut buf).unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     text.trim().trim_start_matches(':').parse().unwrap_or(0)
+}
+
+#[proxied(types = [String])]
+fn hold_for_ever(text: String) -> usize {
+    std::thread::sleep(Duration::from_secs(3600));
+    text.len()
+}
+
+fn redis_caller() {
+    let arg = |i| {
+        std::env::args()
+            .nth(i)
+            .expect("redis-caller <url> <namespace>")
+    };
+    let connector = proxystore::connectors::RedisConnector::builder(arg(2))
+        .namespace(arg(3))
+        .build()
+        .unwrap();
+    let store = Store::new("redis-caller", connector).unwrap();
+    let executor = StoreExecutor::new(proxystore::executor::ThreadPool::new(1).unwrap(), store)
+        .input_expiry(Duration::from_secs(1));
+    let _future = executor
+        .submit(hold_for_ever::task("an input of the caller".to_string()))
+        .unwrap();
+    println!("submitted");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
 }

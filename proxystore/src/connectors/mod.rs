@@ -194,6 +194,18 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         let _ = (key, after);
         Ok(false)
     }
+
+    /// [`expire`](Connector::expire) for several keys at once (one round
+    /// trip where the connector can). The default asks for each key in
+    /// turn and stops at the first that cannot.
+    fn expire_all(&self, keys: &[Key], after: std::time::Duration) -> Result<bool> {
+        for key in keys {
+            if !self.expire(key, after)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Which processes can reach a connector's objects, from nearest to

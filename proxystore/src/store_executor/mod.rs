@@ -55,9 +55,14 @@ use crate::Storable;
 
 mod deadline;
 mod held;
+mod keeper;
 mod stage;
 
 use deadline::Deadline;
+use keeper::Keeper;
+
+/// See [`StoreExecutor::input_expiry`].
+pub const DEFAULT_INPUT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(60);
 use held::{HeldJob, HeldState, HeldTasks};
 use stage::{evict_all, stage, Staged};
 
@@ -92,6 +97,8 @@ pub struct StoreExecutor {
     counters: Arc<Counters>,
     /// Tasks waiting for other tasks' results before they are submitted.
     held: Arc<HeldTasks>,
+    /// Renews the expiry of inputs while this caller lives.
+    keeper: Arc<Keeper>,
     /// For tasks that name none of their own.
     retry: Option<RetryPolicy>,
     timeout: Option<std::time::Duration>,
@@ -106,7 +113,7 @@ impl StoreExecutor {
         let mut this = StoreExecutor {
             executor: Arc::new(executor),
             executor_name,
-            store,
+            store: store.clone(),
             policy: ShouldProxy::Never,
             ownership: true,
             close_store: true,
@@ -115,6 +122,7 @@ impl StoreExecutor {
             store_closed: AtomicBool::new(false),
             counters: Arc::default(),
             held: Arc::default(),
+            keeper: Keeper::new(store.clone(), DEFAULT_INPUT_EXPIRY),
             retry: None,
             timeout: None,
         };
@@ -147,6 +155,18 @@ impl StoreExecutor {
     pub fn ownership(mut self, ownership: bool) -> Self {
         self.ownership = ownership;
         self.encode_context();
+        self
+    }
+
+    /// How long the proxied inputs of a task outlive a caller killed while
+    /// the task runs, in a store that can expire objects by itself (Redis;
+    /// default 60 s): they get this expiry when they are stored, renewed
+    /// every third of it while this executor lives, and are evicted when
+    /// the task ends, as always. Other stores keep inputs until they are
+    /// evicted or the store is closed.
+    #[must_use]
+    pub fn input_expiry(mut self, expiry: std::time::Duration) -> Self {
+        self.keeper = Keeper::new(self.store.clone(), expiry);
         self
     }
 
@@ -325,14 +345,17 @@ impl StoreExecutor {
             self.held.next.fetch_add(1, Ordering::Relaxed)
         };
         let created_keys = created.clone();
+        self.keeper.keep(&created);
         let cleanup = {
             let store = self.store.clone();
+            let keeper = self.keeper.clone();
             let proxied_result = result_listed || !self.policy.is_never();
             let held = (!inputs.is_empty()).then(|| self.held.clone());
             let needed =
                 !created.is_empty() || proxied_result || !owned.is_empty() || !upstreams.is_empty();
             needed.then(|| {
                 Box::new(move |output: &Result<TaskOutput>| {
+                    keeper.release(&created);
                     evict_all(&store, &created);
                     // A worker may have stored the result before failing or
                     // dying; nobody else knows its key.
@@ -498,6 +521,9 @@ impl StoreExecutor {
             self.held.wait_until_empty();
         }
         self.executor.shutdown(wait, cancel_futures);
+        if wait {
+            self.keeper.stop();
+        }
         if self.close_store && !self.store_closed.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.store.close() {
                 tracing::warn!(store = %self.store.name(), error = %e, "closing the store failed");

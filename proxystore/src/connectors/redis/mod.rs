@@ -486,6 +486,21 @@ impl Connector for RedisConnector {
         Ok(true)
     }
 
+    fn expire_all(&self, keys: &[Key], after: std::time::Duration) -> Result<bool> {
+        let ms = after.as_millis().clamp(1, i64::MAX as u128) as i64;
+        for chunk in keys.chunks(CLOSE_BATCH) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("PEXPIRE")
+                    .arg(self.redis_key(key))
+                    .arg(ms)
+                    .ignore();
+            }
+            self.run("PEXPIRE", |c| pipe.query::<()>(c))?;
+        }
+        Ok(true)
+    }
+
     fn evict(&self, key: &Key) -> Result<()> {
         tracing::debug!(%key, "redis: evict");
         let name = self.redis_key(key);
