@@ -52,6 +52,27 @@
 //!
 //! [`ClusterWorker`] serves from code.
 //!
+//! A worker started this way prints one line to stderr once it serves
+//! (`proxystore cluster worker ready: queue "jobs" on host:6379/0, host
+//! h1, pid 4242, tasks: ...`), with or without a `tracing` subscriber.
+//! Given `--help` (or `-h`) in worker mode it prints the environment
+//! variables it reads and exits 0; other arguments are the program's own
+//! and left alone. On SIGTERM or SIGINT it takes no new job, lets the one
+//! it runs finish (at most [`DRAIN_ENV`], default 20 s; past that, or on
+//! a second signal, it hands the job back to the queue, where another
+//! worker takes it at once), acknowledges it, removes its heartbeat and
+//! exits 0. A supervisor ([`WORKERS_ENV`]) passes the signal on to its
+//! workers and exits 0 once they have.
+//!
+//! [`ClusterExecutor::live_workers`] counts the workers serving a queue,
+//! and a caller whose tasks wait with no live worker for
+//! [`Settings::no_worker_warning`] warns (target `proxystore::executor`).
+//! When a job is re-run because its worker died or stopped, the caller
+//! logs it (`tracing`, target `proxystore::task`, with the task's name,
+//! [`TaskId`](crate::task::TaskId) and attempt), and the worker's log line
+//! names the task and the caller's task id (an id of the caller's
+//! process, carried by the job entry).
+//!
 //! # Failures, and at-least-once delivery
 //!
 //! - Each worker renews a heartbeat key (expiring after
@@ -95,6 +116,11 @@
 //! waiting jobs and evict the objects of its jobs (inputs and results)
 //! instead of replying. A caller that shuts down removes its heartbeat and
 //! reply list. Workers remove the group's record of consumers that died.
+//! Every live caller and worker renews the expiry of the queue's stream
+//! (twice [`Settings::heartbeat_ttl`] while it is empty, twice the longer
+//! of [`Settings::caller_ttl`] and `heartbeat_ttl` while it holds jobs),
+//! and the last one to leave removes it: once all are gone, stopped or
+//! killed, the queue leaves no key behind.
 //!
 //! # Trust
 //!
