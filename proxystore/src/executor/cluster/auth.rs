@@ -50,6 +50,7 @@ pub(super) struct Signed<'a> {
     pub(super) attempts: &'a [u8],
     pub(super) ttl: &'a [u8],
     pub(super) evict: &'a [u8],
+    pub(super) task: &'a [u8],
 }
 
 impl JobKey {
@@ -79,6 +80,7 @@ impl JobKey {
             fields.attempts,
             fields.ttl,
             fields.evict,
+            fields.task,
         ] {
             mac.update(&(field.len() as u64).to_le_bytes());
             mac.update(field);
@@ -105,6 +107,7 @@ impl JobKey {
             attempts: field("attempts"),
             ttl: field("ttl"),
             evict: field("evict"),
+            task: field("task"),
         };
         self.mac(queue, &fields).verify_slice(tag).is_ok()
     }
@@ -195,6 +198,7 @@ mod tests {
             attempts: b"3",
             ttl: b"1000",
             evict,
+            task: b"17",
         }
     }
 

@@ -52,6 +52,27 @@
 //!
 //! [`ClusterWorker`] serves from code.
 //!
+//! A worker started this way prints one line to stderr once it serves
+//! (`proxystore cluster worker ready: queue "jobs" on host:6379/0, host
+//! h1, pid 4242, tasks: ...`), with or without a `tracing` subscriber.
+//! Given `--help` (or `-h`) in worker mode it prints the environment
+//! variables it reads and exits 0; other arguments are the program's own
+//! and left alone. On SIGTERM or SIGINT it takes no new job, lets the one
+//! it runs finish (at most [`DRAIN_ENV`], default 20 s; past that, or on
+//! a second signal, it hands the job back to the queue, where another
+//! worker takes it at once), acknowledges it, removes its heartbeat and
+//! exits 0. A supervisor ([`WORKERS_ENV`]) passes the signal on to its
+//! workers and exits 0 once they have.
+//!
+//! [`ClusterExecutor::live_workers`] counts the workers serving a queue,
+//! and a caller whose tasks wait with no live worker for
+//! [`Settings::no_worker_warning`] warns (target `proxystore::executor`).
+//! When a job is re-run because its worker died or stopped, the caller
+//! logs it (`tracing`, target `proxystore::task`, with the task's name,
+//! [`TaskId`](crate::task::TaskId) and attempt), and the worker's log line
+//! names the task and the caller's task id (an id of the caller's
+//! process, carried by the job entry).
+//!
 //! # Failures, and at-least-once delivery
 //!
 //! - Each worker renews a heartbeat key (expiring after
@@ -95,6 +116,11 @@
 //! waiting jobs and evict the objects of its jobs (inputs and results)
 //! instead of replying. A caller that shuts down removes its heartbeat and
 //! reply list. Workers remove the group's record of consumers that died.
+//! Every live caller and worker renews the expiry of the queue's stream
+//! (twice [`Settings::heartbeat_ttl`] while it is empty, twice the longer
+//! of [`Settings::caller_ttl`] and `heartbeat_ttl` while it holds jobs),
+//! and the last one to leave removes it: once all are gone, stopped or
+//! killed, the queue leaves no key behind.
 //!
 //! # Trust
 //!
@@ -197,6 +223,13 @@ pub const QUEUE_ENV: &str = "PROXYSTORE_QUEUE";
 /// process serves the queue itself.
 pub const WORKERS_ENV: &str = "PROXYSTORE_WORKERS";
 
+/// The environment variable bounding, in milliseconds, how long a worker
+/// started by [`worker::init`](crate::worker::init) that receives SIGTERM
+/// or SIGINT lets the job it runs finish (default 20 000): past it (or on a
+/// second signal) the worker hands the job back to the queue, where
+/// another worker takes it at once, and exits 0.
+pub const DRAIN_ENV: &str = "PROXYSTORE_DRAIN_MS";
+
 /// How long [`shutdown`](Executor::shutdown) waits by default for jobs
 /// that were submitted and not answered.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -283,9 +316,9 @@ impl ClusterBuilder {
         let server = redis_io::Server::open(&self.url)?;
         let inner = Arc::new(Inner::new(server, keys, self.settings));
         let mut con = inner.server.connect(Some(redis_io::COMMAND_TIMEOUT))?;
-        serve::ensure_group(&mut con, &inner.keys, &inner.server)?;
         // Alive before the first job: workers drop jobs of callers that
-        // are not.
+        // are not. And before the stream is made: a party that leaves the
+        // queue removes it only when nobody is alive.
         redis::pipe()
             .cmd("SET")
             .arg(inner.alive_key())
@@ -298,8 +331,15 @@ impl ClusterBuilder {
             .arg(inner.keys.callers())
             .arg(&inner.caller)
             .ignore()
+            .cmd("PEXPIRE")
+            .arg(inner.keys.callers())
+            .arg(ms_callers(&inner.settings))
+            .ignore()
             .query::<()>(&mut con)
             .map_err(|e| inner.server.err("starting the caller's heartbeat", e))?;
+        serve::ensure_group(&mut con, &inner.keys, &inner.server)?;
+        caller::keep_stream(&inner, &mut con)
+            .map_err(|e| inner.server.err("renewing the queue's stream", e))?;
         let (tx, rx) = crossbeam_channel::unbounded::<Out>();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -358,6 +398,18 @@ impl ClusterExecutor {
         self.inner.outstanding()
     }
 
+    /// How many workers serve the queue now: those that have read from it
+    /// and whose heartbeat has not expired (one round trip to the server).
+    /// While tasks wait and this is 0 for
+    /// [`Settings::no_worker_warning`], the executor warns (a `tracing`
+    /// warning, target `proxystore::executor`, naming the queue and how to
+    /// start workers).
+    pub fn live_workers(&self) -> Result<usize> {
+        let mut con = self.inner.server.connect(Some(redis_io::COMMAND_TIMEOUT))?;
+        serve::live_workers(&mut con, &self.inner.keys)
+            .map_err(|e| self.inner.server.err("counting live workers", e))
+    }
+
     fn outbox(&self) -> Option<Outbox> {
         self.outbox
             .lock()
@@ -410,8 +462,9 @@ impl Executor for ClusterExecutor {
         };
         completion.on_cancel(revoke);
         let recorded = self.inner.record_inputs(id, &job);
+        let task = completion.id();
         self.inner.register(id, completion, recorded);
-        if outbox.send(Out::Job { id, job }).is_err() {
+        if outbox.send(Out::Job { id, job, task }).is_err() {
             self.inner.fail(
                 id,
                 Error::ShutDown {
@@ -469,11 +522,38 @@ pub(crate) fn serve_from_env() {
     let Some(url) = std::env::var_os(CLUSTER_ENV) else {
         return;
     };
+    // The program's own arguments are its own; only a request for help is
+    // answered in worker mode (the program's usage would not say how a
+    // worker is set up).
+    if std::env::args_os()
+        .skip(1)
+        .any(|a| a == "--help" || a == "-h")
+    {
+        print!("{}", worker_usage());
+        std::process::exit(0);
+    }
     let url = url.to_string_lossy().into_owned();
     let queue = std::env::var(QUEUE_ENV).unwrap_or_else(|_| "default".into());
+    let signals = match serve::Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("proxystore cluster worker: cannot handle SIGTERM: {e}");
+            std::process::exit(1);
+        }
+    };
     if let Some(n) = std::env::var_os(WORKERS_ENV) {
-        std::process::exit(supervise(&n.to_string_lossy()));
+        std::process::exit(supervise(&n.to_string_lossy(), signals));
     }
+    let drain = match std::env::var(DRAIN_ENV).map(|v| v.parse::<u64>().map_err(|_| v)) {
+        Err(_) => Duration::from_secs(20),
+        Ok(Ok(ms)) => Duration::from_millis(ms),
+        Ok(Err(v)) => {
+            eprintln!(
+                "proxystore cluster worker: {DRAIN_ENV}={v:?} is not a number of milliseconds"
+            );
+            std::process::exit(2);
+        }
+    };
     let settings = settings_from_env();
     let secret = auth::secret_from_env();
     // Only this thread runs yet (worker mode is entered first thing in
@@ -485,6 +565,7 @@ pub(crate) fn serve_from_env() {
     let code = match settings
         .and_then(|s| ClusterWorker::new(&url, &queue)?.settings(s))
         .and_then(|w| w.with_secret(secret?))
+        .map(|w| w.with_signals(signals, drain))
         .and_then(ClusterWorker::run)
     {
         Ok(()) => 0,
@@ -496,11 +577,32 @@ pub(crate) fn serve_from_env() {
     std::process::exit(code);
 }
 
+/// What a program in cluster worker mode prints for `--help`.
+fn worker_usage() -> String {
+    format!(
+        "This program is in proxystore cluster worker mode ({CLUSTER_ENV} is set): it serves \
+         a queue of\na multi-host executor and runs the tasks its callers submit.\n\n\
+         Environment:\n  \
+         {CLUSTER_ENV}=redis://host:port/db   the queue's Redis server (credentials allowed)\n  \
+         {QUEUE_ENV}=NAME                     the queue to serve (default: default)\n  \
+         {WORKERS_ENV}=N                      supervise N worker processes instead of serving\n  \
+         {SECRET_FILE_ENV}=PATH  a file holding the queue's secret\n  \
+         {SECRET_ENV}=SECRET          the queue's secret itself\n  \
+         PROXYSTORE_HEARTBEAT_MS, PROXYSTORE_HEARTBEAT_TTL_MS, PROXYSTORE_LEASE_MS,\n  \
+         PROXYSTORE_REAP_MS                     timings (see Settings), in milliseconds\n  \
+         {DRAIN_ENV}=MS                      on SIGTERM/SIGINT, how long the running job may \
+         take\n                                         before it is handed back (default \
+         20000)\n\n\
+         On SIGTERM or SIGINT the worker takes no new job, finishes (or hands back) the one \
+         it runs,\nleaves the queue and exits 0.\n"
+    )
+}
+
 /// Runs `count` worker processes (this executable again, without
 /// [`WORKERS_ENV`]) and replaces each one that exits; never returns unless
 /// `count` is invalid or no worker can be started. The workers die with
 /// the supervisor (parent-death signal), so killing it stops the host.
-fn supervise(count: &str) -> i32 {
+fn supervise(count: &str, signals: serve::Signals) -> i32 {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     let Ok(count) = count.parse::<usize>() else {
         eprintln!("proxystore cluster supervisor: {WORKERS_ENV}={count:?} is not a number");
@@ -553,11 +655,22 @@ fn supervise(count: &str) -> i32 {
                 }
             }
         }
+        if let Some(signal) = signals.wait(Some(Duration::from_millis(200))) {
+            // Each worker drains (finishes or hands back its job) and
+            // exits; then so does the supervisor.
+            for pid in workers.keys() {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(*pid as i32, signal) };
+            }
+            for (_, (mut child, _)) in workers.drain() {
+                let _ = child.wait();
+            }
+            return 0;
+        }
         let mut status = 0;
         // SAFETY: waitpid writes only to `status`.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
-            std::thread::sleep(Duration::from_millis(100));
             continue;
         }
         if let Some((_, started)) = workers.remove(&(pid as u32)) {
@@ -572,6 +685,12 @@ fn supervise(count: &str) -> i32 {
             }
         }
     }
+}
+
+/// How long the set of callers lives once no caller renews it: as long as
+/// the reply lists and input records it lets workers sweep.
+pub(super) fn ms_callers(settings: &Settings) -> u64 {
+    queue::ms(settings.reply_ttl.max(settings.caller_ttl))
 }
 
 /// [`Settings`] with the overrides of `PROXYSTORE_HEARTBEAT_MS`,

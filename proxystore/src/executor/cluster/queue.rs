@@ -88,6 +88,16 @@ impl Keys {
         }
     }
 
+    /// The queue's name.
+    pub(crate) fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The prefix of every heartbeat key (a member's name follows).
+    pub(crate) fn alive_prefix(&self) -> String {
+        format!("{}:alive:", self.prefix)
+    }
+
     /// The stream of jobs.
     pub(crate) fn jobs(&self) -> String {
         format!("{}:jobs", self.prefix)
@@ -153,6 +163,10 @@ pub struct Settings {
     /// Workers drop the jobs of a caller silent that long, and evict their
     /// objects: keep it well above any stall the caller may have.
     pub caller_ttl: Duration,
+    /// How long a caller with tasks waiting goes without any live worker
+    /// on its queue before it warns (a `tracing` warning, target
+    /// `proxystore::executor`, repeated at most this often; default 30 s).
+    pub no_worker_warning: Duration,
 }
 
 impl Default for Settings {
@@ -166,6 +180,7 @@ impl Default for Settings {
             reply_ttl: Duration::from_secs(3600),
             dead_letter_ttl: Duration::from_secs(24 * 3600),
             caller_ttl: Duration::from_secs(30),
+            no_worker_warning: Duration::from_secs(30),
         }
     }
 }
@@ -191,6 +206,7 @@ impl Settings {
             ("reply_ttl", self.reply_ttl),
             ("dead_letter_ttl", self.dead_letter_ttl),
             ("caller_ttl", self.caller_ttl),
+            ("no_worker_warning", self.no_worker_warning),
         ] {
             if d > Settings::MAX_DURATION {
                 return bad(format!(
@@ -221,10 +237,34 @@ impl Settings {
                 self.caller_ttl, self.heartbeat
             ));
         }
-        if self.reap_every.is_zero() || self.reply_ttl.is_zero() || self.dead_letter_ttl.is_zero() {
-            return bad("reap_every, reply_ttl and dead_letter_ttl must not be zero".into());
+        if self.reap_every.is_zero()
+            || self.reply_ttl.is_zero()
+            || self.dead_letter_ttl.is_zero()
+            || self.no_worker_warning.is_zero()
+        {
+            return bad(
+                "reap_every, reply_ttl, dead_letter_ttl and no_worker_warning must not be zero"
+                    .into(),
+            );
         }
         Ok(())
+    }
+
+    /// How long the queue's stream lives once nobody renews it, while it
+    /// holds no job: twice a heartbeat's lifetime.
+    pub(crate) fn idle_stream_ttl(&self) -> Duration {
+        self.heartbeat_ttl
+            .saturating_mul(2)
+            .min(Settings::MAX_DURATION)
+    }
+
+    /// How long it lives once nobody renews it, while it holds jobs: as
+    /// long as their caller may stall, twice over.
+    pub(crate) fn busy_stream_ttl(&self) -> Duration {
+        self.caller_ttl
+            .max(self.heartbeat_ttl)
+            .saturating_mul(2)
+            .min(Settings::MAX_DURATION)
     }
 }
 
@@ -402,6 +442,89 @@ end
 return redis.call('XDEL', KEYS[1], ARGV[2])
 ";
 
+/// Keeps the queue's stream alive (every live caller and worker renews it
+/// with its heartbeat): an expiry of ARGV[1] ms while it holds no entry,
+/// ARGV[2] ms while it does. A queue whose callers and workers all died
+/// thus leaves nothing behind. KEYS: jobs.
+pub(super) static KEEP: Lua = Lua::new(KEEP_LUA);
+const KEEP_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// Leaves the queue: removes the leaver's heartbeat and, if nothing is
+/// pending to it, its consumer; then, if the stream holds no entry and no
+/// consumer of its group nor caller has a live heartbeat, removes the
+/// stream (and its group). Returns 1 if it did. KEYS: jobs, callers, the
+/// leaver's heartbeat. ARGV: group, the leaver's name, the heartbeat
+/// prefix.
+pub(super) static LEAVE: Lua = Lua::new(LEAVE_LUA);
+const LEAVE_LUA: &str = r"
+redis.call('DEL', KEYS[3])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local mine = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if type(mine) == 'table' and not mine.err and #mine == 0 then
+  redis.pcall('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+if redis.call('XLEN', KEYS[1]) > 0 then
+  return 0
+end
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(consumers) == 'table' and not consumers.err then
+  for _, c in ipairs(consumers) do
+    if redis.call('EXISTS', ARGV[3] .. c[2]) == 1 then
+      return 0
+    end
+  end
+end
+for _, c in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[3] .. c) == 1 then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Hands a job back: if it is pending to this consumer, makes it look
+/// abandoned (idle for ARGV[4] ms, its delivery not counted), so that a
+/// reaper gives it to another worker as soon as this one's heartbeat is
+/// gone. Returns 1 if it did. KEYS: jobs. ARGV: group, entry id, consumer,
+/// idle ms.
+pub(super) static HAND_BACK: Lua = Lua::new(HAND_BACK_LUA);
+const HAND_BACK_LUA: &str = r"
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #owner == 0 or owner[1][2] ~= ARGV[3] then
+  return 0
+end
+local count = math.max(tonumber(owner[1][4]) - 1, 0)
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[4],
+  'RETRYCOUNT', count, 'JUSTID')
+return 1
+";
+
+/// Tells a caller that its job runs again (a worker took it over from one
+/// that died or stopped), if the caller is alive. KEYS: reply, caller's
+/// heartbeat. ARGV: notice, reply ttl (ms).
+pub(super) static NOTIFY: Lua = Lua::new(NOTIFY_LUA);
+const NOTIFY_LUA: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
 /// What a worker sends back for one job.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -413,6 +536,9 @@ pub(crate) enum Reply {
     UnknownTask { registered: String },
     /// The job was delivered `attempts` times without finishing.
     GaveUp { attempts: u64, reason: String },
+    /// Not an answer: the job runs again, on attempt `attempt`, because
+    /// the worker that had it died or stopped.
+    Rerun { attempt: u64 },
     /// The caller wakes its own reader to stop it.
     Stop,
 }
@@ -421,6 +547,7 @@ const DONE: u8 = 0;
 const FAILED: u8 = 1;
 const UNKNOWN: u8 = 2;
 const GAVE_UP: u8 = 3;
+const RERUN: u8 = 4;
 const STOP: u8 = 255;
 
 impl Reply {
@@ -431,6 +558,7 @@ impl Reply {
             Reply::Failed(message) => (FAILED, message.as_bytes()),
             Reply::UnknownTask { registered } => (UNKNOWN, registered.as_bytes()),
             Reply::GaveUp { .. } => (GAVE_UP, &[]),
+            Reply::Rerun { .. } => (RERUN, &[]),
             Reply::Stop => (STOP, &[]),
         };
         let mut out = Vec::with_capacity(9 + body.len() + 16);
@@ -439,6 +567,8 @@ impl Reply {
         if let Reply::GaveUp { attempts, reason } = self {
             out.extend_from_slice(&attempts.to_le_bytes());
             out.extend_from_slice(reason.as_bytes());
+        } else if let Reply::Rerun { attempt } = self {
+            out.extend_from_slice(&attempt.to_le_bytes());
         } else {
             out.extend_from_slice(body);
         }
@@ -469,6 +599,9 @@ impl Reply {
                     reason: text(&bytes[17..]),
                 }
             }
+            RERUN => Reply::Rerun {
+                attempt: u64::from_le_bytes(bytes.get(9..17)?.try_into().ok()?),
+            },
             STOP => Reply::Stop,
             _ => return None,
         };
@@ -492,6 +625,7 @@ mod tests {
                 attempts: 3,
                 reason: "died".into(),
             },
+            Reply::Rerun { attempt: 2 },
             Reply::Stop,
         ] {
             let (id, back) = Reply::decode(reply.encode(42)).unwrap();

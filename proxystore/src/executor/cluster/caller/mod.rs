@@ -19,7 +19,7 @@ mod heartbeat;
 mod receive;
 mod send;
 
-pub(super) use heartbeat::{heartbeat, leave_queue};
+pub(super) use heartbeat::{heartbeat, keep_stream, leave_queue};
 pub(super) use receive::{receive, wake_reader};
 pub(super) use send::send;
 
@@ -37,6 +37,8 @@ pub(super) enum Out {
     Job {
         id: u64,
         job: Job,
+        /// The task's id in this process, for the workers' log lines.
+        task: crate::task::TaskId,
     },
     /// Take a job back if no worker has it; the sender answers on the
     /// channel, if any, once done.
@@ -214,6 +216,19 @@ impl Inner {
     }
 
     fn deliver(&self, id: u64, reply: Reply) {
+        if let Reply::Rerun { attempt } = reply {
+            let pending = self.lock();
+            if let Some(p) = pending.get(&id) {
+                tracing::info!(
+                    target: "proxystore::task",
+                    task = %p.completion.name(),
+                    id = %p.completion.id(),
+                    attempt,
+                    "re-run: its worker died or stopped, another worker runs it again"
+                );
+            }
+            return;
+        }
         let Some(p) = self.take(id) else {
             // A second reply for a job run twice (at-least-once), or one
             // for a job given up meanwhile: the first answer stands. Its
@@ -239,7 +254,7 @@ impl Inner {
                     last: reason,
                 });
             }
-            Reply::Stop => {}
+            Reply::Stop | Reply::Rerun { .. } => {}
         }
     }
 

@@ -88,7 +88,7 @@ fn send_batch(
     let mut ids = Vec::new();
     let mut scratch = Vec::new();
     for out in batch {
-        if let Out::Job { id, job } = out {
+        if let Out::Job { id, job, task } = out {
             // Not yet sent, or already answered (cancelled meanwhile)?
             if !inner.lock().contains_key(id) {
                 continue;
@@ -100,10 +100,11 @@ fn send_batch(
                 .iter()
                 .flat_map(|k| *k.as_uuid().as_bytes())
                 .collect();
-            let (id_text, attempts, ttl) = (
+            let (id_text, attempts, ttl, task) = (
                 id.to_string(),
                 inner.settings.max_attempts.to_string(),
                 ms(inner.settings.reply_ttl).to_string(),
+                task.get().to_string(),
             );
             pipe.cmd("XADD")
                 .arg(&jobs)
@@ -119,7 +120,9 @@ fn send_batch(
                 .arg("ttl")
                 .arg(&ttl)
                 .arg("evict")
-                .arg(&evict);
+                .arg(&evict)
+                .arg("task")
+                .arg(&task);
             // Workers with the queue's secret act only on entries it signed.
             if let Some(mac) = inner.keys.sign(&Signed {
                 job: &scratch,
@@ -128,6 +131,7 @@ fn send_batch(
                 attempts: attempts.as_bytes(),
                 ttl: ttl.as_bytes(),
                 evict: &evict,
+                task: task.as_bytes(),
             }) {
                 pipe.arg(MAC_FIELD).arg(mac);
             }

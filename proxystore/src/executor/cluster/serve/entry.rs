@@ -12,6 +12,9 @@ pub(crate) struct JobEntry<'a> {
     pub(crate) created: Vec<Key>,
     /// How long the caller wants its replies kept (ms).
     pub(crate) reply_ttl: Option<u64>,
+    /// The caller's [`TaskId`](crate::task::TaskId) of the task: unique
+    /// in the caller's process only, for log lines.
+    pub(crate) task: Option<u64>,
 }
 
 impl<'a> JobEntry<'a> {
@@ -39,6 +42,7 @@ impl<'a> JobEntry<'a> {
                 .and_then(|t| t.parse().ok())
                 .filter(|&t: &u64| t > 0)
                 .map(|t| t.min(MAX_TTL_MS)),
+            task: entry.text("task").and_then(|t| t.parse().ok()),
         })
     }
 }

@@ -55,6 +55,11 @@ impl Run {
         })
     }
 
+    /// The job's entry id.
+    pub(super) fn entry(&self) -> &str {
+        &self.entry
+    }
+
     pub(super) fn renewed(&self) -> Instant {
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -116,7 +121,14 @@ pub(super) fn beat(
         .arg(1)
         .arg("PX")
         .arg(ms(settings.heartbeat_ttl))
-        .query(con)
+        .query::<()>(con)?;
+    // The queue's stream lives as long as someone renews it.
+    super::super::queue::KEEP
+        .call(&[&keys.jobs()])
+        .arg(ms(settings.idle_stream_ttl()))
+        .arg(ms(settings.busy_stream_ttl()))
+        .invoke::<i64>(con)
+        .map(drop)
 }
 
 pub(super) fn heartbeat(

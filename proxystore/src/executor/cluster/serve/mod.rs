@@ -6,20 +6,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, Value};
 
-use super::queue::{is_transient, ms, Keys, Reply, Settings, FINISH, GROUP, REPLY_LABEL};
+use super::queue::{
+    is_transient, ms, Keys, Reply, Settings, FINISH, GROUP, LEAVE, NOTIFY, REPLY_LABEL,
+};
 use super::redis_io::{self, is_connection_error, Entry, Server, COMMAND_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::runtime::Backoff;
 
+mod drain;
 mod entry;
 mod lease;
 mod reclaim;
+mod signals;
+
+pub(super) use signals::Signals;
 
 use entry::evict_inputs;
 pub(super) use entry::{orphaned, JobEntry};
 use lease::{beat, heartbeat, lease_lost_after, Heart, Lease, Run};
 use reclaim::{forget_dead_consumers, sweep_dead_callers};
-pub(super) use reclaim::{give_up, reap_candidates};
+pub(super) use reclaim::{give_up, live_workers, reap_candidates};
 
 /// A worker of a queue: runs the jobs that callers submit through a
 /// [`ClusterExecutor`](super::ClusterExecutor) on the same queue, finding
@@ -45,6 +51,9 @@ pub struct ClusterWorker {
     settings: Settings,
     consumer: String,
     stop: Arc<AtomicBool>,
+    /// Worker mode: say when serving, and stop on SIGTERM or SIGINT within
+    /// this bound.
+    signals: Option<(Signals, Duration)>,
 }
 
 impl std::fmt::Debug for ClusterWorker {
@@ -71,6 +80,7 @@ impl ClusterWorker {
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
             stop: Arc::default(),
+            signals: None,
         })
     }
 
@@ -101,8 +111,16 @@ impl ClusterWorker {
         &self.consumer
     }
 
+    /// Worker mode: print a ready line, and on SIGTERM or SIGINT finish
+    /// the job within `bound` (or hand it back), leave and exit.
+    pub(super) fn with_signals(mut self, signals: Signals, bound: Duration) -> Self {
+        self.signals = Some((signals, bound));
+        self
+    }
+
     /// A flag that stops [`run`](ClusterWorker::run) once the job it runs
-    /// (if any) is finished.
+    /// (if any) is finished; a job read meanwhile is handed back to the
+    /// queue.
     pub fn stop_handle(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
@@ -131,7 +149,8 @@ impl ClusterWorker {
             beat(con, &w.keys, &w.consumer, &w.settings)
         });
         ensure_group(&mut worker.con, &self.keys, &self.server)?;
-        let heartbeat = {
+        let beating = Arc::new(Mutex::new(None));
+        *beating.lock().unwrap_or_else(|e| e.into_inner()) = Some({
             let (server, keys, settings, consumer) = (
                 self.server.clone(),
                 self.keys.clone(),
@@ -146,25 +165,73 @@ impl ClusterWorker {
                     purpose: "renew the worker's heartbeat",
                     source,
                 })?
-        };
+        });
+        if let Some((signals, bound)) = self.signals {
+            let drain = drain::Drain {
+                signals,
+                bound,
+                stop: self.stop.clone(),
+                heart: state.clone(),
+                heartbeat: beating.clone(),
+                server: self.server.clone(),
+                keys: self.keys.clone(),
+                settings: self.settings.clone(),
+                consumer: self.consumer.clone(),
+            };
+            std::thread::Builder::new()
+                .name("proxystore-cluster-drain".into())
+                .spawn(move || drain.run())
+                .map_err(|source| Error::ThreadSpawn {
+                    purpose: "stop the worker on a signal",
+                    source,
+                })?;
+            eprintln!("{}", self.ready_line());
+        }
         tracing::info!(consumer = %self.consumer, server = %self.server.name, "cluster worker serving");
         while !self.stop.load(Ordering::Acquire) {
             worker.step();
         }
-        *state.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        state.wake.notify_all();
-        let _ = heartbeat.join();
-        // Nothing of ours is pending: leave the group and say goodbye.
-        let _: redis::RedisResult<Value> = redis::pipe()
-            .cmd("XGROUP")
-            .arg("DELCONSUMER")
-            .arg(self.keys.jobs())
+        drain::stop_heartbeat(&state, &beating);
+        // Leave the group (unless a job is still pending to this worker),
+        // say goodbye, and remove the queue if nobody else is left.
+        let _: redis::RedisResult<i64> = LEAVE
+            .call(&[
+                &self.keys.jobs(),
+                &self.keys.callers(),
+                &self.keys.alive(&self.consumer),
+            ])
             .arg(GROUP)
             .arg(&self.consumer)
-            .cmd("DEL")
-            .arg(self.keys.alive(&self.consumer))
-            .query(&mut worker.con);
+            .arg(self.keys.alive_prefix())
+            .invoke(&mut worker.con);
+        if self.signals.is_some() {
+            eprintln!(
+                "proxystore cluster worker {}: stopped; left queue {:?}",
+                std::process::id(),
+                self.keys.queue()
+            );
+        }
         Ok(())
+    }
+
+    /// What a worker started by [`worker::init`](crate::worker::init)
+    /// prints when it starts serving.
+    fn ready_line(&self) -> String {
+        let mut tasks: Vec<&str> = crate::task::registered_tasks().collect();
+        tasks.sort_unstable();
+        tasks.dedup();
+        let tasks = match tasks.len() {
+            0 => "no tasks registered".to_string(),
+            n if n <= 8 => format!("tasks: {}", tasks.join(", ")),
+            n => format!("{n} tasks: {}, ...", tasks[..5].join(", ")),
+        };
+        format!(
+            "proxystore cluster worker ready: queue {:?} on {}, host {}, pid {}, {tasks}",
+            self.keys.queue(),
+            self.server.name,
+            redis_io::hostname(),
+            std::process::id(),
+        )
     }
 
     fn read_timeout(&self) -> Duration {
@@ -250,7 +317,12 @@ impl Serving<'_> {
                     }
                     std::thread::sleep(backoff.pause());
                 }
-                Err(e) if is_connection_error(&e) || e.code() == Some("NOGROUP") => {
+                // NOGROUP, UNBLOCKED: the stream was removed (everyone
+                // else left the queue, or it expired) and is made again.
+                Err(e)
+                    if is_connection_error(&e)
+                        || matches!(e.code(), Some("NOGROUP" | "UNBLOCKED")) =>
+                {
                     tracing::warn!(error = %e, "cluster worker: {what} failed; reconnecting");
                     if w.stop.load(Ordering::Acquire) {
                         return Err(None);
@@ -303,6 +375,7 @@ impl Serving<'_> {
         if self.last_reap.elapsed() >= self.w.settings.reap_every {
             self.last_reap = Instant::now();
             if let Some((entry, attempt)) = self.reap() {
+                self.notify_rerun(&entry, attempt);
                 self.handle(entry, attempt);
                 // More may wait: look again before reading new jobs.
                 self.last_reap = Instant::now() - self.w.settings.reap_every;
@@ -372,7 +445,25 @@ impl Serving<'_> {
                         &reason,
                     );
                 } else {
-                    tracing::info!(entry = %entry.id, attempt = delivered + 1, "cluster worker: re-running a job of a dead worker");
+                    let job = JobEntry::parse(&entry);
+                    let name = job
+                        .as_ref()
+                        .and_then(|j| crate::task::ReceivedJob::parse(j.job).ok())
+                        .map(|j| j.name().to_string())
+                        .unwrap_or_else(|| "?".into());
+                    let task_id = job.as_ref().and_then(|j| j.task).map(|t| format!("#{t}"));
+                    let caller = job.as_ref().map(|j| j.caller.to_string());
+                    tracing::info!(
+                        entry = %entry.id,
+                        task = %name,
+                        id = task_id.as_deref().unwrap_or("?"),
+                        caller = caller.as_deref().unwrap_or("?"),
+                        attempt = delivered + 1,
+                        "cluster worker: re-running a job of a dead worker: task {name} {} of \
+                         caller {}",
+                        task_id.as_deref().unwrap_or("(id unknown)"),
+                        caller.as_deref().unwrap_or("?"),
+                    );
                     run = Some((entry, delivered + 1));
                 }
             }
@@ -385,9 +476,35 @@ impl Serving<'_> {
         run
     }
 
+    /// Tells the caller of a job taken over from a dead (or stopped)
+    /// worker that it runs again.
+    fn notify_rerun(&mut self, entry: &Entry, attempt: u64) {
+        let keys = &self.w.keys;
+        let Some(job) = JobEntry::parse(entry).filter(|_| keys.authentic(entry)) else {
+            return;
+        };
+        let notice = keys.seal(
+            REPLY_LABEL,
+            job.caller,
+            Reply::Rerun { attempt }.encode(job.id),
+        );
+        let ttl = job.reply_ttl.unwrap_or(ms(self.w.settings.reply_ttl));
+        let _: redis::RedisResult<i64> = NOTIFY
+            .call(&[&keys.reply(job.caller), &keys.alive(job.caller)])
+            .arg(notice)
+            .arg(ttl)
+            .invoke(&mut self.con);
+    }
+
     /// Runs one job and sends its reply.
     fn handle(&mut self, entry: Entry, attempt: u64) {
         let keys = self.w.keys.clone();
+        if self.w.stop.load(Ordering::Acquire) {
+            // Read just as the worker was stopped: another worker runs it.
+            let consumer = self.w.consumer.clone();
+            drain::hand_back(&mut self.con, &keys, &self.w.settings, &consumer, &entry.id);
+            return;
+        }
         if !keys.authentic(&entry) {
             self.refuse(&entry);
             return;

@@ -190,6 +190,61 @@ pub(super) fn sweep_dead_callers(con: &mut Connection, keys: &Keys) {
     }
 }
 
+/// The fields of each consumer in an `XINFO CONSUMERS` reply.
+fn consumers(info: &Value) -> Vec<Vec<(String, &Value)>> {
+    redis_io::array(info)
+        .iter()
+        .map(|consumer| match consumer {
+            Value::Map(kv) => kv
+                .iter()
+                .filter_map(|(k, v)| Some((redis_io::text(k)?.to_string(), v)))
+                .collect(),
+            other => redis_io::array(other)
+                .chunks(2)
+                .filter_map(|kv| Some((redis_io::text(kv.first()?)?.to_string(), kv.get(1)?)))
+                .collect(),
+        })
+        .collect()
+}
+
+/// How many workers of the queue are alive: consumers of its group (a
+/// worker is one from its first read) whose heartbeat key exists. Callers,
+/// which become consumers only to give jobs up, are told apart by their
+/// names (hexadecimal digits alone; a worker's has its host and process
+/// id, joined by `-`).
+pub(crate) fn live_workers(con: &mut Connection, keys: &Keys) -> redis::RedisResult<usize> {
+    let info: Value = match redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys.jobs())
+        .arg(GROUP)
+        .query(con)
+    {
+        Ok(info) => info,
+        // No stream or no group yet: nobody has served it.
+        Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+            return Ok(0)
+        }
+        Err(e) => return Err(e),
+    };
+    let workers: Vec<String> = consumers(&info)
+        .iter()
+        .filter_map(|fields| {
+            let (_, name) = fields.iter().find(|(k, _)| k == "name")?;
+            redis_io::text(name).map(str::to_string)
+        })
+        .filter(|name| name.contains('-'))
+        .collect();
+    if workers.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    for w in &workers {
+        pipe.cmd("EXISTS").arg(keys.alive(w));
+    }
+    let alive: Vec<i64> = pipe.query(con)?;
+    Ok(alive.into_iter().filter(|a| *a == 1).count())
+}
+
 /// Removes consumers that hold no jobs and whose heartbeat expired, so the
 /// group does not collect the names of every worker that ever ran.
 pub(super) fn forget_dead_consumers(con: &mut Connection, keys: &Keys, settings: &Settings) {
@@ -201,17 +256,7 @@ pub(super) fn forget_dead_consumers(con: &mut Connection, keys: &Keys, settings:
     else {
         return;
     };
-    for consumer in redis_io::array(&info) {
-        let fields: Vec<(String, &Value)> = match consumer {
-            Value::Map(kv) => kv
-                .iter()
-                .filter_map(|(k, v)| Some((redis_io::text(k)?.to_string(), v)))
-                .collect(),
-            other => redis_io::array(other)
-                .chunks(2)
-                .filter_map(|kv| Some((redis_io::text(kv.first()?)?.to_string(), kv.get(1)?)))
-                .collect(),
-        };
+    for fields in consumers(&info) {
         let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
         let (Some(name), Some(pending), Some(idle)) = (
             get("name").and_then(redis_io::text),

@@ -1,0 +1,406 @@
+//! Seeing and steering what runs on a cluster: workers say they are ready
+//! (and answer `--help`), drain on SIGTERM, re-runs reach the caller's
+//! log, a queue without live workers is warned about, and a queue whose
+//! callers and workers are gone leaves no key in Redis.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use proxystore::executor::cluster::{ClusterExecutor, Settings, DRAIN_ENV};
+use proxystore::proxied;
+use support::cluster::{quick, serve, wait_pending, Cluster, WORKER_ENTRY};
+use support::redis_server::RedisServer;
+
+proxystore::test_worker!();
+
+/// Sleeps, then says which process ran it.
+#[proxied]
+fn pid_after(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// Every `tracing` event of this test binary, as `target level message
+/// field=value ...`.
+static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A subscriber that records every event in [`EVENTS`].
+struct Recorder;
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={:?}", field.name(), value));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!(" {}={}", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        let mut fields = Fields(format!("{} {}", meta.target(), meta.level()));
+        event.record(&mut fields);
+        EVENTS.lock().unwrap().push(fields.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn record_events() {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| tracing::subscriber::set_global_default(Recorder).unwrap());
+}
+
+/// The recorded events that contain every one of `words`.
+fn events_with(words: &[&str]) -> Vec<String> {
+    EVENTS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| words.iter().all(|w| e.contains(w)))
+        .cloned()
+        .collect()
+}
+
+/// Waits until `done` holds, failing with `what` after `limit`.
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A worker process (this test binary) whose stderr lines arrive on a
+/// channel; killed when dropped.
+struct Speaking {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Speaking {
+    fn start(url: &str, queue: &str, env: &[(&str, &str)]) -> Speaking {
+        let exe = std::env::current_exe().unwrap();
+        let mut command = Command::new(exe);
+        let mut child = serve(&mut command, url, queue)
+            .args(WORKER_ENTRY)
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("worker: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Speaking { child, lines }
+    }
+
+    /// The first stderr line that starts with `prefix`.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line {prefix:?} from the worker: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Its exit status, waiting at most `limit`.
+    fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the worker did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Speaking {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The heartbeat keys of process `pid` on `queue`.
+fn alive_keys_of(server: &RedisServer, queue: &str, pid: u32) -> Vec<String> {
+    server
+        .keys(&format!("proxystore:queue:{queue}:alive:*"))
+        .into_iter()
+        .filter(|k| k.contains(&format!("-{pid}-")))
+        .collect()
+}
+
+#[test]
+fn a_worker_says_when_it_is_ready_and_answers_help() {
+    let Some(cluster) = Cluster::start("a_worker_says_when_it_is_ready", "ready") else {
+        return;
+    };
+    let worker = Speaking::start(&cluster.server.url(), &cluster.queue, &[]);
+    let ready = worker.line("proxystore cluster worker ready");
+    let pid = worker.child.id();
+    for part in [
+        "queue \"ready\"".to_string(),
+        format!("pid {pid}"),
+        format!("127.0.0.1:{}", cluster.server.port()),
+        "pid_after".to_string(),
+    ] {
+        assert!(ready.contains(&part), "{part:?} not in {ready:?}");
+    }
+
+    // `--help` in worker mode: the usage, naming the variables it reads.
+    let help = Command::new(env!("CARGO_BIN_EXE_proxystore-parent"))
+        .arg("--help")
+        .env("PROXYSTORE_CLUSTER", cluster.server.url())
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{help:?}");
+    let text = String::from_utf8_lossy(&help.stdout);
+    for var in [
+        "PROXYSTORE_CLUSTER",
+        "PROXYSTORE_QUEUE",
+        "PROXYSTORE_WORKERS",
+        "PROXYSTORE_CLUSTER_SECRET_FILE",
+        DRAIN_ENV,
+    ] {
+        assert!(text.contains(var), "{var} not in the usage: {text}");
+    }
+}
+
+#[test]
+fn sigterm_lets_the_running_job_finish_then_the_worker_leaves() {
+    let Some(cluster) = Cluster::start("sigterm_lets_the_running_job_finish", "drain") else {
+        return;
+    };
+    let mut worker = Speaking::start(&cluster.server.url(), &cluster.queue, &[]);
+    worker.line("proxystore cluster worker ready");
+    let pid = worker.child.id();
+    let executor = cluster.executor("cluster-drain");
+    let mut future = executor.submit(pid_after::task(1500)).unwrap();
+    wait_pending(&cluster.server, &cluster.queue);
+    worker.signal(libc::SIGTERM);
+    worker.line(&format!(
+        "proxystore cluster worker {pid}: SIGTERM received"
+    ));
+    let ran = *future.result_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(ran, pid, "the signalled worker finished its job");
+    let status = worker.exit_status(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(
+        alive_keys_of(&cluster.server, &cluster.queue, pid),
+        Vec::<String>::new()
+    );
+    // It took no new job: this one waits for another worker.
+    let mut next = executor.submit(pid_after::task(0)).unwrap();
+    let second = Speaking::start(&cluster.server.url(), &cluster.queue, &[]);
+    assert_eq!(
+        *next.result_timeout(Duration::from_secs(30)).unwrap(),
+        second.child.id()
+    );
+}
+
+#[test]
+fn a_job_that_outlasts_the_drain_bound_is_handed_back_and_rerun() {
+    record_events();
+    let Some(cluster) = Cluster::start("a_job_that_outlasts_the_drain_bound", "handback") else {
+        return;
+    };
+    let url = cluster.server.url();
+    let mut first = Speaking::start(&url, &cluster.queue, &[(DRAIN_ENV, "300")]);
+    first.line("proxystore cluster worker ready");
+    let pid = first.child.id();
+    // Its job runs for minutes: do not wait for it when the test ends.
+    let caller = ClusterExecutor::builder(&url, &cluster.queue)
+        .settings(quick())
+        .shutdown_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let store = proxystore::Store::new(
+        support::common::unique("cluster-handback"),
+        proxystore::connectors::LocalConnector::new(),
+    )
+    .unwrap();
+    let executor = proxystore::StoreExecutor::new(caller, store);
+    let future = executor.submit(pid_after::task(120_000)).unwrap();
+    let task_id = future.id();
+    wait_pending(&cluster.server, &cluster.queue);
+    let second = Speaking::start(&url, &cluster.queue, &[]);
+    second.line("proxystore cluster worker ready");
+    first.signal(libc::SIGTERM);
+    first.line(&format!(
+        "proxystore cluster worker {pid}: the job did not finish in time; handed it back"
+    ));
+    // It exits long before its two-minute job could end.
+    let status = first.exit_status(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(
+        alive_keys_of(&cluster.server, &cluster.queue, pid),
+        Vec::<String>::new()
+    );
+    // The other worker took the job: the caller hears of the re-run.
+    wait_until(Duration::from_secs(30), "no re-run event", || {
+        !events_with(&[
+            "proxystore::task",
+            "re-run",
+            "pid_after",
+            &task_id.to_string(),
+        ])
+        .is_empty()
+    });
+}
+
+#[test]
+fn a_rerun_after_a_worker_died_reaches_the_caller_s_log() {
+    record_events();
+    let Some(cluster) = Cluster::start("a_rerun_after_a_worker_died", "rerun") else {
+        return;
+    };
+    let mut first = cluster.worker();
+    let executor = cluster.executor("cluster-rerun");
+    let mut future = executor.submit(pid_after::task(1500)).unwrap();
+    let id = future.id();
+    wait_pending(&cluster.server, &cluster.queue);
+    first.kill();
+    let second = cluster.worker();
+    assert_eq!(
+        *future.result_timeout(Duration::from_secs(30)).unwrap(),
+        second.pid()
+    );
+    let events = events_with(&["proxystore::task", "re-run", &format!("id={id}")]);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].contains("pid_after"), "{events:?}");
+    assert!(events[0].contains("attempt=2"), "{events:?}");
+}
+
+#[test]
+fn a_queue_without_live_workers_is_warned_about_and_counted() {
+    record_events();
+    let Some(cluster) = Cluster::start("a_queue_without_live_workers", "lonely") else {
+        return;
+    };
+    let caller = ClusterExecutor::builder(&cluster.server.url(), &cluster.queue)
+        .settings(Settings {
+            no_worker_warning: Duration::from_millis(500),
+            ..quick()
+        })
+        .build()
+        .unwrap();
+    assert_eq!(caller.live_workers().unwrap(), 0);
+    let store = proxystore::Store::new(
+        support::common::unique("cluster-lonely"),
+        proxystore::connectors::LocalConnector::new(),
+    )
+    .unwrap();
+    let executor = proxystore::StoreExecutor::new(caller, store);
+    let mut future = executor.submit(pid_after::task(0)).unwrap();
+    let warning = [
+        "proxystore::executor WARN",
+        "\"lonely\"",
+        "PROXYSTORE_QUEUE=lonely",
+        "PROXYSTORE_CLUSTER=",
+    ];
+    wait_until(Duration::from_secs(30), "no warning", || {
+        !events_with(&warning).is_empty()
+    });
+    let worker = cluster.worker();
+    assert_eq!(
+        *future.result_timeout(Duration::from_secs(30)).unwrap(),
+        worker.pid()
+    );
+    let counted = ClusterExecutor::builder(&cluster.server.url(), &cluster.queue)
+        .settings(quick())
+        .build()
+        .unwrap();
+    assert_eq!(counted.live_workers().unwrap(), 1);
+    drop(worker);
+    wait_until(
+        Duration::from_secs(30),
+        "the dead worker still counted",
+        || counted.live_workers().unwrap() == 0,
+    );
+}
+
+#[test]
+fn a_queue_whose_callers_and_workers_are_gone_leaves_no_key() {
+    let Some(cluster) = Cluster::start("a_queue_whose_callers_and_workers_are_gone", "gone") else {
+        return;
+    };
+    let url = cluster.server.url();
+    let pattern = format!("proxystore:queue:{}:*", cluster.queue);
+    // Workers stopped and a caller shut down: the last to leave removes
+    // the stream at once.
+    let mut stopped = Speaking::start(&url, &cluster.queue, &[]);
+    stopped.line("proxystore cluster worker ready");
+    {
+        let executor = cluster.executor("cluster-gone");
+        assert_eq!(
+            *executor
+                .submit(pid_after::task(0))
+                .unwrap()
+                .result()
+                .unwrap(),
+            stopped.child.id()
+        );
+        executor.shutdown(true, false);
+    }
+    stopped.signal(libc::SIGTERM);
+    assert_eq!(stopped.exit_status(Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(cluster.server.keys(&pattern), Vec::<String>::new());
+
+    // A worker killed mid-job (its job re-run by another), a caller
+    // killed with jobs queued, the last worker killed too: the keys
+    // expire.
+    let mut killed = cluster.worker();
+    let executor = cluster.executor("cluster-gone-2");
+    let mut future = executor.submit(pid_after::task(1500)).unwrap();
+    wait_pending(&cluster.server, &cluster.queue);
+    killed.kill();
+    let mut last = cluster.worker();
+    assert_eq!(
+        *future.result_timeout(Duration::from_secs(30)).unwrap(),
+        last.pid()
+    );
+    executor.shutdown(true, false);
+    last.kill();
+    let dir = tempfile::tempdir().unwrap();
+    support::cluster::kill_a_caller_with_jobs_queued(&cluster.server, &cluster.queue, dir.path());
+    wait_until(
+        Duration::from_secs(60),
+        "keys of the queue are left",
+        || cluster.server.keys(&pattern).is_empty(),
+    );
+}
