@@ -25,7 +25,7 @@
 use std::error::Error;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,9 +38,9 @@ const FRAMES: i64 = 20;
 /// 8 MiB of `f64`.
 const FRAME_LEN: usize = 8 * 1024 * 1024 / 8;
 const CONSUMERS: usize = 2;
-/// How long the mark of the topic's end stays in Redis after the last
-/// consumer has seen it.
-const END_GRACE: Duration = Duration::from_secs(1);
+/// How long the mark of the topic's end stays in Redis once the last
+/// frame was consumed, for the consumer that did not receive the end.
+const END_GRACE: Duration = Duration::from_secs(2);
 
 /// The frame of `step`: whole numbers, so that its sum is exact.
 fn frame(step: i64) -> Vec<f64> {
@@ -147,7 +147,7 @@ fn coordinate(url: Option<String>) -> Result<()> {
     };
     let exe = std::env::current_exe()?;
     let topic = format!("frames-{}", std::process::id());
-    let (store, dir) = new_store()?;
+    let store = new_store()?;
 
     // The consumers first: they join the topic's consumer group.
     let mut consumers = Vec::new();
@@ -230,7 +230,7 @@ fn coordinate(url: Option<String>) -> Result<()> {
     );
 
     // Each consumer evicted what it consumed: the store is empty.
-    let left = objects(&dir)?;
+    let left = store.len()?;
     if left != 0 {
         return Err(format!("{left} objects left in the store").into());
     }
@@ -254,22 +254,25 @@ fn coordinate(url: Option<String>) -> Result<()> {
     Ok(())
 }
 
-/// The store of the frames and the directory that holds its objects.
+/// The store of the frames: shared memory.
 #[cfg(target_os = "linux")]
-fn new_store() -> Result<(Store, PathBuf)> {
+fn new_store() -> Result<Store> {
     let connector = proxystore::connectors::SharedMemoryConnector::new()?;
-    let dir = connector.directory().to_path_buf();
-    println!("frames go through shared memory: {}", dir.display());
-    Ok((Store::new("stream-example", connector)?, dir))
+    println!(
+        "frames go through shared memory: {}",
+        connector.directory().display()
+    );
+    Ok(Store::new("stream-example", connector)?)
 }
 
-/// The store of the frames and the directory that holds its objects.
+/// The store of the frames: a temporary directory (no shared-memory store
+/// on this system).
 #[cfg(not(target_os = "linux"))]
-fn new_store() -> Result<(Store, PathBuf)> {
+fn new_store() -> Result<Store> {
     let dir = std::env::temp_dir().join(format!("proxystore-stream-{}", std::process::id()));
     let connector = proxystore::connectors::FileConnector::new(&dir)?;
     println!("frames go through the directory {}", dir.display());
-    Ok((Store::new("stream-example", connector)?, dir))
+    Ok(Store::new("stream-example", connector)?)
 }
 
 /// A store's configuration as text for a command line: CBOR in hex.
@@ -285,14 +288,6 @@ fn decode_config(text: &str) -> Result<StoreConfig> {
         .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("invalid"), 16))
         .collect::<std::result::Result<Vec<u8>, _>>()?;
     Ok(ciborium::from_reader(&bytes[..])?)
-}
-
-/// How many objects the store's directory holds (its marker aside).
-fn objects(dir: &Path) -> Result<usize> {
-    Ok(std::fs::read_dir(dir)?
-        .filter_map(std::result::Result::ok)
-        .filter(|e| e.file_name() != ".proxystore")
-        .count())
 }
 
 /// The keys of the broker for `topic` still in Redis (the stream and the

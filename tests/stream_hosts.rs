@@ -51,7 +51,10 @@ const FRAME_LEN: usize = 1 << 17;
 /// Where the producer pauses for the kill.
 const HALF: i64 = FRAMES / 2;
 const CLAIM_IDLE: Duration = Duration::from_millis(500);
-const END_GRACE: Duration = Duration::from_millis(300);
+/// A subscriber that did not receive the end event learns of it from a mark
+/// that expires this long after the end: one busy longer than that (a
+/// frame read on a loaded machine) would wait for ever.
+const END_GRACE: Duration = Duration::from_secs(2);
 /// How long a line from a process of the scenario may take before the
 /// test gives up on it (a hang, not a slow run).
 const PATIENCE: Duration = Duration::from_secs(120);

@@ -86,12 +86,35 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
 
 impl Network {
     /// A bridge with address .1 in this namespace, and namespaces with
-    /// addresses .2, .3, ... on it, one per name in `hosts`. `salt` keeps
-    /// the networks of two test binaries that run at once apart.
+    /// addresses .2, .3, ... on it, one per name in `hosts`. `salt` tells
+    /// apart the networks of the tests of one process; a subnet or name
+    /// still in use (left by a test that was killed) is skipped.
     pub fn new(hosts: &[&str], salt: u32) -> Result<Network, String> {
-        let pid = std::process::id();
-        let tag = format!("ps{}", (pid + salt) % 100_000);
-        let subnet = format!("10.231.{}", (pid + salt) % 250);
+        // Tests of one process look for free names one at a time.
+        static CHOOSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _choosing = CHOOSING.lock().unwrap_or_else(|e| e.into_inner());
+        let addresses = Command::new("ip")
+            .args(["-4", "-o", "addr"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map_err(|e| format!("ip: {e}"))?;
+        let links = Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map_err(|e| format!("ip: {e}"))?;
+        let start = std::process::id() + salt;
+        let (tag, subnet) = (0..250)
+            .map(|i| {
+                (
+                    format!("ps{}", (start + i) % 100_000),
+                    format!("10.231.{}", (start + i) % 250),
+                )
+            })
+            .find(|(tag, subnet)| {
+                !addresses.contains(&format!(" {subnet}.")) && !links.contains(&format!(" {tag}br"))
+            })
+            .ok_or("no free subnet in 10.231.0.0/16")?;
         let mut net = Network {
             tag: tag.clone(),
             names: Vec::new(),
