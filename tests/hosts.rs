@@ -12,12 +12,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::RedisConnector;
 use proxystore::executor::cluster::{ClusterExecutor, Settings};
 use proxystore::{proxied, OwnedProxy, Store, StoreExecutor, TaskValue};
+use support::netns::{namespaces_usable, Host, Network};
 use support::redis_server::{free_port, program_or_skip, RedisServer};
 
 proxystore::test_worker!();
@@ -110,146 +111,15 @@ fn caller_entry_for_the_hosts_scenario() {
     println!("\nSCENARIO-DONE");
 }
 
-/// Processes that make up one host.
-struct Host {
-    ns: Option<String>,
-    children: Vec<Child>,
-}
-
-impl Host {
-    fn command(&self, program: &std::path::Path) -> Command {
-        match &self.ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(program);
-                c
-            }
-            None => Command::new(program),
-        }
-    }
-
-    fn start_worker(&mut self, url: &str) {
-        let mut command = self.command(&std::env::current_exe().unwrap());
-        let child = support::cluster::serve(&mut command, url, QUEUE)
-            .args(support::cluster::WORKER_ENTRY)
-            .spawn()
-            .expect("worker starts");
-        self.children.push(child);
-    }
-
-    /// Kills every process of the host.
-    fn kill(&mut self) {
-        if let Some(ns) = &self.ns {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: kill has no memory preconditions.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-        }
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Namespaces joined by a bridge, removed when dropped.
-struct Network {
-    tag: String,
-    names: Vec<String>,
-    subnet: String,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Network {
-    /// A bridge with address .1 in this namespace, and namespaces with
-    /// addresses .2, .3, ... on it.
-    fn new(hosts: &[&str]) -> Result<Network, String> {
-        let pid = std::process::id();
-        let tag = format!("ps{}", pid % 100_000);
-        let subnet = format!("10.231.{}", pid % 250);
-        let mut net = Network {
-            tag: tag.clone(),
-            names: Vec::new(),
-            subnet: subnet.clone(),
-        };
-        let bridge = format!("{tag}br");
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &bridge])?;
-        ip(&["link", "set", &bridge, "up"])?;
-        for (i, host) in hosts.iter().enumerate() {
-            let ns = format!("{tag}-{host}");
-            ip(&["netns", "add", &ns])?;
-            net.names.push(ns.clone());
-            let (outside, inside) = (format!("{tag}v{i}"), format!("{tag}p{i}"));
-            ip(&[
-                "link", "add", &outside, "type", "veth", "peer", "name", &inside,
-            ])?;
-            ip(&["link", "set", &inside, "netns", &ns])?;
-            ip(&["link", "set", &outside, "master", &bridge, "up"])?;
-            let addr = format!("{subnet}.{}/24", i + 2);
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", &inside])?;
-            ip(&["-n", &ns, "link", "set", &inside, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(net)
-    }
-
-    fn ns(&self, i: usize) -> String {
-        self.names[i].clone()
-    }
-
-    fn addr(&self, i: usize) -> String {
-        format!("{}.{}", self.subnet, i + 2)
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = ip(&["netns", "del", ns]);
-        }
-        let _ = ip(&["link", "del", &format!("{}br", self.tag)]);
-    }
-}
-
-fn namespaces_usable() -> Result<(), String> {
-    if std::env::var_os("PROXYSTORE_TEST_NO_NETNS").is_some() {
-        return Err("PROXYSTORE_TEST_NO_NETNS is set".into());
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not running as root".into());
-    }
-    Command::new("ip")
-        .arg("-V")
-        .output()
-        .map_err(|e| format!("`ip` (iproute2) is not available: {e}"))?;
-    Ok(())
+/// Starts a worker process of [`QUEUE`] on `host`: this test binary in
+/// worker mode.
+fn start_worker(host: &mut Host, url: &str) {
+    let mut command = host.command(&std::env::current_exe().unwrap());
+    let child = support::cluster::serve(&mut command, url, QUEUE)
+        .args(support::cluster::WORKER_ENTRY)
+        .spawn()
+        .expect("worker starts");
+    host.children.push(child);
 }
 
 #[test]
@@ -257,7 +127,8 @@ fn hosts_survive_the_death_of_one() {
     let Some(program) = program_or_skip("hosts_survive_the_death_of_one") else {
         return;
     };
-    let network = namespaces_usable().and_then(|()| Network::new(&["redis", "w1", "w2", "caller"]));
+    let network =
+        namespaces_usable().and_then(|()| Network::new(&["redis", "w1", "w2", "caller"], 0));
     let network = match network {
         Ok(n) => Some(n),
         Err(reason) => {
@@ -274,34 +145,25 @@ fn hosts_survive_the_death_of_one() {
             let prefix = ["ip", "netns", "exec", &net.ns(0)];
             let server = RedisServer::start_on(&program, &prefix, &net.addr(0), port)
                 .expect("redis-server starts in its namespace");
-            let host = |i: usize| Host {
-                ns: Some(net.ns(i)),
-                children: Vec::new(),
-            };
+            let host = |i: usize| Host::new(Some(net.ns(i)));
             (server, [host(1), host(2)], Some(net.ns(3)))
         }
         None => {
             let server = RedisServer::start_on(&program, &[], "127.0.0.1", port)
                 .expect("redis-server starts");
-            let host = || Host {
-                ns: None,
-                children: Vec::new(),
-            };
+            let host = || Host::new(None);
             (server, [host(), host()], None)
         }
     };
     let url = server.url();
     let [mut doomed, mut survivor] = hosts;
     for _ in 0..2 {
-        doomed.start_worker(&url);
-        survivor.start_worker(&url);
+        start_worker(&mut doomed, &url);
+        start_worker(&mut survivor, &url);
     }
 
     let exe = std::env::current_exe().unwrap();
-    let caller_host = Host {
-        ns: caller_ns,
-        children: Vec::new(),
-    };
+    let caller_host = Host::new(caller_ns);
     let started = Instant::now();
     let mut caller = caller_host
         .command(&exe)

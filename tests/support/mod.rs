@@ -1,5 +1,6 @@
 pub mod cluster;
 pub mod common;
+pub mod netns;
 pub mod pools;
 pub mod python;
 pub mod redis_server;
