@@ -247,9 +247,9 @@ fn an_event_whose_object_was_consumed_before_its_consumer_died_is_skipped() {
     produce(broker.publisher().unwrap(), &store, &topic, 0..3);
     let item = first.next().unwrap().unwrap();
     let key = Item::key(&item).unwrap();
-    let owned = Item::into_owned(item).unwrap();
+    store.evict(&key).unwrap();
+    std::mem::forget(item);
     std::mem::forget(first);
-    drop(owned);
     assert!(!store.exists(&key).unwrap());
     let second = StreamConsumer::<Vec<f64>>::new(broker.subscriber(&topic).unwrap());
     let steps: Vec<f64> = second.map(|i| i.unwrap()[0]).collect();
@@ -446,4 +446,53 @@ fn consumers_inside_cluster_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let executor = cluster.executor("cluster-stream");
     consume_in_tasks(&executor, &cluster.server, dir.path());
+}
+
+/// A subscriber busy with an item for longer than the end's grace still
+/// ends: it saw the topic under way, and no trace of it is left.
+#[test]
+fn a_subscriber_busy_past_the_end_grace_still_ends() {
+    let Some(server) = RedisServer::start("streams_redis") else {
+        return;
+    };
+    let grace = Duration::from_millis(200);
+    for kind in ["queue", "streams"] {
+        let topic = unique(kind);
+        let (busy, other, publisher) = match kind {
+            "queue" => {
+                let broker = RedisQueue::new(server.url()).unwrap().end_grace(grace);
+                (
+                    StreamConsumer::<u32>::builder(broker.subscriber(&topic).unwrap()),
+                    StreamConsumer::<u32>::new(broker.subscriber(&topic).unwrap()),
+                    broker.publisher().unwrap(),
+                )
+            }
+            _ => {
+                let broker = RedisStreams::new(server.url()).unwrap().end_grace(grace);
+                (
+                    StreamConsumer::<u32>::builder(broker.subscriber(&topic).unwrap()),
+                    StreamConsumer::<u32>::new(broker.subscriber(&topic).unwrap()),
+                    broker.publisher().unwrap(),
+                )
+            }
+        };
+        // Without the fix it would wait for ever: a timeout turns that
+        // into an error.
+        let mut busy = busy.timeout(Duration::from_secs(5)).build();
+        let mut producer = StreamProducer::<u32>::new(publisher);
+        producer.send(&topic, 0).unwrap();
+        producer.send(&topic, 1).unwrap();
+        producer.close_topic(&topic).unwrap();
+        assert_eq!(busy.next_object().unwrap(), Some(0), "{kind}");
+        // The other takes the rest and ends; the end's mark expires.
+        let rest: Vec<u32> = other.map(|i| *i.unwrap()).collect();
+        assert_eq!(rest, [1], "{kind}");
+        std::thread::sleep(grace * 4);
+        assert!(
+            busy.next().is_none(),
+            "{kind}: the busy subscriber ends too"
+        );
+        drop(busy);
+        assert_no_stream_keys(&server);
+    }
 }

@@ -40,6 +40,14 @@ fn end_key(topic: &str) -> String {
     format!("proxystore:stream-end:{topic}")
 }
 
+/// The key marking a list topic under way: set by its first event, removed
+/// by its end. A subscriber that saw events of the topic and finds neither
+/// this nor the end's mark knows the topic ended (its mark expired while
+/// the subscriber was busy).
+fn live_key(topic: &str) -> String {
+    format!("proxystore:stream-live:{topic}")
+}
+
 /// A checked URL and what errors may show of it.
 #[derive(Clone)]
 struct Link {
@@ -306,11 +314,13 @@ pub struct RedisPublisher {
     link: Link,
     kind: Kind,
     connection: Mutex<Option<redis::Connection>>,
+    /// List topics marked under way (see `live_key`).
+    live: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Pushes the end event and marks the topic ended, at once.
 const QUEUE_END: &str = "redis.call('RPUSH', KEYS[1], ARGV[1]) \
-                         redis.call('SET', KEYS[2], '1') return 1";
+                         redis.call('SET', KEYS[2], '1') redis.call('DEL', KEYS[3]) return 1";
 const STREAMS_END: &str = "local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1]) \
                            redis.call('SET', KEYS[2], id) return 1";
 
@@ -323,6 +333,7 @@ impl RedisPublisher {
             link,
             kind,
             connection: Mutex::new(Some(connection)),
+            live: Mutex::default(),
         })
     }
 
@@ -348,7 +359,21 @@ impl Publisher for RedisPublisher {
         let key = topic_key(topic);
         let (operation, request) = match self.kind {
             Kind::PubSub => ("PUBLISH", pack(&[&[b"PUBLISH"], &[key.as_bytes()], parts])),
-            Kind::Queue => ("RPUSH", pack(&[&[b"RPUSH"], &[key.as_bytes()], parts])),
+            Kind::Queue => {
+                let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                if !live.contains(topic) {
+                    // Marked under way with its first event, in one round
+                    // trip.
+                    let mark = live_key(topic);
+                    let mut request = pack(&[&[b"SET"], &[mark.as_bytes()], &[b"1"]]);
+                    request.extend(pack(&[&[b"RPUSH"], &[key.as_bytes()], parts]));
+                    let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+                    request_pipelined(&self.link, &mut connection, "SET + RPUSH", &request, 2)?;
+                    live.insert(topic.to_string());
+                    return Ok(());
+                }
+                ("RPUSH", pack(&[&[b"RPUSH"], &[key.as_bytes()], parts]))
+            }
             Kind::Streams => (
                 "XADD",
                 pack(&[&[b"XADD"], &[key.as_bytes()], &[b"*"], &[b"m"], parts]),
@@ -363,13 +388,14 @@ impl Publisher for RedisPublisher {
             Kind::Queue => QUEUE_END,
             Kind::Streams => STREAMS_END,
         };
-        let (key, end) = (topic_key(topic), end_key(topic));
+        let (key, end, live) = (topic_key(topic), end_key(topic), live_key(topic));
         let request = pack(&[
             &[b"EVAL"],
             &[script.as_bytes()],
-            &[b"2"],
+            &[b"3"],
             &[key.as_bytes()],
             &[end.as_bytes()],
+            &[live.as_bytes()],
             parts,
         ]);
         self.send("publish the end (EVAL)", &request)
@@ -391,10 +417,12 @@ impl fmt::Debug for RedisPublisher {
 }
 
 /// Marks a topic's end to expire once its events are all consumed:
-/// 1 when it has ended and nothing of it is left, 0 otherwise.
-const FINISH_QUEUE: &str = "if redis.call('EXISTS', KEYS[2]) == 1 and \
-                            redis.call('LLEN', KEYS[1]) == 0 then \
-                            redis.call('PEXPIRE', KEYS[2], ARGV[1]) return 1 end return 0";
+/// 1 when it has ended and nothing of it is left; 2 when there is no trace
+/// of it at all (not begun, or ended with its mark expired); 0 otherwise.
+const FINISH_QUEUE: &str = "if redis.call('LLEN', KEYS[1]) ~= 0 then return 0 end \
+                            if redis.call('EXISTS', KEYS[2]) == 1 then \
+                            redis.call('PEXPIRE', KEYS[2], ARGV[1]) return 1 end \
+                            if redis.call('EXISTS', KEYS[3]) == 0 then return 2 end return 0";
 /// The same for a stream, which is removed (with its group) as well.
 const FINISH_STREAMS: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then \
                               if redis.call('EXISTS', KEYS[1]) == 0 or \
@@ -408,8 +436,8 @@ fn finish(
     script: &str,
     topic: &str,
     grace: Duration,
-) -> Result<bool> {
-    let (key, end) = (topic_key(topic), end_key(topic));
+) -> Result<i64> {
+    let (key, end, live) = (topic_key(topic), end_key(topic), live_key(topic));
     let grace = millis(grace).to_string();
     let value = request(
         link,
@@ -420,12 +448,35 @@ fn finish(
             c.req_command(
                 redis::cmd("EVAL")
                     .arg(script)
-                    .arg(2)
+                    .arg(3)
                     .arg(&key)
                     .arg(&end)
+                    .arg(&live)
                     .arg(&grace),
             )
         },
     )?;
-    Ok(matches!(value, Value::Int(1)))
+    Ok(match value {
+        Value::Int(n) => n,
+        _ => 0,
+    })
+}
+
+/// Sends `count` commands packed in `bytes` in one round trip; the first
+/// error among their replies is returned.
+fn request_pipelined(
+    link: &Link,
+    connection: &mut Option<redis::Connection>,
+    operation: &str,
+    bytes: &[u8],
+    count: usize,
+) -> Result<()> {
+    request(link, connection, operation, Duration::ZERO, |c| {
+        let replies = c.req_packed_commands(bytes, 0, count)?;
+        for reply in replies {
+            reply.extract_error()?;
+        }
+        Ok(Value::Nil)
+    })
+    .map(drop)
 }

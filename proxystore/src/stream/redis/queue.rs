@@ -17,6 +17,8 @@ pub struct RedisQueueSubscriber {
     key: String,
     connection: Option<redis::Connection>,
     grace: Duration,
+    /// It received an event of the topic.
+    seen: bool,
     closed: bool,
 }
 
@@ -29,6 +31,7 @@ impl RedisQueueSubscriber {
             topic,
             connection,
             grace,
+            seen: false,
             closed: false,
         })
     }
@@ -54,18 +57,22 @@ impl Subscriber for RedisQueueSubscriber {
             })?;
             if let Value::Array(mut pair) = popped {
                 if let Some(Value::BulkString(payload)) = pair.pop() {
+                    self.seen = true;
                     return Ok(Next::Message(Message::new(payload)));
                 }
             }
             // Nothing came: has the topic ended, its last event taken by
-            // another subscriber?
-            if finish(
+            // another subscriber? Either its mark says so, or (the mark
+            // expired while this subscriber was busy) no trace of a topic
+            // it saw under way is left.
+            let found = finish(
                 &self.link,
                 &mut self.connection,
                 FINISH_QUEUE,
                 &self.topic,
                 self.grace,
-            )? {
+            )?;
+            if found == 1 || (found == 2 && self.seen) {
                 return Ok(Next::Ended);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -1,8 +1,9 @@
 //! A subscriber in a consumer group of a Redis stream.
 //!
-//! Each call reads the group's next event (`XREADGROUP ... >`), sending in
-//! the same round trip the acknowledgements of events whose items were
-//! dropped since (`XACK`, then `XDEL`: acknowledged events are deleted).
+//! Each call reads the group's next event (`XREADGROUP ... >`). An event is
+//! acknowledged as soon as every item of it is dropped (`XACK`, then
+//! `XDEL`: acknowledged events are deleted), over a connection of the
+//! acknowledgements' own; one that failed goes again with the next read.
 //! When nothing comes for a while it takes over events idle longer than
 //! `claim_idle` with another subscriber (`XAUTOCLAIM`), and looks for the
 //! topic's end: the end key is set and the stream has no event left (every
@@ -37,7 +38,10 @@ struct Ledger {
 /// Shared with the acknowledgements of the items given out.
 struct Acks {
     ledger: Mutex<Ledger>,
-    /// The subscriber is gone: an item dropped later acknowledges itself.
+    /// The connection acknowledgements go through, at once: a subscriber
+    /// that holds the topic's end waits for them.
+    connection: Mutex<Option<redis::Connection>>,
+    /// The subscriber is gone.
     closed: AtomicBool,
     link: Link,
     key: String,
@@ -49,17 +53,19 @@ impl Acks {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// An item of event `id` was dropped: the event is acknowledged (and
+    /// deleted) now; if that fails, with the subscriber's next read.
     fn done(&self, id: String) {
-        let mut ledger = self.ledger();
-        ledger.held.remove(&id);
-        if !self.closed.load(Ordering::Acquire) {
-            ledger.done.push(id);
-            return;
-        }
-        drop(ledger);
-        let mut connection = None;
-        if let Err(e) = self.send(&mut connection, &[id]) {
-            tracing::debug!(key = %self.key, error = %e, "stream: a late acknowledgement failed");
+        self.ledger().held.remove(&id);
+        let sent = {
+            let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+            self.send(&mut connection, std::slice::from_ref(&id))
+        };
+        if let Err(e) = sent {
+            tracing::debug!(key = %self.key, error = %e, "stream: an acknowledgement failed; sent again later");
+            if !self.closed.load(Ordering::Acquire) {
+                self.ledger().done.push(id);
+            }
         }
     }
 
@@ -115,6 +121,7 @@ impl RedisStreamsSubscriber {
         let mut subscriber = RedisStreamsSubscriber {
             acks: Arc::new(Acks {
                 ledger: Mutex::default(),
+                connection: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 link,
                 key: topic_key(&topic),
@@ -215,8 +222,8 @@ impl RedisStreamsSubscriber {
         }
     }
 
-    /// Claims again the events held longer than half of `claim_idle`, so
-    /// that no other subscriber takes them over.
+    /// Claims again the events held longer than a third of `claim_idle`,
+    /// so that no other subscriber takes them over.
     fn keep_held(&mut self) -> Result<()> {
         let now = Instant::now();
         let stale: Vec<String> = {
@@ -224,7 +231,7 @@ impl RedisStreamsSubscriber {
             ledger
                 .held
                 .iter_mut()
-                .filter(|(_, at)| now.duration_since(**at) >= self.claim_idle / 2)
+                .filter(|(_, at)| now.duration_since(**at) >= self.claim_idle / 3)
                 .map(|(id, at)| {
                     *at = now;
                     id.clone()
@@ -285,14 +292,12 @@ impl RedisStreamsSubscriber {
         match read {
             Ok(value) => Ok(first_entry(value)),
             Err(e) if gone(&e) => {
-                // The acknowledgements did not land: send them again.
-                self.acks.ledger().done.extend(done);
-                // The stream was deleted: ended, or not begun yet.
-                if self.ended()? {
-                    self.finished = true;
-                } else {
-                    self.join_group()?;
-                }
+                // The stream existed since this subscriber joined its group
+                // (it made it if need be): only the end of the topic, once
+                // all of it was acknowledged, deletes it. The end's mark may
+                // have expired since, while this subscriber was busy.
+                self.ended()?;
+                self.finished = true;
                 Ok(None)
             }
             Err(e) => {
@@ -336,13 +341,14 @@ impl RedisStreamsSubscriber {
     /// Whether the topic has ended and all of it is consumed (the stream is
     /// then deleted and its end key set to expire).
     fn ended(&mut self) -> Result<bool> {
-        finish(
+        let found = finish(
             &self.acks.link,
             &mut self.connection,
             FINISH_STREAMS,
             &self.topic,
             self.grace,
-        )
+        )?;
+        Ok(found == 1)
     }
 }
 
@@ -376,8 +382,10 @@ impl Subscriber for RedisStreamsSubscriber {
         loop {
             self.keep_held()?;
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            // Short enough that held events are claimed again in time.
+            let slice = SLICE.min(self.claim_idle / 4);
             let wait = left
-                .map_or(SLICE, |l| l.min(SLICE))
+                .map_or(slice, |l| l.min(slice))
                 .max(Duration::from_millis(1));
             let mut found = None;
             if let Some(entry) = self.read(wait)? {
