@@ -47,7 +47,7 @@ mod thread_pool;
 
 pub use crate::task::handle::{
     as_completed, as_completed_stream, wait, AsCompleted, AsCompletedStream, Completion,
-    ReturnWhen, SharedTaskFuture, TaskFuture, Waited,
+    ReturnWhen, SharedTaskFuture, TaskFuture, Waitable, Waited,
 };
 pub use crate::task::{Progress, RetryPolicy, TaskId};
 pub(crate) use process_pool::protocol;

@@ -63,6 +63,10 @@ impl<R: Storable> TaskFuture<R> {
 }
 
 impl<R: Storable> SharedTaskFuture<R> {
+    pub(crate) fn cell(&self) -> &Arc<super::TaskCell> {
+        &self.cell
+    }
+
     /// The task's name.
     pub fn name(&self) -> &str {
         &self.cell.name

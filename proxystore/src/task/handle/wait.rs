@@ -47,13 +47,13 @@ impl Waiter {
     }
 
     /// Watches every future; those done already are queued at once.
-    fn watch<'a, R: Storable>(
+    fn watch<'a, F: Waitable + 'a>(
         self: &Arc<Self>,
-        futures: impl IntoIterator<Item = &'a TaskFuture<R>>,
+        futures: impl IntoIterator<Item = &'a F>,
     ) -> usize {
         let mut count = 0;
         for (index, future) in futures.into_iter().enumerate() {
-            if future.cell().watch(self, index) {
+            if future.cell_ref().0.watch(self, index) {
                 self.lock().done.push_back(index);
             }
             count += 1;
@@ -81,6 +81,70 @@ impl Waiter {
         }
     }
 }
+
+/// A handle on a task that [`wait`] can wait for: a [`TaskFuture`] or a
+/// [`SharedTaskFuture`](super::SharedTaskFuture) of any result type, or a
+/// reference to one. Futures of different result types wait together as
+/// `&dyn Waitable`s:
+///
+/// ```
+/// use proxystore::connectors::LocalConnector;
+/// use proxystore::executor::{wait, ReturnWhen, ThreadPool, Waitable};
+/// use proxystore::{proxied, Store, StoreExecutor};
+///
+/// #[proxied]
+/// fn count(text: String) -> usize {
+///     text.len()
+/// }
+///
+/// #[proxied]
+/// fn shout(text: String) -> String {
+///     text.to_uppercase()
+/// }
+///
+/// fn main() -> proxystore::Result<()> {
+///     let store = Store::new("wait-mixed-doc", LocalConnector::new())?;
+///     let executor = StoreExecutor::new(ThreadPool::new(2)?, store);
+///     let n = executor.submit(count::task("abc".to_string()))?;
+///     let s = executor.submit(shout::task("abc".to_string()))?;
+///     let both: [&dyn Waitable; 2] = [&n, &s];
+///     assert_eq!(wait(&both, ReturnWhen::AllCompleted, None).done, [0, 1]);
+///     assert_eq!((*n.result()?, s.result()?.as_str()), (3, "ABC"));
+///     Ok(())
+/// }
+/// ```
+pub trait Waitable: sealed::Cell {}
+
+mod sealed {
+    /// The task behind a handle (opaque outside the crate).
+    pub struct CellRef<'a>(pub(crate) &'a std::sync::Arc<crate::task::handle::TaskCell>);
+
+    /// What makes a [`Waitable`](super::Waitable): the task behind it.
+    pub trait Cell {
+        fn cell_ref(&self) -> CellRef<'_>;
+    }
+}
+
+impl<R: Storable> sealed::Cell for TaskFuture<R> {
+    fn cell_ref(&self) -> sealed::CellRef<'_> {
+        sealed::CellRef(TaskFuture::cell(self))
+    }
+}
+impl<R: Storable> Waitable for TaskFuture<R> {}
+
+impl<R: Storable> sealed::Cell for super::SharedTaskFuture<R> {
+    fn cell_ref(&self) -> sealed::CellRef<'_> {
+        sealed::CellRef(super::SharedTaskFuture::cell(self))
+    }
+}
+impl<R: Storable> Waitable for super::SharedTaskFuture<R> {}
+
+impl<T: Waitable + ?Sized> sealed::Cell for &T {
+    fn cell_ref(&self) -> sealed::CellRef<'_> {
+        (**self).cell_ref()
+    }
+}
+impl<T: Waitable + ?Sized> Waitable for &T {}
 
 /// When [`wait`] returns, as in `concurrent.futures`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,8 +196,8 @@ pub struct Waited {
 ///     Ok(())
 /// }
 /// ```
-pub fn wait<R: Storable>(
-    futures: &[TaskFuture<R>],
+pub fn wait<F: Waitable>(
+    futures: &[F],
     return_when: ReturnWhen,
     timeout: Option<Duration>,
 ) -> Waited {
@@ -157,11 +221,11 @@ pub fn wait<R: Storable>(
         };
         if !std::mem::replace(&mut done[index], true) {
             done_count += 1;
-            failed |= futures[index].cell().lock().failed;
+            failed |= futures[index].cell_ref().0.lock().failed;
         }
     }
     // Tasks done meanwhile count as done too, as in `concurrent.futures`.
-    let (done, not_done) = (0..total).partition(|&i| done[i] || futures[i].done());
+    let (done, not_done) = (0..total).partition(|&i| done[i] || futures[i].cell_ref().0.is_done());
     Waited { done, not_done }
 }
 
