@@ -46,7 +46,7 @@ mod queue;
 mod thread_pool;
 
 pub use crate::task::handle::{
-    as_completed, as_completed_stream, wait, AsCompleted, AsCompletedStream, Completion,
+    as_completed, as_completed_stream, wait, wait_for, AsCompleted, AsCompletedStream, Completion,
     ReturnWhen, SharedTaskFuture, TaskFuture, Waitable, Waited,
 };
 pub use crate::task::{Progress, RetryPolicy, TaskId};

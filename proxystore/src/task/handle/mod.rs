@@ -58,8 +58,8 @@ pub use progress::{Progress, TaskId};
 pub use retry::RetryPolicy;
 pub use shared::SharedTaskFuture;
 pub use wait::{
-    as_completed, as_completed_stream, wait, AsCompleted, AsCompletedStream, ReturnWhen, Waitable,
-    Waited,
+    as_completed, as_completed_stream, wait, wait_for, AsCompleted, AsCompletedStream, ReturnWhen,
+    Waitable, Waited,
 };
 
 pub(crate) use cell::TaskCell;

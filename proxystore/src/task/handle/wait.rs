@@ -82,14 +82,14 @@ impl Waiter {
     }
 }
 
-/// A handle on a task that [`wait`] can wait for: a [`TaskFuture`] or a
+/// A handle on a task that [`wait_for`] can wait for: a [`TaskFuture`] or a
 /// [`SharedTaskFuture`](super::SharedTaskFuture) of any result type, or a
 /// reference to one. Futures of different result types wait together as
 /// `&dyn Waitable`s:
 ///
 /// ```
 /// use proxystore::connectors::LocalConnector;
-/// use proxystore::executor::{wait, ReturnWhen, ThreadPool, Waitable};
+/// use proxystore::executor::{wait_for, ReturnWhen, ThreadPool, Waitable};
 /// use proxystore::{proxied, Store, StoreExecutor};
 ///
 /// #[proxied]
@@ -108,7 +108,7 @@ impl Waiter {
 ///     let n = executor.submit(count::task("abc".to_string()))?;
 ///     let s = executor.submit(shout::task("abc".to_string()))?;
 ///     let both: [&dyn Waitable; 2] = [&n, &s];
-///     assert_eq!(wait(&both, ReturnWhen::AllCompleted, None).done, [0, 1]);
+///     assert_eq!(wait_for(&both, ReturnWhen::AllCompleted, None).done, [0, 1]);
 ///     assert_eq!((*n.result()?, s.result()?.as_str()), (3, "ABC"));
 ///     Ok(())
 /// }
@@ -196,7 +196,17 @@ pub struct Waited {
 ///     Ok(())
 /// }
 /// ```
-pub fn wait<F: Waitable>(
+pub fn wait<R: Storable>(
+    futures: &[TaskFuture<R>],
+    return_when: ReturnWhen,
+    timeout: Option<Duration>,
+) -> Waited {
+    wait_for(futures, return_when, timeout)
+}
+
+/// [`wait`] for handles of any kind and result type: futures of different
+/// types together as `&dyn Waitable`s (see [`Waitable`]), shared futures.
+pub fn wait_for<F: Waitable>(
     futures: &[F],
     return_when: ReturnWhen,
     timeout: Option<Duration>,
