@@ -2,16 +2,23 @@
 //! Redis (`RedisConnector`) and jobs on a Redis stream (`ClusterExecutor`)
 //! served by workers on any host that can reach the server.
 //!
+//! The steps, in the order they can run:
+//!
 //! 1. Start Redis where every host can reach it:
 //!    `redis-server --bind 0.0.0.0 --protected-mode no --save ''`
-//! 2. On each worker host, run this program in worker mode (here with 4
-//!    worker processes, replaced if a task crashes one):
+//! 2. Build this program once (callers and workers run the same binary):
+//!    `cargo build --release --example cluster --features cluster`, and copy
+//!    `target/release/examples/cluster` to each worker host.
+//! 3. On each worker host, run it in worker mode (here with 4 worker
+//!    processes, replaced if a task crashes one); each prints a ready line
+//!    with its queue, host and tasks, and drains on Ctrl-C or SIGTERM:
 //!    `PROXYSTORE_CLUSTER=redis://redis-host:6379 PROXYSTORE_QUEUE=example PROXYSTORE_WORKERS=4 ./cluster`
-//! 3. Run the caller: `cargo run --example cluster -- redis://redis-host:6379`
+//! 4. Run the caller (it waits for workers, and warns if none is alive):
+//!    `cargo run --release --example cluster --features cluster -- redis://redis-host:6379`
 //!
 //! With `--local-workers N` the caller starts N workers on this host itself
-//! (the same command as step 2), which is what
-//! `cargo run --example cluster -- redis://127.0.0.1:6379 --local-workers 2`
+//! (the same command as step 3), which is what
+//! `cargo run --example cluster --features cluster -- redis://127.0.0.1:6379 --local-workers 2`
 //! does on one machine.
 
 use std::process::{Child, Command};

@@ -71,6 +71,10 @@ fn every_task_has_an_id_on_its_future_and_in_its_errors() {
                     "{text}"
                 );
                 assert!(text.contains("input 42 is not allowed"), "{text}");
+                assert!(
+                    text.contains("(arguments: 42)"),
+                    "the arguments too: {text}"
+                );
             }
         }
     }

@@ -193,12 +193,15 @@ pub enum Error {
     },
 
     /// A task returned an error or panicked.
-    #[error("task `{task}`{} failed: {message}", Id(.id))]
+    #[error("task `{task}`{}{} failed: {message}", Id(.id), Args(.arguments))]
     TaskFailed {
         /// Name of the task.
         task: String,
         /// The task's id (see [`TaskId`](crate::task::TaskId)).
         id: Option<TaskId>,
+        /// A short description of its arguments (`42, "text", Vec<f64>,
+        /// proxy of String, result of #3`), when known.
+        arguments: Option<String>,
         /// The error's message or the panic payload.
         message: String,
     },
@@ -485,6 +488,18 @@ impl std::fmt::Display for Id<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(id) => write!(f, " {id}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A task's arguments as errors show them: ` (arguments: 42, "x")`.
+struct Args<'a>(&'a Option<String>);
+
+impl std::fmt::Display for Args<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(args) => write!(f, " (arguments: {args})"),
             None => Ok(()),
         }
     }

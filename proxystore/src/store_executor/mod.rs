@@ -332,6 +332,7 @@ impl StoreExecutor {
             after,
             retry,
             timeout,
+            summary,
         } = encoded;
         // The upstream tasks, in argument order.
         let inputs: Vec<Arc<TaskCell>> = upstreams
@@ -374,6 +375,7 @@ impl StoreExecutor {
             })
         };
         let shared = TaskCell::new(name, cleanup, Some(discard_output), self.counters.clone());
+        shared.set_arguments(summary);
         let (retry, timeout) = (
             retry.or_else(|| self.retry.clone()),
             timeout.or(self.timeout),

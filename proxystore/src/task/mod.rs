@@ -51,6 +51,7 @@ mod job;
 mod received;
 mod registry;
 mod section;
+mod summary;
 mod value;
 mod wire;
 
@@ -63,6 +64,7 @@ pub use received::{evict_result, ReceivedJob};
 pub use registry::TaskEntry;
 pub use registry::{check_registry, find_task, registered_tasks};
 pub(crate) use section::{HeldValue, Section, Sections};
+pub(crate) use summary::{render as render_arguments, ArgSummary};
 pub(crate) use value::discard_output;
 pub use value::TaskValue;
 pub use wire::RunLease;
@@ -311,6 +313,8 @@ pub struct Task<R> {
     args: Vec<Box<dyn EncodeArg>>,
     retry: Option<RetryPolicy>,
     timeout: Option<std::time::Duration>,
+    /// What the arguments were, for the errors of a failed task.
+    summary: Vec<summary::ArgSummary>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -386,12 +390,14 @@ impl<R> TaskBuilder<R> {
                 args: Vec::new(),
                 retry: None,
                 timeout: None,
+                summary: Vec::new(),
                 _result: PhantomData,
             },
         }
     }
 
     pub fn arg<T: Storable>(&mut self, arg: Arg<T>, listed: bool) {
+        self.task.summary.push(summary::ArgSummary::of(&arg));
         self.task.args.push(Box::new(GivenArg { arg, listed }));
     }
 
@@ -506,6 +512,7 @@ pub(crate) struct EncodedTask {
     pub(crate) after: Vec<Vec<u8>>,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) summary: Vec<summary::ArgSummary>,
 }
 
 impl<R> Task<R> {
@@ -577,6 +584,7 @@ impl<R> Task<R> {
             after: p.after,
             retry: self.retry,
             timeout: self.timeout,
+            summary: self.summary,
         };
         (Ok(encoded), p.created)
     }

@@ -81,6 +81,8 @@ pub(crate) struct TaskCell {
     counters: Arc<Counters>,
     /// What runs the task again, if it has a retry policy or a timeout.
     attempts: std::sync::OnceLock<Attempts>,
+    /// What its arguments were (see `task::summary`).
+    arguments: std::sync::OnceLock<Vec<crate::task::ArgSummary>>,
 }
 
 /// Waiting callers poll only while the executor has at most this many
@@ -128,7 +130,21 @@ impl TaskCell {
             dispatched: std::sync::atomic::AtomicBool::new(false),
             counters,
             attempts: std::sync::OnceLock::new(),
+            arguments: std::sync::OnceLock::new(),
         })
+    }
+
+    pub(crate) fn set_arguments(&self, arguments: Vec<crate::task::ArgSummary>) {
+        if !arguments.is_empty() {
+            let _ = self.arguments.set(arguments);
+        }
+    }
+
+    /// A short description of the task's arguments, if it had any.
+    pub(crate) fn arguments(&self) -> Option<String> {
+        self.arguments
+            .get()
+            .map(|a| crate::task::render_arguments(a))
     }
 
     /// Gives the task a retry policy or a timeout, before it is submitted.
@@ -543,6 +559,7 @@ fn run_callbacks(task: &str, callbacks: Vec<Callback>, status: Result<(), String
     let error = status.err().map(|message| Error::TaskFailed {
         task: task.to_string(),
         id: None,
+        arguments: None,
         message,
     });
     for callback in callbacks {

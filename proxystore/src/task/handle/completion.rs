@@ -90,6 +90,7 @@ impl Completion {
         let output = result.map_err(|f| Error::TaskFailed {
             task: self.shared.name.to_string(),
             id: Some(self.shared.id),
+            arguments: self.shared.arguments(),
             message: f.message().to_string(),
         });
         self.shared.end_attempt(self.attempt, output);

@@ -221,6 +221,7 @@ mod tests {
         let failed = Error::TaskFailed {
             task: "t".into(),
             id: None,
+            arguments: None,
             message: "no".into(),
         };
         let shut = Error::ShutDown {
