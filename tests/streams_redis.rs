@@ -241,24 +241,38 @@ fn an_event_whose_object_was_consumed_before_its_consumer_died_is_skipped() {
         .unwrap()
         .claim_idle(Duration::from_millis(300))
         .end_grace(GRACE);
-    // A consumer that reads frame 0 and evicts it, but is gone before it
-    // acknowledges the event (forgotten here, as a killed process would).
-    let mut first = StreamConsumer::<Vec<f64>>::new(broker.subscriber(&topic).unwrap());
-    produce(broker.publisher().unwrap(), &store, &topic, 0..3);
-    let item = first.next().unwrap().unwrap();
-    let key = Item::key(&item).unwrap();
-    store.evict(&key).unwrap();
-    std::mem::forget(item);
-    std::mem::forget(first);
-    assert!(!store.exists(&key).unwrap());
     let second = StreamConsumer::<Vec<f64>>::new(broker.subscriber(&topic).unwrap());
+    produce(broker.publisher().unwrap(), &store, &topic, 0..3);
+    // A consumer (a bare one, through Redis itself) takes frame 0's event,
+    // uses the object (evicts it) and dies before it acknowledges.
+    let stream = format!("proxystore:stream:{topic}");
+    let taken = server.raw(&[
+        "XREADGROUP",
+        "GROUP",
+        "proxystore",
+        "ghost",
+        "COUNT",
+        "1",
+        "STREAMS",
+        &stream,
+        ">",
+    ]);
+    assert!(taken.starts_with("*1"), "{taken}");
+    let zero = store
+        .keys()
+        .unwrap()
+        .into_iter()
+        .find(|k| store.get::<Vec<f64>>(k).unwrap().unwrap()[0] == 0.0)
+        .unwrap();
+    store.evict(&zero).unwrap();
     let steps: Vec<f64> = second.map(|i| i.unwrap()[0]).collect();
     assert_eq!(
         steps,
         [1.0, 2.0],
         "frame 0, consumed already, is not yielded again"
     );
-    assert_eq!(objects(&dir.path().join("objects")), Vec::<String>::new());
+    assert_eq!(store.len().unwrap(), 0);
+    assert_no_stream_keys(&server);
 }
 
 #[test]
@@ -494,5 +508,184 @@ fn a_subscriber_busy_past_the_end_grace_still_ends() {
         );
         drop(busy);
         assert_no_stream_keys(&server);
+    }
+}
+
+fn streams_consumer(broker: &RedisStreams, topic: &str) -> StreamConsumer<u32> {
+    StreamConsumer::<u32>::builder(broker.subscriber(topic).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// Keeping every item of a stream while reading it (`collect`) must not
+/// wait for ever on the end: the consumer's own items do not hold it back.
+/// Their objects go when they are dropped, and the stream with the last.
+#[test]
+fn a_consumer_can_keep_its_items_until_the_end_on_redis_streams() {
+    let Some(server) = RedisServer::start("streams_redis") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let topic = unique("collect");
+    let broker = RedisStreams::new(server.url()).unwrap().end_grace(GRACE);
+    let consumer = streams_consumer(&broker, &topic);
+    let mut producer = StreamProducer::<u32>::builder(broker.publisher().unwrap())
+        .default_store(store.clone())
+        .batch_size(2)
+        .build();
+    for i in 0..5 {
+        producer.send(&topic, i).unwrap();
+    }
+    producer.close_topic(&topic).unwrap();
+    let items: Vec<_> = consumer.collect::<Result<_, _>>().unwrap();
+    assert_eq!(
+        items.iter().map(|i| **i).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    assert_eq!(store.len().unwrap(), 5);
+    // The items outlive their consumer; the last one dropped finishes the
+    // stream.
+    drop(items);
+    assert_eq!(store.len().unwrap(), 0);
+    assert_no_stream_keys(&server);
+}
+
+/// A consumer that stops in the middle of a message neither loses its
+/// other events nor leaves their objects behind.
+#[test]
+fn a_consumer_that_stops_mid_message_leaves_the_rest_to_others() {
+    let Some(server) = RedisServer::start("streams_redis") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let topic = unique("midbatch");
+    let broker = RedisStreams::new(server.url())
+        .unwrap()
+        .claim_idle(Duration::from_millis(300))
+        .end_grace(GRACE);
+    let mut first = streams_consumer(&broker, &topic);
+    let mut producer = StreamProducer::<u32>::builder(broker.publisher().unwrap())
+        .default_store(store.clone())
+        .batch_size(4)
+        .build();
+    for i in 0..4 {
+        producer.send(&topic, i).unwrap();
+    }
+    producer.close_topic(&topic).unwrap();
+    assert_eq!(first.next_object().unwrap(), Some(0));
+    drop(first);
+    let second = streams_consumer(&broker, &topic);
+    let rest: Vec<u32> = second.map(|i| *i.unwrap()).collect();
+    assert_eq!(rest, [1, 2, 3], "the unread events are delivered again");
+    assert_eq!(store.len().unwrap(), 0);
+    assert_no_stream_keys(&server);
+
+    // Without a durable broker the unread events are lost with the
+    // consumer: their objects are evicted, not left behind.
+    let topic = unique("midbatch-queue");
+    let queue = RedisQueue::new(server.url()).unwrap().end_grace(GRACE);
+    let mut first = StreamConsumer::<u32>::new(queue.subscriber(&topic).unwrap());
+    let mut producer = StreamProducer::<u32>::builder(queue.publisher().unwrap())
+        .default_store(store.clone())
+        .batch_size(4)
+        .build();
+    for i in 0..4 {
+        producer.send(&topic, i).unwrap();
+    }
+    assert_eq!(first.next_object().unwrap(), Some(0));
+    drop(first);
+    assert_eq!(store.len().unwrap(), 0, "the unread objects were evicted");
+    producer.close_topic(&topic).unwrap();
+    let last = StreamConsumer::<u32>::new(queue.subscriber(&topic).unwrap());
+    assert_eq!(last.count(), 0);
+    assert_no_stream_keys(&server);
+}
+
+/// A subscriber that gives up while it holds the end back leaves the end
+/// (and the last objects it may carry) to another.
+#[test]
+fn a_subscriber_dropped_while_holding_the_end_loses_nothing() {
+    let Some(server) = RedisServer::start("streams_redis") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    let topic = unique("heldend");
+    let broker = RedisStreams::new(server.url())
+        .unwrap()
+        .claim_idle(Duration::from_millis(1500))
+        .end_grace(GRACE);
+    let mut a = streams_consumer(&broker, &topic);
+    let mut b = StreamConsumer::<u32>::builder(broker.subscriber(&topic).unwrap())
+        .timeout(Duration::from_millis(800))
+        .build();
+    let mut producer = StreamProducer::<u32>::builder(broker.publisher().unwrap())
+        .default_store(store.clone())
+        .batch_size(2)
+        .build();
+    for i in 1..=3 {
+        producer.send(&topic, i).unwrap();
+    }
+    producer.close_topic(&topic).unwrap();
+    // A takes the first message (1 and 2) and keeps item 1; B reads the end
+    // (with 3), holds it back for A, and gives up.
+    let one = a.next().unwrap().unwrap();
+    assert_eq!(*one, 1);
+    let err = b.next().unwrap().unwrap_err();
+    assert!(matches!(err, Error::StreamTimeout { .. }), "{err}");
+    drop(b);
+    drop(one);
+    let rest: Vec<u32> = a.map(|i| *i.unwrap()).collect();
+    assert_eq!(
+        rest,
+        [2, 3],
+        "the last object came through the end B gave back"
+    );
+    assert_eq!(store.len().unwrap(), 0);
+    assert_no_stream_keys(&server);
+}
+
+/// A topic name can be used again for a new stream once the last one ended.
+#[test]
+fn a_topic_can_be_used_again() {
+    let Some(server) = RedisServer::start("streams_redis") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = file_store(dir.path());
+    for kind in ["queue", "streams"] {
+        let topic = unique(kind);
+        for run in 0..2 {
+            let (publisher, consumer) = match kind {
+                "queue" => {
+                    let broker = RedisQueue::new(server.url()).unwrap();
+                    (
+                        broker.publisher().unwrap(),
+                        StreamConsumer::<u32>::new(broker.subscriber(&topic).unwrap()),
+                    )
+                }
+                _ => {
+                    let broker = RedisStreams::new(server.url()).unwrap();
+                    (
+                        broker.publisher().unwrap(),
+                        streams_consumer(&broker, &topic),
+                    )
+                }
+            };
+            let mut producer = StreamProducer::<u32>::builder(publisher)
+                .default_store(store.clone())
+                .build();
+            let reader =
+                std::thread::spawn(move || consumer.map(|i| *i.unwrap()).collect::<Vec<u32>>());
+            for i in 0..5 {
+                producer.send(&topic, i).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            producer.close_topic(&topic).unwrap();
+            assert_eq!(reader.join().unwrap(), [0, 1, 2, 3, 4], "{kind} run {run}");
+            assert_eq!(store.len().unwrap(), 0, "{kind} run {run}");
+        }
     }
 }

@@ -94,20 +94,30 @@ impl fmt::Debug for Message {
 }
 
 /// Acknowledges a message when dropped: runs the action it was made with,
-/// once.
-pub struct Ack(Option<Box<dyn FnOnce() + Send + Sync>>);
+/// once, unless it was [`disarm`](Ack::disarm)ed or the thread is
+/// panicking (the message is then delivered again, on a durable broker).
+pub struct Ack(std::sync::Mutex<Option<Box<dyn FnOnce() + Send + Sync>>>);
 
 impl Ack {
     /// An acknowledgement that runs `action` when dropped.
     pub fn new(action: impl FnOnce() + Send + Sync + 'static) -> Ack {
-        Ack(Some(Box::new(action)))
+        Ack(std::sync::Mutex::new(Some(Box::new(action))))
+    }
+
+    /// Leaves the message unacknowledged: it was not used (all of it).
+    pub fn disarm(&self) {
+        let action = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(action);
     }
 }
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        if let Some(action) = self.0.take() {
-            action();
+        let action = self.0.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(action) = action {
+            if !std::thread::panicking() {
+                action();
+            }
         }
     }
 }

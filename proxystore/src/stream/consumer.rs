@@ -17,7 +17,10 @@ use crate::proxy::Proxy;
 use crate::store::{Factory, StoreConfig};
 use crate::Storable;
 
-/// A message being read, event by event.
+/// A message being read, event by event. Dropped with events left unread
+/// (the consumer stopped), it is not acknowledged, so a durable broker
+/// delivers it again; without one, the owned objects of its unread events
+/// are evicted (nobody will receive them).
 struct Batch {
     incoming: Incoming,
     next: usize,
@@ -291,6 +294,31 @@ impl<T: Storable> StreamConsumer<T> {
             // Dropped here: an owned object is evicted.
         }
         Ok(None)
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let unread = &self.incoming.events[self.next.min(self.incoming.events.len())..];
+        if unread.is_empty() {
+            return;
+        }
+        match &self.ack {
+            Some(ack) => ack.disarm(),
+            None => {
+                let Some(config) = &self.incoming.store else {
+                    return;
+                };
+                for (head, _) in unread {
+                    if let Head::Key {
+                        key, owned: true, ..
+                    } = head
+                    {
+                        crate::owned::evict(&Factory::new(*key, config.clone()));
+                    }
+                }
+            }
+        }
     }
 }
 

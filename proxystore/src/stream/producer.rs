@@ -303,9 +303,12 @@ impl<T: Storable> StreamProducer<T> {
             let mut values = Vec::with_capacity(objects.len());
             for object in objects {
                 metadata.merge(object.metadata);
-                // Shared if any was: a reader must not evict what others
-                // may still read.
-                shared = shared.or(object.shared);
+                // Shared if any was (a reader must not evict what others
+                // may still read), with a lifetime if any had one.
+                shared = match (shared, object.shared) {
+                    (Some(Some(lifetime)), _) | (_, Some(Some(lifetime))) => Some(Some(lifetime)),
+                    (first, next) => first.or(next),
+                };
                 values.push(object.value);
             }
             objects = vec![Buffered {
@@ -334,10 +337,12 @@ impl<T: Storable> StreamProducer<T> {
                     if let Some(Some(lifetime)) = &shared {
                         let proxy = store.proxy_from_key::<T>(*key);
                         if let Err(e) = lifetime.add_proxy(&proxy) {
-                            // Not sent: none of the batch's objects from
-                            // here on is anyone's.
-                            for key in &keys[i..] {
-                                let _ = store.evict(key);
+                            // Not sent: the batch's owned objects and those
+                            // from here on are nobody's.
+                            for (j, key) in keys.iter().enumerate() {
+                                if j >= i || events.iter().any(|e| matches!(e, Head::Key { key: k, owned: true, .. } if k == key)) {
+                                    let _ = store.evict(key);
+                                }
                             }
                             return Err(e);
                         }

@@ -359,26 +359,33 @@ impl Publisher for RedisPublisher {
         let key = topic_key(topic);
         let (operation, request) = match self.kind {
             Kind::PubSub => ("PUBLISH", pack(&[&[b"PUBLISH"], &[key.as_bytes()], parts])),
-            Kind::Queue => {
-                let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-                if !live.contains(topic) {
-                    // Marked under way with its first event, in one round
-                    // trip.
-                    let mark = live_key(topic);
-                    let mut request = pack(&[&[b"SET"], &[mark.as_bytes()], &[b"1"]]);
-                    request.extend(pack(&[&[b"RPUSH"], &[key.as_bytes()], parts]));
-                    let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-                    request_pipelined(&self.link, &mut connection, "SET + RPUSH", &request, 2)?;
-                    live.insert(topic.to_string());
-                    return Ok(());
-                }
-                ("RPUSH", pack(&[&[b"RPUSH"], &[key.as_bytes()], parts]))
-            }
+            Kind::Queue => ("RPUSH", pack(&[&[b"RPUSH"], &[key.as_bytes()], parts])),
             Kind::Streams => (
                 "XADD",
                 pack(&[&[b"XADD"], &[key.as_bytes()], &[b"*"], &[b"m"], parts]),
             ),
         };
+        if matches!(self.kind, Kind::Queue | Kind::Streams) {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if !live.contains(topic) {
+                // The first event of a run: the mark of an earlier run's
+                // end goes (a topic name can be used again), and a list is
+                // marked under way, in the same round trip.
+                let end = end_key(topic);
+                let mut first = pack(&[&[b"DEL"], &[end.as_bytes()]]);
+                let mut count = 2;
+                if matches!(self.kind, Kind::Queue) {
+                    let mark = live_key(topic);
+                    first.extend(pack(&[&[b"SET"], &[mark.as_bytes()], &[b"1"]]));
+                    count += 1;
+                }
+                first.extend(request);
+                let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+                request_pipelined(&self.link, &mut connection, operation, &first, count)?;
+                live.insert(topic.to_string());
+                return Ok(());
+            }
+        }
         self.send(operation, &request)
     }
 

@@ -9,9 +9,11 @@
 //! topic's end: the end key is set and the stream has no event left (every
 //! event acknowledged), at which point the stream is deleted and the end
 //! key set to expire. The end event itself (field `e`, not `m`) is held
-//! back by the subscriber that reads it until it is the stream's last, so
-//! that no event of a dead subscriber is left behind it. Events this subscriber holds are claimed again by it
-//! (`XCLAIM ... JUSTID`) while it lives, so that they do not look idle.
+//! back by the subscriber that reads it until the only events left are its
+//! own, so that no event of a dead subscriber is left behind it. A thread
+//! per subscriber claims its held events again every third of
+//! `claim_idle`, while anything (the subscriber, one of its items) holds
+//! them, so that a live consumer busy with an item keeps it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,7 +47,9 @@ struct Acks {
     closed: AtomicBool,
     link: Link,
     key: String,
+    end: String,
     group: String,
+    grace: Duration,
 }
 
 impl Acks {
@@ -69,27 +73,86 @@ impl Acks {
         }
     }
 
-    /// Acknowledges and deletes `ids`.
+    /// Acknowledges and deletes `ids`; if that was the last event of an
+    /// ended topic, removes the stream and sets its end's mark to expire.
     fn send(&self, connection: &mut Option<redis::Connection>, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("XACK")
+        let grace = millis(self.grace).to_string();
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(ACK)
+            .arg(2)
             .arg(&self.key)
+            .arg(&self.end)
             .arg(&self.group)
-            .arg(ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.key)
-            .arg(ids)
-            .ignore();
+            .arg(&grace)
+            .arg(ids);
         request(&self.link, connection, "acknowledge (XACK)", SLICE, |c| {
-            pipe.query::<()>(c).map(|()| Value::Nil)
+            c.req_command(&command)
         })
         .map(drop)
     }
 }
+
+impl Acks {
+    /// Claims again the events held longer than a third of `claim_idle`,
+    /// so that no other subscriber takes them over while this one's items
+    /// hold them.
+    fn keep_held(&self, consumer: &str, claim_idle: Duration) -> Result<()> {
+        let now = Instant::now();
+        let stale: Vec<String> = {
+            let mut ledger = self.ledger();
+            ledger
+                .held
+                .iter_mut()
+                .filter(|(_, at)| now.duration_since(**at) >= claim_idle / 3)
+                .map(|(id, at)| {
+                    *at = now;
+                    id.clone()
+                })
+                .collect()
+        };
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        request(&self.link, &mut connection, "XCLAIM", SLICE, |c| {
+            c.req_command(
+                redis::cmd("XCLAIM")
+                    .arg(&self.key)
+                    .arg(&self.group)
+                    .arg(consumer)
+                    .arg(0)
+                    .arg(&stale)
+                    .arg("JUSTID"),
+            )
+        })
+        .map(drop)
+    }
+}
+
+/// Keeps a subscriber's held events its own, every third of `claim_idle`,
+/// for as long as anything (the subscriber, an item) holds its `Acks`.
+fn keep_held_every(acks: std::sync::Weak<Acks>, consumer: String, claim_idle: Duration) {
+    loop {
+        std::thread::sleep(claim_idle / 3);
+        let Some(acks) = acks.upgrade() else {
+            return;
+        };
+        if let Err(e) = acks.keep_held(&consumer, claim_idle) {
+            tracing::debug!(key = %acks.key, error = %e, "stream: could not keep held events");
+        }
+    }
+}
+
+/// Acknowledges and deletes events (`ARGV[3..]`); the last of an ended
+/// topic removes the stream and sets its end's mark to expire.
+const ACK: &str = "redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3)) \
+                   redis.call('XDEL', KEYS[1], unpack(ARGV, 3)) \
+                   if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('XLEN', KEYS[1]) == 0 then \
+                   redis.call('DEL', KEYS[1]) redis.call('PEXPIRE', KEYS[2], ARGV[2]) end return 1";
 
 /// Receives the events of one topic of a [`RedisStreams`](super::RedisStreams)
 /// broker, sharing them with the other subscribers of its group.
@@ -125,7 +188,9 @@ impl RedisStreamsSubscriber {
                 closed: AtomicBool::new(false),
                 link,
                 key: topic_key(&topic),
+                end: end_key(&topic),
                 group,
+                grace,
             }),
             end_key: end_key(&topic),
             end: None,
@@ -138,6 +203,17 @@ impl RedisStreamsSubscriber {
             closed: false,
         };
         subscriber.join_group()?;
+        let (acks, consumer) = (
+            Arc::downgrade(&subscriber.acks),
+            subscriber.consumer.clone(),
+        );
+        std::thread::Builder::new()
+            .name("proxystore-stream-held".into())
+            .spawn(move || keep_held_every(acks, consumer, claim_idle))
+            .map_err(|source| crate::Error::ThreadSpawn {
+                purpose: "keep a stream subscriber's events",
+                source,
+            })?;
         Ok(subscriber)
     }
 
@@ -220,41 +296,6 @@ impl RedisStreamsSubscriber {
             Value::Int(n) => Ok(n),
             _ => Ok(0),
         }
-    }
-
-    /// Claims again the events held longer than a third of `claim_idle`,
-    /// so that no other subscriber takes them over.
-    fn keep_held(&mut self) -> Result<()> {
-        let now = Instant::now();
-        let stale: Vec<String> = {
-            let mut ledger = self.acks.ledger();
-            ledger
-                .held
-                .iter_mut()
-                .filter(|(_, at)| now.duration_since(**at) >= self.claim_idle / 3)
-                .map(|(id, at)| {
-                    *at = now;
-                    id.clone()
-                })
-                .collect()
-        };
-        if stale.is_empty() {
-            return Ok(());
-        }
-        let acks = &self.acks;
-        let consumer = &self.consumer;
-        request(&acks.link, &mut self.connection, "XCLAIM", SLICE, |c| {
-            c.req_command(
-                redis::cmd("XCLAIM")
-                    .arg(&acks.key)
-                    .arg(&acks.group)
-                    .arg(consumer)
-                    .arg(0)
-                    .arg(&stale)
-                    .arg("JUSTID"),
-            )
-        })
-        .map(drop)
     }
 
     /// One `XREADGROUP` of at most `wait`, after the pending acknowledgements.
@@ -380,7 +421,6 @@ impl Subscriber for RedisStreamsSubscriber {
     fn next_message(&mut self, timeout: Option<Duration>) -> Result<Next> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            self.keep_held()?;
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             // Short enough that held events are claimed again in time.
             let slice = SLICE.min(self.claim_idle / 4);
@@ -405,7 +445,10 @@ impl Subscriber for RedisStreamsSubscriber {
                 None if self.finished => return Ok(Next::Ended),
                 None => {
                     if let Some(end) = self.end.take() {
-                        if self.len()? <= 1 {
+                        // Every event but those this subscriber's own items
+                        // hold (the end among them) is acknowledged.
+                        let own = self.acks.ledger().held.len() as i64;
+                        if self.len()? <= own {
                             return Ok(Next::Message(end));
                         }
                         self.end = Some(end);
@@ -423,6 +466,13 @@ impl Subscriber for RedisStreamsSubscriber {
     fn close(&mut self) -> Result<()> {
         if self.closed {
             return Ok(());
+        }
+        // An end held back and never given out stays pending, for another
+        // subscriber to take over (it may carry the last objects).
+        if let Some(end) = self.end.take() {
+            if let Some(ack) = &end.ack {
+                ack.disarm();
+            }
         }
         let acks = self.acks.clone();
         acks.closed.store(true, Ordering::Release);
