@@ -689,3 +689,29 @@ fn a_topic_can_be_used_again() {
         }
     }
 }
+
+/// Subscribing to a topic that never begins leaves nothing once the
+/// subscribers are gone.
+#[test]
+fn subscribers_of_a_topic_that_never_began_leave_nothing() {
+    let Some(server) = RedisServer::start("streams_redis") else {
+        return;
+    };
+    let topic = unique("never");
+    let broker = RedisStreams::new(server.url()).unwrap();
+    let a = broker.subscriber(&topic).unwrap();
+    let b = broker.subscriber(&topic).unwrap();
+    assert_eq!(
+        server.keys("proxystore:stream*").len(),
+        1,
+        "the stream and its group"
+    );
+    drop(a);
+    assert_eq!(
+        server.keys("proxystore:stream*").len(),
+        1,
+        "b still reads it"
+    );
+    drop(b);
+    assert_no_stream_keys(&server);
+}

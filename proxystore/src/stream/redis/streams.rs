@@ -147,6 +147,15 @@ fn keep_held_every(acks: std::sync::Weak<Acks>, consumer: String, claim_idle: Du
     }
 }
 
+/// Removes a stream with no event and no consumer in any group.
+const UNUSED: &str =
+    "if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('XLEN', KEYS[1]) ~= 0 then \
+                      return 0 end \
+                      for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do \
+                      for i = 1, #g, 2 do \
+                      if g[i] == 'consumers' and g[i + 1] ~= 0 then return 0 end end end \
+                      redis.call('DEL', KEYS[1]) return 1";
+
 /// Acknowledges and deletes events (`ARGV[3..]`); the last of an ended
 /// topic removes the stream and sets its end's mark to expire.
 const ACK: &str = "redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3)) \
@@ -218,7 +227,7 @@ impl RedisStreamsSubscriber {
     }
 
     /// Creates the group (and the stream) unless it exists, reading from
-    /// the stream's first event.
+    /// the stream's first event, and joins it.
     fn join_group(&mut self) -> Result<()> {
         let acks = &self.acks;
         let created = request(
@@ -238,9 +247,28 @@ impl RedisStreamsSubscriber {
             },
         );
         match created {
-            Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
-            other => other.map(drop),
+            Err(e) if e.to_string().contains("BUSYGROUP") => {}
+            other => other.map(drop)?,
         }
+        // Registered now, not at its first read: the group counts it (a
+        // stream nobody reads is removed; see `UNUSED`).
+        let consumer = &self.consumer;
+        request(
+            &acks.link,
+            &mut self.connection,
+            "XGROUP CREATECONSUMER",
+            SLICE,
+            |c| {
+                c.req_command(
+                    redis::cmd("XGROUP")
+                        .arg("CREATECONSUMER")
+                        .arg(&acks.key)
+                        .arg(&acks.group)
+                        .arg(consumer),
+                )
+            },
+        )
+        .map(drop)
     }
 
     /// A message of `entry` (`[id, [field, value, ...]]`), now held, and
@@ -504,6 +532,16 @@ impl Subscriber for RedisStreamsSubscriber {
                     return Err(e);
                 }
             }
+            // An empty stream nobody reads (made by joining a topic that
+            // never began) goes too; a producer's first event makes it again.
+            let key = &acks.key;
+            request(
+                &acks.link,
+                &mut self.connection,
+                "close (EVAL)",
+                SLICE,
+                |c| c.req_command(redis::cmd("EVAL").arg(UNUSED).arg(1).arg(key)),
+            )?;
         }
         // The last subscriber of an ended topic removes it.
         self.ended()?;
