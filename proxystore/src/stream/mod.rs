@@ -80,6 +80,23 @@
 //! large ones move several times faster through a store (see the README's
 //! measurements).
 //!
+//! # Limits
+//!
+//! - The Redis brokers need Redis 6.2 or later (`XAUTOCLAIM`, `XGROUP
+//!   CREATECONSUMER`, fractional `BLPOP` timeouts).
+//! - Redis Streams deliver each event at least once: an event whose
+//!   subscriber held it past `claim_idle` without its thread renewing it (a
+//!   stalled process) may reach two subscribers. An object consumed before
+//!   its event was acknowledged is skipped when the event comes again.
+//! - A subscriber that first subscribes after a topic ended and its end's
+//!   mark expired (`end_grace`) waits for a next run of the topic: give the
+//!   consumer a [`timeout`](StreamConsumerBuilder::timeout).
+//! - Dropping an item evicts its object (and, on Redis Streams,
+//!   acknowledges its event) on the dropping thread.
+//! - An event names the store its objects are in, as a proxy does, and the
+//!   consumer reads (and evicts owned objects) there: consume only from
+//!   brokers that only trusted producers can publish to.
+//!
 //! # Differences from Python ProxyStore
 //!
 //! - Filters keep what they accept, like [`Iterator::filter`] (Python's
