@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use super::POOL_SIZE;
+use crate::error::Result;
+
 /// Idle connections to one server (one URL, credentials and timeouts
 /// included), shared by every connector that uses it: a worker that
 /// rebuilt stores of many namespaces keeps a few connections, not one per
@@ -29,4 +32,81 @@ pub(super) fn shared_pool(url: &str, connect_timeout_ms: u64, io_timeout_ms: u64
     let pool = Arc::new(Pool::default());
     pools.insert(key, Arc::downgrade(&pool));
     pool
+}
+
+/// A connector's use of the shared pool: a connection for each operation,
+/// given back after it; a failed one closed and, once, replaced.
+impl super::RedisConnector {
+    pub(super) fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let connection = self
+            .inner
+            .client
+            .get_connection_with_timeout(self.inner.connect_timeout)?;
+        connection.set_read_timeout(Some(self.inner.io_timeout))?;
+        connection.set_write_timeout(Some(self.inner.io_timeout))?;
+        Ok(connection)
+    }
+
+    pub(super) fn pool(&self) -> std::sync::MutexGuard<'_, Vec<redis::Connection>> {
+        self.inner
+            .pool
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn give_back(&self, connection: redis::Connection) {
+        let mut pool = self.pool();
+        if pool.len() < POOL_SIZE {
+            pool.push(connection);
+        }
+    }
+
+    /// Runs `f` on a pooled connection (or a new one). A connection whose
+    /// command failed is closed; after a failure of the connection itself
+    /// (not a timeout, not the server's refusal) every idle connection is
+    /// closed too, and `f` runs once more on a new connection.
+    pub(super) fn run<T>(
+        &self,
+        operation: &str,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let mut retried = false;
+        loop {
+            let pooled = if retried { None } else { self.pool().pop() };
+            let fresh = pooled.is_none();
+            let mut connection = match pooled {
+                Some(c) => c,
+                None => match self.connect() {
+                    Ok(c) => c,
+                    Err(e) => return Err(self.redis_error(operation, &e)),
+                },
+            };
+            match f(&mut connection) {
+                Ok(value) => {
+                    self.give_back(connection);
+                    return Ok(value);
+                }
+                Err(e) => {
+                    // The connection may still have a reply on its way (a
+                    // timeout) or be dead: never reuse it.
+                    drop(connection);
+                    let broken = (e.is_io_error() || e.is_connection_dropped()) && !e.is_timeout();
+                    if broken {
+                        self.pool().clear();
+                    }
+                    if broken && !retried && !(fresh && e.is_connection_refusal()) {
+                        tracing::debug!(
+                            server = %self.inner.server,
+                            operation,
+                            "redis: connection failed, retrying on a new one"
+                        );
+                        retried = true;
+                        continue;
+                    }
+                    return Err(self.redis_error(operation, &e));
+                }
+            }
+        }
+    }
 }

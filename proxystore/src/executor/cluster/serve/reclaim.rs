@@ -4,7 +4,9 @@
 
 use redis::{Connection, Value};
 
-use super::super::queue::{ms, Keys, Reply, Settings, GIVE_UP, GROUP, INPUTS_LABEL, REPLY_LABEL};
+use super::super::queue::{
+    ms, Keys, Reply, Settings, GIVE_UP, GROUP, INPUTS_LABEL, NOTIFY, REPLY_LABEL,
+};
 use super::super::redis_io::{self, Entry};
 use super::entry::{orphaned, JobEntry};
 
@@ -277,5 +279,98 @@ pub(super) fn forget_dead_consumers(con: &mut Connection, keys: &Keys, settings:
                 .arg(name)
                 .query(con);
         }
+    }
+}
+
+/// A worker taking over the jobs of dead ones.
+impl super::Serving<'_> {
+    /// Takes over one job of a consumer whose heartbeat expired and whose
+    /// lease ran out, and returns it with its attempt number, after giving
+    /// up those that used their last attempt. One: this worker runs one job
+    /// at a time, and the other jobs of a dead host go to whichever workers
+    /// are free (each reaper claims only what it can run now).
+    pub(super) fn reap(&mut self) -> Option<(Entry, u64)> {
+        let me = self.w.consumer.clone();
+        let stale = reap_candidates(&mut self.con, &self.w.keys, &self.w.settings, &me);
+        let mut run = None;
+        for (id, delivered) in stale.unwrap_or_default() {
+            if run.is_some() {
+                break;
+            }
+            let claimed = self.with_retry("claiming a job", |con, w| {
+                redis::cmd("XCLAIM")
+                    .arg(w.keys.jobs())
+                    .arg(GROUP)
+                    .arg(&me)
+                    .arg(ms(w.settings.lease))
+                    .arg(&id)
+                    .query::<Value>(con)
+            });
+            for entry in claimed.as_ref().map(redis_io::entries).unwrap_or_default() {
+                let max = entry
+                    .text("attempts")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(1u64);
+                if delivered >= max {
+                    let reason =
+                        format!("its worker died or was lost on each of {delivered} attempts");
+                    give_up(
+                        &mut self.con,
+                        &self.w.keys,
+                        &self.w.settings,
+                        &entry,
+                        delivered,
+                        &reason,
+                    );
+                } else {
+                    let job = JobEntry::parse(&entry);
+                    let name = job
+                        .as_ref()
+                        .and_then(|j| crate::task::ReceivedJob::parse(j.job).ok())
+                        .map(|j| j.name().to_string())
+                        .unwrap_or_else(|| "?".into());
+                    let task_id = job.as_ref().and_then(|j| j.task).map(|t| format!("#{t}"));
+                    let caller = job.as_ref().map(|j| j.caller.to_string());
+                    tracing::info!(
+                        entry = %entry.id,
+                        task = %name,
+                        id = task_id.as_deref().unwrap_or("?"),
+                        caller = caller.as_deref().unwrap_or("?"),
+                        attempt = delivered + 1,
+                        "cluster worker: re-running a job of a dead worker: task {name} {} of \
+                         caller {}",
+                        task_id.as_deref().unwrap_or("(id unknown)"),
+                        caller.as_deref().unwrap_or("?"),
+                    );
+                    run = Some((entry, delivered + 1));
+                }
+            }
+        }
+        self.reaps += 1;
+        if self.reaps % 10 == 1 {
+            forget_dead_consumers(&mut self.con, &self.w.keys, &self.w.settings);
+            sweep_dead_callers(&mut self.con, &self.w.keys);
+        }
+        run
+    }
+
+    /// Tells the caller of a job taken over from a dead (or stopped)
+    /// worker that it runs again.
+    pub(super) fn notify_rerun(&mut self, entry: &Entry, attempt: u64) {
+        let keys = &self.w.keys;
+        let Some(job) = JobEntry::parse(entry).filter(|_| keys.authentic(entry)) else {
+            return;
+        };
+        let notice = keys.seal(
+            REPLY_LABEL,
+            job.caller,
+            Reply::Rerun { attempt }.encode(job.id),
+        );
+        let ttl = job.reply_ttl.unwrap_or(ms(self.w.settings.reply_ttl));
+        let _: redis::RedisResult<i64> = NOTIFY
+            .call(&[&keys.reply(job.caller), &keys.alive(job.caller)])
+            .arg(notice)
+            .arg(ttl)
+            .invoke(&mut self.con);
     }
 }
