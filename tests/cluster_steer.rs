@@ -8,12 +8,12 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use proxystore::executor::cluster::{ClusterExecutor, Settings, DRAIN_ENV};
 use proxystore::proxied;
 use support::cluster::{quick, serve, wait_pending, Cluster, WORKER_ENTRY};
+use support::events::{events_with, record_events};
 use support::redis_server::RedisServer;
 
 proxystore::test_worker!();
@@ -27,58 +27,6 @@ fn pid_after(ms: u64) -> u32 {
 
 /// Every `tracing` event of this test binary, as `target level message
 /// field=value ...`.
-static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// A subscriber that records every event in [`EVENTS`].
-struct Recorder;
-
-struct Fields(String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={:?}", field.name(), value));
-    }
-
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.push_str(&format!(" {}={}", field.name(), value));
-    }
-}
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let meta = event.metadata();
-        let mut fields = Fields(format!("{} {}", meta.target(), meta.level()));
-        event.record(&mut fields);
-        EVENTS.lock().unwrap().push(fields.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-fn record_events() {
-    static SET: OnceLock<()> = OnceLock::new();
-    SET.get_or_init(|| tracing::subscriber::set_global_default(Recorder).unwrap());
-}
-
-/// The recorded events that contain every one of `words`.
-fn events_with(words: &[&str]) -> Vec<String> {
-    EVENTS
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| words.iter().all(|w| e.contains(w)))
-        .cloned()
-        .collect()
-}
-
 /// Waits until `done` holds, failing with `what` after `limit`.
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

@@ -5,13 +5,13 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proxystore::connectors::LocalConnector;
 use proxystore::executor::{ProcessPool, ThreadPool};
 use proxystore::{proxied, Error, Store, StoreExecutor};
 use support::common::unique;
+use support::events::{events_with, message, record_events};
 
 proxystore::test_worker!();
 
@@ -183,79 +183,30 @@ fn progress_counts_pending_running_done_failed_and_cancelled() {
     progress_of(StoreExecutor::new(pool, store), 2);
 }
 
-/// A subscriber that keeps the events of the `proxystore::task` target.
-#[derive(Default, Clone)]
-struct Recorder {
-    events: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-struct Fields(String, String);
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        } else {
-            self.1.push_str(&format!("{}={value:?} ", field.name()));
-        }
-    }
-}
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        if event.metadata().target() != "proxystore::task" {
-            return;
-        }
-        let mut fields = Fields(String::new(), String::new());
-        event.record(&mut fields);
-        self.events.lock().unwrap().push((fields.0, fields.1));
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[test]
 fn tracing_events_follow_each_task_by_id() {
     // Global: the events of a task come from the pool's threads too. Other
     // tests' events are left out by id below.
-    let recorder = Recorder::default();
-    tracing::subscriber::set_global_default(recorder.clone()).unwrap();
+    record_events();
     let executor = thread_executor(1);
     let ok = executor.submit(checked::task(1)).unwrap();
     let failed = executor.submit(checked::task(42)).unwrap();
     let (ok_id, failed_id) = (ok.id(), failed.id());
     let _ = ok.result();
     let _ = failed.result();
-    let events = recorder.events.lock().unwrap().clone();
     let of = |id: proxystore::task::TaskId| -> Vec<String> {
-        let tag = format!("id={id} ");
-        events
+        events_with(&["proxystore::task", &format!("id={id} ")])
             .iter()
-            .filter(|(_, fields)| fields.contains(&tag))
-            .map(|(message, _)| message.clone())
+            .map(|line| message(line).to_string())
             .collect()
     };
-    assert_eq!(
-        of(ok_id),
-        ["submitted", "started", "finished"],
-        "{events:?}"
-    );
-    assert_eq!(
-        of(failed_id),
-        ["submitted", "started", "failed"],
-        "{events:?}"
-    );
-    let failed = events
-        .iter()
-        .find(|(m, f)| m == "failed" && f.contains(&format!("id={failed_id} ")))
-        .unwrap();
-    assert!(failed.1.contains("input 42 is not allowed"), "{failed:?}");
+    assert_eq!(of(ok_id), ["submitted", "started", "finished"]);
+    assert_eq!(of(failed_id), ["submitted", "started", "failed"]);
+    let failed = events_with(&[
+        "proxystore::task",
+        "message=failed",
+        &format!("id={failed_id} "),
+    ]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("input 42 is not allowed"), "{failed:?}");
 }

@@ -505,18 +505,25 @@ impl std::fmt::Display for Args<'_> {
     }
 }
 
+/// The variants about one task, binding its `id` field.
+macro_rules! about_a_task {
+    ($id:ident) => {
+        Error::TaskFailed { $id, .. }
+            | Error::WorkerDied { $id, .. }
+            | Error::Cancelled { $id, .. }
+            | Error::Timeout { $id, .. }
+            | Error::UpstreamFailed { $id, .. }
+            | Error::ShutDown { $id, .. }
+            | Error::TaskTimedOut { $id, .. }
+            | Error::AttemptsExhausted { $id, .. }
+    };
+}
+
 impl Error {
     /// The id of the task this error is about, if it is about one.
     pub fn task_id(&self) -> Option<TaskId> {
         match self {
-            Error::TaskFailed { id, .. }
-            | Error::WorkerDied { id, .. }
-            | Error::Cancelled { id, .. }
-            | Error::Timeout { id, .. }
-            | Error::UpstreamFailed { id, .. }
-            | Error::ShutDown { id, .. }
-            | Error::TaskTimedOut { id, .. }
-            | Error::AttemptsExhausted { id, .. } => *id,
+            about_a_task!(id) => *id,
             _ => None,
         }
     }
@@ -524,18 +531,8 @@ impl Error {
     /// This error, naming task `task` by its id where it names a task
     /// without one.
     pub(crate) fn with_task_id(mut self, task: TaskId) -> Self {
-        match &mut self {
-            Error::TaskFailed { id, .. }
-            | Error::WorkerDied { id, .. }
-            | Error::Cancelled { id, .. }
-            | Error::Timeout { id, .. }
-            | Error::UpstreamFailed { id, .. }
-            | Error::ShutDown { id, .. }
-            | Error::TaskTimedOut { id, .. }
-            | Error::AttemptsExhausted { id, .. } => {
-                id.get_or_insert(task);
-            }
-            _ => {}
+        if let about_a_task!(id) = &mut self {
+            id.get_or_insert(task);
         }
         self
     }

@@ -1,5 +1,6 @@
 pub mod cluster;
 pub mod common;
+pub mod events;
 pub mod netns;
 pub mod pools;
 pub mod python;
