@@ -44,10 +44,14 @@ impl Connector for Recording {
         self.inner.exists(key)
     }
     fn evict(&self, key: &Key) -> Result<()> {
+        record("evict");
         self.inner.evict(key)
     }
     fn close(&self) -> Result<()> {
         self.inner.close()
+    }
+    fn keys(&self) -> Result<Vec<Key>> {
+        self.inner.keys()
     }
 }
 
@@ -176,4 +180,73 @@ fn an_async_submit_dropped_after_its_put_finished_leaves_nothing_behind() {
     }
     assert_eq!(connector.len(), 0, "evicted when the submit was dropped");
     drop(executor);
+}
+
+#[test]
+fn owned_results_dropped_on_an_async_thread_are_evicted_elsewhere() {
+    let store = Store::builder("async-io-drop", Recording::default())
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let executor = std::sync::Arc::new(StoreExecutor::new(
+        ThreadPool::new(2).unwrap(),
+        store.clone(),
+    ));
+    // A thread that polls the crate's futures: an async runtime's, as far
+    // as the crate can tell.
+    let runtime_thread = {
+        let executor = executor.clone();
+        std::thread::spawn(move || {
+            let here = std::thread::current().id();
+            let key = block_on(async {
+                let result = executor
+                    .submit_async(reverse::task(vec![7u8; 1 << 20]))
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap()
+                    .resolved()
+                    .await
+                    .unwrap();
+                assert_eq!(result.first(), Some(&7));
+                let key = result.key().expect("stored");
+                drop(result); // owned: dropping it evicts it
+                key
+            });
+            // A result finished and never taken is discarded when its
+            // future is dropped: also elsewhere.
+            let future = executor.submit(reverse::task(vec![8u8; 1 << 20])).unwrap();
+            while !future.done() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            drop(future);
+            (here, key)
+        })
+    };
+    let (here, key) = runtime_thread.join().unwrap();
+    // Done before anyone can tell (the store waits for queued evictions).
+    assert!(!store.exists(&key).unwrap(), "the dropped result was evicted");
+    assert!(store.is_empty().unwrap(), "nothing is left");
+    assert_eq!(
+        calls_on("evict", here),
+        0,
+        "no eviction ran on the async runtime's thread"
+    );
+
+    // A thread that never polled one evicts at once, on its own thread.
+    let blocking = {
+        let executor = executor.clone();
+        std::thread::spawn(move || {
+            let result = executor
+                .submit(reverse::task(vec![9u8; 1 << 20]))
+                .unwrap()
+                .result()
+                .unwrap();
+            drop(result);
+            std::thread::current().id()
+        })
+    };
+    let there = blocking.join().unwrap();
+    assert!(calls_on("evict", there) > 0, "evicted on the dropping thread");
+    assert!(store.is_empty().unwrap());
 }

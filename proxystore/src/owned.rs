@@ -117,6 +117,13 @@ use crate::Storable;
 
 /// The single owner of a stored object; evicts it when dropped.
 ///
+/// Dropped on an async runtime's thread (one that has polled this crate's
+/// futures), it evicts on a background thread instead, freeing its value
+/// there too: the runtime never waits for the store. The eviction is still
+/// done before anything can see the object: [`Store::exists`],
+/// [`Store::keys`], closing the store, shutting an executor down and the
+/// process's exit wait for it.
+///
 /// Dereferencing resolves it on first use (panicking if the object cannot
 /// be read; [`OwnedProxy::resolve`] returns the error instead). The value
 /// read is the owner's own, so it can be mutated through
@@ -303,7 +310,18 @@ pub(crate) fn evict(factory: &Factory) {
 impl<T: Storable> Drop for OwnedProxy<T> {
     fn drop(&mut self) {
         if let Some(factory) = self.factory.take() {
-            evict_when_free(factory, self.shared_with.take());
+            let shared = self.shared_with.take();
+            if crate::runtime::deferred::on_async_thread() {
+                // Not on an async runtime's thread: the eviction, and the
+                // freeing of a large value, go to the background pool.
+                let value = self.value.take();
+                crate::runtime::deferred::defer(Box::new(move || {
+                    drop(value);
+                    evict_when_free(factory, shared);
+                }));
+            } else {
+                evict_when_free(factory, shared);
+            }
         }
     }
 }

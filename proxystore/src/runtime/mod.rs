@@ -1,10 +1,12 @@
 //! Runtime helpers at the bottom of the crate, used by every layer above:
 //! polling before sleeping ([`spin`]), the process-wide background threads
-//! ([`background`]), store I/O off an async caller's thread ([`unblock`]),
+//! ([`background`]), store I/O off an async caller's thread ([`unblock`])
+//! and evictions too ([`deferred`]),
 //! how a child process ended, in words ([`exit`]), and doubling pauses
 //! ([`Backoff`]).
 
 pub(crate) mod background;
+pub(crate) mod deferred;
 pub(crate) mod exit;
 pub(crate) mod spin;
 pub(crate) mod unblock;

@@ -63,6 +63,7 @@ impl<T> Future for Unblock<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        super::deferred::mark_async_thread();
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         match slot.value.take() {
             Some(Ok(value)) => Poll::Ready(Ok(value)),

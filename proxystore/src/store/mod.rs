@@ -387,6 +387,9 @@ impl Store {
     /// Whether an object is stored under `key`.
     pub fn exists(&self, key: &Key) -> Result<bool> {
         self.check_open()?;
+        // An owner dropped on an async runtime's thread evicts in the
+        // background: not yet done is not an answer.
+        crate::runtime::deferred::flush(crate::runtime::deferred::FLUSH_BOUND);
         let started = self.start();
         let exists = self.inner.connector.exists(key)?;
         self.record(Operation::Exists, 0, started);
@@ -434,6 +437,7 @@ impl Store {
     /// ```
     pub fn keys(&self) -> Result<Vec<Key>> {
         self.check_open()?;
+        crate::runtime::deferred::flush(crate::runtime::deferred::FLUSH_BOUND);
         self.inner.connector.keys()
     }
 
@@ -475,6 +479,8 @@ impl Store {
     /// store is open again, still registered, and `close` can be called
     /// again to finish the job.
     pub fn close(&self) -> Result<()> {
+        // Evictions handed to the background go through the open store.
+        crate::runtime::deferred::flush(crate::runtime::deferred::FLUSH_BOUND);
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

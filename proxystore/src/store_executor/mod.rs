@@ -525,6 +525,9 @@ impl StoreExecutor {
         self.executor.shutdown(wait, cancel_futures);
         if wait {
             self.keeper.stop();
+            // Results dropped on an async runtime's thread, evicted in the
+            // background (see `Store::exists`).
+            crate::runtime::deferred::flush(crate::runtime::deferred::FLUSH_BOUND);
         }
         if self.close_store && !self.store_closed.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.store.close() {

@@ -165,6 +165,7 @@ impl<T: Storable> futures_core::Stream for ItemStream<T> {
     type Item = Result<Item<T>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        crate::runtime::deferred::mark_async_thread();
         if self.finished {
             return Poll::Ready(None);
         }

@@ -225,6 +225,14 @@ impl<R: Storable + PartialEq> PartialEq<R> for TaskValue<R> {
 
 /// Evicts the object of an owned result that nobody will take.
 pub(crate) fn discard_output(output: TaskOutput) {
+    if crate::runtime::deferred::on_async_thread() {
+        crate::runtime::deferred::defer(Box::new(move || discard_now(output)));
+    } else {
+        discard_now(output);
+    }
+}
+
+fn discard_now(output: TaskOutput) {
     let mut rest = &output.frame[..];
     if let Some((OWNED, body)) = read_frame(&mut rest) {
         if let Ok(factory) = Factory::from_frame(body) {

@@ -142,6 +142,7 @@ impl<R: Storable> Future for TaskFuture<R> {
     type Output = Result<TaskValue<R>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        crate::runtime::deferred::mark_async_thread();
         let output = {
             let mut state = self.shared.lock();
             if state.phase != Phase::Done {

@@ -443,6 +443,7 @@ impl<R: Storable> futures_core::Stream for AsCompletedStream<R> {
     type Item = TaskFuture<R>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TaskFuture<R>>> {
+        crate::runtime::deferred::mark_async_thread();
         let this = &mut self.get_mut().inner;
         loop {
             if this.remaining == 0 {
