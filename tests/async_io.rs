@@ -225,7 +225,10 @@ fn owned_results_dropped_on_an_async_thread_are_evicted_elsewhere() {
     };
     let (here, key) = runtime_thread.join().unwrap();
     // Done before anyone can tell (the store waits for queued evictions).
-    assert!(!store.exists(&key).unwrap(), "the dropped result was evicted");
+    assert!(
+        !store.exists(&key).unwrap(),
+        "the dropped result was evicted"
+    );
     assert!(store.is_empty().unwrap(), "nothing is left");
     assert_eq!(
         calls_on("evict", here),
@@ -247,6 +250,9 @@ fn owned_results_dropped_on_an_async_thread_are_evicted_elsewhere() {
         })
     };
     let there = blocking.join().unwrap();
-    assert!(calls_on("evict", there) > 0, "evicted on the dropping thread");
+    assert!(
+        calls_on("evict", there) > 0,
+        "evicted on the dropping thread"
+    );
     assert!(store.is_empty().unwrap());
 }

@@ -352,3 +352,44 @@ fn a_queue_whose_callers_and_workers_are_gone_leaves_no_key() {
         || cluster.server.keys(&pattern).is_empty(),
     );
 }
+
+/// Reads its argument from the store and stores a larger result.
+#[proxied(types = [Vec<u8>])]
+fn grow(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.extend_from_slice(&[7; 1000]);
+    bytes
+}
+
+#[test]
+fn store_metrics_come_back_from_cluster_workers() {
+    use proxystore::store::{Metrics, Operation};
+    let Some(cluster) = Cluster::start("store_metrics_from_workers", "metrics") else {
+        return;
+    };
+    let _worker = cluster.worker();
+    let dir = tempfile::tempdir().unwrap();
+    let store = proxystore::Store::new(
+        support::common::unique("cluster-metrics"),
+        proxystore::connectors::FileConnector::new(dir.path()).unwrap(),
+    )
+    .unwrap();
+    let executor = proxystore::StoreExecutor::new(
+        support::cluster::executor(&cluster.server, &cluster.queue),
+        store,
+    )
+    .gather_worker_metrics(true);
+    let mut sum = Metrics::default();
+    for i in 0..3u8 {
+        let mut future = executor.submit(grow::task(vec![i; 3000])).unwrap();
+        let result = future.result_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!((result.len(), result[0]), (4000, i));
+        let task = future
+            .worker_metrics()
+            .expect("the worker sent its figures");
+        assert_eq!(task.get(Operation::Get).count, 1, "{task:?}");
+        assert_eq!(task.get(Operation::Put).count, 1, "{task:?}");
+        assert!(task.get(Operation::Put).bytes >= 4000, "{task:?}");
+        sum.merge(&task);
+    }
+    assert_eq!(executor.worker_metrics(), sum);
+}

@@ -210,3 +210,63 @@ fn tracing_events_follow_each_task_by_id() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("input 42 is not allowed"), "{failed:?}");
 }
+
+/// Reads its argument from the store and stores a larger result.
+#[proxied(types = [Vec<u8>])]
+fn grow(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.extend_from_slice(&[7; 1000]);
+    bytes
+}
+
+/// Four tasks, each reading its 3000-byte argument and storing its
+/// 4000-byte result where it runs: their workers' figures come back.
+fn worker_metrics_of(executor: StoreExecutor) {
+    use proxystore::store::{Metrics, Operation};
+    let executor = executor.gather_worker_metrics(true);
+    let mut futures: Vec<_> = (0..4u8)
+        .map(|i| executor.submit(grow::task(vec![i; 3000])).unwrap())
+        .collect();
+    let mut sum = Metrics::default();
+    for (i, future) in futures.iter_mut().enumerate() {
+        let result = future.result_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!((result.len(), result[0]), (4000, i as u8));
+        let task = future
+            .worker_metrics()
+            .expect("the worker sent its figures");
+        let (get, put) = (task.get(Operation::Get), task.get(Operation::Put));
+        assert_eq!((get.count, put.count), (1, 1), "{task:?}");
+        assert!(get.bytes >= 3000 && put.bytes >= 4000, "{task:?}");
+        assert_eq!(task.get(Operation::Evict).count, 0, "{task:?}");
+        sum.merge(&task);
+    }
+    assert_eq!(executor.worker_metrics(), sum);
+    assert_eq!(sum.get(Operation::Put).count, 4);
+}
+
+#[test]
+fn store_metrics_are_gathered_from_workers_and_summed() {
+    worker_metrics_of(thread_executor(2));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(
+        unique("observe-metrics"),
+        proxystore::connectors::FileConnector::new(dir.path()).unwrap(),
+    )
+    .unwrap();
+    let pool = ProcessPool::builder(2).test_harness().build().unwrap();
+    worker_metrics_of(StoreExecutor::new(pool, store));
+}
+
+#[test]
+fn without_gathering_no_metrics_come_back() {
+    let executor = thread_executor(1);
+    let mut future = executor.submit(grow::task(vec![1; 10])).unwrap();
+    assert_eq!(
+        future
+            .result_timeout(Duration::from_secs(60))
+            .unwrap()
+            .len(),
+        1010
+    );
+    assert_eq!(future.worker_metrics(), None);
+    assert!(executor.worker_metrics().is_empty());
+}

@@ -45,6 +45,7 @@ use crate::Storable;
 pub use factory::Factory;
 pub(crate) use factory::{with_wait_cap, Wait};
 pub use future::StoreFuture;
+pub(crate) use metrics::record_task;
 pub use metrics::{Metrics, Operation, OperationStats};
 pub use registry::{
     get_or_create_store, get_store, register_store, unregister_store, REBUILT_IDLE, REBUILT_STORES,
@@ -224,13 +225,15 @@ impl Store {
     }
 
     fn record(&self, op: Operation, bytes: usize, started: Option<Instant>) {
-        if let (Some(m), Some(t)) = (&self.inner.metrics, started) {
+        let Some(t) = started else { return };
+        if let Some(m) = &self.inner.metrics {
             m.record(op, bytes, t);
         }
+        metrics::record_for_task(op, bytes, t);
     }
 
     fn start(&self) -> Option<Instant> {
-        self.inner.metrics.as_ref().map(|_| Instant::now())
+        (self.inner.metrics.is_some() || metrics::recording_task()).then(Instant::now)
     }
 
     /// Stores `value` under a new key.
@@ -322,6 +325,7 @@ impl Store {
         if let Some(m) = &self.inner.metrics {
             m.cache(hit.is_some());
         }
+        metrics::cache_for_task(hit.is_some());
         hit
     }
 

@@ -188,12 +188,25 @@ impl<'a> JobRef<'a> {
             lease: super::wire::current_lease(),
         };
         let mut args = ArgReader::new(self.payload, sections);
+        let gather = ctx.context.metrics;
         let outcome = with_panic_location(|| {
             catch_unwind(AssertUnwindSafe(|| {
                 super::context::with_current(current, || {
-                    let out = run(&ctx, &mut args)?;
-                    args.finish()?;
-                    Ok(out)
+                    let mut run = || -> Result<TaskOutput, TaskFailure> {
+                        let out = run(&ctx, &mut args)?;
+                        args.finish()?;
+                        Ok(out)
+                    };
+                    if !gather {
+                        return run();
+                    }
+                    let (out, metrics) = crate::store::record_task(run);
+                    out.map(|mut out| {
+                        let mut body = Vec::new();
+                        metrics.encode(&mut body);
+                        push_frame(&mut out.frame, super::wire::METRICS, &[&body]);
+                        out
+                    })
                 })
             }))
         });

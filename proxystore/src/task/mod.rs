@@ -412,6 +412,10 @@ pub(crate) struct ExecContext {
     pub(crate) store: StoreConfig,
     pub(crate) policy: ShouldProxy,
     pub(crate) ownership: bool,
+    /// Workers send back what each task did in the store (see
+    /// `StoreExecutor::worker_metrics`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) metrics: bool,
 }
 
 /// The state of a task's arguments while they are encoded, one after the

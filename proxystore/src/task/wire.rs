@@ -24,6 +24,10 @@ pub(crate) const SECTION: u8 = 3;
 pub(crate) const FUTURE: u8 = 4;
 
 /// Appends the frame of a reference to a stored object (or to a future's).
+/// After a task's result frame: what the task did in the store (see
+/// `StoreExecutor::worker_metrics`).
+pub(crate) const METRICS: u8 = 5;
+
 pub(super) fn push_reference(out: &mut Vec<u8>, factory: &Factory) {
     let (key, config) = factory.frame_parts();
     match factory.wait() {
@@ -234,6 +238,20 @@ impl TaskOutput {
         }
     }
 
+    /// Takes the task's store metrics off the end of its result, if its
+    /// worker sent them.
+    pub(crate) fn take_metrics(&mut self) -> Option<crate::store::Metrics> {
+        let mut rest = &self.frame[..];
+        read_frame(&mut rest)?;
+        let first = self.frame.len() - rest.len();
+        let metrics = match read_frame(&mut rest) {
+            Some((METRICS, body)) => crate::store::Metrics::decode(body),
+            _ => None,
+        };
+        self.frame.truncate(first);
+        metrics
+    }
+
     /// The result as one buffer: a section goes back into its frame.
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         let Some(section) = self.section else {
@@ -244,6 +262,8 @@ impl TaskOutput {
             Some((SECTION, head)) => {
                 let mut out = Vec::new();
                 push_frame(&mut out, VALUE, &[head, section.bytes()]);
+                // Frames that follow the result (its metrics) stay.
+                out.extend_from_slice(rest);
                 out
             }
             _ => self.frame,

@@ -83,6 +83,8 @@ pub(crate) struct TaskCell {
     attempts: std::sync::OnceLock<Attempts>,
     /// What its arguments were (see `task::summary`).
     arguments: std::sync::OnceLock<Vec<crate::task::ArgSummary>>,
+    /// What its run did in the store, as its worker reported it.
+    metrics: std::sync::OnceLock<crate::store::Metrics>,
 }
 
 /// Waiting callers poll only while the executor has at most this many
@@ -131,6 +133,7 @@ impl TaskCell {
             counters,
             attempts: std::sync::OnceLock::new(),
             arguments: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -155,6 +158,19 @@ impl TaskCell {
     /// The task's retry policy and timeout, if it has either.
     pub(crate) fn attempts(&self) -> Option<&Attempts> {
         self.attempts.get()
+    }
+
+    /// Keeps what the task's run did in the store, and adds it to its
+    /// executor's totals (the first report only: a run's result is taken
+    /// once).
+    pub(crate) fn set_metrics(&self, metrics: crate::store::Metrics) {
+        self.counters.add_metrics(&metrics);
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// What the task's run did in the store, if its worker reported it.
+    pub(crate) fn metrics(&self) -> Option<&crate::store::Metrics> {
+        self.metrics.get()
     }
 
     /// The attempt under way (1 for the first).

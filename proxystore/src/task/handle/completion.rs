@@ -85,8 +85,11 @@ impl Completion {
     }
 
     /// Completes the task with a result that may keep a large value whole.
-    pub(crate) fn complete_output(mut self, result: Result<TaskOutput, TaskFailure>) {
+    pub(crate) fn complete_output(mut self, mut result: Result<TaskOutput, TaskFailure>) {
         self.completed = true;
+        if let Some(metrics) = result.as_mut().ok().and_then(TaskOutput::take_metrics) {
+            self.shared.set_metrics(metrics);
+        }
         let output = result.map_err(|f| Error::TaskFailed {
             task: self.shared.name.to_string(),
             id: Some(self.shared.id),

@@ -58,6 +58,14 @@ impl<R: Storable> TaskFuture<R> {
         self.shared.depend()
     }
 
+    /// What the task's run did in stores (puts, reads, evictions, cache
+    /// lookups: counts, bytes and time), as measured where it ran: `Some`
+    /// once it returned a value, if its executor gathers them (see
+    /// [`StoreExecutor::gather_worker_metrics`](crate::StoreExecutor::gather_worker_metrics)).
+    pub fn worker_metrics(&self) -> Option<crate::store::Metrics> {
+        self.shared.metrics().cloned()
+    }
+
     /// Whether the task has finished (with a value, an error, or cancelled).
     pub fn done(&self) -> bool {
         self.shared.lock().phase == Phase::Done

@@ -107,6 +107,8 @@ pub(crate) struct Counters {
     done: AtomicUsize,
     failed: AtomicUsize,
     cancelled: AtomicUsize,
+    /// The store metrics workers sent back, summed.
+    metrics: std::sync::Mutex<crate::store::Metrics>,
 }
 
 /// How a task ended, for the counts.
@@ -142,6 +144,20 @@ impl Counters {
         };
         count.fetch_add(1, Ordering::Relaxed);
         self.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_metrics(&self, metrics: &crate::store::Metrics) {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(metrics);
+    }
+
+    pub(crate) fn metrics(&self) -> crate::store::Metrics {
+        self.metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn progress(&self) -> Progress {
