@@ -393,3 +393,60 @@ fn store_metrics_come_back_from_cluster_workers() {
     }
     assert_eq!(executor.worker_metrics(), sum);
 }
+
+/// Fails on odd inputs.
+#[proxied]
+fn even_only(x: u32) -> Result<u32, String> {
+    if x % 2 == 1 {
+        return Err(format!("{x} is odd"));
+    }
+    Ok(x)
+}
+
+#[test]
+fn progress_per_host_counts_workers_running_done_and_failed() {
+    let Some(cluster) = Cluster::start("progress_per_host", "per-host") else {
+        return;
+    };
+    let (_a, _b) = (cluster.worker(), cluster.worker());
+    let caller = support::cluster::executor(&cluster.server, &cluster.queue);
+    let monitor = caller.monitor();
+    let executor = proxystore::StoreExecutor::new(
+        caller,
+        proxystore::Store::new(
+            support::common::unique("per-host"),
+            proxystore::connectors::LocalConnector::new(),
+        )
+        .unwrap(),
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut slow: Vec<_> = (0..2)
+        .map(|_| executor.submit(pid_after::task(1500)).unwrap())
+        .collect();
+    wait_until(Duration::from_secs(20), "both workers run a job", || {
+        let hosts = monitor.hosts().unwrap();
+        hosts.len() == 1 && hosts[0].running == 2
+    });
+    let hosts = monitor.hosts().unwrap();
+    assert_eq!(hosts[0].host, host);
+    assert_eq!((hosts[0].workers, hosts[0].done), (2, 0), "{hosts:?}");
+    for f in &mut slow {
+        f.result_timeout(Duration::from_secs(30)).unwrap();
+    }
+    let results: Vec<_> = (0..4u32)
+        .map(|x| executor.submit(even_only::task(x)).unwrap())
+        .map(|f| f.result().is_ok())
+        .collect();
+    assert_eq!(results, [true, false, true, false]);
+    let hosts = monitor.hosts().unwrap();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    let here = &hosts[0];
+    assert_eq!((here.done, here.failed, here.running), (4, 2, 0), "{here}");
+    assert_eq!(
+        here.to_string(),
+        format!("{host}: 2 workers, 0 running, 4 done, 2 failed")
+    );
+}

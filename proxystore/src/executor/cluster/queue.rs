@@ -364,11 +364,21 @@ const FAILED: u8 = 1;
 const UNKNOWN: u8 = 2;
 const GAVE_UP: u8 = 3;
 const RERUN: u8 = 4;
+/// `DONE` and `FAILED` with the host of the worker that ran the job.
+const DONE_ON: u8 = 5;
+const FAILED_ON: u8 = 6;
 const STOP: u8 = 255;
 
 impl Reply {
     /// `kind, job id (8 bytes, little endian), body`.
     pub(crate) fn encode(&self, id: u64) -> Vec<u8> {
+        self.encode_on(id, None)
+    }
+
+    /// [`encode`](Reply::encode), naming the worker's host in an answer:
+    /// `kind, job id, host length (1 byte), host, body`.
+    pub(crate) fn encode_on(&self, id: u64, host: Option<&str>) -> Vec<u8> {
+        let host = host.map(|h| &h.as_bytes()[..h.len().min(255)]);
         let (kind, body): (u8, &[u8]) = match self {
             Reply::Done(bytes) => (DONE, bytes),
             Reply::Failed(message) => (FAILED, message.as_bytes()),
@@ -377,9 +387,19 @@ impl Reply {
             Reply::Rerun { .. } => (RERUN, &[]),
             Reply::Stop => (STOP, &[]),
         };
-        let mut out = Vec::with_capacity(9 + body.len() + 16);
-        out.push(kind);
-        out.extend_from_slice(&id.to_le_bytes());
+        let mut out = Vec::with_capacity(9 + body.len() + 16 + host.map_or(0, |h| h.len() + 1));
+        match (kind, host) {
+            (DONE | FAILED, Some(host)) => {
+                out.push(if kind == DONE { DONE_ON } else { FAILED_ON });
+                out.extend_from_slice(&id.to_le_bytes());
+                out.push(host.len() as u8);
+                out.extend_from_slice(host);
+            }
+            _ => {
+                out.push(kind);
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
         if let Reply::GaveUp { attempts, reason } = self {
             out.extend_from_slice(&attempts.to_le_bytes());
             out.extend_from_slice(reason.as_bytes());
@@ -392,12 +412,26 @@ impl Reply {
     }
 
     /// Reads a reply; `None` if it is malformed.
-    pub(crate) fn decode(mut bytes: Vec<u8>) -> Option<(u64, Reply)> {
+    pub(crate) fn decode(bytes: Vec<u8>) -> Option<(u64, Reply)> {
+        Reply::decode_on(bytes).map(|(id, reply, _)| (id, reply))
+    }
+
+    /// Reads a reply and the host it names, if it names one.
+    pub(crate) fn decode_on(mut bytes: Vec<u8>) -> Option<(u64, Reply, Option<String>)> {
         if bytes.len() < 9 {
             return None;
         }
-        let kind = bytes[0];
+        let mut kind = bytes[0];
         let id = u64::from_le_bytes(bytes[1..9].try_into().ok()?);
+        let mut host = None;
+        if kind == DONE_ON || kind == FAILED_ON {
+            let len = usize::from(*bytes.get(9)?);
+            let name = bytes.get(10..10 + len)?;
+            host = Some(String::from_utf8_lossy(name).into_owned());
+            // The rest is read as the plain answer's.
+            bytes.drain(9..10 + len);
+            kind = if kind == DONE_ON { DONE } else { FAILED };
+        }
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let reply = match kind {
             DONE => {
@@ -421,7 +455,7 @@ impl Reply {
             STOP => Reply::Stop,
             _ => return None,
         };
-        Some((id, reply))
+        Some((id, reply, host))
     }
 }
 
@@ -448,6 +482,16 @@ mod tests {
             assert_eq!(id, 42);
             assert_eq!(format!("{back:?}"), format!("{reply:?}"));
         }
+        for reply in [Reply::Done(vec![1, 2, 3]), Reply::Failed("boom".into())] {
+            let (id, back, host) = Reply::decode_on(reply.encode_on(7, Some("node-3"))).unwrap();
+            assert_eq!((id, host.as_deref()), (7, Some("node-3")));
+            assert_eq!(format!("{back:?}"), format!("{reply:?}"));
+        }
+        let long = "h".repeat(300);
+        let (_, _, host) = Reply::decode_on(Reply::Done(vec![]).encode_on(1, Some(&long))).unwrap();
+        assert_eq!(host.map(|h| h.len()), Some(255));
+        // A host length past the end.
+        assert!(Reply::decode_on([&[DONE_ON][..], &[0; 8], &[40, b'a']].concat()).is_none());
         assert!(Reply::decode(vec![0; 8]).is_none());
         assert!(Reply::decode(vec![7; 20]).is_none());
         assert!(Reply::decode([&[GAVE_UP][..], &[0; 10]].concat()).is_none());

@@ -53,6 +53,9 @@ pub(super) struct Inner {
     /// This caller's id: its reply list, heartbeat and consumer name.
     pub(super) caller: String,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Per host of the workers that answered: this caller's jobs done and
+    /// failed there.
+    pub(super) hosts: Mutex<std::collections::BTreeMap<String, (usize, usize)>>,
     /// The connection that records jobs' inputs as they are submitted.
     recorder: Mutex<Option<Connection>>,
     /// Jobs answered whose input records the keeper removes.
@@ -73,6 +76,7 @@ impl Inner {
             settings,
             caller: uuid::Uuid::new_v4().simple().to_string(),
             pending: Mutex::default(),
+            hosts: Mutex::default(),
             recorder: Mutex::default(),
             answered: Mutex::default(),
             idle: Condvar::new(),
@@ -160,17 +164,22 @@ impl Inner {
     /// refuses the job that way (it cannot tag for this caller). A forged
     /// one can only fail a job; a result is taken only with its tag, so a
     /// forged one can never make this caller own (and evict) an object.
-    fn open_reply(&self, blob: &[u8]) -> Option<(u64, Reply)> {
+    fn open_reply(&self, blob: &[u8]) -> Option<(u64, Reply, Option<String>)> {
         match self
             .keys
             .open(super::queue::REPLY_LABEL, &self.caller, blob)
         {
-            Some(bytes) => Reply::decode(bytes.to_vec()),
-            None => match Reply::decode(blob.to_vec())? {
-                (id, reply @ Reply::Failed(_)) => Some((id, reply)),
+            Some(bytes) => Reply::decode_on(bytes.to_vec()),
+            None => match Reply::decode_on(blob.to_vec())? {
+                // Untagged: the host it names is not to be trusted.
+                (id, reply @ Reply::Failed(_), _) => Some((id, reply, None)),
                 _ => None,
             },
         }
+    }
+
+    fn pending_has(&self, id: u64) -> bool {
+        self.lock().contains_key(&id)
     }
 
     fn take(&self, id: u64) -> Option<Pending> {
@@ -215,7 +224,17 @@ impl Inner {
         }
     }
 
-    fn deliver(&self, id: u64, reply: Reply) {
+    fn deliver(&self, id: u64, reply: Reply, host: Option<String>) {
+        if let (Some(host), Reply::Done(_) | Reply::Failed(_)) = (host, &reply) {
+            if self.pending_has(id) {
+                let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+                let counts = hosts.entry(host).or_default();
+                match reply {
+                    Reply::Done(_) => counts.0 += 1,
+                    _ => counts.1 += 1,
+                }
+            }
+        }
         if let Reply::Rerun { attempt } = reply {
             let pending = self.lock();
             if let Some(p) = pending.get(&id) {

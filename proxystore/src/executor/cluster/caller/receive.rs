@@ -58,8 +58,8 @@ pub(in crate::executor::cluster) fn receive(inner: &Inner) {
             .arg(REPLY_BLOCK.as_secs())
             .query(c);
         let deliver = |blob: Vec<u8>| match inner.open_reply(&blob) {
-            Some((_, Reply::Stop)) => {}
-            Some((id, reply)) => inner.deliver(id, reply),
+            Some((_, Reply::Stop, _)) => {}
+            Some((id, reply, host)) => inner.deliver(id, reply, host),
             None => tracing::warn!("cluster caller: malformed or unauthenticated reply ignored"),
         };
         let result = first.and_then(|v| {
@@ -123,8 +123,8 @@ fn fail_lost(inner: &Inner, con: &mut Connection) -> redis::RedisResult<()> {
         .arg(usize::MAX >> 1)
         .query(con)?;
     for blob in redis_io::array(&replies) {
-        if let Some((id, reply)) = redis_io::bytes(blob).and_then(|b| inner.open_reply(b)) {
-            inner.deliver(id, reply);
+        if let Some((id, reply, host)) = redis_io::bytes(blob).and_then(|b| inner.open_reply(b)) {
+            inner.deliver(id, reply, host);
         }
     }
     for ((id, _), found) in entries.iter().zip(found) {

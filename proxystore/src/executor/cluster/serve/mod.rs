@@ -23,7 +23,7 @@ use entry::evict_inputs;
 pub(super) use entry::{orphaned, JobEntry};
 use lease::{beat, heartbeat, lease_lost_after, Heart, Lease, Run};
 
-pub(super) use reclaim::{give_up, live_workers, reap_candidates};
+pub(super) use reclaim::{give_up, live_workers, reap_candidates, workers_by_host};
 
 /// A worker of a queue: runs the jobs that callers submit through a
 /// [`ClusterExecutor`](super::ClusterExecutor) on the same queue, finding
@@ -48,6 +48,8 @@ pub struct ClusterWorker {
     keys: Keys,
     settings: Settings,
     consumer: String,
+    /// The host it runs on, named in its answers.
+    host: String,
     stop: Arc<AtomicBool>,
     /// Worker mode: say when serving, and stop on SIGTERM or SIGINT within
     /// this bound.
@@ -67,16 +69,17 @@ impl ClusterWorker {
     /// A worker of `queue` on the Redis server at `url`, with the default
     /// [`Settings`].
     pub fn new(url: &str, queue: &str) -> Result<ClusterWorker> {
+        let host = redis_io::hostname();
         Ok(ClusterWorker {
             server: Server::open(url)?,
             keys: Keys::new(queue)?,
             settings: Settings::default(),
             consumer: format!(
-                "{}-{}-{}",
-                redis_io::hostname(),
+                "{host}-{}-{}",
                 std::process::id(),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ),
+            host,
             stop: Arc::default(),
             signals: None,
         })
@@ -550,9 +553,10 @@ impl Serving<'_> {
                     .invoke::<i64>(con)
             })
         };
+        let host = Some(&self.w.host[..]);
         let seal = |reply: &Reply| match sealed {
-            true => keys.seal(REPLY_LABEL, caller, reply.encode(id)),
-            false => reply.encode(id),
+            true => keys.seal(REPLY_LABEL, caller, reply.encode_on(id, host)),
+            false => reply.encode_on(id, host),
         };
         let refusal = match send(self, &seal(reply), ttl) {
             Ok(answer) => return (Some(answer), false),

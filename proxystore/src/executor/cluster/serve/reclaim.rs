@@ -247,6 +247,58 @@ pub(crate) fn live_workers(con: &mut Connection, keys: &Keys) -> redis::RedisRes
     Ok(alive.into_iter().filter(|a| *a == 1).count())
 }
 
+/// The live workers of the queue per host, and the jobs they hold (run
+/// now): `(host, workers, running)`, by host name.
+pub(crate) fn workers_by_host(
+    con: &mut Connection,
+    keys: &Keys,
+) -> redis::RedisResult<Vec<(String, usize, usize)>> {
+    let info: Value = match redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(keys.jobs())
+        .arg(GROUP)
+        .query(con)
+    {
+        Ok(info) => info,
+        Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    // A worker's name is `host-pid-suffix`; a caller's has no `-`.
+    let workers: Vec<(String, String, usize)> = consumers(&info)
+        .iter()
+        .filter_map(|fields| {
+            let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+            let name = redis_io::text(field("name")?)?.to_string();
+            let mut parts = name.rsplitn(3, '-');
+            let (_, _, host) = (parts.next()?, parts.next()?, parts.next()?);
+            let pending = match field("pending") {
+                Some(Value::Int(n)) => usize::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+            Some((host.to_string(), name, pending))
+        })
+        .collect();
+    if workers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (_, name, _) in &workers {
+        pipe.cmd("EXISTS").arg(keys.alive(name));
+    }
+    let alive: Vec<i64> = pipe.query(con)?;
+    let mut hosts = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for ((host, _, pending), alive) in workers.into_iter().zip(alive) {
+        if alive == 1 {
+            let entry = hosts.entry(host).or_default();
+            entry.0 += 1;
+            entry.1 += pending;
+        }
+    }
+    Ok(hosts.into_iter().map(|(h, (w, r))| (h, w, r)).collect())
+}
+
 /// Removes consumers that hold no jobs and whose heartbeat expired, so the
 /// group does not collect the names of every worker that ever ran.
 pub(super) fn forget_dead_consumers(con: &mut Connection, keys: &Keys, settings: &Settings) {
