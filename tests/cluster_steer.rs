@@ -450,3 +450,42 @@ fn progress_per_host_counts_workers_running_done_and_failed() {
         format!("{host}: 2 workers, 0 running, 4 done, 2 failed")
     );
 }
+
+/// Works for up to 30 s unless asked to stop.
+#[proxied]
+fn stoppable(max_ms: u64) -> Result<u64, String> {
+    let context = proxystore::task::current().expect("inside a task");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(max_ms) {
+        if context.interrupted() {
+            return Err(format!(
+                "interrupted after {} ms",
+                started.elapsed().as_millis()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(max_ms)
+}
+
+#[test]
+fn a_running_cluster_task_can_be_asked_to_stop() {
+    let Some(cluster) = Cluster::start("a_running_task_asked_to_stop", "stop") else {
+        return;
+    };
+    let _worker = cluster.worker();
+    let executor = cluster.executor("cluster-interrupt");
+    let future = executor.submit(stoppable::task(30_000)).unwrap();
+    wait_pending(&cluster.server, &cluster.queue);
+    assert!(future.running());
+    assert!(future.interrupt(), "the request reached the queue");
+    let err = future.result().unwrap_err().to_string();
+    assert!(err.contains("interrupted after"), "{err}");
+    // The request went with the job.
+    wait_until(Duration::from_secs(10), "the mark is removed", || {
+        cluster
+            .server
+            .raw(&["KEYS", "proxystore:queue:stop:interrupt:*"])
+            == "*0\r\n"
+    });
+}

@@ -270,3 +270,15 @@ fn without_gathering_no_metrics_come_back() {
     assert_eq!(future.worker_metrics(), None);
     assert!(executor.worker_metrics().is_empty());
 }
+
+#[test]
+fn interrupting_is_refused_where_a_running_task_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let executor = thread_executor(1);
+    let future = executor.submit(wait_for::task(gate.clone())).unwrap();
+    wait_until("the task runs", || future.running());
+    assert!(!future.interrupt(), "a thread pool cannot reach it");
+    std::fs::write(&gate, b"go").unwrap();
+    future.result().unwrap();
+}

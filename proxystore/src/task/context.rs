@@ -130,6 +130,15 @@ impl TaskContext {
         self.lease.as_ref().is_none_or(|lease| lease.is_current())
     }
 
+    /// Whether the task's caller asked it to stop
+    /// ([`TaskFuture::interrupt`](crate::executor::TaskFuture::interrupt)):
+    /// a long task checks it now and then and returns early. Only executors
+    /// that can reach a running task set it (the cluster executor); it is
+    /// false elsewhere.
+    pub fn interrupted(&self) -> bool {
+        self.lease.as_ref().is_some_and(|lease| lease.interrupted())
+    }
+
     /// The store of the executor that submitted the task: the same store
     /// in this process, or one built from its configuration in a worker.
     pub fn store(&self) -> Result<Store> {

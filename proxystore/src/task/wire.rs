@@ -320,6 +320,12 @@ pub trait RunLease: Send + Sync {
     /// Asks whoever decides: true only if the job is confirmed to be this
     /// run's own. Asked before a result is stored.
     fn confirm(&self) -> bool;
+
+    /// Whether the task's caller asked it to stop (see
+    /// [`TaskFuture::interrupt`](crate::executor::TaskFuture::interrupt)).
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 thread_local! {

@@ -595,6 +595,11 @@ impl Executor for ClusterExecutor {
             }
         };
         completion.on_cancel(revoke);
+        let interrupt = {
+            let inner = Arc::downgrade(&self.inner);
+            move || inner.upgrade().is_some_and(|inner| inner.interrupt(id))
+        };
+        completion.on_interrupt(interrupt);
         let recorded = self.inner.record_inputs(id, &job);
         let task = completion.id();
         self.inner.register(id, completion, recorded);

@@ -129,6 +129,11 @@ impl Keys {
     pub(crate) fn alive(&self, member: &str) -> String {
         format!("{}:alive:{member}", self.prefix)
     }
+
+    /// The mark a caller sets to ask the worker running job `entry` to stop.
+    pub(crate) fn interrupt(&self, entry: &str) -> String {
+        format!("{}:interrupt:{entry}", self.prefix)
+    }
 }
 
 /// Timings and limits shared by callers and workers of a queue.

@@ -85,7 +85,12 @@ pub(crate) struct TaskCell {
     arguments: std::sync::OnceLock<Vec<crate::task::ArgSummary>>,
     /// What its run did in the store, as its worker reported it.
     metrics: std::sync::OnceLock<crate::store::Metrics>,
+    /// Asks the running task to stop (see `Completion::on_interrupt`).
+    interrupter: Mutex<Option<Interrupter>>,
 }
+
+/// Asks a running task to stop; true if the request reached where it runs.
+pub(crate) type Interrupter = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Waiting callers poll only while the executor has at most this many
 /// tasks outstanding: one waiting for a single result soon to come. With
@@ -134,6 +139,7 @@ impl TaskCell {
             attempts: std::sync::OnceLock::new(),
             arguments: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
+            interrupter: Mutex::new(None),
         })
     }
 
@@ -171,6 +177,30 @@ impl TaskCell {
     /// What the task's run did in the store, if its worker reported it.
     pub(crate) fn metrics(&self) -> Option<&crate::store::Metrics> {
         self.metrics.get()
+    }
+
+    pub(crate) fn set_interrupter(&self, interrupter: Interrupter) {
+        *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = Some(interrupter);
+    }
+
+    /// Asks the task to stop if it runs and its executor can reach it.
+    pub(crate) fn interrupt(&self) -> bool {
+        // Running, or handed to a worker that may be running it.
+        let phase = self.lock().phase;
+        let dispatched = self.dispatched.load(Ordering::Acquire);
+        if !(phase == Phase::Running || phase == Phase::Pending && dispatched) {
+            return false;
+        }
+        let interrupter = self
+            .interrupter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let interrupted = interrupter.is_some_and(|interrupt| interrupt());
+        if interrupted {
+            tracing::debug!(target: "proxystore::task", task = %self.name, id = %self.id, "interrupt requested");
+        }
+        interrupted
     }
 
     /// The attempt under way (1 for the first).

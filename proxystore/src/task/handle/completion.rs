@@ -119,6 +119,15 @@ impl Completion {
         self.shared.count_dispatched(dispatched);
     }
 
+    /// For executors that can reach a task while it runs: `interrupt` asks
+    /// it to stop (the task sees it through
+    /// [`TaskContext::interrupted`](crate::task::TaskContext::interrupted))
+    /// and returns whether the request reached where it runs. Called by
+    /// [`TaskFuture::interrupt`](crate::executor::TaskFuture::interrupt).
+    pub fn on_interrupt(&self, interrupt: impl Fn() -> bool + Send + Sync + 'static) {
+        self.shared.set_interrupter(Arc::new(interrupt));
+    }
+
     /// Cancels the task (it will not run).
     pub fn cancel(mut self) {
         self.completed = true;

@@ -58,6 +58,20 @@ impl<R: Storable> TaskFuture<R> {
         self.shared.depend()
     }
 
+    /// Asks the task to stop while it runs; returns whether the request
+    /// reached where it runs. Stopping is the task's own doing: it checks
+    /// [`TaskContext::interrupted`](crate::task::TaskContext::interrupted)
+    /// and returns early (with an error, say), and its future then holds
+    /// what it returned. A task not started yet is cancelled with
+    /// [`cancel`](TaskFuture::cancel) instead.
+    ///
+    /// Reaches tasks on a [`ClusterExecutor`](crate::executor) (their
+    /// worker sees the request at its next heartbeat); on executors that
+    /// cannot reach a running task, returns `false`.
+    pub fn interrupt(&self) -> bool {
+        self.shared.interrupt()
+    }
+
     /// What the task's run did in stores (puts, reads, evictions, cache
     /// lookups: counts, bytes and time), as measured where it ran: `Some`
     /// once it returned a value, if its executor gathers them (see

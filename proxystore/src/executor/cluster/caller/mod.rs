@@ -178,6 +178,33 @@ impl Inner {
         }
     }
 
+    /// Sets the mark that asks the worker running job `id` to stop (it
+    /// lasts as long as a reply may wait, and goes with the job's answer).
+    pub(super) fn interrupt(&self, id: u64) -> bool {
+        let Some(entry) = self.lock().get(&id).and_then(|p| p.entry.clone()) else {
+            return false;
+        };
+        let set = self
+            .server
+            .connect(Some(super::redis_io::COMMAND_TIMEOUT))
+            .and_then(|mut con| {
+                redis::cmd("SET")
+                    .arg(self.keys.interrupt(&entry))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(super::queue::ms(self.settings.reply_ttl))
+                    .query::<()>(&mut con)
+                    .map_err(|e| self.server.err("asking a task to stop", e))
+            });
+        match set {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster caller: could not ask a task to stop");
+                false
+            }
+        }
+    }
+
     fn pending_has(&self, id: u64) -> bool {
         self.lock().contains_key(&id)
     }

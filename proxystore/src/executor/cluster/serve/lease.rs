@@ -33,6 +33,8 @@ pub(super) struct Run {
     renewed: Mutex<Instant>,
     /// [`HELD`], [`PRESUMED_LOST`] or [`LOST`].
     lease: AtomicU8,
+    /// Its caller asked it to stop.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 /// The lease is this worker's, as far as it knows.
@@ -52,6 +54,7 @@ impl Run {
             entry: entry.to_string(),
             renewed: Mutex::new(Instant::now()),
             lease: AtomicU8::new(HELD),
+            interrupted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -62,6 +65,10 @@ impl Run {
 
     pub(super) fn renewed(&self) -> Instant {
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Acquire)
     }
 
     pub(super) fn lease(&self) -> u8 {
@@ -167,13 +174,24 @@ pub(super) fn heartbeat(
         // the server's renewal.
         let sent = Instant::now();
         let renewed = beat(c, keys, consumer, settings).and_then(|()| match &run {
-            Some(run) if run.lease() != LOST => RENEW
-                .call(&[&keys.jobs()])
-                .arg(GROUP)
-                .arg(&run.entry)
-                .arg(consumer)
-                .invoke::<i64>(c)
-                .map(Some),
+            Some(run) if run.lease() != LOST => {
+                let held = RENEW
+                    .call(&[&keys.jobs()])
+                    .arg(GROUP)
+                    .arg(&run.entry)
+                    .arg(consumer)
+                    .invoke::<i64>(c)?;
+                if !run.interrupted() {
+                    let asked: bool = redis::cmd("EXISTS")
+                        .arg(keys.interrupt(&run.entry))
+                        .query(c)?;
+                    if asked {
+                        tracing::info!(entry = %run.entry, "cluster worker: the caller asked the job it runs to stop");
+                        run.interrupted.store(true, Ordering::Release);
+                    }
+                }
+                Ok(Some(held))
+            }
             _ => Ok(None),
         });
         match (renewed, &run) {
@@ -224,6 +242,10 @@ impl Lease {
 impl crate::task::RunLease for Lease {
     fn is_current(&self) -> bool {
         self.run.lease() == HELD
+    }
+
+    fn interrupted(&self) -> bool {
+        self.run.interrupted()
     }
 
     /// Asks the server; while it cannot be reached, asks again until the

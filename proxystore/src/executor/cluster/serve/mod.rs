@@ -442,6 +442,7 @@ impl Serving<'_> {
             }
         }
         let run = Run::new(&entry.id);
+        let this_run = run.clone();
         self.heart.set_current(Some(run.clone()));
         let received = crate::task::ReceivedJob::parse(job.job);
         let reply = match received.and_then(|j| crate::task::find_task(j.name()).map(|_| j)) {
@@ -465,6 +466,14 @@ impl Serving<'_> {
         let ttl = job.reply_ttl.unwrap_or(ms(self.w.settings.reply_ttl));
         let (delivered, refused) = self.finish(&entry.id, job.caller, job.id, &reply, ttl, true);
         self.heart.set_current(None);
+        if this_run.interrupted() {
+            // The caller's request to stop has been seen: it goes with the job.
+            let _ = self.must("removing a request to stop", |con, w| {
+                redis::cmd("DEL")
+                    .arg(w.keys.interrupt(&entry.id))
+                    .query::<()>(con)
+            });
+        }
         match delivered {
             // Another worker took the job over while this one was taken
             // for dead: its run answers and owns the result key.
