@@ -49,7 +49,10 @@ pub enum Error {
     },
 
     /// A value could not be encoded.
-    #[error("could not encode a `{type_name}`: {reason}")]
+    #[error(
+        "could not encode a `{type_name}`: {reason}; its `Serialize` implementation refused it \
+         (or a value exceeds what the format can hold)"
+    )]
     Encode {
         /// The type being encoded.
         type_name: &'static str,
@@ -120,7 +123,10 @@ pub enum Error {
     },
 
     /// A connector kind was registered twice under one name.
-    #[error("connector kind `{kind}` is registered more than once ({locations})")]
+    #[error(
+        "connector kind `{kind}` is registered more than once ({locations}); register each type \
+         once, or give one of them another `KIND`"
+    )]
     DuplicateConnector {
         /// The duplicated name.
         kind: String,
@@ -160,7 +166,11 @@ pub enum Error {
     },
 
     /// An ownership transfer was serialized twice or used after it was sent.
-    #[error("ownership of object {key} in store `{store}` was already transferred")]
+    #[error(
+        "ownership of object {key} in store `{store}` was already transferred: its new owner \
+         evicts it; to pass an object and keep it, pass a borrow (`OwnedProxy::borrow`) or a \
+         clone of its proxy"
+    )]
     AlreadyTransferred {
         /// The key of the object.
         key: Key,
@@ -208,7 +218,9 @@ pub enum Error {
 
     /// A worker process exited while running a task.
     #[error(
-        "worker process {pid} running task `{task}`{} died ({status}); the pool replaced it",
+        "worker process {pid} running task `{task}`{} died ({status}); the pool replaced it; \
+         if the task itself ends its process (out of memory, an abort), fix that; otherwise \
+         retry it with a `RetryPolicy`",
         Id(.id)
     )]
     WorkerDied {
@@ -235,7 +247,8 @@ pub enum Error {
 
     /// Waiting for a result timed out; the task keeps running.
     #[error(
-        "timed out after {after:?} waiting for task `{task}`{}; it is still running",
+        "timed out after {after:?} waiting for task `{task}`{}; it is still running: wait \
+         again, or cancel it",
         Id(.id)
     )]
     Timeout {
@@ -266,14 +279,20 @@ pub enum Error {
 
     /// Work moved off the caller's thread (an async submit or read)
     /// panicked, in a type's `Serialize` or `Deserialize` say.
-    #[error("a background store operation panicked: {message}")]
+    #[error(
+        "a background store operation panicked: {message}; a type's `Serialize`, \
+         `Deserialize` or `Drop` panicked, or a connector did"
+    )]
     Panicked {
         /// The panic's message.
         message: String,
     },
 
     /// An object was associated with a lifetime that has ended.
-    #[error("the {lifetime} lifetime has ended: no object can be associated with it")]
+    #[error(
+        "the {lifetime} lifetime has ended: no object can be associated with it; make a new \
+         lifetime for new objects"
+    )]
     LifetimeEnded {
         /// Which kind of lifetime (context, lease or static).
         lifetime: &'static str,
@@ -281,7 +300,10 @@ pub enum Error {
 
     /// A future's object was not set in time (see
     /// [`StoreFuture`](crate::StoreFuture)).
-    #[error("future {key} in store `{store}` was not set within {after:?}")]
+    #[error(
+        "future {key} in store `{store}` was not set within {after:?}; the process that should \
+         set it may have failed or not started, or it needs more time (`StoreFuture::timeout`)"
+    )]
     NotSetInTime {
         /// The future's key.
         key: Key,
@@ -316,7 +338,11 @@ pub enum Error {
     },
 
     /// The executor was shut down.
-    #[error("executor is shut down; `{task}`{} was not run", Id(.id))]
+    #[error(
+        "executor is shut down; `{task}`{} was not run; submit before shutting it down (or \
+         dropping it), and keep it alive while tasks run",
+        Id(.id)
+    )]
     ShutDown {
         /// Name of the task.
         task: String,
@@ -356,7 +382,7 @@ pub enum Error {
 
     /// A Redis server could not be reached or refused a command. The
     /// server is named by host and port only: credentials never appear.
-    #[error("Redis at {server}: {operation} failed: {message}")]
+    #[error("Redis at {server}: {operation} failed: {message}{}", redis_hint(.message))]
     Redis {
         /// `host:port/db` of the server, without credentials.
         server: String,
@@ -429,7 +455,10 @@ pub enum Error {
     /// was written by something other than a
     /// [`StreamProducer`](crate::stream::StreamProducer). Nothing in it was
     /// used.
-    #[error("stream topic `{topic}`: a malformed event: {reason}")]
+    #[error(
+        "stream topic `{topic}`: a malformed event: {reason}; it was skipped: only this \
+         library's producers should publish to the topic"
+    )]
     StreamEvent {
         /// The topic it arrived on.
         topic: String,
@@ -451,7 +480,10 @@ pub enum Error {
 
     /// A message broker of a stream failed (other than a Redis server,
     /// which is [`Error::Redis`]).
-    #[error("stream broker {broker}: {operation} failed: {message}")]
+    #[error(
+        "stream broker {broker}: {operation} failed: {message}{}",
+        redis_hint(.message)
+    )]
     Broker {
         /// Which broker.
         broker: String,
@@ -477,8 +509,30 @@ pub enum Error {
     },
 
     /// A protocol frame between the pool and a worker was malformed.
-    #[error("worker protocol error: {0}")]
+    #[error(
+        "worker protocol error: {0}; the caller and its workers must run the same build of the \
+         program"
+    )]
     Protocol(String),
+}
+
+/// What to do about a Redis error, from what the client or server said.
+fn redis_hint(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if m.contains("refused") {
+        "; is redis-server running at that address and port?"
+    } else if m.contains("noauth") || m.contains("wrongpass") || m.contains("invalid password") {
+        "; give the password in the URL (`redis://:PASSWORD@host:port`) or the ACL user \
+         (`redis://USER:PASSWORD@host:port`)"
+    } else if m.contains("oom") || m.contains("maxmemory") {
+        "; the server is out of memory (`maxmemory`): evict objects or give it more"
+    } else if m.contains("timed out") || m.contains("timeout") {
+        "; the server is slow or out of reach (a network partition, a stopped host)"
+    } else if m.contains("readonly") {
+        "; that server is a read-only replica: use its primary"
+    } else {
+        ""
+    }
 }
 
 /// A task's id as errors show it: ` #17`, or nothing.
@@ -547,5 +601,27 @@ impl Error {
             operation: operation.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_errors_say_what_to_do_for_common_causes() {
+        let error = |message: &str| {
+            Error::Redis {
+                server: "db:6379/0".into(),
+                operation: "GET".into(),
+                message: message.into(),
+            }
+            .to_string()
+        };
+        assert!(error("Connection refused (os error 111)").contains("is redis-server running"));
+        assert!(error("NOAUTH Authentication required.").contains("redis://:PASSWORD@"));
+        assert!(error("OOM command not allowed").contains("maxmemory"));
+        assert!(error("I/O error: timed out").contains("out of reach"));
+        assert!(error("An unusual thing").ends_with("An unusual thing"));
     }
 }
