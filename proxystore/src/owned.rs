@@ -117,9 +117,9 @@ use crate::Storable;
 
 /// The single owner of a stored object; evicts it when dropped.
 ///
-/// Dropped on an async runtime's thread (one that has polled this crate's
-/// futures), it evicts on a background thread instead, freeing its value
-/// there too: the runtime never waits for the store. The eviction is still
+/// A task's result dropped on an async runtime's thread (one that has
+/// polled this crate's futures) evicts on a background thread instead,
+/// freeing its value there too: the runtime never waits for the store. The eviction is still
 /// done before anything can see the object: [`Store::exists`],
 /// [`Store::keys`], closing the store, shutting an executor down and the
 /// process's exit wait for it.
@@ -311,7 +311,9 @@ impl<T: Storable> Drop for OwnedProxy<T> {
     fn drop(&mut self) {
         if let Some(factory) = self.factory.take() {
             let shared = self.shared_with.take();
-            if crate::runtime::deferred::on_async_thread() {
+            // A task's result (the owners async code gets from awaiting
+            // tasks) dropped on an async runtime's thread.
+            if shared.is_some() && crate::runtime::deferred::on_async_thread() {
                 // Not on an async runtime's thread: the eviction, and the
                 // freeing of a large value, go to the background pool.
                 let value = self.value.take();

@@ -1,11 +1,11 @@
 //! Evictions moved off an async runtime's thread.
 //!
-//! Dropping an owned object evicts it (a file unlinked, a Redis `DEL`) and
-//! frees its value: milliseconds for a large one, which an async runtime's
-//! thread must not spend. A thread that has polled one of this crate's
-//! futures (a [`TaskFuture`](crate::executor::TaskFuture), an async store
-//! operation, a stream of results or items) is taken for a runtime's
-//! thread: owned objects dropped there are evicted, and their values freed,
+//! Dropping a task's owned result evicts it (a file unlinked, a Redis
+//! `DEL`) and frees its value: milliseconds for a large one, which an async
+//! runtime's thread must not spend. A thread that has polled one of this
+//! crate's futures (a [`TaskFuture`](crate::executor::TaskFuture), an async
+//! store operation, a stream of results or items) is taken for a runtime's
+//! thread: task results dropped there are evicted, and their values freed,
 //! on the background pool instead ([`defer`]).
 //!
 //! An eviction handed on is still done before anyone can tell: operations
