@@ -405,6 +405,7 @@ fn even_only(x: u32) -> Result<u32, String> {
 
 #[test]
 fn progress_per_host_counts_workers_running_done_and_failed() {
+    record_events();
     let Some(cluster) = Cluster::start("progress_per_host", "per-host") else {
         return;
     };
@@ -449,6 +450,9 @@ fn progress_per_host_counts_workers_running_done_and_failed() {
         here.to_string(),
         format!("{host}: 2 workers, 0 running, 4 done, 2 failed")
     );
+    // Each answer is logged with the host it came from.
+    let answered = events_with(&["answered by a worker", "even_only", &format!("host={host}")]);
+    assert_eq!(answered.len(), 4, "{answered:?}");
 }
 
 /// Works for up to 30 s unless asked to stop.

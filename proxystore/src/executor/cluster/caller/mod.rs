@@ -253,6 +253,15 @@ impl Inner {
 
     fn deliver(&self, id: u64, reply: Reply, host: Option<String>) {
         if let (Some(host), Reply::Done(_) | Reply::Failed(_)) = (host, &reply) {
+            if let Some(p) = self.lock().get(&id) {
+                tracing::debug!(
+                    target: "proxystore::task",
+                    task = %p.completion.name(),
+                    id = %p.completion.id(),
+                    host = %host,
+                    "answered by a worker on {host}"
+                );
+            }
             if self.pending_has(id) {
                 let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
                 let counts = hosts.entry(host).or_default();
