@@ -271,14 +271,34 @@ fn without_gathering_no_metrics_come_back() {
     assert!(executor.worker_metrics().is_empty());
 }
 
+/// Waits for its gate unless asked to stop.
+#[proxied]
+fn gate_or_stop(gate: PathBuf) -> Result<u32, String> {
+    let context = proxystore::task::current().expect("inside a task");
+    while !gate.exists() {
+        if context.interrupted() {
+            return Err("interrupted".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(1)
+}
+
 #[test]
-fn interrupting_is_refused_where_a_running_task_cannot_be_reached() {
+fn a_running_thread_pool_task_can_be_asked_to_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("gate");
     let executor = thread_executor(1);
-    let future = executor.submit(wait_for::task(gate.clone())).unwrap();
+    let future = executor
+        .submit(gate_or_stop::task(dir.path().join("never")))
+        .unwrap();
+    let queued = executor
+        .submit(gate_or_stop::task(dir.path().join("gate")))
+        .unwrap();
     wait_until("the task runs", || future.running());
-    assert!(!future.interrupt(), "a thread pool cannot reach it");
-    std::fs::write(&gate, b"go").unwrap();
-    future.result().unwrap();
+    assert!(!queued.interrupt(), "not started: nothing runs to ask");
+    assert!(future.interrupt());
+    let err = future.result().unwrap_err().to_string();
+    assert!(err.contains("interrupted"), "{err}");
+    std::fs::write(dir.path().join("gate"), b"go").unwrap();
+    assert_eq!(*queued.result().unwrap(), 1, "others are not asked");
 }

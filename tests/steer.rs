@@ -249,3 +249,54 @@ fn the_executor_s_default_policy_and_timeout_apply_to_tasks_without_their_own() 
         .unwrap_err();
     assert!(matches!(err, Error::TaskTimedOut { .. }), "{err}");
 }
+
+/// Works for up to 30 s unless asked to stop.
+#[proxied]
+fn stoppable(max_ms: u64) -> Result<u64, String> {
+    let context = proxystore::task::current().expect("inside a task");
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(max_ms) {
+        if context.interrupted() {
+            return Err(format!(
+                "interrupted after {} ms",
+                started.elapsed().as_millis()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(max_ms)
+}
+
+#[test]
+fn a_running_process_pool_task_can_be_asked_to_stop() {
+    let store = Store::new(
+        unique("steer-interrupt"),
+        proxystore::connectors::LocalConnector::new(),
+    )
+    .unwrap();
+    let pool = ProcessPool::builder(1).test_harness().build().unwrap();
+    let executor = StoreExecutor::new(pool, store);
+    let running = executor.submit(stoppable::task(30_000)).unwrap();
+    // Queued behind it in the same worker: asked to stop before it starts.
+    let queued = executor.submit(stoppable::task(30_000)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !running.running() {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Sent to the worker's own queue (then it stops as soon as it starts),
+    // or still in the pool's (then it is cancelled instead).
+    let queued_asked = queued.interrupt() || queued.cancel();
+    assert!(queued_asked);
+    assert!(running.interrupt(), "the worker holds it");
+    let err = running.result().unwrap_err().to_string();
+    assert!(err.contains("interrupted after"), "{err}");
+    match queued.result() {
+        Err(Error::Cancelled { .. }) => {}
+        Err(e) => assert!(e.to_string().contains("interrupted after 0 ms"), "{e}"),
+        Ok(v) => panic!("ran to its end: {}", *v),
+    }
+    // A task that is not asked runs to its end.
+    let free = executor.submit(stoppable::task(50)).unwrap();
+    assert_eq!(*free.result().unwrap(), 50);
+}

@@ -132,9 +132,9 @@ impl TaskContext {
 
     /// Whether the task's caller asked it to stop
     /// ([`TaskFuture::interrupt`](crate::executor::TaskFuture::interrupt)):
-    /// a long task checks it now and then and returns early. Only executors
-    /// that can reach a running task set it (the cluster executor); it is
-    /// false elsewhere.
+    /// a long task checks it now and then and returns early. The built-in
+    /// executors (thread pool, process pool, cluster) set it; it is false
+    /// outside a task and on executors that cannot reach a running task.
     pub fn interrupted(&self) -> bool {
         self.lease.as_ref().is_some_and(|lease| lease.interrupted())
     }

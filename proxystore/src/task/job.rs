@@ -316,12 +316,39 @@ pub fn run_job_bytes(bytes: &[u8]) -> Result<Vec<u8>, TaskFailure> {
         .map(TaskOutput::into_bytes)
 }
 
-/// Runs a job received from a pool with the bodies of its sections.
+/// Runs a job received from a pool with the bodies of its sections;
+/// `interrupted` tells the task whether its caller asked it to stop.
 pub(crate) fn run_received(
     bytes: &[u8],
     sections: Vec<crate::codec::RawBuffer>,
+    interrupted: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> Result<TaskOutput, TaskFailure> {
-    JobRef::parse(bytes)?.run(None, Sections::Received(sections.into_iter()))
+    let job = JobRef::parse(bytes)?;
+    with_interruption(interrupted, || {
+        job.run(None, Sections::Received(sections.into_iter()))
+    })
+}
+
+/// Runs `f` (a job run by a pool, in this process or a worker process) with
+/// `interrupted` telling its task whether its caller asked it to stop.
+pub(crate) fn with_interruption<T>(
+    interrupted: Arc<dyn Fn() -> bool + Send + Sync>,
+    f: impl FnOnce() -> T,
+) -> T {
+    /// A pool runs its jobs once: the job is always its own.
+    struct PoolRun(Arc<dyn Fn() -> bool + Send + Sync>);
+    impl super::wire::RunLease for PoolRun {
+        fn is_current(&self) -> bool {
+            true
+        }
+        fn confirm(&self) -> bool {
+            true
+        }
+        fn interrupted(&self) -> bool {
+            (self.0)()
+        }
+    }
+    super::wire::with_lease(Arc::new(PoolRun(interrupted)), f)
 }
 
 thread_local! {

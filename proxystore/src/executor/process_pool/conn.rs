@@ -27,7 +27,8 @@ enum Message {
         head: Vec<u8>,
         job: Arc<Job>,
     },
-    Revoke(Head),
+    /// A revocation or an interruption: a head alone.
+    Control(Head),
 }
 
 impl Message {
@@ -40,14 +41,14 @@ impl Message {
                 parts.extend(job.sections.iter().map(|s| s.bytes()));
                 Outgoing::new(parts)
             }
-            Message::Revoke(head) => Outgoing::new(smallvec::smallvec![&head[..]]),
+            Message::Control(head) => Outgoing::new(smallvec::smallvec![&head[..]]),
         }
     }
 
     fn job_id(&self) -> Option<u64> {
         match self {
             Message::Job { id, .. } => Some(*id),
-            Message::Revoke(_) => None,
+            Message::Control(_) => None,
         }
     }
 }
@@ -131,7 +132,12 @@ impl Conn {
 
     /// Queues a revocation.
     pub(super) fn push_revoke(&self, id: u64) {
-        self.push(Message::Revoke(head(Kind::Revoke, id, 0, &[])));
+        self.push(Message::Control(head(Kind::Revoke, id, 0, &[])));
+    }
+
+    /// Queues a request that job `id` stop.
+    pub(super) fn push_interrupt(&self, id: u64) {
+        self.push(Message::Control(head(Kind::Interrupt, id, 0, &[])));
     }
 
     fn push(&self, message: Message) {

@@ -48,6 +48,9 @@ pub(crate) enum Kind {
     Revoked = 5,
     /// Worker to pool: the revoked job had already started or finished.
     TooLate = 6,
+    /// Pool to worker: ask this job to stop if it runs or is queued (no
+    /// body; the task sees it through `TaskContext::interrupted`).
+    Interrupt = 7,
 }
 
 impl Kind {
@@ -59,6 +62,7 @@ impl Kind {
             4 => Kind::Failed,
             5 => Kind::Revoked,
             6 => Kind::TooLate,
+            7 => Kind::Interrupt,
             _ => return None,
         })
     }

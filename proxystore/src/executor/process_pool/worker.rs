@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::protocol::{self, read_message, Body, Kind, Outgoing, ReadError, HEADER};
@@ -76,7 +76,14 @@ struct Inbox {
     queued: AtomicUsize,
     /// How long the main thread recently waited for a job.
     gaps: crate::runtime::spin::Gaps,
+    /// Jobs here (queued or running) that the pool asked to stop.
+    interrupts: Arc<Mutex<Vec<u64>>>,
+    /// The job running now (`NONE`: none).
+    running: AtomicU64,
 }
+
+/// No job runs.
+const NONE: u64 = u64::MAX;
 
 struct InboxState {
     jobs: VecDeque<(u64, Body)>,
@@ -189,6 +196,8 @@ fn serve() -> io::Result<()> {
         ready: Condvar::new(),
         queued: AtomicUsize::new(0),
         gaps: crate::runtime::spin::Gaps::default(),
+        interrupts: Arc::default(),
+        running: AtomicU64::new(NONE),
     });
     let reader = {
         let (inbox, output) = (inbox.clone(), output.clone());
@@ -208,7 +217,21 @@ fn serve() -> io::Result<()> {
             progress.starting(id);
         }
         let Body { bytes, sections } = job;
-        let result = crate::task::run_received(&bytes, sections);
+        inbox.running.store(id, Ordering::Release);
+        let asked = inbox.interrupts.clone();
+        let interrupted = Arc::new(move || {
+            asked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id)
+        });
+        let result = crate::task::run_received(&bytes, sections, interrupted);
+        inbox.running.store(NONE, Ordering::Release);
+        let mut asked = inbox.interrupts.lock().unwrap_or_else(|e| e.into_inner());
+        if !asked.is_empty() {
+            asked.retain(|asked| *asked != id);
+        }
+        drop(asked);
         inbox.give_back(bytes);
         match result {
             Ok(result) => send_result(&output, id, &result)?,
@@ -247,6 +270,19 @@ fn receive(input: crate::runtime::spin::SpinReader<File>, inbox: &Inbox, output:
                 inbox.queued.fetch_add(1, Ordering::AcqRel);
                 if state.sleeping {
                     inbox.ready.notify_one();
+                }
+            }
+            Kind::Interrupt => {
+                // Kept only for a job queued or running here (a request
+                // for one that ended is dropped).
+                let known = inbox.lock().jobs.iter().any(|(id, _)| *id == header.id)
+                    || inbox.running.load(Ordering::Acquire) == header.id;
+                if known {
+                    inbox
+                        .interrupts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(header.id);
                 }
             }
             Kind::Revoke => {

@@ -65,9 +65,12 @@ impl<R: Storable> TaskFuture<R> {
     /// what it returned. A task not started yet is cancelled with
     /// [`cancel`](TaskFuture::cancel) instead.
     ///
-    /// Reaches tasks on a [`ClusterExecutor`](crate::executor) (their
-    /// worker sees the request at its next heartbeat); on executors that
-    /// cannot reach a running task, returns `false`.
+    /// Reaches tasks on a [`ThreadPool`](crate::executor::ThreadPool) at
+    /// once, on a [`ProcessPool`](crate::executor::ProcessPool) as soon as
+    /// the worker reads the request (even while the task runs; a job
+    /// queued in the worker stops as soon as it starts), and on a cluster
+    /// executor at the worker's next heartbeat. An executor that cannot
+    /// reach a running task returns `false`.
     pub fn interrupt(&self) -> bool {
         self.shared.interrupt()
     }

@@ -6,6 +6,25 @@ use std::time::Instant;
 use super::*;
 
 impl Dispatch {
+    /// Asks the worker holding job `id` to stop it (called through
+    /// [`Completion::on_interrupt`]); false if no worker holds it.
+    pub(super) fn interrupt(&self, id: u64) -> bool {
+        let mut fx = Effects::default();
+        {
+            let s = self.lock();
+            let Some(slot) = s.slots.iter().find(|slot| slot.held.contains_key(&id)) else {
+                return false;
+            };
+            let Some(conn) = slot.conn.as_ref() else {
+                return false;
+            };
+            conn.push_interrupt(id);
+            fx.flush(conn);
+        }
+        fx.run();
+        true
+    }
+
     /// Cancels job `id` if it has not started (called through
     /// [`Completion::on_cancel`]).
     pub(super) fn cancel(&self, id: u64) {

@@ -214,10 +214,16 @@ impl Dispatch {
                 let id = s.next_id;
                 s.next_id += 1;
                 let dispatch = Arc::downgrade(self);
+                let interrupting = dispatch.clone();
                 completion.on_cancel(move || {
                     if let Some(dispatch) = dispatch.upgrade() {
                         dispatch.cancel(id);
                     }
+                });
+                completion.on_interrupt(move || {
+                    interrupting
+                        .upgrade()
+                        .is_some_and(|dispatch| dispatch.interrupt(id))
                 });
                 s.queue.push_back(Queued {
                     id,
@@ -430,7 +436,7 @@ impl Dispatch {
                         _ => {}
                     }
                 }
-                Kind::Job | Kind::Revoke => {
+                Kind::Job | Kind::Revoke | Kind::Interrupt => {
                     return Err(format!(
                         "it sent a {:?} message, which only the pool sends",
                         header.kind
