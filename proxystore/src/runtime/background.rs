@@ -220,6 +220,7 @@ fn start(name: &'static str, purpose: &'static str) -> Result<Sender<Work>> {
 }
 
 fn serve(queue: Receiver<Work>) {
+    super::deferred::mark_pool_thread();
     for work in queue {
         // A panic (in a type's `Deserialize`, say) ends that resolution
         // only: the proxy stays unresolved and its next dereference

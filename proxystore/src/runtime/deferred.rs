@@ -22,8 +22,15 @@ use std::time::{Duration, Instant};
 thread_local! {
     /// This thread has polled one of the crate's futures.
     static ASYNC: Cell<bool> = const { Cell::new(false) };
-    /// This thread runs a deferred eviction (it must never wait for them).
+    /// This thread runs a deferred eviction, or is a thread of the pool
+    /// that runs them: it must never wait for them (they may be queued
+    /// behind its own work).
     static EVICTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks a thread of the background pools (see `EVICTING`).
+pub(crate) fn mark_pool_thread() {
+    EVICTING.with(|e| e.set(true));
 }
 
 /// Evictions queued and not finished.
@@ -56,10 +63,10 @@ pub(crate) fn defer(work: Box<dyn FnOnce() + Send>) {
     });
     PENDING.fetch_add(1, Ordering::AcqRel);
     let job = move || {
-        EVICTING.with(|e| e.set(true));
+        let outer = EVICTING.with(|e| e.replace(true));
         // A panic inside (a value's `Drop`) must not leave the count up.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
-        EVICTING.with(|e| e.set(false));
+        EVICTING.with(|e| e.set(outer));
         finished();
     };
     // Kept here too, to run inline if the pool cannot start a thread (it
@@ -129,6 +136,34 @@ mod tests {
         }
         flush(FLUSH_BOUND);
         assert_eq!(done.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn pool_threads_never_wait_for_evictions_queued_behind_them() {
+        let (started, go) = (
+            Arc::new(std::sync::Barrier::new(2)),
+            Arc::new(Mutex::new(())),
+        );
+        let hold = go.lock().unwrap();
+        // An eviction that cannot finish yet...
+        let (s, g) = (started.clone(), go.clone());
+        defer(Box::new(move || {
+            s.wait();
+            drop(g.lock().unwrap());
+        }));
+        started.wait();
+        // ...and work on the same pool that flushes: it returns at once.
+        let (sender, returned) = std::sync::mpsc::channel();
+        super::super::background::run_unblocked(Box::new(move || {
+            flush(FLUSH_BOUND);
+            sender.send(()).unwrap();
+        }))
+        .unwrap();
+        returned
+            .recv_timeout(Duration::from_secs(10))
+            .expect("flush returned");
+        drop(hold);
+        flush(FLUSH_BOUND);
     }
 
     #[test]
