@@ -75,14 +75,17 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Times `n` runs of `run` after one warm-up: (median latency, CPU per run).
-fn measure(n: usize, mut run: impl FnMut()) -> (f64, f64) {
-    run();
+/// Times `n` runs of `run` on arguments from `make`, all built before
+/// (untimed) after one warm-up: (median latency, CPU per run).
+fn measure<A>(n: usize, make: impl Fn() -> A, mut run: impl FnMut(A)) -> (f64, f64) {
+    run(make());
+    let args: Vec<A> = (0..n).map(|_| make()).collect();
     let cpu = cpu_seconds();
-    let xs: Vec<f64> = (0..n)
-        .map(|_| {
+    let xs: Vec<f64> = args
+        .into_iter()
+        .map(|arg| {
             let t0 = Instant::now();
-            run();
+            run(arg);
             t0.elapsed().as_secs_f64()
         })
         .collect();
@@ -161,24 +164,28 @@ fn main() {
                 small_ex.submit(noop::task(i)).unwrap().result().unwrap();
             }
             let mut i = 0;
-            let m = measure(small_n, || {
-                i += 1;
-                let r = small_ex.submit(noop::task(i)).unwrap().result().unwrap();
-                assert!(r.is_proxy());
-                assert_eq!(*r, i);
-            });
+            let m = measure(
+                small_n,
+                || (),
+                |()| {
+                    i += 1;
+                    let r = small_ex.submit(noop::task(i)).unwrap().result().unwrap();
+                    assert!(r.is_proxy());
+                    assert_eq!(*r, i);
+                },
+            );
             add(format!("small round trip ({tag})"), "us", m, 1e6);
             for &(size, n) in sizes {
                 let payload = vec![7u8; size];
-                let m = measure(n, || {
-                    let r = bytes_ex
-                        .submit(echo::task(payload.clone()))
-                        .unwrap()
-                        .result()
-                        .unwrap();
-                    assert!(r.is_proxy());
-                    assert_eq!(r.len(), size);
-                });
+                let m = measure(
+                    n,
+                    || payload.clone(),
+                    |arg| {
+                        let r = bytes_ex.submit(echo::task(arg)).unwrap().result().unwrap();
+                        assert!(r.is_proxy());
+                        assert_eq!(r.len(), size);
+                    },
+                );
                 add(format!("echo {}MiB ({tag})", size / MIB), "ms", m, 1e3);
             }
             drop(bytes_ex);
@@ -186,11 +193,15 @@ fn main() {
         }
         for &(size, n) in sizes {
             let big = vec![7u8; size];
-            let m = measure(n, || {
-                let a = black_box(big.to_vec());
-                let b = black_box(a.to_vec());
-                drop((a, b));
-            });
+            let m = measure(
+                n,
+                || (),
+                |()| {
+                    let a = black_box(big.to_vec());
+                    let b = black_box(a.to_vec());
+                    drop((a, b));
+                },
+            );
             add(format!("two fresh memcpy {}MiB", size / MIB), "ms", m, 1e3);
         }
     }
