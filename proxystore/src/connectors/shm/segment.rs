@@ -33,8 +33,9 @@
 //! made and guarded with it (the guardian removes it with the store's
 //! directory when the creating process dies). Its files are named
 //! `<size>.<uuid>.seg`; it holds at most [`MAX_SEGMENTS`] of them and at
-//! most the pool limit in bytes (an eviction that would pass either
-//! unlinks the segment as before). They are tmpfs memory held for reuse
+//! most the pool limit in bytes: an eviction that would pass either first
+//! unlinks the segments written longest ago (an object larger than the
+//! limit is unlinked as before). They are tmpfs memory held for reuse
 //! until the store is closed.
 
 use std::fs::{self, File, OpenOptions};
@@ -54,7 +55,7 @@ pub(super) const SEGMENT_MIN: u64 = 256 << 10;
 pub(super) const HEADER_LEN: usize = 64;
 
 /// At most this many segments wait in the pool.
-pub(super) const MAX_SEGMENTS: usize = 8;
+pub(super) const MAX_SEGMENTS: usize = 16;
 
 /// The pool's default limit in bytes.
 pub(super) const DEFAULT_POOL_LIMIT: u64 = 512 << 20;
@@ -321,17 +322,38 @@ impl Pool {
         written.map(|()| true)
     }
 
-    /// Moves the segment at `path` (`size` bytes) into the pool if it has
-    /// room; `false` if it has none (or is gone), and the segment was left
-    /// where it is.
+    /// Moves the segment at `path` (`size` bytes) into the pool, making
+    /// room by unlinking the segments written longest ago; `false` if it is
+    /// larger than the pool's limit (or the pool is gone), and the segment
+    /// was left where it is.
     pub(super) fn give(&self, path: &Path, size: u64) -> io::Result<bool> {
         if self.limit == 0 || size > self.limit || !self.usable() {
             return Ok(false);
         }
         let segments = self.segments()?;
-        let held: u64 = segments.iter().map(|(s, _)| s).sum();
+        let mut held: u64 = segments.iter().map(|(s, _)| s).sum();
         if segments.len() >= MAX_SEGMENTS || held + size > self.limit {
-            return Ok(false);
+            // The least recently written go first: what a workload uses
+            // now stays, what an earlier phase left does not.
+            let mut aged: Vec<(std::time::SystemTime, u64, String)> = segments
+                .into_iter()
+                .filter_map(|(s, name)| {
+                    let meta = fs::symlink_metadata(self.dir.join(&name)).ok()?;
+                    Some((meta.modified().ok()?, s, name))
+                })
+                .collect();
+            aged.sort();
+            let mut count = aged.len();
+            for (_, s, name) in aged {
+                if count < MAX_SEGMENTS && held + size <= self.limit {
+                    break;
+                }
+                // Gone already: taken by a writer, or trimmed by another
+                // eviction; either way no longer held.
+                super::entries::remove(&self.dir.join(name))?;
+                held -= s;
+                count -= 1;
+            }
         }
         let name = format!("{size}.{}.seg", &*Key::new().as_str());
         match fs::rename(path, self.dir.join(name)) {
