@@ -473,16 +473,17 @@ fn a_reader_of_an_evicted_object_whose_memory_was_reused_fails() {
 }
 
 /// A shared-memory connector whose readers, at their first read, evict the
-/// object they read and store another of its size, which takes its memory:
-/// the race of a reader with an eviction, made certain.
+/// object they read and store another (`.1`, a valid encoding of a value
+/// of the same type and size), which takes its memory: the race of a
+/// reader with an eviction, made certain.
 #[derive(Debug, Clone)]
-struct EvictsWhileRead(SharedMemoryConnector);
+struct EvictsWhileRead(SharedMemoryConnector, std::sync::Arc<Vec<u8>>);
 
 struct Racing {
     inner: proxystore::connectors::ObjectReader,
     connector: SharedMemoryConnector,
     key: proxystore::Key,
-    len: usize,
+    replacement: std::sync::Arc<Vec<u8>>,
     raced: bool,
 }
 
@@ -491,7 +492,7 @@ impl Read for Racing {
         if !self.raced {
             self.raced = true;
             self.connector.evict(&self.key).unwrap();
-            self.connector.put(&[&vec![0xeeu8; self.len]]).unwrap();
+            self.connector.put(&[&self.replacement]).unwrap();
         }
         self.inner.read(buf)
     }
@@ -525,7 +526,7 @@ impl Connector for EvictsWhileRead {
                 inner,
                 connector: self.0.clone(),
                 key: *key,
-                len: len.unwrap() as usize,
+                replacement: self.1.clone(),
                 raced: false,
             });
             (reader, len)
@@ -540,11 +541,15 @@ fn a_value_evicted_and_reused_while_it_is_decoded_is_missing_not_another() {
         .base_dir(base.path())
         .build()
         .unwrap();
-    let store = Store::builder(unique("shm-race"), EvictsWhileRead(c.clone()))
+    let value: Vec<u8> = (0..4usize << 20).map(|i| (i % 7) as u8).collect();
+    let other = proxystore::codec::encode(&vec![0xeeu8; value.len()])
+        .unwrap()
+        .to_vec();
+    let racing = EvictsWhileRead(c.clone(), std::sync::Arc::new(other));
+    let store = Store::builder(unique("shm-race"), racing)
         .cache_size(0)
         .build()
         .unwrap();
-    let value: Vec<u8> = (0..4usize << 20).map(|i| (i % 7) as u8).collect();
     let key = store.put(&value).unwrap();
     assert_eq!(store.load::<Vec<u8>>(&key).unwrap(), None);
 
