@@ -104,6 +104,7 @@ fn killed_creator_leaves_nothing_behind_but_what_is_not_its() {
     };
     for dir in &dirs {
         assert_eq!(dir.parent(), Some(base.path()), "{}", dir.display());
+        assert_eq!(names(&pool_of(dir)).len(), 1, "an evicted segment waits");
         assert_eq!(
             names(dir).len(),
             2 + usize::from(dir == plain),
@@ -132,9 +133,17 @@ fn killed_creator_leaves_nothing_behind_but_what_is_not_its() {
         names(planted)
     );
     assert_eq!(fs::read(planted.join("notes.txt")).unwrap(), b"mine too");
-    let mut left = names(base.path());
-    left.retain(|n| *n != planted.file_name().unwrap().to_str().unwrap());
-    assert_eq!(left, ["beside.txt"]);
+    // The pools, segment and all, are gone with the stores.
+    let left = || {
+        let mut left = names(base.path());
+        left.retain(|n| *n != planted.file_name().unwrap().to_str().unwrap());
+        left
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || left() == ["beside.txt"]),
+        "{:?}",
+        left()
+    );
     assert_eq!(fs::read(base.path().join("beside.txt")).unwrap(), b"mine");
 }
 
@@ -310,7 +319,8 @@ fn a_100_mib_object_makes_the_round_trip() {
         fs::metadata(c.directory().join(key.to_string()))
             .unwrap()
             .len(),
-        size as u64
+        // A segment: a 64-byte header naming the object, then the object.
+        size as u64 + 64
     );
 
     let got = c.get(&key).unwrap().unwrap();
@@ -326,7 +336,8 @@ fn a_100_mib_object_makes_the_round_trip() {
     let mut rest = Vec::new();
     reader.read_to_end(&mut rest).unwrap();
     assert!(rest[..body.len()] == body[..] && rest[body.len()..] == *b"tail");
-    // Evicting unlinks the object; the mapping still reads the whole of it.
+    // Evicting moves the object to the pool; a reader opened before still
+    // reads the whole of it (no other object took its memory).
     let (mut mapped, _) = c.open_sized(&key).unwrap().unwrap();
     c.evict(&key).unwrap();
     rest.clear();
@@ -342,5 +353,265 @@ fn a_100_mib_object_makes_the_round_trip() {
     let back: Vec<f64> = store.load(&key).unwrap().unwrap();
     assert!(back == floats);
     store.close().unwrap();
+    assert!(names(base.path()).is_empty());
+}
+
+/// The pool directory beside a store's directory.
+fn pool_of(dir: &Path) -> PathBuf {
+    let mut pool = dir.as_os_str().to_owned();
+    pool.push(".pool");
+    PathBuf::from(pool)
+}
+
+#[test]
+fn an_evicted_large_object_lends_its_memory_to_the_next() {
+    let base = base();
+    let c = SharedMemoryConnector::builder()
+        .base_dir(base.path())
+        .build()
+        .unwrap();
+    let pool = pool_of(c.directory());
+    assert!(names(&pool).is_empty());
+    let a = c.put(&[&vec![1u8; 3 << 20]]).unwrap();
+    c.evict(&a).unwrap();
+    assert!(!c.exists(&a).unwrap());
+    assert_eq!(c.get(&a).unwrap(), None);
+    assert_eq!(names(&pool).len(), 1, "evicted into the pool");
+    assert!(c.keys().unwrap().is_empty());
+
+    // A smaller object takes that segment; its bytes are its own.
+    let b = c.put(&[b"head", &vec![2u8; 2 << 20]]).unwrap();
+    assert!(names(&pool).is_empty(), "{:?}", names(&pool));
+    let got = c.get(&b).unwrap().unwrap();
+    assert_eq!(got.len(), 4 + (2 << 20));
+    assert!(got[..4] == *b"head" && got[4..].iter().all(|&x| x == 2));
+    let (mut reader, len) = c.open_sized(&b).unwrap().unwrap();
+    assert_eq!(len, Some(4 + (2 << 20)));
+    let mut back = Vec::new();
+    reader.read_to_end(&mut back).unwrap();
+    assert!(back == got);
+
+    // A much smaller or much larger object does not: a fresh file.
+    c.evict(&b).unwrap();
+    let small = c.put(&[&vec![3u8; 300 << 10]]).unwrap();
+    let large = c.put(&[&vec![4u8; 9 << 20]]).unwrap();
+    assert_eq!(names(&pool).len(), 1);
+    assert_eq!(c.get(&small).unwrap().unwrap(), vec![3u8; 300 << 10]);
+    assert_eq!(c.get(&large).unwrap().unwrap(), vec![4u8; 9 << 20]);
+
+    // The pool keeps at most its limit, the rest is unlinked.
+    c.evict(&small).unwrap();
+    c.evict(&large).unwrap();
+    assert_eq!(names(&pool).len(), 3);
+    let limited = SharedMemoryConnector::builder()
+        .base_dir(base.path())
+        .pool_limit(5 << 20)
+        .build()
+        .unwrap();
+    let keys: Vec<_> = (0..3)
+        .map(|i| limited.put(&[&vec![i; 2 << 20]]).unwrap())
+        .collect();
+    for key in &keys {
+        limited.evict(key).unwrap();
+    }
+    let kept = names(&pool_of(limited.directory()));
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    // Room is made for what is evicted now: the oldest segment went.
+    let late = limited.put(&[b"x", &vec![7u8; 4 << 20]]).unwrap();
+    limited.evict(&late).unwrap();
+    let now = names(&pool_of(limited.directory()));
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(
+        now[0].starts_with(&format!("{}.", 64 + 1 + (4 << 20))),
+        "{now:?}"
+    );
+    let none = SharedMemoryConnector::builder()
+        .base_dir(base.path())
+        .pool_limit(0)
+        .build()
+        .unwrap();
+    let key = none.put(&[&vec![5u8; 2 << 20]]).unwrap();
+    none.evict(&key).unwrap();
+    assert!(names(&pool_of(none.directory())).is_empty());
+
+    for c in [c, limited, none] {
+        c.close().unwrap();
+        assert!(!c.directory().exists() && !pool_of(c.directory()).exists());
+    }
+    assert!(names(base.path()).is_empty(), "{:?}", names(base.path()));
+}
+
+#[test]
+fn a_reader_of_an_evicted_object_whose_memory_was_reused_fails() {
+    let base = base();
+    let c = SharedMemoryConnector::builder()
+        .base_dir(base.path())
+        .build()
+        .unwrap();
+    let size = 1 << 20;
+    let a = c.put(&[&vec![1u8; size]]).unwrap();
+    let (mut reader, _) = c.open_sized(&a).unwrap().unwrap();
+    let mut head = vec![0u8; 1000];
+    reader.read_exact(&mut head).unwrap();
+    assert!(head.iter().all(|&x| x == 1));
+
+    // Evicted: until its memory is reused, the reader still reads it.
+    c.evict(&a).unwrap();
+    reader.read_exact(&mut head).unwrap();
+    assert!(head.iter().all(|&x| x == 1));
+
+    // Another object takes the memory: the reader fails, never returning
+    // its bytes.
+    let b = c.put(&[&vec![2u8; size]]).unwrap();
+    let mut rest = Vec::new();
+    let err = reader.read_to_end(&mut rest).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    assert!(rest.iter().all(|&x| x == 1), "no byte of the new object");
+    assert_eq!(c.get(&a).unwrap(), None);
+    assert_eq!(c.get(&b).unwrap().unwrap(), vec![2u8; size]);
+    c.close().unwrap();
+}
+
+/// A shared-memory connector whose readers, at their first read, evict the
+/// object they read and store another (`.1`, a valid encoding of a value
+/// of the same type and size), which takes its memory: the race of a
+/// reader with an eviction, made certain.
+#[derive(Debug, Clone)]
+struct EvictsWhileRead(SharedMemoryConnector, std::sync::Arc<Vec<u8>>);
+
+struct Racing {
+    inner: proxystore::connectors::ObjectReader,
+    connector: SharedMemoryConnector,
+    key: proxystore::Key,
+    replacement: std::sync::Arc<Vec<u8>>,
+    raced: bool,
+}
+
+impl Read for Racing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.raced {
+            self.raced = true;
+            self.connector.evict(&self.key).unwrap();
+            self.connector.put(&[&self.replacement]).unwrap();
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl Connector for EvictsWhileRead {
+    fn config(&self) -> ConnectorConfig {
+        self.0.config()
+    }
+    fn set(&self, key: &proxystore::Key, parts: &[&[u8]]) -> proxystore::Result<()> {
+        self.0.set(key, parts)
+    }
+    fn get(&self, key: &proxystore::Key) -> proxystore::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn exists(&self, key: &proxystore::Key) -> proxystore::Result<bool> {
+        self.0.exists(key)
+    }
+    fn evict(&self, key: &proxystore::Key) -> proxystore::Result<()> {
+        self.0.evict(key)
+    }
+    fn close(&self) -> proxystore::Result<()> {
+        self.0.close()
+    }
+    fn open_sized(
+        &self,
+        key: &proxystore::Key,
+    ) -> proxystore::Result<Option<(proxystore::connectors::ObjectReader, Option<u64>)>> {
+        Ok(self.0.open_sized(key)?.map(|(inner, len)| {
+            let reader: proxystore::connectors::ObjectReader = Box::new(Racing {
+                inner,
+                connector: self.0.clone(),
+                key: *key,
+                replacement: self.1.clone(),
+                raced: false,
+            });
+            (reader, len)
+        }))
+    }
+}
+
+#[test]
+fn a_value_evicted_and_reused_while_it_is_decoded_is_missing_not_another() {
+    let base = base();
+    let c = SharedMemoryConnector::builder()
+        .base_dir(base.path())
+        .build()
+        .unwrap();
+    let value: Vec<u8> = (0..4usize << 20).map(|i| (i % 7) as u8).collect();
+    let other = proxystore::codec::encode(&vec![0xeeu8; value.len()])
+        .unwrap()
+        .to_vec();
+    let racing = EvictsWhileRead(c.clone(), std::sync::Arc::new(other));
+    let store = Store::builder(unique("shm-race"), racing)
+        .cache_size(0)
+        .build()
+        .unwrap();
+    let key = store.put(&value).unwrap();
+    assert_eq!(store.load::<Vec<u8>>(&key).unwrap(), None);
+
+    let key = store.put(&value).unwrap();
+    let proxy: proxystore::Proxy<Vec<u8>> = store.proxy_from_key(key);
+    let err = proxystore::Proxy::resolve(&proxy).unwrap_err();
+    assert!(matches!(err, Error::MissingObject { .. }), "{err}");
+
+    // Without the race, the value itself.
+    let key = store.put(&value).unwrap();
+    assert!(store.connector().exists(&key).unwrap());
+    assert_eq!(
+        Store::builder(unique("shm-plain"), c.clone())
+            .build()
+            .unwrap()
+            .load::<Vec<u8>>(&key)
+            .unwrap()
+            .unwrap(),
+        value
+    );
+    store.close().unwrap();
+}
+
+#[proxied(types = [Vec<u8>])]
+fn plus_one(mut bytes: Vec<u8>) -> Vec<u8> {
+    for b in &mut bytes {
+        *b = b.wrapping_add(1);
+    }
+    bytes
+}
+
+#[test]
+fn pool_workers_reuse_segments_the_client_evicted_and_back() {
+    let base = base();
+    let c = SharedMemoryConnector::builder()
+        .base_dir(base.path())
+        .build()
+        .unwrap();
+    let dir = c.directory().to_path_buf();
+    let store = Store::builder(unique("shm-reuse"), c).build().unwrap();
+    let pool = ProcessPool::builder(1).test_harness().build().unwrap();
+    let executor = StoreExecutor::new(pool, store.clone());
+    for round in 0..6u8 {
+        let input = vec![round; 2 << 20];
+        let result = executor
+            .submit(plus_one::task(input))
+            .unwrap()
+            .result()
+            .unwrap();
+        assert!(result.is_proxy());
+        assert!(result.len() == 2 << 20 && result.iter().all(|&b| b == round + 1));
+        drop(result);
+        assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+        // The argument and the result, each evicted into the pool and
+        // taken again by the next round's writers.
+        assert!(
+            names(&pool_of(&dir)).len() <= 2,
+            "{:?}",
+            names(&pool_of(&dir))
+        );
+    }
+    drop(executor);
+    assert!(!dir.exists() && !pool_of(&dir).exists());
     assert!(names(base.path()).is_empty());
 }

@@ -109,9 +109,10 @@ fn main() {
             println!("{key}");
         }
         // shm-hold <base>: creates two shared-memory stores under <base>,
-        // puts objects in both, leaves a temporary file in the first as a
-        // write cut short by a crash would, prints both directories (one
-        // line each) and waits to be killed.
+        // puts objects in both and evicts a large one (which waits in the
+        // store's pool), leaves a temporary file in the first as a write
+        // cut short by a crash would, prints both directories (one line
+        // each) and waits to be killed.
         "shm-hold" => {
             use proxystore::connectors::SharedMemoryConnector;
             let stores: Vec<SharedMemoryConnector> = (0..2)
@@ -125,6 +126,8 @@ fn main() {
             for (i, c) in stores.iter().enumerate() {
                 c.put(&[b"object"]).unwrap();
                 c.put(&[&vec![i as u8; 1 << 20]]).unwrap();
+                let evicted = c.put(&[&vec![9u8; 2 << 20]]).unwrap();
+                c.evict(&evicted).unwrap();
             }
             let key = Key::new();
             let tmp = format!(".{key}.{}.tmp", Key::new());

@@ -370,8 +370,17 @@ impl Store {
             inner: BufReader::with_capacity(64 * 1024, reader),
             bytes: 0,
         };
-        let value = codec::decode_with::<T>(&mut counted, options)
-            .map_err(|f| f.into_error::<T>(*key, self.name()))?;
+        let value = match codec::decode_with::<T>(&mut counted, options) {
+            Ok(value) => value,
+            // A read that failed because the object was evicted meanwhile
+            // (a connector that reuses an evicted object's memory stops
+            // the read): the object is missing, not corrupt.
+            Err(_) if matches!(self.inner.connector.exists(key), Ok(false)) => {
+                tracing::debug!(store = %self.name(), %key, "get: evicted while read");
+                return Ok(None);
+            }
+            Err(f) => return Err(f.into_error::<T>(*key, self.name())),
+        };
         tracing::debug!(store = %self.name(), %key, size = counted.bytes, "get");
         self.record(Operation::Get, counted.bytes, started);
         Ok(Some(value))

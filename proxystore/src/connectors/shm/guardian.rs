@@ -16,7 +16,7 @@
 //!   (`+<dir>`) and which it has removed itself (`-<dir>`);
 //! - at end of file it removes, in each directory still watched, only the
 //!   names a store makes (objects named by a key, temporary files
-//!   `.<key>.<uuid>.tmp`), then removes the directory with `rmdir`, which
+//!   `.<key>.<uuid>.tmp`, pooled segments `<size>.<uuid>.seg`), then removes the directory with `rmdir`, which
 //!   fails, and keeps the directory, if anything else is in it. It retries
 //!   for a few seconds, for writers (pool workers) that were still
 //!   finishing a write when the creator died;
@@ -76,7 +76,7 @@ while [ -n "$dirs" ] && [ $round -lt 50 ]; do
   while [ -n "$rest" ]; do
     d=${rest%%"$nl"*}
     rest=${rest#*"$nl"}
-    rm -f -- "$d"/$U "$d"/.$U.$U.tmp 2>/dev/null
+    rm -f -- "$d"/$U "$d"/.$U.$U.tmp "$d"/[0-9]*.$U.seg 2>/dev/null
     rmdir -- "$d" 2>/dev/null || { [ -d "$d" ] && dirs="$dirs$d$nl"; }
   done
   [ -z "$dirs" ] || sleep 0.1

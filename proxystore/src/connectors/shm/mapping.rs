@@ -53,10 +53,13 @@ impl Mapping {
     pub(super) fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr..ptr+len` is a live read-only mapping (or `len` is
         // 0). Its contents never change and never shrink while it is
-        // mapped, because objects are immutable once they have a name:
-        // - a store writes an object into a temporary file and renames it
-        //   into place; no store code ever opens an object for writing,
-        //   truncates or extends it;
+        // mapped, because the objects that are mapped (those smaller than
+        // a segment, see `segment.rs`) are immutable once they have a name:
+        // - a store writes such an object into a temporary file and renames
+        //   it into place; no store code ever opens one for writing,
+        //   truncates or extends it. Only segments are written over after
+        //   an eviction, and only after checking (on the opened file) that
+        //   the file is one; they are read with `pread`, never mapped;
         // - replacing an object renames another file over its name and
         //   evicting it unlinks it: both leave this inode, and so this
         //   mapping, intact until it is unmapped;

@@ -9,9 +9,12 @@
 //! - in it, objects are files named by their key and temporary files
 //!   `.<key>.<uuid>.tmp`, as in the file store; every other name is someone
 //!   else's and is left alone (it keeps the directory from being removed);
-//! - the directory, its objects and its temporary files are removed by
-//!   [`close`](Connector::close) of the connector that created it, or, if
-//!   the creating process dies first (even by `SIGKILL`), by a guardian
+//! - beside it, a directory `proxystore-<uuid>.pool` (mode 0700) where
+//!   evicted large objects wait to be reused, as files `<size>.<uuid>.seg`
+//!   (see `segment.rs`);
+//! - both directories and the store's files in them are removed by
+//!   [`close`](Connector::close) of the connector that created them, or,
+//!   if the creating process dies first (even by `SIGKILL`), by a guardian
 //!   process it started for that (see `guardian.rs`).
 //!
 //! A connector rebuilt from a configuration (in a pool worker) reads and
@@ -21,6 +24,7 @@
 
 mod guardian;
 mod mapping;
+mod segment;
 
 use std::fs::{self, DirBuilder, File};
 use std::io;
@@ -37,6 +41,7 @@ use super::{Connector, ConnectorConfig, FromConfig, ObjectReader, Reach};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use mapping::{MappedReader, Mapping};
+use segment::{Pool, SegmentReader};
 
 /// Objects at least this large are read through a memory map; smaller ones
 /// with a plain read.
@@ -52,11 +57,13 @@ const CLOSE_PASSES: usize = 4;
 /// Stores each object as a file in shared memory (`/dev/shm`): the fastest
 /// way to pass large values between processes of one host.
 ///
-/// Reading an object maps it into memory: decoding copies the bytes once,
-/// from the shared pages straight into the final value, with no system call
-/// per read. Writes go to a temporary file that is renamed into place, so
-/// no reader ever sees half an object. Objects live in RAM (tmpfs), so they
-/// count against the host's memory while they are stored.
+/// Decoding copies the bytes once, from the shared pages straight into the
+/// final value. Writes go to a temporary file that is renamed into place,
+/// so no reader ever sees half an object. Objects live in RAM (tmpfs), so
+/// they count against the host's memory while they are stored, and so do
+/// the evicted large objects the store keeps for reuse (512 MiB at most
+/// unless [`pool_limit`](SharedMemoryConnectorBuilder::pool_limit) says
+/// otherwise) until it is closed.
 ///
 /// ```
 /// use proxystore::connectors::{Connector, SharedMemoryConnector};
@@ -96,16 +103,27 @@ const CLOSE_PASSES: usize = 4;
 ///
 /// # Speed
 ///
-/// Writes are one `writev` of all the parts into the temporary file (a
+/// A fresh file in `/dev/shm` costs more than its bytes: its pages are
+/// allocated and zeroed 4 KiB at a time when it is written, and freed when
+/// it is evicted. So objects of 256 KiB and more are *segments*: evicting
+/// one moves its file to the store's pool, and the next large object of
+/// about its size (within a factor of two) is written over those pages,
+/// already allocated: a large write then costs about a `memcpy`, from any
+/// process using the store. A reader that still holds an evicted object
+/// whose memory was taken meanwhile gets [`Error::MissingObject`] from the
+/// store (the connector's reader fails with [`io::ErrorKind::NotFound`]),
+/// never the next object's bytes: each segment's header names its object,
+/// and is checked after every read (see `segment.rs`).
+///
+/// Smaller objects are one `writev` of all the parts into a fresh file (a
 /// write through a memory map measured twice as slow: every page faults);
-/// `get` is one `read` into a buffer of the object's size. The speed then
-/// depends on the tmpfs's page size. For 100 MiB on a 2-core host with
-/// Linux 6.18 (medians): put 45 ms and get 72 ms on a default `/dev/shm`
-/// (4 KiB pages); put 11 ms and get 54 ms on a tmpfs mounted with
+/// reads are one `read`, or a memory map from 64 KiB. Large objects are
+/// read with `pread`, as their bytes may be reused. A tmpfs mounted with
 /// `huge=within_size`, given with
-/// [`base_dir`](SharedMemoryConnectorBuilder::base_dir); for comparison a
-/// [`FileConnector`](super::FileConnector) on ext4, whose page cache uses
-/// large folios there, put 24 ms and get 56 ms.
+/// [`base_dir`](SharedMemoryConnectorBuilder::base_dir), uses 2 MiB pages,
+/// which makes fresh large files cheaper too and cuts the cost per page
+/// of every read and write (`/dev/shm` is mounted without `huge=` on most
+/// systems, and a process cannot change that).
 ///
 /// # Who can read the objects
 ///
@@ -127,6 +145,8 @@ pub struct SharedMemoryConnector {
     // forgery) every operation checks again.
     verified: Arc<AtomicBool>,
     name: String,
+    /// Evicted large objects, kept for reuse (see `segment.rs`).
+    pool: Arc<Pool>,
 }
 
 /// Options of a [`SharedMemoryConnector`], from
@@ -134,6 +154,7 @@ pub struct SharedMemoryConnector {
 #[derive(Clone, Debug)]
 pub struct SharedMemoryConnectorBuilder {
     base: PathBuf,
+    pool_limit: u64,
 }
 
 impl SharedMemoryConnectorBuilder {
@@ -143,6 +164,15 @@ impl SharedMemoryConnectorBuilder {
     /// fresh `proxystore-<uuid>` in it and never touches anything else.
     pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.base = dir.into();
+        self
+    }
+
+    /// How many bytes of evicted large objects the store keeps for reuse
+    /// (512 MiB unless set; 0 keeps none, and every large object is then
+    /// a fresh file, as a small one is). See [the speed
+    /// notes](SharedMemoryConnector#speed).
+    pub fn pool_limit(mut self, bytes: u64) -> Self {
+        self.pool_limit = bytes;
         self
     }
 
@@ -164,18 +194,33 @@ impl SharedMemoryConnectorBuilder {
                 ),
             });
         }
-        let connector = SharedMemoryConnector::with_options(Options { directory: dir, id }, true);
-        // Watched before it exists: there is no moment when the directory
-        // is there and a crash would leave it behind.
-        guardian::watch(&connector.dir).map_err(|e| {
+        let options = Options {
+            directory: dir,
+            id,
+            pool_limit: Some(self.pool_limit),
+        };
+        let connector = SharedMemoryConnector::with_options(options, true);
+        // Watched before they exist: there is no moment when the
+        // directories are there and a crash would leave them behind.
+        let pool_dir = connector.pool.dir().to_path_buf();
+        let watched = guardian::watch(&connector.dir).and_then(|()| {
+            guardian::watch(&pool_dir).inspect_err(|_| guardian::forget(&connector.dir))
+        });
+        watched.map_err(|e| {
             Error::io(
                 &connector.name,
                 "starting the guardian process (/bin/sh)",
                 e,
             )
         })?;
-        if let Err(e) = DirBuilder::new().mode(0o700).create(&connector.dir) {
+        let created = DirBuilder::new()
+            .mode(0o700)
+            .create(&connector.dir)
+            .and_then(|()| DirBuilder::new().mode(0o700).create(&pool_dir));
+        if let Err(e) = created {
+            let _ = fs::remove_dir(&connector.dir);
             guardian::forget(&connector.dir);
+            guardian::forget(&pool_dir);
             return Err(Error::io(&connector.name, "creating the directory", e));
         }
         tracing::debug!(dir = %connector.dir.display(), "shm: created");
@@ -187,6 +232,10 @@ impl SharedMemoryConnectorBuilder {
 struct Options {
     directory: PathBuf,
     id: Uuid,
+    /// The pool's limit in bytes; absent in configurations of versions
+    /// without a pool (the default then applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pool_limit: Option<u64>,
 }
 
 fn dir_name(id: &Uuid) -> String {
@@ -203,6 +252,7 @@ impl SharedMemoryConnector {
     pub fn builder() -> SharedMemoryConnectorBuilder {
         SharedMemoryConnectorBuilder {
             base: PathBuf::from(DEFAULT_BASE),
+            pool_limit: segment::DEFAULT_POOL_LIMIT,
         }
     }
 
@@ -219,12 +269,16 @@ impl SharedMemoryConnector {
     }
 
     fn with_options(options: Options, creator: bool) -> Self {
+        let mut pool_dir = options.directory.clone().into_os_string();
+        pool_dir.push(".pool");
+        let limit = options.pool_limit.unwrap_or(segment::DEFAULT_POOL_LIMIT);
         SharedMemoryConnector {
             name: format!("shm({})", options.directory.display()),
             dir: options.directory,
             id: options.id,
             creator,
             verified: Arc::default(),
+            pool: Arc::new(Pool::new(PathBuf::from(pool_dir), limit)),
         }
     }
 
@@ -325,6 +379,7 @@ impl Connector for SharedMemoryConnector {
         let options = Options {
             directory: self.dir.clone(),
             id: self.id,
+            pool_limit: Some(self.pool.limit()),
         };
         ConnectorConfig::new(Self::KIND, &options).expect("plain options serialize")
     }
@@ -336,7 +391,25 @@ impl Connector for SharedMemoryConnector {
             let e = io::Error::new(io::ErrorKind::NotFound, "the store was closed");
             return Err(self.err("writing", key, e));
         }
-        entries::write_object(&self.dir, key, &self.path(key), parts)
+        let path = self.path(key);
+        if !segment::is_segment(size as u64) {
+            return entries::write_object(&self.dir, key, &path, parts)
+                .map_err(|e| self.err("writing", key, e));
+        }
+        // A large object goes over the pages of an evicted one where the
+        // pool has one of about its size, else into a fresh file.
+        let reused = self
+            .pool
+            .write(&self.dir, key, &path, parts, size as u64)
+            .map_err(|e| self.err("writing", key, e))?;
+        if reused {
+            return Ok(());
+        }
+        let header = segment::new_header(key, size as u64);
+        let mut with_header = Vec::with_capacity(parts.len() + 1);
+        with_header.push(&header[..]);
+        with_header.extend_from_slice(parts);
+        entries::write_object(&self.dir, key, &path, &with_header)
             .map_err(|e| self.err("writing", key, e))
     }
 
@@ -345,7 +418,19 @@ impl Connector for SharedMemoryConnector {
             return Ok(None);
         };
         // One copy, from the shared pages into the new buffer.
-        let bytes = entries::read_whole(file, len).map_err(|e| self.err("reading", key, e))?;
+        let bytes = if segment::is_segment(len) {
+            let read = segment::read_header(&file, len, key).and_then(|opened| match opened {
+                Some(opened) => segment::read_whole(&file, &opened),
+                None => Ok(None),
+            });
+            match read.map_err(|e| self.err("reading", key, e))? {
+                Some(bytes) => bytes,
+                // Evicted, and its memory taken by another object.
+                None => return Ok(None),
+            }
+        } else {
+            entries::read_whole(file, len).map_err(|e| self.err("reading", key, e))?
+        };
         tracing::debug!(%key, size = bytes.len(), "shm: get");
         Ok(Some(bytes))
     }
@@ -359,6 +444,16 @@ impl Connector for SharedMemoryConnector {
             return Ok(None);
         };
         tracing::debug!(%key, size = len, "shm: open");
+        if segment::is_segment(len) {
+            let opened =
+                segment::read_header(&file, len, key).map_err(|e| self.err("reading", key, e))?;
+            // `None`: evicted, and its memory taken by another object.
+            return Ok(opened.map(|opened| {
+                let len = opened.len;
+                let reader: ObjectReader = Box::new(SegmentReader::new(file, opened));
+                (reader, Some(len))
+            }));
+        }
         // A small object costs less to read than to map (a map is two
         // more system calls and a page fault).
         if len < MAP_MIN {
@@ -393,7 +488,22 @@ impl Connector for SharedMemoryConnector {
         if !self.check()? {
             return Ok(());
         }
-        entries::remove(&self.path(key))
+        let path = self.path(key);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.err("evicting", key, e)),
+        };
+        // A large object's memory goes to the pool, for the next one.
+        if meta.is_file() && segment::is_segment(meta.len()) {
+            match self.pool.give(&path, meta.len()) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(self.err("evicting", key, e)),
+            }
+        }
+        entries::remove(&path)
             .map(drop)
             .map_err(|e| self.err("evicting", key, e))
     }
@@ -410,6 +520,22 @@ impl Connector for SharedMemoryConnector {
         self.remove_everything()?;
         if !self.dir.exists() {
             guardian::forget(&self.dir);
+        }
+        // After the objects: a writer can no longer bring a segment back
+        // once the store's directory is gone.
+        let foreign = self
+            .pool
+            .remove()
+            .map_err(|e| Error::io(&self.name, "removing the pool of segments", e))?;
+        if foreign > 0 {
+            tracing::warn!(
+                dir = %self.pool.dir().display(),
+                foreign,
+                "shm: kept the pool's directory: it holds files the store did not create"
+            );
+        }
+        if !self.pool.dir().exists() {
+            guardian::forget(self.pool.dir());
         }
         Ok(())
     }
