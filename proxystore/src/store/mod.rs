@@ -255,6 +255,25 @@ impl Store {
         self.write(key, encoded, self.start())
     }
 
+    /// Stores already encoded bytes under `key`, to be removed by the
+    /// connector itself after `after` where it can, in the same request
+    /// ([`Connector::set_expiring`]); returns whether the expiry was set.
+    pub(crate) fn set_encoded_expiring(
+        &self,
+        key: &Key,
+        encoded: &codec::Encoded<'_>,
+        after: std::time::Duration,
+    ) -> Result<bool> {
+        self.check_open()?;
+        let started = self.start();
+        let expiring = self
+            .inner
+            .connector
+            .set_expiring(key, &encoded.parts(), after)?;
+        self.written(key, encoded, started);
+        Ok(expiring)
+    }
+
     fn write(
         &self,
         key: &Key,
@@ -262,13 +281,18 @@ impl Store {
         started: Option<Instant>,
     ) -> Result<()> {
         self.inner.connector.set(key, &encoded.parts())?;
+        self.written(key, encoded, started);
+        Ok(())
+    }
+
+    /// What follows the writing of an object under `key`.
+    fn written(&self, key: &Key, encoded: &codec::Encoded<'_>, started: Option<Instant>) {
         self.forget(key);
         // Stored again: a lifetime's earlier eviction no longer explains
         // its absence.
         crate::lifetime::evictions::forget(key);
         tracing::debug!(store = %self.name(), %key, size = encoded.len(), "put");
         self.record(Operation::Put, encoded.len(), started);
-        Ok(())
     }
 
     /// Stores several values, returning their keys in order.

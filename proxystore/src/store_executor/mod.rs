@@ -233,6 +233,7 @@ impl StoreExecutor {
             &self.policy,
             self.executor.task_reach(),
             self.executor_name,
+            self.keeper.expiry(),
             task,
         )?;
         Ok(self.dispatch(staged))
@@ -290,9 +291,10 @@ impl StoreExecutor {
         self.check_open(task.name())?;
         let (store, policy) = (self.store.clone(), self.policy.clone());
         let (reach, executor) = (self.executor.task_reach(), self.executor_name);
+        let expiry = self.keeper.expiry();
         let cleanup = self.store.clone();
         let staged = crate::runtime::unblock::unblock(
-            move || stage(&store, &policy, reach, executor, task),
+            move || stage(&store, &policy, reach, executor, expiry, task),
             move |staged| {
                 if let Ok(staged) = staged {
                     evict_all(&cleanup, &staged.created);
@@ -319,6 +321,7 @@ impl StoreExecutor {
         let Staged {
             encoded,
             created,
+            expiring,
             result_key,
         } = staged;
         let EncodedTask {
@@ -346,7 +349,7 @@ impl StoreExecutor {
             self.held.next.fetch_add(1, Ordering::Relaxed)
         };
         let created_keys = created.clone();
-        self.keeper.keep(&created);
+        self.keeper.keep(&created, expiring);
         let cleanup = {
             let store = self.store.clone();
             let keeper = self.keeper.clone();

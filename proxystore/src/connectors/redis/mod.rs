@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionLike, Value};
+use redis::Value;
 
 use super::{Connector, ConnectorConfig, FromConfig, ObjectReader, Reach};
 use crate::error::{Error, Result};
@@ -15,12 +15,14 @@ use crate::key::Key;
 
 mod builder;
 mod pool;
+mod raw;
 pub(crate) mod resp;
 mod url;
 
 pub use builder::RedisConnectorBuilder;
 use builder::{invalid, millis, Options};
-use pool::{shared_pool, Pool};
+use pool::{shared_pool, Conn, Pool};
+use raw::BulkReader;
 use resp::*;
 pub(crate) use url::{scrub, RedisUrl};
 
@@ -266,6 +268,38 @@ impl RedisConnector {
         Ok(())
     }
 
+    /// `SET`, with `PX` when `expiry` is given. The parts are written as
+    /// they are (one `writev`), never copied into a request buffer.
+    fn set_with(
+        &self,
+        key: &Key,
+        parts: &[&[u8]],
+        expiry: Option<std::time::Duration>,
+    ) -> Result<()> {
+        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        self.check_size(size)?;
+        tracing::debug!(%key, size, server = %self.inner.server, "redis: set");
+        let name = self.redis_key(key);
+        // `SET name value [PX ms]`: the head, the value's parts, the tail.
+        let options = if expiry.is_some() { 2 } else { 0 };
+        let head = head_before_parts(&[b"SET", name.as_bytes()], parts, options);
+        let tail = match expiry {
+            None => b"\r\n".to_vec(),
+            Some(after) => {
+                let ms = after.as_millis().clamp(1, i64::MAX as u128).to_string();
+                let mut tail = b"\r\n".to_vec();
+                tail.extend_from_slice(b"$2\r\nPX\r\n");
+                push_bulk(&mut tail, &[ms.as_bytes()]);
+                tail
+            }
+        };
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
+        pieces.push(&head);
+        pieces.extend_from_slice(parts);
+        pieces.push(&tail);
+        self.run("SET", |c| expect_ok("SET", c.request(&pieces)?))
+    }
+
     /// Calls `each` with every batch of the namespace's object keys (Redis
     /// names), found with `SCAN MATCH` (never `KEYS`, which blocks the
     /// server): only names shaped like the namespace's object keys, so
@@ -285,7 +319,7 @@ impl RedisConnector {
         let mut cursor: u64 = 0;
         loop {
             let (next, keys) = self.run(&operation, |c| {
-                let reply = c.req_command(
+                let reply = c.command(
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -309,7 +343,7 @@ impl RedisConnector {
         self.scan_objects("close", |keys| {
             for batch in keys.chunks(CLOSE_BATCH) {
                 let n = self.run("close (UNLINK)", |c| {
-                    expect_int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(batch))?)
+                    expect_int("UNLINK", c.command(redis::cmd("UNLINK").arg(batch))?)
                 })?;
                 removed += u64::try_from(n).unwrap_or(0);
             }
@@ -345,19 +379,25 @@ impl Connector for RedisConnector {
     }
 
     fn set(&self, key: &Key, parts: &[&[u8]]) -> Result<()> {
-        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        self.check_size(size)?;
-        tracing::debug!(%key, size, server = %self.inner.server, "redis: set");
-        let name = self.redis_key(key);
-        let request = pack(&[&[b"SET"], &[name.as_bytes()], parts]);
-        self.run("SET", |c| expect_ok("SET", c.req_packed_command(&request)?))
+        self.set_with(key, parts, None)
+    }
+
+    /// One `SET .. PX`: the object and its expiry in one request.
+    fn set_expiring(
+        &self,
+        key: &Key,
+        parts: &[&[u8]],
+        after: std::time::Duration,
+    ) -> Result<bool> {
+        self.set_with(key, parts, Some(after))?;
+        Ok(true)
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let name = self.redis_key(key);
-        let found = self.run("GET", |c| {
-            expect_bulk("GET", c.req_command(redis::cmd("GET").arg(&name))?)
-        })?;
+        let request = pack_args(&[b"GET", name.as_bytes()]);
+        // The value is read into a buffer of its exact size.
+        let found = self.run("GET", |c| expect_bulk("GET", c.request(&[&request])?))?;
         tracing::debug!(%key, size = found.as_ref().map(Vec::len), "redis: get");
         Ok(found)
     }
@@ -366,18 +406,49 @@ impl Connector for RedisConnector {
         Ok(self.open_sized(key)?.map(|(reader, _)| reader))
     }
 
+    /// The value is streamed from the connection into the decoder, which
+    /// reads it straight into the typed buffer of the value; the
+    /// connection serves again once the reader has read it all.
     fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
-        Ok(self.get(key)?.map(|bytes| {
-            let len = bytes.len() as u64;
-            (Box::new(Cursor::new(bytes)) as ObjectReader, Some(len))
-        }))
+        let name = self.redis_key(key);
+        let request = pack_args(&[b"GET", name.as_bytes()]);
+        let found = self.run_owned("GET", |connection| match connection {
+            Conn::Raw(mut raw) => {
+                let head = raw
+                    .send(&[&request])
+                    .map_err(redis::RedisError::from)
+                    .and_then(|()| raw.bulk_head("GET"));
+                match head {
+                    Ok(None) => (Some(Conn::Raw(raw)), Ok(None)),
+                    Ok(Some(len)) => {
+                        let reader = BulkReader::new(raw, len, self.inner.pool.clone());
+                        (None, Ok(Some((Box::new(reader) as ObjectReader, len))))
+                    }
+                    Err(e) => (None, Err(e)),
+                }
+            }
+            mut other => match other
+                .request(&[&request])
+                .and_then(|v| expect_bulk("GET", v))
+            {
+                Ok(found) => {
+                    let found = found.map(|bytes| {
+                        let len = bytes.len() as u64;
+                        (Box::new(Cursor::new(bytes)) as ObjectReader, len)
+                    });
+                    (Some(other), Ok(found))
+                }
+                Err(e) => (None, Err(e)),
+            },
+        })?;
+        tracing::debug!(%key, size = found.as_ref().map(|f| f.1), "redis: open");
+        Ok(found.map(|(reader, len)| (reader, Some(len))))
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
         let name = self.redis_key(key);
-        let n = self.run("EXISTS", |c| {
-            expect_int("EXISTS", c.req_command(redis::cmd("EXISTS").arg(&name))?)
-        })?;
+        let request = pack_args(&[b"EXISTS", name.as_bytes()]);
+        let n = self.run("EXISTS", |c| expect_int("EXISTS", c.request(&[&request])?))?;
         Ok(n > 0)
     }
 
@@ -407,7 +478,7 @@ impl Connector for RedisConnector {
         self.run("PEXPIRE", |c| {
             expect_int(
                 "PEXPIRE",
-                c.req_command(redis::cmd("PEXPIRE").arg(&name).arg(ms))?,
+                c.command(redis::cmd("PEXPIRE").arg(&name).arg(ms))?,
             )
         })?;
         Ok(true)
@@ -415,15 +486,20 @@ impl Connector for RedisConnector {
 
     fn expire_all(&self, keys: &[Key], after: std::time::Duration) -> Result<bool> {
         let ms = after.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let ms = ms.to_string();
         for chunk in keys.chunks(CLOSE_BATCH) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("PEXPIRE")
-                    .arg(self.redis_key(key))
-                    .arg(ms)
-                    .ignore();
-            }
-            self.run("PEXPIRE", |c| pipe.query::<()>(c))?;
+            // One round trip for the chunk.
+            let packed: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|key| pack_args(&[b"PEXPIRE", self.redis_key(key).as_bytes(), ms.as_bytes()]))
+                .collect();
+            let pieces: Vec<&[u8]> = packed.iter().map(Vec::as_slice).collect();
+            self.run("PEXPIRE", |c| {
+                for reply in c.requests(&pieces, chunk.len())? {
+                    expect_int("PEXPIRE", reply)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(true)
     }
@@ -431,10 +507,9 @@ impl Connector for RedisConnector {
     fn evict(&self, key: &Key) -> Result<()> {
         tracing::debug!(%key, "redis: evict");
         let name = self.redis_key(key);
-        self.run("UNLINK", |c| {
-            expect_int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(&name))?)
-        })
-        .map(drop)
+        let request = pack_args(&[b"UNLINK", name.as_bytes()]);
+        self.run("UNLINK", |c| expect_int("UNLINK", c.request(&[&request])?))
+            .map(drop)
     }
 
     fn close(&self) -> Result<()> {
@@ -486,7 +561,7 @@ impl Connector for RedisConnector {
             let request = pack(&args);
             tracing::debug!(objects = end - start, bytes, "redis: put_batch");
             self.run("MSET", |c| {
-                expect_ok("MSET", c.req_packed_command(&request)?)
+                expect_ok("MSET", c.request(&[&request])?)
             })?;
             start = end;
         }
@@ -499,7 +574,7 @@ impl Connector for RedisConnector {
         }
         let names: Vec<String> = keys.iter().map(|k| self.redis_key(k)).collect();
         let values = self.run("MGET", |c| {
-            match c.req_command(redis::cmd("MGET").arg(&names))? {
+            match c.command(redis::cmd("MGET").arg(&names))? {
                 Value::Array(items) if items.len() == names.len() => items
                     .into_iter()
                     .map(|v| expect_bulk("MGET", v))
