@@ -3,7 +3,9 @@
 //! Runs the Rust workloads and, interleaved with them round by round,
 //! `python_anchor.py` (Python ProxyStore 1.1.0's `StoreExecutor` over a
 //! `ProcessPoolExecutor(2)` and a `FileConnector`), then prints one table:
-//! each workload's median and min–max on both sides and the ratio.
+//! each workload's median and min–max on both sides, the ratio, and the
+//! CPU time per task of both sides (the anchor runs under `python_cpu.py`,
+//! which measures its phases from the outside of its code).
 //!
 //! With `redis-server` on PATH (or `PROXYSTORE_REDIS_SERVER`), a private
 //! server is started on a free port for the run, and the Redis rows (`r.`)
@@ -499,7 +501,10 @@ fn cpu_seconds() -> f64 {
 fn with_cpu_each(t: &mut Table, name: &str, f: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
     let before = cpu_seconds();
     let xs = f();
-    t.cpu(name, (cpu_seconds() - before) * 1e6 / xs.len().max(1) as f64);
+    t.cpu(
+        name,
+        (cpu_seconds() - before) * 1e6 / xs.len().max(1) as f64,
+    );
     xs
 }
 
@@ -837,15 +842,15 @@ fn physical_rows(o: &Options, t: &mut Table, bytes: &[Vec<u8>]) {
     let name = "f. two memcpy 100MiB into fresh buffers";
     let xs = with_cpu_each(t, name, || {
         (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            let a = black_box(big.to_vec());
-            let b = black_box(a.to_vec());
-            let e = ms(t0.elapsed());
-            drop((a, b));
-            e
-        })
-        .collect()
+            .map(|_| {
+                let t0 = Instant::now();
+                let a = black_box(big.to_vec());
+                let b = black_box(a.to_vec());
+                let e = ms(t0.elapsed());
+                drop((a, b));
+                e
+            })
+            .collect()
     });
     t.rust(name, "ms", &xs);
     let mut dirs = vec![("", o.root.clone())];
@@ -857,15 +862,15 @@ fn physical_rows(o: &Options, t: &mut Table, bytes: &[Vec<u8>]) {
         let name = format!("f. file write+read+unlink 100MiB, warm buffer{place}");
         let xs = with_cpu_each(t, &name, || {
             (0..reps)
-            .map(|_| {
-                let t0 = Instant::now();
-                std::fs::write(&file, big).unwrap();
-                let mut f = std::fs::File::open(&file).unwrap();
-                f.read_exact(&mut dst).unwrap();
-                std::fs::remove_file(&file).unwrap();
-                ms(t0.elapsed())
-            })
-            .collect()
+                .map(|_| {
+                    let t0 = Instant::now();
+                    std::fs::write(&file, big).unwrap();
+                    let mut f = std::fs::File::open(&file).unwrap();
+                    f.read_exact(&mut dst).unwrap();
+                    std::fs::remove_file(&file).unwrap();
+                    ms(t0.elapsed())
+                })
+                .collect()
         });
         t.rust(&name, "ms", &xs);
         // The small proxied round trip's floor: two small objects, each
@@ -876,21 +881,21 @@ fn physical_rows(o: &Options, t: &mut Table, bytes: &[Vec<u8>]) {
         let name = format!("f. small file create+write+read+unlink, twice{place}");
         let xs = with_cpu_each(t, &name, || {
             (0..n)
-            .map(|_| {
-                let t0 = Instant::now();
-                for _ in 0..2 {
-                    let mut f = std::fs::File::create(&file).unwrap();
-                    f.write_all(&small).unwrap();
-                    drop(f);
-                    std::fs::File::open(&file)
-                        .unwrap()
-                        .read_exact(&mut back)
-                        .unwrap();
-                    std::fs::remove_file(&file).unwrap();
-                }
-                us(t0.elapsed())
-            })
-            .collect()
+                .map(|_| {
+                    let t0 = Instant::now();
+                    for _ in 0..2 {
+                        let mut f = std::fs::File::create(&file).unwrap();
+                        f.write_all(&small).unwrap();
+                        drop(f);
+                        std::fs::File::open(&file)
+                            .unwrap()
+                            .read_exact(&mut back)
+                            .unwrap();
+                        std::fs::remove_file(&file).unwrap();
+                    }
+                    us(t0.elapsed())
+                })
+                .collect()
         });
         t.rust(&name, "us", &xs);
     }
@@ -1145,7 +1150,10 @@ impl Table {
         size: Option<usize>,
         name: &str,
     ) {
-        let entries = r["cpu"][key].as_array().map(Vec::as_slice).unwrap_or_default();
+        let entries = r["cpu"][key]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let found = entries.iter().find(|e| {
             e["phase"].as_str() == Some(phase)
                 && e["size_bytes"].as_u64().map(|s| s as usize) == size
@@ -1597,7 +1605,9 @@ fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
     let reps = if o.quick { 3 } else { 10 };
     let piece = (8 * MIB).min(size / 4);
     let name = format!("r. floor: SET+GET {}, twice", label(size));
-    let xs = with_cpu_each(t, &name, || redis_set_get(rig.server.port(), data, reps, None));
+    let xs = with_cpu_each(t, &name, || {
+        redis_set_get(rig.server.port(), data, reps, None)
+    });
     t.rust(&name, "ms", &xs);
     let name = format!(
         "r. floor: SET+GET {}, twice, {} pieces pipelined",

@@ -23,6 +23,7 @@ mod config_cache;
 pub(crate) mod factory;
 mod future;
 mod metrics;
+mod prefetch;
 mod registry;
 
 use std::any::Any;
@@ -378,6 +379,15 @@ impl Store {
     ) -> Result<Option<T>> {
         self.check_open()?;
         let started = self.start();
+        if let Some(bytes) = prefetch::take(key) {
+            // Read ahead when its task ended.
+            let options = options.input_len(bytes.len() as u64);
+            let value = codec::decode_with::<T>(&mut &bytes[..], options)
+                .map_err(|f| f.into_error::<T>(*key, self.name()))?;
+            tracing::debug!(store = %self.name(), %key, size = bytes.len(), "get (read ahead)");
+            self.record(Operation::Get, bytes.len(), started);
+            return Ok(Some(value));
+        }
         let Some((reader, len)) = self.inner.connector.open_sized(key)? else {
             tracing::debug!(store = %self.name(), %key, "get: missing");
             return Ok(None);
@@ -429,6 +439,40 @@ impl Store {
         Ok(())
     }
 
+    /// Evicts a finished task's inputs `keys` and, in the same round trip
+    /// where the connector can, reads its result under `result` ahead if
+    /// it is small: the caller reads it next. Failures are logged, as
+    /// evicting an input is best effort.
+    pub(crate) fn evict_inputs(&self, keys: &[Key], result: Option<Key>) {
+        if self.check_open().is_err() || (keys.is_empty() && result.is_none()) {
+            return;
+        }
+        let started = self.start();
+        for key in keys {
+            self.forget(key);
+        }
+        let peek = result.as_ref().map(|k| (k, prefetch::PREFETCH_LIMIT));
+        match self.inner.connector.evict_and_peek(keys, peek) {
+            Ok(found) => {
+                for key in keys {
+                    tracing::debug!(store = %self.name(), %key, "evict");
+                    self.record(Operation::Evict, 0, started);
+                }
+                if let (Some(key), Some(bytes)) = (result, found) {
+                    prefetch::keep(key, bytes);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not evict a task's inputs at once");
+                for key in keys {
+                    if let Err(e) = self.evict(key) {
+                        tracing::debug!(%key, error = %e, "could not evict a task input");
+                    }
+                }
+            }
+        }
+    }
+
     /// The keys of the objects the store's connector holds, in no
     /// particular order (see [`Connector::keys`]).
     ///
@@ -475,6 +519,7 @@ impl Store {
     }
 
     fn forget(&self, key: &Key) {
+        prefetch::forget(key);
         if let Some(cache) = &self.inner.cache {
             cache.lock().unwrap_or_else(|e| e.into_inner()).pop(key);
         }

@@ -354,13 +354,21 @@ impl StoreExecutor {
             let store = self.store.clone();
             let keeper = self.keeper.clone();
             let proxied_result = result_listed || !self.policy.is_never();
+            // An owned result is read by the caller or evicted when
+            // dropped: worth reading ahead with the inputs' eviction.
+            let read_ahead = proxied_result && self.ownership;
             let held = (!inputs.is_empty()).then(|| self.held.clone());
             let needed =
                 !created.is_empty() || proxied_result || !owned.is_empty() || !upstreams.is_empty();
             needed.then(|| {
                 Box::new(move |output: &Result<TaskOutput>| {
                     keeper.release(&created);
-                    evict_all(&store, &created);
+                    // Read ahead only in the round trip that evicts the
+                    // inputs, never in one of its own.
+                    let stored = output.as_ref().is_ok_and(TaskOutput::is_stored);
+                    let result =
+                        (read_ahead && stored && !created.is_empty()).then_some(result_key);
+                    store.evict_inputs(&created, result);
                     // A worker may have stored the result before failing or
                     // dying; nobody else knows its key.
                     if output.is_err() && proxied_result {

@@ -245,6 +245,11 @@ pub struct TaskOutput {
 }
 
 impl TaskOutput {
+    /// Whether the result was put in the store (its frame is a reference).
+    pub(crate) fn is_stored(&self) -> bool {
+        self.frame.first() == Some(&PROXY)
+    }
+
     /// A result received as bytes (one frame, no section).
     pub(crate) fn from_bytes(frame: Vec<u8>) -> Self {
         TaskOutput {

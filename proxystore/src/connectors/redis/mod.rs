@@ -3,7 +3,6 @@
 //! See [`RedisConnector`].
 
 use std::fmt;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +15,13 @@ use crate::key::Key;
 mod builder;
 mod pool;
 mod raw;
+mod requests;
 pub(crate) mod resp;
 mod url;
 
 pub use builder::RedisConnectorBuilder;
 use builder::{invalid, millis, Options};
-use pool::{shared_pool, Conn, Pool};
-use raw::BulkReader;
+use pool::{shared_pool, Pool};
 use resp::*;
 pub(crate) use url::{scrub, RedisUrl};
 
@@ -267,90 +266,6 @@ impl RedisConnector {
         }
         Ok(())
     }
-
-    /// `SET`, with `PX` when `expiry` is given. The parts are written as
-    /// they are (one `writev`), never copied into a request buffer.
-    fn set_with(
-        &self,
-        key: &Key,
-        parts: &[&[u8]],
-        expiry: Option<std::time::Duration>,
-    ) -> Result<()> {
-        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        self.check_size(size)?;
-        tracing::debug!(%key, size, server = %self.inner.server, "redis: set");
-        let name = self.redis_key(key);
-        // `SET name value [PX ms]`: the head, the value's parts, the tail.
-        let options = if expiry.is_some() { 2 } else { 0 };
-        let head = head_before_parts(&[b"SET", name.as_bytes()], parts, options);
-        let tail = match expiry {
-            None => b"\r\n".to_vec(),
-            Some(after) => {
-                let ms = after.as_millis().clamp(1, i64::MAX as u128).to_string();
-                let mut tail = b"\r\n".to_vec();
-                tail.extend_from_slice(b"$2\r\nPX\r\n");
-                push_bulk(&mut tail, &[ms.as_bytes()]);
-                tail
-            }
-        };
-        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() + 2);
-        pieces.push(&head);
-        pieces.extend_from_slice(parts);
-        pieces.push(&tail);
-        self.run("SET", |c| expect_ok("SET", c.request(&pieces)?))
-    }
-
-    /// Calls `each` with every batch of the namespace's object keys (Redis
-    /// names), found with `SCAN MATCH` (never `KEYS`, which blocks the
-    /// server): only names shaped like the namespace's object keys, so
-    /// nothing else under the prefix (a queue of the multi-host executor,
-    /// another program's keys) is seen. A key may come twice, as `SCAN`
-    /// allows.
-    fn scan_objects(
-        &self,
-        operation: &str,
-        mut each: impl FnMut(Vec<Vec<u8>>) -> Result<()>,
-    ) -> Result<()> {
-        let pattern = format!(
-            "proxystore:{}:{UUID_PATTERN}",
-            glob_escape(&self.inner.namespace)
-        );
-        let operation = format!("{operation} (SCAN)");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys) = self.run(&operation, |c| {
-                let reply = c.command(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(CLOSE_BATCH),
-                )?;
-                scan_reply(reply)
-            })?;
-            each(keys)?;
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
-    }
-
-    /// Removes every key of the namespace (SCAN + UNLINK).
-    fn clear_namespace(&self) -> Result<u64> {
-        let mut removed = 0u64;
-        self.scan_objects("close", |keys| {
-            for batch in keys.chunks(CLOSE_BATCH) {
-                let n = self.run("close (UNLINK)", |c| {
-                    expect_int("UNLINK", c.command(redis::cmd("UNLINK").arg(batch))?)
-                })?;
-                removed += u64::try_from(n).unwrap_or(0);
-            }
-            Ok(())
-        })?;
-        Ok(removed)
-    }
 }
 
 impl fmt::Debug for RedisConnector {
@@ -383,12 +298,7 @@ impl Connector for RedisConnector {
     }
 
     /// One `SET .. PX`: the object and its expiry in one request.
-    fn set_expiring(
-        &self,
-        key: &Key,
-        parts: &[&[u8]],
-        after: std::time::Duration,
-    ) -> Result<bool> {
+    fn set_expiring(&self, key: &Key, parts: &[&[u8]], after: std::time::Duration) -> Result<bool> {
         self.set_with(key, parts, Some(after))?;
         Ok(true)
     }
@@ -410,39 +320,7 @@ impl Connector for RedisConnector {
     /// reads it straight into the typed buffer of the value; the
     /// connection serves again once the reader has read it all.
     fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
-        let name = self.redis_key(key);
-        let request = pack_args(&[b"GET", name.as_bytes()]);
-        let found = self.run_owned("GET", |connection| match connection {
-            Conn::Raw(mut raw) => {
-                let head = raw
-                    .send(&[&request])
-                    .map_err(redis::RedisError::from)
-                    .and_then(|()| raw.bulk_head("GET"));
-                match head {
-                    Ok(None) => (Some(Conn::Raw(raw)), Ok(None)),
-                    Ok(Some(len)) => {
-                        let reader = BulkReader::new(raw, len, self.inner.pool.clone());
-                        (None, Ok(Some((Box::new(reader) as ObjectReader, len))))
-                    }
-                    Err(e) => (None, Err(e)),
-                }
-            }
-            mut other => match other
-                .request(&[&request])
-                .and_then(|v| expect_bulk("GET", v))
-            {
-                Ok(found) => {
-                    let found = found.map(|bytes| {
-                        let len = bytes.len() as u64;
-                        (Box::new(Cursor::new(bytes)) as ObjectReader, len)
-                    });
-                    (Some(other), Ok(found))
-                }
-                Err(e) => (None, Err(e)),
-            },
-        })?;
-        tracing::debug!(%key, size = found.as_ref().map(|f| f.1), "redis: open");
-        Ok(found.map(|(reader, len)| (reader, Some(len))))
+        self.open_streaming(key)
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
@@ -512,6 +390,12 @@ impl Connector for RedisConnector {
             .map(drop)
     }
 
+    /// One round trip: `UNLINK` of every key, then `STRLEN` and
+    /// `GETRANGE` of the one to read.
+    fn evict_and_peek(&self, keys: &[Key], peek: Option<(&Key, usize)>) -> Result<Option<Vec<u8>>> {
+        self.unlink_and_peek(keys, peek)
+    }
+
     fn close(&self) -> Result<()> {
         if !self.inner.clear {
             tracing::debug!(server = %self.inner.server, "redis: close keeps the objects");
@@ -560,9 +444,7 @@ impl Connector for RedisConnector {
             }
             let request = pack(&args);
             tracing::debug!(objects = end - start, bytes, "redis: put_batch");
-            self.run("MSET", |c| {
-                expect_ok("MSET", c.request(&[&request])?)
-            })?;
+            self.run("MSET", |c| expect_ok("MSET", c.request(&[&request])?))?;
             start = end;
         }
         Ok(keys)
@@ -637,5 +519,17 @@ mod tests {
     fn packed_commands_join_the_parts() {
         let packed = pack(&[&[b"SET"], &[b"k"], &[b"ab", b"", b"c"]]);
         assert_eq!(packed, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabc\r\n");
+    }
+
+    #[test]
+    fn a_head_before_parts_is_the_packed_command_s_start() {
+        let parts: &[&[u8]] = &[b"ab", b"", b"c"];
+        let mut request = head_before_parts(&[b"SET", b"k"], parts, 2);
+        request.extend(parts.concat());
+        request.extend_from_slice(b"\r\n$2\r\nPX\r\n$2\r\n10\r\n");
+        assert_eq!(
+            request,
+            pack(&[&[b"SET"], &[b"k"], parts, &[b"PX"], &[b"10"]])
+        );
     }
 }

@@ -399,7 +399,9 @@ impl Read for BulkReader {
         let Some(connection) = self.connection.as_mut() else {
             return Err(io::Error::other("the connection failed earlier"));
         };
-        let want = out.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = out
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         match connection.read_some(&mut out[..want]) {
             Ok(0) => {
                 self.connection = None;
@@ -427,5 +429,99 @@ impl Drop for BulkReader {
                 self.pool.give_back(super::pool::Conn::Raw(connection));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (RawConnection, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let connection = RawConnection {
+            stream: Stream::Unix(ours),
+            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        };
+        (connection, theirs)
+    }
+
+    #[test]
+    fn replies_of_every_kind_are_read() {
+        let (mut c, mut server) = pair();
+        server
+            .write_all(b"+OK\r\n+PONG\r\n:-5\r\n$3\r\nabc\r\n$-1\r\n*2\r\n$1\r\na\r\n:1\r\n*0\r\n-ERR bad thing\r\n")
+            .unwrap();
+        assert_eq!(c.read_value().unwrap(), Value::Okay);
+        assert_eq!(c.read_value().unwrap(), Value::SimpleString("PONG".into()));
+        assert_eq!(c.read_value().unwrap(), Value::Int(-5));
+        assert_eq!(c.read_value().unwrap(), Value::BulkString(b"abc".to_vec()));
+        assert_eq!(c.read_value().unwrap(), Value::Nil);
+        assert_eq!(
+            c.read_value().unwrap(),
+            Value::Array(vec![Value::BulkString(b"a".to_vec()), Value::Int(1)])
+        );
+        assert_eq!(c.read_value().unwrap(), Value::Array(vec![]));
+        match c.read_value().unwrap() {
+            Value::ServerError(e) => assert!(RedisError::from(e).to_string().contains("bad thing")),
+            other => panic!("{other:?}"),
+        }
+        drop(server);
+        assert!(c.read_value().is_err(), "the end of the stream");
+    }
+
+    #[test]
+    fn a_large_bulk_reply_is_read_whole_and_the_next_follows() {
+        let body: Vec<u8> = (0..3 * READ_BUFFER + 17).map(|i| (i % 251) as u8).collect();
+        let (mut c, mut server) = pair();
+        let writer = std::thread::spawn({
+            let body = body.clone();
+            move || {
+                for _ in 0..2 {
+                    server
+                        .write_all(format!("${}\r\n", body.len()).as_bytes())
+                        .unwrap();
+                    server.write_all(&body).unwrap();
+                    server.write_all(b"\r\n").unwrap();
+                }
+                server.write_all(b":7\r\n").unwrap();
+                server
+            }
+        });
+        assert_eq!(c.read_value().unwrap(), Value::BulkString(body.clone()));
+        // Streamed: the head, then the body straight into the caller's buffer.
+        assert_eq!(c.bulk_head("GET").unwrap(), Some(body.len() as u64));
+        let mut back = vec![0u8; body.len()];
+        c.read_exact_into(&mut back).unwrap();
+        assert_eq!(back, body);
+        c.end_of_bulk().unwrap();
+        assert_eq!(c.read_value().unwrap(), Value::Int(7));
+        drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn a_request_s_pieces_are_written_in_order() {
+        let (mut c, mut server) = pair();
+        let big = vec![9u8; 300_000];
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; 3 + 300_000 + 2];
+            server.read_exact(&mut got).unwrap();
+            got
+        });
+        c.send(&[b"abc", b"", &big, b"\r\n"]).unwrap();
+        let got = reader.join().unwrap();
+        assert_eq!(&got[..3], b"abc");
+        assert!(got[3..300_003].iter().all(|&b| b == 9));
+        assert_eq!(&got[300_003..], b"\r\n");
+    }
+
+    #[test]
+    fn a_server_error_in_place_of_a_bulk_is_an_error() {
+        let (mut c, mut server) = pair();
+        server.write_all(b"-ERR not a string\r\n:1\r\n").unwrap();
+        let e = c.bulk_head("GET").unwrap_err();
+        assert!(e.to_string().contains("not a string"), "{e}");
+        assert!(c.bulk_head("GET").is_err(), "an integer is no bulk");
     }
 }
