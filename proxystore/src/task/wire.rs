@@ -245,9 +245,10 @@ pub struct TaskOutput {
 }
 
 impl TaskOutput {
-    /// Whether the result was put in the store (its frame is a reference).
+    /// Whether the result was put in the store (its frame is a reference,
+    /// owned or not).
     pub(crate) fn is_stored(&self) -> bool {
-        self.frame.first() == Some(&PROXY)
+        matches!(self.frame.first(), Some(&(PROXY | OWNED)))
     }
 
     /// A result received as bytes (one frame, no section).

@@ -105,15 +105,30 @@ impl RawConnection {
         })())
     }
 
+    /// `AUTH` and `SELECT` where the URL asks for them, and a `PING`, in
+    /// one round trip: a server that does not answer, or refuses the
+    /// credentials, fails the connection here.
     fn handshake(&mut self, info: &ConnectionInfo) -> RedisResult<()> {
+        use super::resp::{expect_ok, pack_args, unexpected};
         let settings = info.redis_settings();
+        let mut packed = Vec::new();
         if let Some(password) = settings.password() {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(user) = settings.username() {
                 args.push(user.as_bytes());
             }
             args.push(password.as_bytes());
-            match self.request(&[&super::resp::pack_args(&args)])? {
+            packed.push(pack_args(&args));
+        }
+        let db = settings.db().to_string();
+        if settings.db() != 0 {
+            packed.push(pack_args(&[b"SELECT", db.as_bytes()]));
+        }
+        packed.push(pack_args(&[b"PING"]));
+        let pieces: Vec<&[u8]> = packed.iter().map(Vec::as_slice).collect();
+        let mut replies = self.requests(&pieces, pieces.len())?.into_iter();
+        if settings.password().is_some() {
+            match replies.next().unwrap_or(Value::Nil) {
                 Value::Okay => {}
                 Value::ServerError(e) => {
                     let e: RedisError = e.into();
@@ -123,15 +138,17 @@ impl RawConnection {
                         e.to_string(),
                     )));
                 }
-                other => return Err(super::resp::unexpected("AUTH", &other)),
+                other => return Err(unexpected("AUTH", &other)),
             }
         }
         if settings.db() != 0 {
-            let db = settings.db().to_string();
-            let reply = self.request(&[&super::resp::pack_args(&[b"SELECT", db.as_bytes()])])?;
-            super::resp::expect_ok("SELECT", reply)?;
+            expect_ok("SELECT", replies.next().unwrap_or(Value::Nil))?;
         }
-        Ok(())
+        match replies.next().unwrap_or(Value::Nil) {
+            Value::SimpleString(s) if s == "PONG" => Ok(()),
+            Value::ServerError(e) => Err(e.into()),
+            other => Err(unexpected("PING", &other)),
+        }
     }
 
     /// Writes a request made of `pieces`, in as few `writev`s as the
