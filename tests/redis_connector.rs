@@ -644,3 +644,52 @@ fn a_killed_caller_s_inputs_expire() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[proxystore::proxied]
+fn doubled(x: i64) -> i64 {
+    x * 2
+}
+
+/// Per proxied task through Redis: the input stored with its expiry (no
+/// `PEXPIRE` of its own), read once by the worker, and the small result
+/// read in the round trip that evicts the input, so that the caller's read
+/// of it sends nothing.
+#[test]
+fn a_small_result_is_read_with_the_inputs_eviction() {
+    let server = server!("a_small_result_is_read_with_the_inputs_eviction");
+    let store = Store::builder(
+        unique("read-ahead"),
+        RedisConnector::new(server.url()).unwrap(),
+    )
+    .cache_size(0)
+    .build()
+    .unwrap();
+    let executor = proxystore::StoreExecutor::new(
+        proxystore::executor::ThreadPool::new(1).unwrap(),
+        store.clone(),
+    )
+    .should_proxy(proxystore::ShouldProxy::Always)
+    .close_store(false);
+    server.raw(&["CONFIG", "RESETSTAT"]);
+    for i in 0..20 {
+        let result = executor.submit(doubled::task(i)).unwrap().result().unwrap();
+        assert!(result.is_proxy());
+        assert_eq!(*result, 2 * i);
+    }
+    assert_eq!(calls(&server, "set"), 40, "inputs and results");
+    assert_eq!(
+        calls(&server, "pexpire"),
+        0,
+        "inputs stored with their expiry"
+    );
+    assert_eq!(
+        calls(&server, "get"),
+        20,
+        "the worker's reads of the inputs only"
+    );
+    assert_eq!(calls(&server, "getrange"), 20, "results read ahead");
+    assert_eq!(calls(&server, "unlink"), 40, "inputs and results evicted");
+    assert!(store.is_empty().unwrap());
+    drop(executor);
+    store.close().unwrap();
+}

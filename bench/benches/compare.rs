@@ -3,7 +3,9 @@
 //! Runs the Rust workloads and, interleaved with them round by round,
 //! `python_anchor.py` (Python ProxyStore 1.1.0's `StoreExecutor` over a
 //! `ProcessPoolExecutor(2)` and a `FileConnector`), then prints one table:
-//! each workload's median and min–max on both sides and the ratio.
+//! each workload's median and min–max on both sides, the ratio, and the
+//! CPU time per task of both sides (the anchor runs under `python_cpu.py`,
+//! which measures its phases from the outside of its code).
 //!
 //! With `redis-server` on PATH (or `PROXYSTORE_REDIS_SERVER`), a private
 //! server is started on a free port for the run, and the Redis rows (`r.`)
@@ -162,6 +164,10 @@ struct Table {
     /// CPU time (user + system, caller and workers) per task, in µs, one
     /// value per round.
     cpu: BTreeMap<String, Vec<f64>>,
+    /// The same of the Python side (`python_cpu.py` around the anchor).
+    python_cpu: BTreeMap<String, Vec<f64>>,
+    /// Lines printed under the table (the last round's).
+    notes: BTreeMap<String, String>,
 }
 
 impl Table {
@@ -197,6 +203,18 @@ impl Table {
             .push(us_per_task);
     }
 
+    fn python_cpu(&mut self, name: &str, us_per_task: f64) {
+        self.python_cpu
+            .entry(name.to_string())
+            .or_default()
+            .push(us_per_task);
+    }
+
+    /// The median CPU per task of a Rust row, if it was measured.
+    fn cpu_median(&self, name: &str) -> Option<f64> {
+        median_of(self.cpu.get(name)?)
+    }
+
     /// The median of a Rust row, if it was measured.
     fn rust_median(&self, name: &str) -> Option<f64> {
         let side = &self.rows.get(name)?.2;
@@ -225,7 +243,7 @@ impl Table {
             .max(44);
         println!();
         println!(
-            "{:<w$} {:>6} | {:>10} {:>21} | {:>10} {:>21} | {:>9} | {:>11}",
+            "{:<w$} {:>6} | {:>10} {:>21} | {:>10} {:>21} | {:>9} | {:>11} {:>11}",
             "workload",
             "unit",
             "rust",
@@ -233,9 +251,10 @@ impl Table {
             "python",
             "python min-max",
             "speedup",
-            "cpu us/task"
+            "cpu us/task",
+            "py cpu/task"
         );
-        println!("{}", "-".repeat(w + 106));
+        println!("{}", "-".repeat(w + 118));
         for name in &self.order {
             let (unit, higher, rust, python) = &self.rows[name];
             let cell = |s: &Side| {
@@ -257,17 +276,34 @@ impl Table {
             } else {
                 format!("{:.1}x", python.median() / rust.median())
             };
-            let cpu = self.cpu.get(name).map_or(String::new(), |v| {
-                let mut v = v.clone();
-                v.sort_by(f64::total_cmp);
-                format!("{:.1}", v[v.len() / 2])
-            });
-            println!("{name:<w$} {unit:>6} | {rm} {rr} | {pm} {pr} | {ratio:>9} | {cpu:>11}");
+            let cpu_of = |m: &BTreeMap<String, Vec<f64>>| {
+                m.get(name)
+                    .and_then(|v| median_of(v))
+                    .map_or(String::new(), |v| format!("{v:.1}"))
+            };
+            let (cpu, py_cpu) = (cpu_of(&self.cpu), cpu_of(&self.python_cpu));
+            println!(
+                "{name:<w$} {unit:>6} | {rm} {rr} | {pm} {pr} | {ratio:>9} | {cpu:>11} {py_cpu:>11}"
+            );
         }
         println!(
-            "(cpu us/task: user + system time of this process and its worker processes over the row's tasks, divided by their number; rust side only)"
+            "(cpu us/task: user + system time over the row's tasks, divided by their number, median of the rounds; \
+             rust: this process's threads and its child processes (pool and cluster workers, `cat` of the pipe rows), \
+             never the Redis server; a task of an f. or floor row is one repetition of it. \
+             py cpu/task: the anchor's process and its descendants (pool workers), from /proc schedstat and the \
+             rusage of reaped children, around each of its timed phases (bench/python_cpu.py), never the Redis \
+             server. Both sides count a payload row's untimed argument copies and warm-up task)"
         );
+        for note in self.notes.values() {
+            println!("{note}");
+        }
     }
+}
+
+fn median_of(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 /// Issue 9's targets, checked against this run's medians.
@@ -339,9 +375,70 @@ fn print_targets(t: &Table, o: &Options) {
             false,
         ),
         ("no-op burst, tasks/s", r(&burst), 250_000.0, true),
+        (
+            "ProxyAlways round trip: cpu per task / latency",
+            ratio(
+                t.cpu_median("b. small value, ProxyAlways round trip"),
+                r("b. small value, ProxyAlways round trip"),
+            ),
+            1.5,
+            false,
+        ),
+        (
+            "no-op latency: cpu per task / latency",
+            ratio(
+                t.cpu_median("a. no-op latency (ProxyNever)"),
+                r("a. no-op latency (ProxyNever)"),
+            ),
+            1.5,
+            false,
+        ),
     ];
     println!("\ntargets (medians of this run):");
-    for (what, value, bound, at_least) in targets {
+    print_verdicts(&targets);
+}
+
+/// The Redis targets of the process pool with a Redis store.
+fn print_redis_targets(t: &Table) {
+    let r = |name: &str| t.rust_median(name);
+    let p = |name: &str| t.python_median(name);
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let small = "r. pool+redis: small value, ProxyAlways round trip";
+    let echo = "r. pool+redis: bytes echo 100MiB";
+    // The fastest way measured to move the bytes in and out twice.
+    let floor = [
+        r("r. floor: SET+GET 100MiB, twice"),
+        r("r. floor: SET+GET 100MiB, twice, 8MiB pieces pipelined"),
+    ]
+    .into_iter()
+    .flatten()
+    .min_by(f64::total_cmp);
+    let targets = [
+        (
+            "pool+redis ProxyAlways, times faster than Python",
+            ratio(p(small), r(small)),
+            8.0,
+            true,
+        ),
+        (
+            "pool+redis 100MiB echo, times faster than Python",
+            ratio(p(echo), r(echo)),
+            3.0,
+            true,
+        ),
+        (
+            "pool+redis 100MiB echo / fastest SET+GET twice",
+            ratio(r(echo), floor),
+            1.2,
+            false,
+        ),
+    ];
+    println!("\nredis targets (medians of this run; the echo needs one of its two):");
+    print_verdicts(&targets);
+}
+
+fn print_verdicts(targets: &[(&str, Option<f64>, f64, bool)]) {
+    for &(what, value, bound, at_least) in targets {
         let (sign, verdict) = match value {
             None => ("", "not measured".to_string()),
             Some(v) if (at_least && v >= bound) || (!at_least && v <= bound) => {
@@ -356,13 +453,12 @@ fn print_targets(t: &Table, o: &Options) {
     }
 }
 
-/// CPU time so far, in seconds, of this process and of its children that
-/// run this executable (the pool's and the cluster's workers; not a Redis
-/// server or the Python anchor): every thread's run time from
+/// CPU time so far, in seconds, of this process and of its children (the
+/// pool's and the cluster's workers, the `cat` of the pipe rows; never a
+/// Redis server): every thread's run time from
 /// `/proc/<pid>/task/<tid>/schedstat`.
 fn cpu_seconds() -> f64 {
     let me = std::process::id();
-    let exe = std::fs::read_link("/proc/self/exe").ok();
     let threads_of = |pid: u32| -> f64 {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return 0.0;
@@ -389,12 +485,27 @@ fn cpu_seconds() -> f64 {
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u32>().ok());
-            if ppid == Some(me) && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == exe {
+            let server = stat
+                .split_once('(')
+                .is_some_and(|(_, rest)| rest.starts_with("redis-server"));
+            if ppid == Some(me) && !server {
                 total += threads_of(pid);
             }
         }
     }
     total
+}
+
+/// Runs `f`, whose samples are one task (or repetition) each, and records
+/// the CPU time per sample.
+fn with_cpu_each(t: &mut Table, name: &str, f: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
+    let before = cpu_seconds();
+    let xs = f();
+    t.cpu(
+        name,
+        (cpu_seconds() - before) * 1e6 / xs.len().max(1) as f64,
+    );
+    xs
 }
 
 /// Runs `f`, which runs `tasks` tasks, and records their CPU time per task.
@@ -716,86 +827,92 @@ fn physical_rows(o: &Options, t: &mut Table, bytes: &[Vec<u8>]) {
     let big = &bytes[3];
     let reps = if o.quick { 3 } else { 10 };
     let mut dst = vec![0u8; big.len()];
-    let xs: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            dst.copy_from_slice(black_box(big));
-            black_box(&dst);
-            ms(t0.elapsed())
-        })
-        .collect();
-    t.rust("f. memcpy 100MiB (warm buffer)", "ms", &xs);
-    let xs: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            let a = black_box(big.to_vec());
-            let b = black_box(a.to_vec());
-            let e = ms(t0.elapsed());
-            drop((a, b));
-            e
-        })
-        .collect();
-    t.rust("f. two memcpy 100MiB into fresh buffers", "ms", &xs);
+    let name = "f. memcpy 100MiB (warm buffer)";
+    let xs = with_cpu_each(t, name, || {
+        (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                dst.copy_from_slice(black_box(big));
+                black_box(&dst);
+                ms(t0.elapsed())
+            })
+            .collect()
+    });
+    t.rust(name, "ms", &xs);
+    let name = "f. two memcpy 100MiB into fresh buffers";
+    let xs = with_cpu_each(t, name, || {
+        (0..reps)
+            .map(|_| {
+                let t0 = Instant::now();
+                let a = black_box(big.to_vec());
+                let b = black_box(a.to_vec());
+                let e = ms(t0.elapsed());
+                drop((a, b));
+                e
+            })
+            .collect()
+    });
+    t.rust(name, "ms", &xs);
     let mut dirs = vec![("", o.root.clone())];
     if Path::new("/dev/shm").is_dir() {
         dirs.push((" on /dev/shm", PathBuf::from("/dev/shm")));
     }
     for (place, dir) in &dirs {
         let file = dir.join(format!("proxystore-bench-ref-{}", std::process::id()));
-        let xs: Vec<f64> = (0..reps)
-            .map(|_| {
-                let t0 = Instant::now();
-                std::fs::write(&file, big).unwrap();
-                let mut f = std::fs::File::open(&file).unwrap();
-                f.read_exact(&mut dst).unwrap();
-                std::fs::remove_file(&file).unwrap();
-                ms(t0.elapsed())
-            })
-            .collect();
-        t.rust(
-            &format!("f. file write+read+unlink 100MiB, warm buffer{place}"),
-            "ms",
-            &xs,
-        );
+        let name = format!("f. file write+read+unlink 100MiB, warm buffer{place}");
+        let xs = with_cpu_each(t, &name, || {
+            (0..reps)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    std::fs::write(&file, big).unwrap();
+                    let mut f = std::fs::File::open(&file).unwrap();
+                    f.read_exact(&mut dst).unwrap();
+                    std::fs::remove_file(&file).unwrap();
+                    ms(t0.elapsed())
+                })
+                .collect()
+        });
+        t.rust(&name, "ms", &xs);
         // The small proxied round trip's floor: two small objects, each
         // created, written, read back and removed.
         let small = [5u8; 64];
         let mut back = [0u8; 64];
         let n = if o.quick { 200 } else { 2000 };
-        let xs: Vec<f64> = (0..n)
-            .map(|_| {
-                let t0 = Instant::now();
-                for _ in 0..2 {
-                    let mut f = std::fs::File::create(&file).unwrap();
-                    f.write_all(&small).unwrap();
-                    drop(f);
-                    std::fs::File::open(&file)
-                        .unwrap()
-                        .read_exact(&mut back)
-                        .unwrap();
-                    std::fs::remove_file(&file).unwrap();
-                }
-                us(t0.elapsed())
-            })
-            .collect();
-        t.rust(
-            &format!("f. small file create+write+read+unlink, twice{place}"),
-            "us",
-            &xs,
-        );
+        let name = format!("f. small file create+write+read+unlink, twice{place}");
+        let xs = with_cpu_each(t, &name, || {
+            (0..n)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    for _ in 0..2 {
+                        let mut f = std::fs::File::create(&file).unwrap();
+                        f.write_all(&small).unwrap();
+                        drop(f);
+                        std::fs::File::open(&file)
+                            .unwrap()
+                            .read_exact(&mut back)
+                            .unwrap();
+                        std::fs::remove_file(&file).unwrap();
+                    }
+                    us(t0.elapsed())
+                })
+                .collect()
+        });
+        t.rust(&name, "us", &xs);
     }
     for &size in &SIZES[1..] {
         let data = &bytes[index_of(size)];
-        let xs = pipe_transfers(data, reps, false);
-        t.rust(&format!("f. pipe one way {}", label(size)), "ms", &xs);
-        let xs = pipe_transfers(data, reps, true);
-        t.rust(&format!("f. pipe echo {}", label(size)), "ms", &xs);
+        let name = format!("f. pipe one way {}", label(size));
+        let xs = with_cpu_each(t, &name, || pipe_transfers(data, reps, false));
+        t.rust(&name, "ms", &xs);
+        let name = format!("f. pipe echo {}", label(size));
+        let xs = with_cpu_each(t, &name, || pipe_transfers(data, reps, true));
+        t.rust(&name, "ms", &xs);
     }
-    t.rust(
-        "f. pipe round trip, 16-byte frame",
-        "us",
-        &pipe_round_trips(if o.quick { 1000 } else { 20_000 }),
-    );
+    let name = "f. pipe round trip, 16-byte frame";
+    let xs = with_cpu_each(t, name, || {
+        pipe_round_trips(if o.quick { 1000 } else { 20_000 })
+    });
+    t.rust(name, "us", &xs);
 }
 
 /// Moves `data` through a pipe `reps` times, into a warm buffer: one way
@@ -940,13 +1057,19 @@ fn pipe_round_trips(n: usize) -> Vec<f64> {
     xs
 }
 
+/// Runs the Python anchor and records the CPU time of its phases.
+const PYTHON_CPU: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python_cpu.py");
+
 /// Runs the Python anchor with `args`; `None` (after saying why) if it is
 /// not configured or fails: its rows are then left out, never the Rust ones.
 fn run_anchor(o: &Options, what: &str, args: &[String]) -> Option<serde_json::Value> {
     let (python, anchor) = (o.python.as_ref()?, o.anchor.as_ref()?);
     let json = o.root.join(format!("python-{what}.json"));
     let _ = std::fs::remove_file(&json);
+    // The anchor runs under python_cpu.py, which adds the CPU time of each
+    // of its timed phases to its results.
     let out = Command::new(python)
+        .arg(PYTHON_CPU)
         .arg(anchor)
         .args(args)
         .arg("--json")
@@ -1010,8 +1133,33 @@ impl Table {
                 continue;
             };
             if sizes.contains(&size) {
-                self.python_stat(&format!("{name} {}", label(size)), "ms", &row["sec"], 1e3);
+                let row_name = format!("{name} {}", label(size));
+                self.python_stat(&row_name, "ms", &row["sec"], 1e3);
+                self.python_cpu_of(r, key, "payload", Some(size), &row_name);
             }
+        }
+    }
+
+    /// The anchor's CPU per task of its row `key` (the `phase` measured,
+    /// at `size` for a payload row), as the Python CPU of `name`.
+    fn python_cpu_of(
+        &mut self,
+        r: &serde_json::Value,
+        key: &str,
+        phase: &str,
+        size: Option<usize>,
+        name: &str,
+    ) {
+        let entries = r["cpu"][key]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let found = entries.iter().find(|e| {
+            e["phase"].as_str() == Some(phase)
+                && e["size_bytes"].as_u64().map(|s| s as usize) == size
+        });
+        if let Some(v) = found.and_then(|e| e["cpu_us_per_task"].as_f64()) {
+            self.python_cpu(name, v);
         }
     }
 }
@@ -1046,6 +1194,22 @@ fn python_round(o: &Options, t: &mut Table) {
         &r["b_storeexec_always_full"]["lat_us"],
         1.0,
     );
+    let burst = format!("a. no-op burst of {}", o.n_noop);
+    for (key, phase, name) in [
+        (
+            "a_storeexec_never_noop",
+            "lat",
+            "a. no-op latency (ProxyNever)",
+        ),
+        ("a_storeexec_never_noop", "thr", burst.as_str()),
+        (
+            "b_storeexec_always_full",
+            "lat",
+            "b. small value, ProxyAlways round trip",
+        ),
+    ] {
+        t.python_cpu_of(&r, key, phase, None, name);
+    }
     for (key, name) in [
         ("c_storeexec_bytes_touch", "c. bytes touch"),
         ("c_storeexec_bytes_echo_resolved", "c. bytes echo"),
@@ -1205,7 +1369,8 @@ fn percentile(xs: &[f64], p: f64) -> f64 {
 /// ping-pong over two lists between two clients (this thread `RPUSH`es a
 /// request and `BLPOP`s the answer; a helper thread `BLPOP`s the request
 /// and `RPUSH`es it back), as a job and its reply travel.
-fn redis_floor(url: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
+/// Each with its CPU time per round trip (µs, this process's threads).
+fn redis_floor(url: &str, n: usize) -> ((Vec<f64>, f64), (Vec<f64>, f64)) {
     let client = redis::Client::open(url).unwrap();
     let connect = || {
         let con = client.get_connection().unwrap();
@@ -1213,6 +1378,7 @@ fn redis_floor(url: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
         con
     };
     let mut con = connect();
+    let cpu0 = cpu_seconds();
     let ping: Vec<f64> = (0..n + 100)
         .map(|_| {
             let t0 = Instant::now();
@@ -1222,6 +1388,7 @@ fn redis_floor(url: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
         })
         .skip(100)
         .collect();
+    let ping_cpu = (cpu_seconds() - cpu0) * 1e6 / (n + 100) as f64;
 
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let (requests, answers) = (format!("bench:{tag}:req"), format!("bench:{tag}:ans"));
@@ -1245,6 +1412,7 @@ fn redis_floor(url: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
         })
     };
     let frame = [7u8; 16];
+    let cpu0 = cpu_seconds();
     let pingpong: Vec<f64> = (0..n + 100)
         .map(|_| {
             let t0 = Instant::now();
@@ -1263,13 +1431,129 @@ fn redis_floor(url: &str, n: usize) -> (Vec<f64>, Vec<f64>) {
         })
         .skip(100)
         .collect();
+    let pingpong_cpu = (cpu_seconds() - cpu0) * 1e6 / (n + 100) as f64;
     redis::cmd("RPUSH")
         .arg(&requests)
         .arg("stop")
         .query::<i64>(&mut con)
         .unwrap();
     helper.join().unwrap();
-    (ping, pingpong)
+    ((ping, ping_cpu), (pingpong, pingpong_cpu))
+}
+
+/// A plain socket to Redis that writes requests with `writev` and reads
+/// bulk replies into a caller's buffer: the fastest way this benchmark
+/// knows to move large values in and out.
+struct RawRedis {
+    writer: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl RawRedis {
+    fn connect(port: u16) -> RawRedis {
+        let writer = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        writer.set_nodelay(true).unwrap();
+        let reader = std::io::BufReader::with_capacity(64 * KIB, writer.try_clone().unwrap());
+        RawRedis { writer, reader }
+    }
+
+    /// Sends one command whose last argument is `value`.
+    fn send(&mut self, args: &[&[u8]], value: Option<&[u8]>) {
+        let mut head = format!("*{}\r\n", args.len() + usize::from(value.is_some())).into_bytes();
+        for a in args {
+            head.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            head.extend_from_slice(a);
+            head.extend_from_slice(b"\r\n");
+        }
+        let Some(value) = value else {
+            self.writer.write_all(&head).unwrap();
+            return;
+        };
+        head.extend_from_slice(format!("${}\r\n", value.len()).as_bytes());
+        let mut slices = [
+            std::io::IoSlice::new(&head),
+            std::io::IoSlice::new(value),
+            std::io::IoSlice::new(b"\r\n"),
+        ];
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = self.writer.write_vectored(rest).unwrap();
+            std::io::IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.reader, &mut line).unwrap();
+        assert!(!line.starts_with('-'), "redis: {line}");
+        line
+    }
+
+    /// Reads a bulk reply into `out`, returning its length.
+    fn bulk_into(&mut self, out: &mut [u8]) -> usize {
+        let line = self.line();
+        let len: usize = line[1..].trim_end().parse().unwrap();
+        self.reader.read_exact(&mut out[..len]).unwrap();
+        let mut crlf = [0u8; 2];
+        self.reader.read_exact(&mut crlf).unwrap();
+        len
+    }
+}
+
+/// The floor under a proxied echo of `data` through Redis: the bytes moved
+/// in and out twice (SET, GET, SET, GET, as the caller and the worker do),
+/// on one plain connection, the value read back into a warm buffer; in one
+/// command each, or (`piece`) in pieces of that size, pipelined (SET of the
+/// first, APPEND of the others; GETRANGE of each). Milliseconds each.
+fn redis_set_get(port: u16, data: &[u8], reps: usize, piece: Option<usize>) -> Vec<f64> {
+    let mut con = RawRedis::connect(port);
+    let mut back = vec![0u8; data.len()];
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let keys = [format!("bench:{tag}:a"), format!("bench:{tag}:b")];
+    let xs = (0..reps + 1)
+        .map(|_| {
+            let t0 = Instant::now();
+            for key in &keys {
+                let key = key.as_bytes();
+                match piece {
+                    None => {
+                        con.send(&[b"SET", key], Some(data));
+                        assert_eq!(con.line(), "+OK\r\n");
+                        con.send(&[b"GET", key], None);
+                        assert_eq!(con.bulk_into(&mut back), data.len());
+                    }
+                    Some(piece) => {
+                        let pieces: Vec<&[u8]> = data.chunks(piece).collect();
+                        for (i, p) in pieces.iter().enumerate() {
+                            let command: &[u8] = if i == 0 { b"SET" } else { b"APPEND" };
+                            con.send(&[command, key], Some(p));
+                        }
+                        for _ in &pieces {
+                            con.line();
+                        }
+                        let mut at = 0;
+                        for p in &pieces {
+                            let (from, to) = (at.to_string(), (at + p.len() - 1).to_string());
+                            con.send(&[b"GETRANGE", key, from.as_bytes(), to.as_bytes()], None);
+                            at += p.len();
+                        }
+                        let mut at = 0;
+                        for p in &pieces {
+                            at += con.bulk_into(&mut back[at..at + p.len()]);
+                        }
+                        assert_eq!(at, data.len());
+                    }
+                }
+            }
+            let e = ms(t0.elapsed());
+            con.send(&[b"UNLINK", keys[0].as_bytes(), keys[1].as_bytes()], None);
+            con.line();
+            e
+        })
+        .skip(1)
+        .collect();
+    assert!(back[..] == data[..]);
+    xs
 }
 
 /// Sequential no-op round trips: `check` sees each result.
@@ -1289,43 +1573,83 @@ fn latencies<R: proxystore::Storable>(
         .collect()
 }
 
+/// `INFO commandstats` as "cmd x.xx" per task, most called first.
+fn commands_per_task(stats: &str, tasks: usize) -> String {
+    let mut calls: Vec<(String, f64)> = stats
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            let n: f64 = rest.split(',').next()?.parse().ok()?;
+            Some((name.to_string(), n / tasks as f64))
+        })
+        .filter(|(name, per)| *per >= 0.01 && !matches!(name.as_str(), "config" | "info"))
+        .collect();
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = calls.iter().map(|c| c.1).sum();
+    let each: Vec<String> = calls.iter().map(|(c, n)| format!("{c} {n:.2}")).collect();
+    format!("{total:.2} in all: {}", each.join(", "))
+}
+
 fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
     let n = o.n_redis_lat;
-    let (ping, pingpong) = redis_floor(&rig.url(), n);
+    let ((ping, ping_cpu), (pingpong, pingpong_cpu)) = redis_floor(&rig.url(), n);
     t.rust("r. floor: PING round trip", "us", &ping);
-    t.rust("r. floor: list ping-pong, RPUSH+BLPOP x2", "us", &pingpong);
+    t.cpu("r. floor: PING round trip", ping_cpu);
+    let name = "r. floor: list ping-pong, RPUSH+BLPOP x2";
+    t.rust(name, "us", &pingpong);
+    t.cpu(name, pingpong_cpu);
+    // The floor under the largest echo: its bytes in and out twice.
+    let sizes = redis_sizes(o);
+    let size = sizes[sizes.len() - 1];
+    let data = &byte_payloads(&[size])[0];
+    let reps = if o.quick { 3 } else { 10 };
+    let piece = (8 * MIB).min(size / 4);
+    let name = format!("r. floor: SET+GET {}, twice", label(size));
+    let xs = with_cpu_each(t, &name, || {
+        redis_set_get(rig.server.port(), data, reps, None)
+    });
+    t.rust(&name, "ms", &xs);
+    let name = format!(
+        "r. floor: SET+GET {}, twice, {} pieces pipelined",
+        label(size),
+        label(piece)
+    );
+    let xs = with_cpu_each(t, &name, || {
+        redis_set_get(rig.server.port(), data, reps, Some(piece))
+    });
+    t.rust(&name, "ms", &xs);
 
     // The cluster executor, nothing proxied: latency and bursts.
     let (ex, namespace) = rig.cluster("ra", ShouldProxy::Never);
     for i in 0..200 {
         ex.submit(noop::task(i)).unwrap().result().unwrap();
     }
-    let lat = latencies(n, &ex, noop::task, |i, r| assert_eq!(*r, i));
-    t.rust("r. cluster: no-op latency (ProxyNever)", "us", &lat);
-    t.rust(
-        "r. cluster: no-op latency p90 (ProxyNever)",
-        "us",
-        &[percentile(&lat, 0.9)],
-    );
-    t.rust(
-        &format!("r. cluster: no-op burst of {}", o.n_redis_burst),
-        "task/s",
-        &bursts_of(o.n_redis_burst, &ex),
-    );
+    let name = "r. cluster: no-op latency (ProxyNever)";
+    let lat = with_cpu(t, name, n, || {
+        latencies(n, &ex, noop::task, |i, r| assert_eq!(*r, i))
+    });
+    t.rust(name, "us", &lat);
+    let p90 = "r. cluster: no-op latency p90 (ProxyNever)";
+    t.rust(p90, "us", &[percentile(&lat, 0.9)]);
+    if let Some(cpu) = t.cpu.get(name).and_then(|v| v.last().copied()) {
+        t.cpu(p90, cpu);
+    }
+    let name = format!("r. cluster: no-op burst of {}", o.n_redis_burst);
+    let xs = with_cpu(t, &name, 3 * o.n_redis_burst, || {
+        bursts_of(o.n_redis_burst, &ex)
+    });
+    t.rust(&name, "task/s", &xs);
     rig.check_leftovers("cluster ProxyNever", &namespace);
     drop(ex);
 
     // Small value proxied both ways through Redis.
     let (ex, namespace) = rig.cluster("rb", ShouldProxy::Always);
-    t.rust(
-        "r. cluster: small value, ProxyAlways round trip",
-        "us",
-        &small_always(n, &ex),
-    );
+    let name = "r. cluster: small value, ProxyAlways round trip";
+    let xs = with_cpu(t, name, n + 50, || small_always(n, &ex));
+    t.rust(name, "us", &xs);
     rig.check_leftovers("cluster ProxyAlways", &namespace);
     drop(ex);
 
-    let sizes = redis_sizes(o);
     let bytes = byte_payloads(sizes);
 
     // Bytes proxied to a worker on the cluster and back.
@@ -1343,10 +1667,17 @@ fn redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
 
     // The process pool with the Redis store: the anchor's `--redis` rows.
     let (ex, namespace) = rig.pool("rp", ShouldProxy::Always);
-    t.rust(
-        "r. pool+redis: small value, ProxyAlways round trip",
-        "us",
-        &small_always(n, &ex),
+    let name = "r. pool+redis: small value, ProxyAlways round trip";
+    rig.server.raw(&["CONFIG", "RESETSTAT"]);
+    let xs = with_cpu(t, name, n + 50, || small_always(n, &ex));
+    let stats = rig.server.raw(&["INFO", "commandstats"]);
+    t.rust(name, "us", &xs);
+    t.notes.insert(
+        "redis commands".into(),
+        format!(
+            "(redis commands per task of \"{name}\", from INFO commandstats, every client of the server: {})",
+            commands_per_task(&stats, n + 50)
+        ),
     );
     rig.check_leftovers("pool ProxyAlways", &namespace);
     drop(ex);
@@ -1410,6 +1741,13 @@ fn python_redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
             &r["b_storeexec_always_full"]["lat_us"],
             1.0,
         );
+        t.python_cpu_of(
+            &r,
+            "b_storeexec_always_full",
+            "lat",
+            None,
+            "r. pool+redis: small value, ProxyAlways round trip",
+        );
         for (key, name) in [
             ("c_storeexec_bytes_touch", "r. pool+redis: bytes touch"),
             (
@@ -1435,24 +1773,35 @@ fn python_redis_round(o: &Options, t: &mut Table, rig: &RedisRig) {
     ];
     if let Some(r) = run_anchor(o, "dask", &args) {
         let a = &r["a_storeexec_never_noop"];
+        let burst = format!("r. cluster: no-op burst of {}", o.n_redis_burst);
         t.python_stat(
             "r. cluster: no-op latency (ProxyNever)",
             "us",
             &a["lat_us"],
             1.0,
         );
-        t.python_stat(
-            &format!("r. cluster: no-op burst of {}", o.n_redis_burst),
-            "task/s",
-            &a["thr_tasks_s"],
-            1.0,
-        );
+        t.python_stat(&burst, "task/s", &a["thr_tasks_s"], 1.0);
         t.python_stat(
             "r. cluster: small value, ProxyAlways round trip",
             "us",
             &r["b_storeexec_always_full"]["lat_us"],
             1.0,
         );
+        for (key, phase, name) in [
+            (
+                "a_storeexec_never_noop",
+                "lat",
+                "r. cluster: no-op latency (ProxyNever)",
+            ),
+            ("a_storeexec_never_noop", "thr", burst.as_str()),
+            (
+                "b_storeexec_always_full",
+                "lat",
+                "r. cluster: small value, ProxyAlways round trip",
+            ),
+        ] {
+            t.python_cpu_of(&r, key, phase, None, name);
+        }
     }
 }
 
@@ -1573,6 +1922,9 @@ fn main() {
     table.print();
     if !o.redis_only {
         print_targets(&table, &o);
+    }
+    if rig.is_ok() {
+        print_redis_targets(&table);
     }
     match &rig {
         Ok(_) if o.dask => println!(

@@ -195,6 +195,31 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
         Ok(false)
     }
 
+    /// Evicts `keys` and, in the same round trip where the connector can,
+    /// reads the object under `peek.0` if it holds at most `peek.1` bytes
+    /// (`None` if it is larger or missing): what a caller does when a task
+    /// ends, its inputs evicted and its result about to be read. The
+    /// default evicts each key in turn and reads nothing.
+    fn evict_and_peek(&self, keys: &[Key], peek: Option<(&Key, usize)>) -> Result<Option<Vec<u8>>> {
+        let _ = peek;
+        for key in keys {
+            self.evict(key)?;
+        }
+        Ok(None)
+    }
+
+    /// [`set`](Connector::set), and the object removed by the connector
+    /// itself once `after` has passed, as [`expire`](Connector::expire)
+    /// would (in the same request where the connector can: Redis's
+    /// `SET .. PX`). Returns whether the expiry was set; the default stores
+    /// the object and returns `false`, leaving the expiry to
+    /// [`expire`](Connector::expire).
+    fn set_expiring(&self, key: &Key, parts: &[&[u8]], after: std::time::Duration) -> Result<bool> {
+        let _ = after;
+        self.set(key, parts)?;
+        Ok(false)
+    }
+
     /// [`expire`](Connector::expire) for several keys at once (one round
     /// trip where the connector can). The default asks for each key in
     /// turn and stops at the first that cannot.

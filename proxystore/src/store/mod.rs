@@ -23,6 +23,7 @@ mod config_cache;
 pub(crate) mod factory;
 mod future;
 mod metrics;
+mod prefetch;
 mod registry;
 
 use std::any::Any;
@@ -258,6 +259,25 @@ impl Store {
         self.write(key, encoded, self.start())
     }
 
+    /// Stores already encoded bytes under `key`, to be removed by the
+    /// connector itself after `after` where it can, in the same request
+    /// ([`Connector::set_expiring`]); returns whether the expiry was set.
+    pub(crate) fn set_encoded_expiring(
+        &self,
+        key: &Key,
+        encoded: &codec::Encoded<'_>,
+        after: std::time::Duration,
+    ) -> Result<bool> {
+        self.check_open()?;
+        let started = self.start();
+        let expiring = self
+            .inner
+            .connector
+            .set_expiring(key, &encoded.parts(), after)?;
+        self.written(key, encoded, started);
+        Ok(expiring)
+    }
+
     fn write(
         &self,
         key: &Key,
@@ -265,13 +285,18 @@ impl Store {
         started: Option<Instant>,
     ) -> Result<()> {
         self.inner.connector.set(key, &encoded.parts())?;
+        self.written(key, encoded, started);
+        Ok(())
+    }
+
+    /// What follows the writing of an object under `key`.
+    fn written(&self, key: &Key, encoded: &codec::Encoded<'_>, started: Option<Instant>) {
         self.forget(key);
         // Stored again: a lifetime's earlier eviction no longer explains
         // its absence.
         crate::lifetime::evictions::forget(key);
         tracing::debug!(store = %self.name(), %key, size = encoded.len(), "put");
         self.record(Operation::Put, encoded.len(), started);
-        Ok(())
     }
 
     /// Stores several values, returning their keys in order.
@@ -358,6 +383,15 @@ impl Store {
     ) -> Result<Option<T>> {
         self.check_open()?;
         let started = self.start();
+        if let Some(bytes) = prefetch::take(key) {
+            // Read ahead when its task ended.
+            let options = options.input_len(bytes.len() as u64);
+            let value = codec::decode_with::<T>(&mut &bytes[..], options)
+                .map_err(|f| f.into_error::<T>(*key, self.name()))?;
+            tracing::debug!(store = %self.name(), %key, size = bytes.len(), "get (read ahead)");
+            self.record(Operation::Get, bytes.len(), started);
+            return Ok(Some(value));
+        }
         let Some((reader, len)) = self.inner.connector.open_sized(key)? else {
             tracing::debug!(store = %self.name(), %key, "get: missing");
             return Ok(None);
@@ -421,6 +455,40 @@ impl Store {
         Ok(())
     }
 
+    /// Evicts a finished task's inputs `keys` and, in the same round trip
+    /// where the connector can, reads its result under `result` ahead if
+    /// it is small: the caller reads it next. Failures are logged, as
+    /// evicting an input is best effort.
+    pub(crate) fn evict_inputs(&self, keys: &[Key], result: Option<Key>) {
+        if self.check_open().is_err() || (keys.is_empty() && result.is_none()) {
+            return;
+        }
+        let started = self.start();
+        for key in keys {
+            self.forget(key);
+        }
+        let peek = result.as_ref().map(|k| (k, prefetch::PREFETCH_LIMIT));
+        match self.inner.connector.evict_and_peek(keys, peek) {
+            Ok(found) => {
+                for key in keys {
+                    tracing::debug!(store = %self.name(), %key, "evict");
+                    self.record(Operation::Evict, 0, started);
+                }
+                if let (Some(key), Some(bytes)) = (result, found) {
+                    prefetch::keep(key, bytes);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not evict a task's inputs at once");
+                for key in keys {
+                    if let Err(e) = self.evict(key) {
+                        tracing::debug!(%key, error = %e, "could not evict a task input");
+                    }
+                }
+            }
+        }
+    }
+
     /// The keys of the objects the store's connector holds, in no
     /// particular order (see [`Connector::keys`]).
     ///
@@ -468,6 +536,7 @@ impl Store {
     }
 
     fn forget(&self, key: &Key) {
+        prefetch::forget(key);
         if let Some(cache) = &self.inner.cache {
             cache.lock().unwrap_or_else(|e| e.into_inner()).pop(key);
         }

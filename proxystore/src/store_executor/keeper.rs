@@ -46,8 +46,16 @@ impl Keeper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `keys` (inputs just staged) until [`release`](Keeper::release)d.
-    pub(super) fn keep(self: &Arc<Self>, keys: &[Key]) {
+    /// The expiry new inputs should be stored with, `None` once the store
+    /// showed it cannot expire objects.
+    pub(super) fn expiry(&self) -> Option<Duration> {
+        (!self.lock().stopped).then_some(self.ttl)
+    }
+
+    /// Keeps `keys` (inputs just staged) until [`release`](Keeper::release)d:
+    /// their expiry set at once, unless `expiring` (they were stored with
+    /// it), then renewed.
+    pub(super) fn keep(self: &Arc<Self>, keys: &[Key], expiring: bool) {
         if keys.is_empty() {
             return;
         }
@@ -55,7 +63,11 @@ impl Keeper {
         if state.stopped {
             return;
         }
-        state.fresh.extend_from_slice(keys);
+        if expiring {
+            state.live.extend(keys.iter().copied());
+        } else {
+            state.fresh.extend_from_slice(keys);
+        }
         if !std::mem::replace(&mut state.started, true) {
             let keeper = Arc::downgrade(self);
             let spawned = std::thread::Builder::new()
@@ -67,7 +79,9 @@ impl Keeper {
             }
         }
         drop(state);
-        self.wake.notify_one();
+        if !expiring {
+            self.wake.notify_one();
+        }
     }
 
     /// Forgets `keys`: their task ended.

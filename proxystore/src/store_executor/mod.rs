@@ -284,6 +284,7 @@ impl StoreExecutor {
             &self.policy,
             self.executor.task_reach(),
             self.executor_name,
+            self.keeper.expiry(),
             task,
         )?;
         Ok(self.dispatch(staged))
@@ -341,9 +342,10 @@ impl StoreExecutor {
         self.check_open(task.name())?;
         let (store, policy) = (self.store.clone(), self.policy.clone());
         let (reach, executor) = (self.executor.task_reach(), self.executor_name);
+        let expiry = self.keeper.expiry();
         let cleanup = self.store.clone();
         let staged = crate::runtime::unblock::unblock(
-            move || stage(&store, &policy, reach, executor, task),
+            move || stage(&store, &policy, reach, executor, expiry, task),
             move |staged| {
                 if let Ok(staged) = staged {
                     evict_all(&cleanup, &staged.created);
@@ -370,6 +372,7 @@ impl StoreExecutor {
         let Staged {
             encoded,
             created,
+            expiring,
             result_key,
         } = staged;
         let EncodedTask {
@@ -397,18 +400,26 @@ impl StoreExecutor {
             self.held.next.fetch_add(1, Ordering::Relaxed)
         };
         let created_keys = created.clone();
-        self.keeper.keep(&created);
+        self.keeper.keep(&created, expiring);
         let cleanup = {
             let store = self.store.clone();
             let keeper = self.keeper.clone();
             let proxied_result = result_listed || !self.policy.is_never();
+            // An owned result is read by the caller or evicted when
+            // dropped: worth reading ahead with the inputs' eviction.
+            let read_ahead = proxied_result && self.ownership;
             let held = (!inputs.is_empty()).then(|| self.held.clone());
             let needed =
                 !created.is_empty() || proxied_result || !owned.is_empty() || !upstreams.is_empty();
             needed.then(|| {
                 Box::new(move |output: &Result<TaskOutput>| {
                     keeper.release(&created);
-                    evict_all(&store, &created);
+                    // Read ahead only in the round trip that evicts the
+                    // inputs, never in one of its own.
+                    let stored = output.as_ref().is_ok_and(TaskOutput::is_stored);
+                    let result =
+                        (read_ahead && stored && !created.is_empty()).then_some(result_key);
+                    store.evict_inputs(&created, result);
                     // A worker may have stored the result before failing or
                     // dying; nobody else knows its key.
                     if output.is_err() && proxied_result {

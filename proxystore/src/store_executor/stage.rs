@@ -21,23 +21,28 @@ pub(super) struct Staged {
     pub(super) encoded: EncodedTask,
     /// The inputs it put in the store.
     pub(super) created: Vec<Key>,
+    /// Whether every one of them was set to expire as it was stored.
+    pub(super) expiring: bool,
     pub(super) result_key: Key,
 }
 
 /// The part of a submission that may block on the store: checks that the
 /// task's stores can be reached where it runs, puts its arguments, reserves
-/// a key for its result. On failure, what it stored is evicted.
+/// a key for its result. On failure, what it stored is evicted. With
+/// `expiry`, the inputs are set to expire as they are stored, where the
+/// store can.
 pub(super) fn stage<R>(
     store: &Store,
     policy: &ShouldProxy,
     needed: Reach,
     executor: &str,
+    expiry: Option<std::time::Duration>,
     task: Task<R>,
 ) -> Result<Staged> {
     if needed > Reach::Process {
         task.check_reach(store, policy, needed, executor)?;
     }
-    let (encoded, created) = task.encode(store, policy);
+    let (encoded, created, expiring) = task.encode(store, policy, expiry);
     let staged = encoded.and_then(|encoded| {
         let result_key = store.connector().new_key()?;
         Ok((encoded, result_key))
@@ -46,6 +51,7 @@ pub(super) fn stage<R>(
         Ok((encoded, result_key)) => Ok(Staged {
             encoded,
             created,
+            expiring,
             result_key,
         }),
         Err(e) => {

@@ -431,6 +431,8 @@ pub(crate) struct Encoder<'a> {
     /// The payload after each upstream's frame (`out` holds what comes
     /// before the first).
     after: Vec<Vec<u8>>,
+    /// The expiry the inputs put in the store get as they are stored.
+    expiry: Option<wire::Expiry>,
 }
 
 impl Encoder<'_> {
@@ -470,14 +472,18 @@ impl<T: Storable> EncodeArg for GivenArg<T> {
             }
             Arg::Value(value) => {
                 let store = p.store.clone();
-                let (stored, held) = encode_value(
+                let mut expiry = p.expiry.take();
+                let encoded = encode_value(
                     value,
                     self.listed,
                     p.policy,
                     || Ok(store),
                     |s| s.connector().new_key(),
+                    expiry.as_mut(),
                     p.out(),
-                )?;
+                );
+                p.expiry = expiry;
+                let (stored, held) = encoded?;
                 p.created.extend(stored);
                 p.sections.extend(held);
             }
@@ -557,11 +563,16 @@ impl<R> Task<R> {
 
     /// Places the arguments. On error the keys created so far are returned
     /// with it, for the caller to evict.
+    ///
+    /// With `expiry`, the inputs it puts in the store are set to expire
+    /// after it as they are stored, where the connector can; the flag
+    /// returned says whether every one of them got it.
     pub(crate) fn encode(
         self,
         store: &Store,
         policy: &ShouldProxy,
-    ) -> (Result<EncodedTask>, Vec<Key>) {
+        expiry: Option<std::time::Duration>,
+    ) -> (Result<EncodedTask>, Vec<Key>, bool) {
         let mut p = Encoder {
             store,
             policy,
@@ -571,12 +582,17 @@ impl<R> Task<R> {
             owned: Vec::new(),
             upstreams: Vec::new(),
             after: Vec::new(),
+            expiry: expiry.map(|after| wire::Expiry {
+                after,
+                all_set: true,
+            }),
         };
         for arg in self.args {
             if let Err(e) = arg.encode(&mut p) {
-                return (Err(e), p.created);
+                return (Err(e), p.created, false);
             }
         }
+        let expiring = p.expiry.as_ref().is_some_and(|e| e.all_set);
         let encoded = EncodedTask {
             name: self.name,
             run: self.run,
@@ -590,6 +606,6 @@ impl<R> Task<R> {
             timeout: self.timeout,
             summary: self.summary,
         };
-        (Ok(encoded), p.created)
+        (Ok(encoded), p.created, expiring)
     }
 }

@@ -54,12 +54,17 @@ pub(super) type EncodedValue = (Option<Key>, Option<Box<dyn HeldValue>>);
 /// a value that is itself a proxy always goes inline. Appends its frame to
 /// `out`; returns the key it was put under, and the value itself when its
 /// body travels beside the frame as a [section](super::section).
+///
+/// With `expiry`, a value put in the store is set to expire after its
+/// duration in the same request where the connector can; `expiry`'s flag
+/// is cleared when it could not.
 pub(super) fn encode_value<T: Storable>(
     value: T,
     listed: bool,
     policy: &ShouldProxy,
     store: impl FnOnce() -> Result<Store>,
     key: impl FnOnce(&Store) -> Result<Key>,
+    expiry: Option<&mut Expiry>,
     out: &mut Vec<u8>,
 ) -> Result<EncodedValue> {
     let encoded = codec::encode(&value)?;
@@ -79,7 +84,14 @@ pub(super) fn encode_value<T: Storable>(
     if proxy {
         let store = store()?;
         let key = key(&store)?;
-        store.set_encoded(&key, &encoded)?;
+        match expiry {
+            Some(expiry) => {
+                if !store.set_encoded_expiring(&key, &encoded, expiry.after)? {
+                    expiry.all_set = false;
+                }
+            }
+            None => store.set_encoded(&key, &encoded)?,
+        }
         let (key_bytes, config) = store.factory(key).frame_parts();
         push_frame(out, PROXY, &[&key_bytes, &config]);
         return Ok((Some(key), None));
@@ -92,6 +104,13 @@ pub(super) fn encode_value<T: Storable>(
     }
     push_frame(out, VALUE, &encoded.parts());
     Ok((None, None))
+}
+
+/// The expiry of the inputs a submission puts in the store, and whether
+/// every one of them got it as it was stored.
+pub(crate) struct Expiry {
+    pub(crate) after: std::time::Duration,
+    pub(crate) all_set: bool,
 }
 
 /// Another task's result as an argument frame: a result that went through
@@ -230,6 +249,12 @@ pub struct TaskOutput {
 }
 
 impl TaskOutput {
+    /// Whether the result was put in the store (its frame is a reference,
+    /// owned or not).
+    pub(crate) fn is_stored(&self) -> bool {
+        matches!(self.frame.first(), Some(&(PROXY | OWNED)))
+    }
+
     /// A result received as bytes (one frame, no section).
     pub(crate) fn from_bytes(frame: Vec<u8>) -> Self {
         TaskOutput {
@@ -297,6 +322,7 @@ pub fn output<R: Storable>(
             get_or_create_store(&ctx.context.store)
         },
         |_| Ok(ctx.result_key),
+        None,
         &mut frame,
     )?;
     if stored.is_some() && ctx.context.ownership {

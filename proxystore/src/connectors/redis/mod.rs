@@ -3,11 +3,10 @@
 //! See [`RedisConnector`].
 
 use std::fmt;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionLike, Value};
+use redis::Value;
 
 use super::{Connector, ConnectorConfig, FromConfig, ObjectReader, Reach};
 use crate::error::{Error, Result};
@@ -15,6 +14,8 @@ use crate::key::Key;
 
 mod builder;
 mod pool;
+mod raw;
+mod requests;
 pub(crate) mod resp;
 mod url;
 
@@ -265,58 +266,6 @@ impl RedisConnector {
         }
         Ok(())
     }
-
-    /// Calls `each` with every batch of the namespace's object keys (Redis
-    /// names), found with `SCAN MATCH` (never `KEYS`, which blocks the
-    /// server): only names shaped like the namespace's object keys, so
-    /// nothing else under the prefix (a queue of the multi-host executor,
-    /// another program's keys) is seen. A key may come twice, as `SCAN`
-    /// allows.
-    fn scan_objects(
-        &self,
-        operation: &str,
-        mut each: impl FnMut(Vec<Vec<u8>>) -> Result<()>,
-    ) -> Result<()> {
-        let pattern = format!(
-            "proxystore:{}:{UUID_PATTERN}",
-            glob_escape(&self.inner.namespace)
-        );
-        let operation = format!("{operation} (SCAN)");
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys) = self.run(&operation, |c| {
-                let reply = c.req_command(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(CLOSE_BATCH),
-                )?;
-                scan_reply(reply)
-            })?;
-            each(keys)?;
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
-    }
-
-    /// Removes every key of the namespace (SCAN + UNLINK).
-    fn clear_namespace(&self) -> Result<u64> {
-        let mut removed = 0u64;
-        self.scan_objects("close", |keys| {
-            for batch in keys.chunks(CLOSE_BATCH) {
-                let n = self.run("close (UNLINK)", |c| {
-                    expect_int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(batch))?)
-                })?;
-                removed += u64::try_from(n).unwrap_or(0);
-            }
-            Ok(())
-        })?;
-        Ok(removed)
-    }
 }
 
 impl fmt::Debug for RedisConnector {
@@ -345,19 +294,20 @@ impl Connector for RedisConnector {
     }
 
     fn set(&self, key: &Key, parts: &[&[u8]]) -> Result<()> {
-        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        self.check_size(size)?;
-        tracing::debug!(%key, size, server = %self.inner.server, "redis: set");
-        let name = self.redis_key(key);
-        let request = pack(&[&[b"SET"], &[name.as_bytes()], parts]);
-        self.run("SET", |c| expect_ok("SET", c.req_packed_command(&request)?))
+        self.set_with(key, parts, None)
+    }
+
+    /// One `SET .. PX`: the object and its expiry in one request.
+    fn set_expiring(&self, key: &Key, parts: &[&[u8]], after: std::time::Duration) -> Result<bool> {
+        self.set_with(key, parts, Some(after))?;
+        Ok(true)
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let name = self.redis_key(key);
-        let found = self.run("GET", |c| {
-            expect_bulk("GET", c.req_command(redis::cmd("GET").arg(&name))?)
-        })?;
+        let request = pack_args(&[b"GET", name.as_bytes()]);
+        // The value is read into a buffer of its exact size.
+        let found = self.run("GET", |c| expect_bulk("GET", c.request(&[&request])?))?;
         tracing::debug!(%key, size = found.as_ref().map(Vec::len), "redis: get");
         Ok(found)
     }
@@ -366,18 +316,17 @@ impl Connector for RedisConnector {
         Ok(self.open_sized(key)?.map(|(reader, _)| reader))
     }
 
+    /// The value is streamed from the connection into the decoder, which
+    /// reads it straight into the typed buffer of the value; the
+    /// connection serves again once the reader has read it all.
     fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
-        Ok(self.get(key)?.map(|bytes| {
-            let len = bytes.len() as u64;
-            (Box::new(Cursor::new(bytes)) as ObjectReader, Some(len))
-        }))
+        self.open_streaming(key)
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
         let name = self.redis_key(key);
-        let n = self.run("EXISTS", |c| {
-            expect_int("EXISTS", c.req_command(redis::cmd("EXISTS").arg(&name))?)
-        })?;
+        let request = pack_args(&[b"EXISTS", name.as_bytes()]);
+        let n = self.run("EXISTS", |c| expect_int("EXISTS", c.request(&[&request])?))?;
         Ok(n > 0)
     }
 
@@ -407,7 +356,7 @@ impl Connector for RedisConnector {
         self.run("PEXPIRE", |c| {
             expect_int(
                 "PEXPIRE",
-                c.req_command(redis::cmd("PEXPIRE").arg(&name).arg(ms))?,
+                c.command(redis::cmd("PEXPIRE").arg(&name).arg(ms))?,
             )
         })?;
         Ok(true)
@@ -415,15 +364,20 @@ impl Connector for RedisConnector {
 
     fn expire_all(&self, keys: &[Key], after: std::time::Duration) -> Result<bool> {
         let ms = after.as_millis().clamp(1, i64::MAX as u128) as i64;
+        let ms = ms.to_string();
         for chunk in keys.chunks(CLOSE_BATCH) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("PEXPIRE")
-                    .arg(self.redis_key(key))
-                    .arg(ms)
-                    .ignore();
-            }
-            self.run("PEXPIRE", |c| pipe.query::<()>(c))?;
+            // One round trip for the chunk.
+            let packed: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|key| pack_args(&[b"PEXPIRE", self.redis_key(key).as_bytes(), ms.as_bytes()]))
+                .collect();
+            let pieces: Vec<&[u8]> = packed.iter().map(Vec::as_slice).collect();
+            self.run("PEXPIRE", |c| {
+                for reply in c.requests(&pieces, chunk.len())? {
+                    expect_int("PEXPIRE", reply)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(true)
     }
@@ -431,10 +385,15 @@ impl Connector for RedisConnector {
     fn evict(&self, key: &Key) -> Result<()> {
         tracing::debug!(%key, "redis: evict");
         let name = self.redis_key(key);
-        self.run("UNLINK", |c| {
-            expect_int("UNLINK", c.req_command(redis::cmd("UNLINK").arg(&name))?)
-        })
-        .map(drop)
+        let request = pack_args(&[b"UNLINK", name.as_bytes()]);
+        self.run("UNLINK", |c| expect_int("UNLINK", c.request(&[&request])?))
+            .map(drop)
+    }
+
+    /// One round trip: `UNLINK` of every key, then `STRLEN` and
+    /// `GETRANGE` of the one to read.
+    fn evict_and_peek(&self, keys: &[Key], peek: Option<(&Key, usize)>) -> Result<Option<Vec<u8>>> {
+        self.unlink_and_peek(keys, peek)
     }
 
     fn close(&self) -> Result<()> {
@@ -485,9 +444,7 @@ impl Connector for RedisConnector {
             }
             let request = pack(&args);
             tracing::debug!(objects = end - start, bytes, "redis: put_batch");
-            self.run("MSET", |c| {
-                expect_ok("MSET", c.req_packed_command(&request)?)
-            })?;
+            self.run("MSET", |c| expect_ok("MSET", c.request(&[&request])?))?;
             start = end;
         }
         Ok(keys)
@@ -499,7 +456,7 @@ impl Connector for RedisConnector {
         }
         let names: Vec<String> = keys.iter().map(|k| self.redis_key(k)).collect();
         let values = self.run("MGET", |c| {
-            match c.req_command(redis::cmd("MGET").arg(&names))? {
+            match c.command(redis::cmd("MGET").arg(&names))? {
                 Value::Array(items) if items.len() == names.len() => items
                     .into_iter()
                     .map(|v| expect_bulk("MGET", v))
@@ -562,5 +519,17 @@ mod tests {
     fn packed_commands_join_the_parts() {
         let packed = pack(&[&[b"SET"], &[b"k"], &[b"ab", b"", b"c"]]);
         assert_eq!(packed, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabc\r\n");
+    }
+
+    #[test]
+    fn a_head_before_parts_is_the_packed_command_s_start() {
+        let parts: &[&[u8]] = &[b"ab", b"", b"c"];
+        let mut request = head_before_parts(&[b"SET", b"k"], parts, 2);
+        request.extend(parts.concat());
+        request.extend_from_slice(b"\r\n$2\r\nPX\r\n$2\r\n10\r\n");
+        assert_eq!(
+            request,
+            pack(&[&[b"SET"], &[b"k"], parts, &[b"PX"], &[b"10"]])
+        );
     }
 }

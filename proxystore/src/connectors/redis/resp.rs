@@ -46,6 +46,32 @@ pub(crate) fn pack(args: &[&[&[u8]]]) -> Vec<u8> {
     out
 }
 
+/// A packed command of single-part `args`.
+pub(super) fn pack_args(args: &[&[u8]]) -> Vec<u8> {
+    let parts: Vec<[&[u8]; 1]> = args.iter().map(|a| [*a]).collect();
+    let args: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+    pack(&args)
+}
+
+/// The head of a packed command of `args`, then an argument made of
+/// `parts`, then `after` more arguments (`*N`, `args`, and the `$len` of
+/// the parts): the request is this head, the parts as they are, `\r\n`
+/// and the arguments after, written without copying the parts.
+pub(super) fn head_before_parts(args: &[&[u8]], parts: &[&[u8]], after: usize) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    out.push(b'*');
+    out.extend_from_slice((args.len() + 1 + after).to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for arg in args {
+        push_bulk(&mut out, &[arg]);
+    }
+    out.push(b'$');
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 pub(super) fn unexpected(command: &str, value: &Value) -> redis::RedisError {
     let what = match value {
         Value::Nil => "nil".to_string(),
