@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod builder;
 mod config_cache;
 pub(crate) mod factory;
 mod future;
@@ -43,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::Storable;
 
+pub use builder::StoreBuilder;
 pub use factory::Factory;
 pub(crate) use factory::{with_wait_cap, Wait};
 pub use future::StoreFuture;
@@ -91,65 +93,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-}
-
-/// Builds a [`Store`] with non-default options.
-///
-/// ```
-/// use proxystore::connectors::LocalConnector;
-/// use proxystore::Store;
-///
-/// let store = Store::builder("builder-doc", LocalConnector::new())
-///     .cache_size(0)        // no cache
-///     .metrics(true)
-///     .register(false)      // not visible to proxies by name in this process
-///     .build()?;
-/// # Ok::<(), proxystore::Error>(())
-/// ```
-#[must_use]
-pub struct StoreBuilder {
-    name: String,
-    connector: Arc<dyn Connector>,
-    cache_size: usize,
-    metrics: bool,
-    register: bool,
-}
-
-impl StoreBuilder {
-    /// Number of deserialized objects to keep (default
-    /// [`DEFAULT_CACHE_SIZE`]; 0 disables the cache).
-    pub fn cache_size(mut self, size: usize) -> Self {
-        self.cache_size = size;
-        self
-    }
-
-    /// Keep per-operation counts, bytes and times (default off).
-    pub fn metrics(mut self, enabled: bool) -> Self {
-        self.metrics = enabled;
-        self
-    }
-
-    /// Register the store in this process's registry (default on), so that
-    /// proxies resolving here use this store rather than building another.
-    pub fn register(mut self, register: bool) -> Self {
-        self.register = register;
-        self
-    }
-
-    /// Builds the store.
-    pub fn build(self) -> Result<Store> {
-        let config = StoreConfig {
-            name: self.name,
-            connector: self.connector.config(),
-            cache_size: self.cache_size,
-            metrics: self.metrics,
-        };
-        let store = Store::with_connector(config, self.connector);
-        if self.register {
-            register_store(&store)?;
-        }
-        Ok(store)
-    }
 }
 
 impl Store {
