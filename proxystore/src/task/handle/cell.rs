@@ -166,43 +166,6 @@ impl TaskCell {
         self.attempts.get()
     }
 
-    /// Keeps what the task's run did in the store, and adds it to its
-    /// executor's totals (the first report only: a run's result is taken
-    /// once).
-    pub(crate) fn set_metrics(&self, metrics: crate::store::Metrics) {
-        self.counters.add_metrics(&metrics);
-        let _ = self.metrics.set(metrics);
-    }
-
-    /// What the task's run did in the store, if its worker reported it.
-    pub(crate) fn metrics(&self) -> Option<&crate::store::Metrics> {
-        self.metrics.get()
-    }
-
-    pub(crate) fn set_interrupter(&self, interrupter: Interrupter) {
-        *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = Some(interrupter);
-    }
-
-    /// Asks the task to stop if it runs and its executor can reach it.
-    pub(crate) fn interrupt(&self) -> bool {
-        // Running, or handed to a worker that may be running it.
-        let phase = self.lock().phase;
-        let dispatched = self.dispatched.load(Ordering::Acquire);
-        if !(phase == Phase::Running || phase == Phase::Pending && dispatched) {
-            return false;
-        }
-        let interrupter = self
-            .interrupter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let interrupted = interrupter.is_some_and(|interrupt| interrupt());
-        if interrupted {
-            tracing::debug!(target: "proxystore::task", task = %self.name, id = %self.id, "interrupt requested");
-        }
-        interrupted
-    }
-
     /// The attempt under way (1 for the first).
     pub(crate) fn attempt(&self) -> u32 {
         self.lock().attempt
@@ -623,15 +586,6 @@ fn run_callbacks(task: &str, callbacks: Vec<Callback>, status: Result<(), String
     }
 }
 
-impl crate::owned::SharedResult for TaskCell {
-    fn hold(self: Arc<Self>) -> crate::proxy::Hold {
-        Box::new(self.depend())
-    }
-
-    fn defer_eviction(&self, factory: crate::proxy::Factory) -> Option<crate::proxy::Factory> {
-        TaskCell::defer_eviction(self, factory)
-    }
-}
-
+mod steer;
 #[cfg(test)]
 mod tests;
