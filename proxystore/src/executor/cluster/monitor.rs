@@ -6,8 +6,8 @@ use super::caller::Inner;
 use super::{redis_io, serve};
 use crate::error::Result;
 
-/// Reads how a [`ClusterExecutor`]'s queue and hosts are doing; from
-/// [`ClusterExecutor::monitor`]. Cheap to clone; it keeps nothing running.
+/// Reads how a [`ClusterExecutor`](super::ClusterExecutor)'s queue and hosts are doing; from
+/// [`ClusterExecutor::monitor`](super::ClusterExecutor::monitor). Cheap to clone; it keeps nothing running.
 ///
 /// ```no_run
 /// use proxystore::connectors::LocalConnector;
@@ -82,7 +82,7 @@ impl ClusterMonitor {
     }
 
     /// How many workers serve the queue now (see
-    /// [`ClusterExecutor::live_workers`]).
+    /// [`ClusterExecutor::live_workers`](super::ClusterExecutor::live_workers)).
     pub fn live_workers(&self) -> Result<usize> {
         let mut con = self.inner.server.connect(Some(redis_io::COMMAND_TIMEOUT))?;
         serve::live_workers(&mut con, &self.inner.keys)
