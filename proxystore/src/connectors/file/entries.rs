@@ -10,6 +10,10 @@
 //!   never mistakes one for an object;
 //! - the marker, [`MARKER`].
 //!
+//! Small objects take no temporary name at all: they are written into an
+//! unnamed file (`O_TMPFILE`), which has no entry in the directory until
+//! it is linked, complete, at its key (see [`write_object`]).
+//!
 //! Everything else (other names, and directories whatever their name) is
 //! someone else's and is never touched.
 
