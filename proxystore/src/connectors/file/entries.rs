@@ -10,15 +10,21 @@
 //!   never mistakes one for an object;
 //! - the marker, [`MARKER`].
 //!
+//! Small objects take no temporary name at all: they are written into an
+//! unnamed file (`O_TMPFILE`), which has no entry in the directory until
+//! it is linked, complete, at its key (see [`write_object`]).
+//!
 //! Everything else (other names, and directories whatever their name) is
 //! someone else's and is never touched.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::key::Key;
 
@@ -162,8 +168,23 @@ pub(in crate::connectors) fn create_temporary(
     ))
 }
 
-/// Writes the object `key` at `target` atomically: its `parts` go into a
-/// fresh temporary file in `dir` (locked while it is written, see
+/// Objects up to this size are written through an unnamed file
+/// ([`write_unnamed`]); larger ones through a named temporary file, whose
+/// two extra system calls do not count beside the copy, and which a close
+/// can see being written.
+pub(in crate::connectors) const UNNAMED_UP_TO: usize = 1 << 20;
+
+/// Writes the object `key` at `target` atomically, so that no reader ever
+/// sees part of it and a writer that dies leaves nothing a reader can take.
+///
+/// A small object (up to [`UNNAMED_UP_TO`]) goes, where the file system
+/// allows it (Linux's `O_TMPFILE`: ext4, xfs, btrfs, tmpfs), into a file
+/// that has no name until it is complete, which is then linked at `target`
+/// ([`write_unnamed`]): four system calls, no temporary name, no lock, and
+/// a writer that dies leaves only an unnamed file that the kernel frees
+/// with its last descriptor. Otherwise, or if something is at `target`
+/// already (an object written again is replaced, as before), the `parts`
+/// go into a fresh temporary file in `dir` (locked while it is written, see
 /// [`create_temporary`]), which is then renamed into place; on failure the
 /// temporary file is removed.
 pub(in crate::connectors) fn write_object(
@@ -172,6 +193,15 @@ pub(in crate::connectors) fn write_object(
     target: &Path,
     parts: &[&[u8]],
 ) -> io::Result<()> {
+    let size: usize = parts.iter().map(|p| p.len()).sum();
+    if size <= UNNAMED_UP_TO && write_unnamed(dir, target, parts)? {
+        return Ok(());
+    }
+    write_named(dir, key, target, parts)
+}
+
+/// [`write_object`] through a named temporary file renamed into place.
+fn write_named(dir: &Path, key: &Key, target: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let (path, file) = create_temporary(dir, key)?;
     // The lock lasts until `file` is dropped, after the rename.
     let written = write_parts(&file, parts).and_then(|()| fs::rename(&path, target));
@@ -179,6 +209,148 @@ pub(in crate::connectors) fn write_object(
         let _ = fs::remove_file(&path);
     }
     written
+}
+
+/// How this process links an unnamed file to a name; see [`Unnamed::link`].
+static LINK_WAY: AtomicU8 = AtomicU8::new(LINK_UNTRIED);
+const LINK_UNTRIED: u8 = 0;
+/// `linkat(fd, "", ..., AT_EMPTY_PATH)`: Linux 6.10 and later for any
+/// process that opened the file itself, earlier with `CAP_DAC_READ_SEARCH`.
+const LINK_EMPTY_PATH: u8 = 1;
+/// `linkat` of `/proc/self/fd/N` with `AT_SYMLINK_FOLLOW`.
+const LINK_PROC: u8 = 2;
+/// Neither works here: never try unnamed files again in this process.
+const LINK_NONE: u8 = 3;
+
+/// Writes `parts` into an unnamed file in `dir` and links it at `target`;
+/// `Ok(false)` if that cannot be done here (the file system or the kernel
+/// has no `O_TMPFILE`, linking it is refused) or if `target` is taken, and
+/// nothing was created: the caller writes through a named temporary file
+/// instead.
+///
+/// The link fails rather than replace what is at `target`, so an entry
+/// planted there (a link, a directory) is left to the named path, which
+/// handles it as it always did.
+pub(in crate::connectors) fn write_unnamed(
+    dir: &Path,
+    target: &Path,
+    parts: &[&[u8]],
+) -> io::Result<bool> {
+    let Some(file) = Unnamed::create(dir)? else {
+        return Ok(false);
+    };
+    write_parts(&file.0, parts)?;
+    file.link(target)
+}
+
+/// A file being written in a store directory without a name (`O_TMPFILE`):
+/// no other process can open it, and it is freed if the writer dies before
+/// [`link`](Unnamed::link) gives it one.
+pub(in crate::connectors) struct Unnamed(File);
+
+impl Unnamed {
+    /// A new unnamed file in `dir`; `None` where there are none (or they
+    /// cannot be linked, as found earlier in this process).
+    pub(in crate::connectors) fn create(dir: &Path) -> io::Result<Option<Unnamed>> {
+        if LINK_WAY.load(Ordering::Relaxed) == LINK_NONE {
+            return Ok(None);
+        }
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+        {
+            Ok(file) => Ok(Some(Unnamed(file))),
+            // No O_TMPFILE on this file system (EOPNOTSUPP), or a kernel
+            // that does not know the flag (EISDIR, EINVAL).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the file the name `target`, which must not exist: `Ok(false)`
+    /// if it does, or if unnamed files cannot be linked here (then none is
+    /// made again in this process).
+    pub(in crate::connectors) fn link(self, target: &Path) -> io::Result<bool> {
+        let linked = match LINK_WAY.load(Ordering::Relaxed) {
+            LINK_EMPTY_PATH => link_at(&self.0, target, LINK_EMPTY_PATH),
+            LINK_PROC => link_at(&self.0, target, LINK_PROC),
+            _ => match link_at(&self.0, target, LINK_EMPTY_PATH) {
+                Ok(()) => {
+                    LINK_WAY.store(LINK_EMPTY_PATH, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) if link_refused(&e) => link_at(&self.0, target, LINK_PROC).map(|()| {
+                    LINK_WAY.store(LINK_PROC, Ordering::Relaxed);
+                }),
+                Err(e) => Err(e),
+            },
+        };
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if link_refused(&e) => {
+                // A directory removed meanwhile (the store was closed) also
+                // fails with ENOENT: that says nothing of this process, and
+                // the named path reports it.
+                let gone = e.raw_os_error() == Some(libc::ENOENT)
+                    && !target.parent().is_some_and(Path::is_dir);
+                if !gone {
+                    LINK_WAY.store(LINK_NONE, Ordering::Relaxed);
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether a failed `linkat` of an unnamed file means this way of linking
+/// is not allowed here (rather than that this one write failed).
+fn link_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::EPERM | libc::EACCES | libc::EOPNOTSUPP | libc::EXDEV)
+    )
+}
+
+/// One `linkat` of `file` to `target`, by `way` ([`LINK_EMPTY_PATH`] or
+/// [`LINK_PROC`]).
+fn link_at(file: &File, target: &Path, way: u8) -> io::Result<()> {
+    let target = CString::new(target.as_os_str().as_bytes())?;
+    let fd = file.as_raw_fd();
+    // SAFETY: linkat with NUL-terminated paths and a descriptor we own.
+    let rc = unsafe {
+        if way == LINK_EMPTY_PATH {
+            libc::linkat(
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        } else {
+            let source = CString::new(format!("/proc/self/fd/{fd}"))?;
+            libc::linkat(
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Writes all of `parts` to `file` with as few `writev` calls as the
@@ -202,14 +374,47 @@ fn write_parts(mut file: &File, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
+/// Objects up to this size are read with one `read` (see [`read_whole`]).
+const ONE_READ: usize = 64 << 10;
+
 /// Reads a whole object opened by [`open_regular`], `len` bytes long.
 ///
-/// The length only sizes the buffer if it can be had; a file that grew or
-/// shrank since (it cannot: objects are replaced, never rewritten) would
-/// still be read whole.
+/// A small object (up to [`ONE_READ`]) is read into a buffer one byte
+/// longer than `len`, so one `read` that returns `len` bytes (short of the
+/// buffer: the end of a regular file) ends it, without a second `read` to
+/// see the end; for larger ones that call is negligible beside the copy,
+/// and the buffer is not zeroed first. The length only sizes the buffer; a
+/// file that grew or shrank since (it cannot: objects are replaced, never
+/// rewritten) would still be read whole.
 pub(in crate::connectors) fn read_whole(mut file: File, len: u64) -> io::Result<Vec<u8>> {
+    let want = usize::try_from(len).unwrap_or(usize::MAX);
     let mut bytes = Vec::new();
-    let _ = bytes.try_reserve_exact(usize::try_from(len).unwrap_or(0));
+    if want < ONE_READ {
+        // Zeroed, but only `len + 1` bytes of it.
+        bytes.resize(want + 1, 0);
+        let mut filled = 0;
+        loop {
+            match file.read(&mut bytes[filled..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    filled += n;
+                    if filled == want {
+                        break;
+                    }
+                    if filled == bytes.len() {
+                        // Longer than it was: read the rest the long way.
+                        file.read_to_end(&mut bytes)?;
+                        return Ok(bytes);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        bytes.truncate(filled);
+        return Ok(bytes);
+    }
+    let _ = bytes.try_reserve_exact(want);
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
@@ -347,6 +552,7 @@ pub(in crate::connectors) fn remove(path: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn names_are_told_apart() {
@@ -361,5 +567,164 @@ mod tests {
         }
         let temporary = temporary_name(&key);
         assert_eq!(name(&temporary[1..]), Entry::Foreign);
+    }
+
+    /// The store directories to try: a temporary one (the default file
+    /// system) and, where there is one, one on tmpfs.
+    fn dirs() -> Vec<tempfile::TempDir> {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if Path::new("/dev/shm").is_dir() {
+            dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        dirs
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_unnamed_file_is_seen_only_once_linked_complete() {
+        for dir in dirs() {
+            let Some(file) = Unnamed::create(dir.path()).unwrap() else {
+                continue; // no O_TMPFILE here: the named path is used
+            };
+            write_parts(&file.0, &[b"head", b"", b"body"]).unwrap();
+            assert_eq!(listing(dir.path()), Vec::<String>::new());
+            let target = dir.path().join(Key::new().as_str());
+            assert!(file.link(&target).unwrap());
+            assert_eq!(fs::read(&target).unwrap(), b"headbody");
+            assert_eq!(listing(dir.path()).len(), 1);
+        }
+    }
+
+    #[test]
+    fn an_unnamed_file_never_linked_leaves_nothing() {
+        for dir in dirs() {
+            if let Some(file) = Unnamed::create(dir.path()).unwrap() {
+                write_parts(&file.0, &[b"half an object"]).unwrap();
+                drop(file); // the writer is gone before the link
+            }
+            assert_eq!(listing(dir.path()), Vec::<String>::new());
+        }
+    }
+
+    #[test]
+    fn both_ways_of_linking_an_unnamed_file_work() {
+        for dir in dirs() {
+            for way in [LINK_EMPTY_PATH, LINK_PROC] {
+                let Some(file) = Unnamed::create(dir.path()).unwrap() else {
+                    continue;
+                };
+                write_parts(&file.0, &[b"bytes"]).unwrap();
+                let target = dir.path().join(Key::new().as_str());
+                match link_at(&file.0, &target, way) {
+                    Ok(()) => assert_eq!(fs::read(&target).unwrap(), b"bytes"),
+                    // Not allowed for this process (an older kernel without
+                    // the capability, or no /proc): `link` falls back.
+                    Err(e) => assert!(link_refused(&e), "{e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_unnamed_file_never_replaces_what_is_at_its_name() {
+        for dir in dirs() {
+            let target = dir.path().join(Key::new().as_str());
+            fs::write(&target, b"old").unwrap();
+            if let Some(file) = Unnamed::create(dir.path()).unwrap() {
+                write_parts(&file.0, &[b"new"]).unwrap();
+                assert!(!file.link(&target).unwrap());
+            }
+            assert_eq!(fs::read(&target).unwrap(), b"old");
+            assert!(!write_unnamed(dir.path(), &target, &[b"new"]).unwrap());
+            assert_eq!(fs::read(&target).unwrap(), b"old");
+        }
+    }
+
+    #[test]
+    fn writing_an_object_again_replaces_it_whatever_its_size() {
+        for dir in dirs() {
+            let key = Key::new();
+            let target = dir.path().join(key.as_str());
+            let large = vec![7u8; UNNAMED_UP_TO + 1];
+            for bytes in [&b"first"[..], &large, b"third", b""] {
+                write_object(dir.path(), &key, &target, &[bytes]).unwrap();
+                assert_eq!(fs::read(&target).unwrap(), bytes);
+            }
+            // Nothing else was left behind: no temporary file, no copy.
+            assert_eq!(listing(dir.path()), [key.to_string()]);
+        }
+    }
+
+    #[test]
+    fn writing_over_a_planted_link_replaces_the_link_not_its_target() {
+        for dir in dirs() {
+            let outside = dir.path().join("secret.txt");
+            fs::write(&outside, b"secret").unwrap();
+            let key = Key::new();
+            let target = dir.path().join(key.as_str());
+            std::os::unix::fs::symlink(&outside, &target).unwrap();
+            write_object(dir.path(), &key, &target, &[b"object"]).unwrap();
+            assert!(fs::symlink_metadata(&target).unwrap().is_file());
+            assert_eq!(fs::read(&target).unwrap(), b"object");
+            assert_eq!(fs::read(&outside).unwrap(), b"secret");
+        }
+    }
+
+    #[test]
+    fn small_and_large_objects_get_the_same_permissions() {
+        for dir in dirs() {
+            let (small, large) = (Key::new(), Key::new());
+            let mode = |key: &Key| {
+                let target = dir.path().join(key.as_str());
+                fs::metadata(target).unwrap().permissions().mode()
+            };
+            write_object(
+                dir.path(),
+                &small,
+                &dir.path().join(small.as_str()),
+                &[b"x"],
+            )
+            .unwrap();
+            let big = vec![1u8; UNNAMED_UP_TO + 1];
+            write_object(
+                dir.path(),
+                &large,
+                &dir.path().join(large.as_str()),
+                &[&big],
+            )
+            .unwrap();
+            assert_eq!(mode(&small), mode(&large));
+        }
+    }
+
+    #[test]
+    fn read_whole_reads_the_whole_file_whatever_length_it_was_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object");
+        for size in [
+            0,
+            1,
+            100,
+            ONE_READ - 1,
+            ONE_READ,
+            ONE_READ + 1,
+            3 * ONE_READ,
+        ] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            fs::write(&path, &bytes).unwrap();
+            let lens = [size as u64, 0, size as u64 / 2, size as u64 + 10, u64::MAX];
+            for len in lens {
+                let read = read_whole(File::open(&path).unwrap(), len).unwrap();
+                assert_eq!(read, bytes, "size {size}, told {len}");
+            }
+        }
     }
 }

@@ -48,8 +48,13 @@ const CLOSE_PASSES: usize = 4;
 ///
 /// Any process that can see the directory can read the objects, so this is
 /// the connector for pools of worker processes on one machine (or on hosts
-/// sharing a file system). Writes go to a temporary file that is renamed
-/// into place, so no reader, in any process, ever sees half an object.
+/// sharing a file system). An object is complete before it has its name,
+/// so no reader, in any process, ever sees half an object: a small one (up
+/// to 1 MiB) is written into an unnamed file (`O_TMPFILE`) that is then
+/// linked at its key, a larger one (or any, on a file system without
+/// unnamed files) into a temporary file that is renamed into place. A
+/// writer that dies leaves no object behind: an unnamed file goes with its
+/// last descriptor, and close removes a dead writer's temporary file.
 ///
 /// ```
 /// use proxystore::connectors::{Connector, FileConnector};

@@ -58,12 +58,13 @@ const CLOSE_PASSES: usize = 4;
 /// way to pass large values between processes of one host.
 ///
 /// Decoding copies the bytes once, from the shared pages straight into the
-/// final value. Writes go to a temporary file that is renamed into place,
-/// so no reader ever sees half an object. Objects live in RAM (tmpfs), so
-/// they count against the host's memory while they are stored, and so do
-/// the evicted large objects the store keeps for reuse (512 MiB at most
-/// unless [`pool_limit`](SharedMemoryConnectorBuilder::pool_limit) says
-/// otherwise) until it is closed.
+/// final value. Writes go to an unnamed file linked at the key once
+/// complete (small objects) or to a temporary file that is renamed into
+/// place, so no reader ever sees half an object. Objects live in RAM
+/// (tmpfs), so they count against the host's memory while they are stored,
+/// and so do the evicted large objects the store keeps for reuse (512 MiB
+/// at most unless [`pool_limit`](SharedMemoryConnectorBuilder::pool_limit)
+/// says otherwise) until it is closed.
 ///
 /// ```
 /// use proxystore::connectors::{Connector, SharedMemoryConnector};
