@@ -25,6 +25,7 @@
 
 pub(super) mod entries;
 mod marker;
+mod unnamed;
 
 use std::fs;
 use std::io;
