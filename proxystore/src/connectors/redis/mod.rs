@@ -16,7 +16,7 @@ use crate::key::Key;
 mod builder;
 mod pool;
 pub(crate) mod resp;
-mod url;
+pub(crate) mod url;
 
 pub use builder::RedisConnectorBuilder;
 use builder::{invalid, millis, Options};
