@@ -80,8 +80,10 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// has not used for a while; its results stay). An object lives until it
 /// is [evicted](Connector::evict) (by any process: the index says where it
 /// is and the eviction is sent there) or until the process exits.
-/// [`close`](Connector::close) closes the index and leaves the objects.
-/// There is no bound on the memory they take other than eviction: the
+/// [`close`](Connector::close) of the connector a builder made evicts every
+/// object the index lists, wherever it is kept (as a `RedisConnector` that
+/// made its namespace clears it); one rebuilt from its configuration leaves
+/// them. There is no bound on the memory they take other than eviction: the
 /// [`StoreExecutor`](crate::StoreExecutor) evicts task inputs and results
 /// once they are consumed or dropped.
 ///
@@ -133,6 +135,9 @@ pub struct PeerConnector {
     options: Options,
     /// Given to [`PeerConnectorBuilder::listen`]; not in the configuration.
     listen: Option<SocketAddr>,
+    /// Made by a builder (not rebuilt from a configuration) and not told to
+    /// keep its objects: `close` evicts them all.
+    clear: bool,
 }
 
 /// Builds a [`PeerConnector`]; made by [`PeerConnector::builder`].
@@ -141,6 +146,7 @@ pub struct PeerConnectorBuilder {
     index: Arc<dyn Connector>,
     options: Options,
     listen: Option<SocketAddr>,
+    keep_on_close: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -192,6 +198,14 @@ impl PeerConnectorBuilder {
         self
     }
 
+    /// [`close`](Connector::close) leaves the objects where they are
+    /// (by default the connector made by this builder evicts every object
+    /// its index lists, wherever it is kept).
+    pub fn keep_on_close(mut self) -> Self {
+        self.keep_on_close = true;
+        self
+    }
+
     /// The connector; fails with [`Error::InvalidConfig`] for a zero
     /// timeout or an address of [`PEER_ADDR_ENV`] that is not one.
     pub fn build(self) -> Result<PeerConnector> {
@@ -199,6 +213,7 @@ impl PeerConnectorBuilder {
             index: self.index,
             options: self.options,
             listen: self.listen,
+            clear: !self.keep_on_close,
         };
         connector.check()?;
         Ok(connector)
@@ -295,6 +310,7 @@ impl PeerConnector {
                 max_object_size: DEFAULT_MAX_OBJECT_SIZE,
             },
             listen: None,
+            keep_on_close: false,
         }
     }
 
@@ -588,10 +604,31 @@ impl Connector for PeerConnector {
         Ok(())
     }
 
-    /// Closes the index; the objects this process keeps stay until they
-    /// are evicted or the process exits.
+    /// The connector a builder made evicts every object its index lists
+    /// (each from the process that keeps it; lost ones are skipped), unless
+    /// told to [`keep_on_close`](PeerConnectorBuilder::keep_on_close); one
+    /// rebuilt from its configuration (in a worker) leaves them. Then the
+    /// index is closed.
     fn close(&self) -> Result<()> {
-        self.index.close()
+        let mut first = None;
+        if self.clear {
+            match self.index.keys() {
+                Ok(keys) => {
+                    for key in keys {
+                        if let Err(e) = self.evict(&key) {
+                            first.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.index.close() {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// The keys the index holds locations for: the objects of every
@@ -624,6 +661,7 @@ impl FromConfig for PeerConnector {
             index,
             options,
             listen: None,
+            clear: false,
         };
         connector.check()?;
         Ok(connector)
