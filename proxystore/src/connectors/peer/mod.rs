@@ -388,7 +388,21 @@ impl PeerConnector {
             match failure {
                 client::Failure::Connect(_) | client::Failure::Broken(_) => {
                     client::forget(at.addr);
-                    lost(key, at, failure.to_string())
+                    let limits = self.limits();
+                    let reason = match &failure {
+                        client::Failure::Connect(e) if timed_out(e) => format!(
+                            "could not connect: timed out after {:?}",
+                            limits.connect_timeout
+                        ),
+                        client::Failure::Broken(wire::WireError::Io(e)) if timed_out(e) => {
+                            format!(
+                                "the connection timed out: no answer for {:?}",
+                                limits.io_timeout
+                            )
+                        }
+                        _ => failure.to_string(),
+                    };
+                    lost(key, at, reason)
                 }
                 client::Failure::Refused(e) => Error::Io {
                     connector: format!("peer at {}", at.addr),
@@ -460,6 +474,15 @@ fn replaced(key: &Key, at: &Location) -> Error {
         key,
         at,
         "the process that kept it is gone; another process serves that address now".into(),
+    )
+}
+
+/// Whether `e` is a timeout (a blocking socket's timeout is `WouldBlock`
+/// on some systems, `TimedOut` on others).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
     )
 }
 
