@@ -384,7 +384,13 @@ impl PeerConnector {
     }
 
     fn ask(&self, key: &Key, at: &Location, op: wire::Op) -> Result<wire::Response> {
-        client::request(at.addr, op, *key, at.instance, self.limits()).map_err(|failure| {
+        client::request(at.addr, op, *key, at.instance, self.limits())
+            .map_err(|failure| self.failed(key, at, failure))
+    }
+
+    /// The error of a request to `at` that got no answer.
+    fn failed(&self, key: &Key, at: &Location, failure: client::Failure) -> Error {
+        {
             match failure {
                 client::Failure::Connect(_) | client::Failure::Broken(_) => {
                     client::forget(at.addr);
@@ -410,7 +416,7 @@ impl PeerConnector {
                     source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
                 },
             }
-        })
+        }
     }
 
     /// Where `key` is, and its object if found: this process's table or
@@ -433,9 +439,13 @@ impl PeerConnector {
     fn store(&self, key: &Key, parts: &[&[u8]], check_old: bool) -> Result<()> {
         let server = self.server()?;
         let size: usize = parts.iter().map(|p| p.len()).sum();
-        let mut bytes = Vec::with_capacity(size);
+        // A zeroed buffer comes from the kernel as zero pages, with huge
+        // pages where allowed: filling it faults far fewer times.
+        let mut bytes = crate::codec::zeroed_buffer::<u8>(size);
+        let mut at = 0;
         for part in parts {
-            bytes.extend_from_slice(part);
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
         let old = if check_old { self.locate(key)? } else { None };
         let here = Location {
@@ -569,19 +579,27 @@ impl Connector for PeerConnector {
         Ok(self.open_sized(key)?.map(|(reader, _)| reader))
     }
 
+    /// An object of another process is read straight from the connection
+    /// (into the decoder's buffer, with no copy in between); a failure
+    /// mid-object is an I/O error of the reader that says the object is
+    /// lost and names the host.
     fn open_sized(&self, key: &Key) -> Result<Option<(ObjectReader, Option<u64>)>> {
-        Ok(self.fetch(key)?.map(|found| match found {
-            Fetched::Shared(bytes) => {
+        let Some(at) = self.locate(key)? else {
+            return Ok(None);
+        };
+        if let Some(server) = Self::local(&at) {
+            return Ok(server.get(key).map(|bytes| {
                 let len = bytes.len() as u64;
                 let reader: ObjectReader = Box::new(SharedReader { bytes, at: 0 });
                 (reader, Some(len))
-            }
-            Fetched::Owned(bytes) => {
-                let len = bytes.len() as u64;
-                let reader: ObjectReader = Box::new(std::io::Cursor::new(bytes));
-                (reader, Some(len))
-            }
-        }))
+            }));
+        }
+        match client::open(at.addr, *key, at.instance, self.limits()) {
+            Ok(client::Opened::Object(len, stream)) => Ok(Some((Box::new(stream), Some(len)))),
+            Ok(client::Opened::Missing) => Ok(None),
+            Ok(client::Opened::OtherInstance) => Err(replaced(key, &at)),
+            Err(failure) => Err(self.failed(key, &at, failure)),
+        }
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {

@@ -161,9 +161,23 @@ pub(super) fn write_status(w: &mut impl Write, response: &Response) -> io::Resul
     w.write_all(&[status])
 }
 
-/// Reads the response to a request of `op`; a get's object may be at most
-/// `max` bytes long.
-pub(super) fn read_response(r: &mut impl Read, op: Op, max: u64) -> Result<Response, WireError> {
+/// The head of a response: its status and, for a found get, the length
+/// of the object that follows.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Head {
+    /// A get's object of this many bytes follows.
+    Object(u64),
+    /// A yes to exists, or a delete done.
+    Done,
+    /// No such object.
+    Missing,
+    /// Another process than the one that stored the object.
+    OtherInstance,
+}
+
+/// Reads the head of the response to a request of `op`; a get's object may
+/// be at most `max` bytes long.
+pub(super) fn read_head(r: &mut impl Read, op: Op, max: u64) -> Result<Head, WireError> {
     let mut status = [0u8; 1];
     if read_full(r, &mut status)? == 0 {
         return Err(WireError::Io(io::Error::new(
@@ -173,9 +187,9 @@ pub(super) fn read_response(r: &mut impl Read, op: Op, max: u64) -> Result<Respo
     }
     match status[0] {
         FOUND if op == Op::Get => {}
-        FOUND => return Ok(Response::Found(None)),
-        MISSING => return Ok(Response::Missing),
-        OTHER_INSTANCE => return Ok(Response::OtherInstance),
+        FOUND => return Ok(Head::Done),
+        MISSING => return Ok(Head::Missing),
+        OTHER_INSTANCE => return Ok(Head::OtherInstance),
         other => return Err(WireError::Malformed(format!("unknown status {other}"))),
     }
     let mut len = [0u8; 8];
@@ -190,14 +204,29 @@ pub(super) fn read_response(r: &mut impl Read, op: Op, max: u64) -> Result<Respo
     if len > max {
         return Err(WireError::TooLarge { len, max });
     }
-    let size = usize::try_from(len).map_err(|_| WireError::TooLarge {
-        len,
-        max: usize::MAX as u64,
-    })?;
+    Ok(Head::Object(len))
+}
+
+/// An empty buffer with room for exactly `len` bytes, or why not.
+pub(super) fn reserve(len: u64) -> Result<Vec<u8>, WireError> {
+    let size = usize::try_from(len).map_err(|_| WireError::NoMemory { len })?;
     let mut bytes = Vec::new();
     bytes
         .try_reserve_exact(size)
         .map_err(|_| WireError::NoMemory { len })?;
+    Ok(bytes)
+}
+
+/// Reads the response to a request of `op`; a get's object may be at most
+/// `max` bytes long.
+pub(super) fn read_response(r: &mut impl Read, op: Op, max: u64) -> Result<Response, WireError> {
+    let len = match read_head(r, op, max)? {
+        Head::Object(len) => len,
+        Head::Done => return Ok(Response::Found(None)),
+        Head::Missing => return Ok(Response::Missing),
+        Head::OtherInstance => return Ok(Response::OtherInstance),
+    };
+    let mut bytes = reserve(len)?;
     // Reads into the reserved memory, without zeroing it first; `take`
     // stops at the frame's end, so no read waits past it.
     r.take(len).read_to_end(&mut bytes)?;
