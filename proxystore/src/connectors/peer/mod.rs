@@ -65,7 +65,7 @@ pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 ///
 /// The index must not share its keys with another route of the same
-/// [`MultiConnector`] (give it a namespace of its own): its entries are
+/// [`MultiConnector`](super::MultiConnector) (give it a namespace of its own): its entries are
 /// locations, not objects.
 ///
 /// # Where objects live
