@@ -15,6 +15,11 @@
 //!   ones in a `PeerConnector` (kept by the process that made them, served
 //!   straight to the reader; Redis holds where).
 //!
+//! - `dask + redis` (with `--python PATH`, a Python with `proxystore` 1.1
+//!   and `dask[distributed]`): Python ProxyStore's `StoreExecutor` over a
+//!   Dask client, objects in Redis, a scheduler on the Redis host and one
+//!   Dask worker on each worker host (`bench/peer_hosts_dask.py`).
+//!
 //! `--rounds N` (default 3), `--reps N` timed echoes per process (default
 //! 3), `--mib N` (default 100). Everything it creates (namespaces, bridge,
 //! processes) is removed at the end, also when it fails.
@@ -49,10 +54,15 @@ fn main() {
             .unwrap_or(default)
     };
     let mib = opt("--mib", 100);
+    let python = args
+        .iter()
+        .position(|a| a == "--python")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("tcp-echo") => tcp_echo(mib << 20),
         Ok(mode) => caller(mode, mib << 20, opt("--reps", 3)),
-        Err(_) => orchestrate(mib, opt("--rounds", 3), opt("--reps", 3)),
+        Err(_) => orchestrate(mib, opt("--rounds", 3), opt("--reps", 3), python),
     }
 }
 
@@ -277,7 +287,9 @@ const W1: usize = 1;
 const W2: usize = 2;
 const CALLER: usize = 3;
 
-fn orchestrate(mib: usize, rounds: usize, reps: usize) {
+const DASK_PORT: u16 = 47013;
+
+fn orchestrate(mib: usize, rounds: usize, reps: usize, python: Option<String>) {
     let exe = std::env::current_exe().unwrap();
     let exe = exe.to_str().unwrap();
     let mut hosts = Hosts::new(&["redis", "w1", "w2", "caller"]);
@@ -328,12 +340,44 @@ fn orchestrate(mib: usize, rounds: usize, reps: usize) {
             .expect("a worker starts");
         hosts.children.push(worker);
     }
-    let rows = [
+    let mut rows = vec![
         ("tcp", "plain TCP echo, caller <-> worker host"),
         ("redis-floor", "Redis SET + GET from the caller"),
         ("cluster-redis", "cluster executor, objects in Redis"),
         ("cluster-peer", "cluster executor, PeerConnector"),
     ];
+    // Python ProxyStore + Dask: a scheduler on the Redis host, a worker on
+    // each worker host.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("peer_hosts_dask.py");
+    let dask = python.as_ref().map(|python| {
+        let venv_bin = std::path::Path::new(python).parent().unwrap().to_path_buf();
+        let dask_cli = venv_bin.join("dask");
+        let dask_cli = dask_cli.to_str().unwrap();
+        let scheduler = format!("tcp://{}:{DASK_PORT}", hosts.addr(REDIS));
+        let child = hosts
+            .command(REDIS, dask_cli)
+            .args(["scheduler", "--host", &hosts.addr(REDIS), "--port"])
+            .arg(DASK_PORT.to_string())
+            .arg("--no-dashboard")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the dask scheduler starts");
+        hosts.children.push(child);
+        for host in [W1, W2] {
+            let child = hosts
+                .command(host, dask_cli)
+                .args(["worker", &scheduler, "--host", &hosts.addr(host)])
+                .args(["--nthreads", "1", "--nworkers", "1", "--no-dashboard"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("a dask worker starts");
+            hosts.children.push(child);
+        }
+        rows.push(("dask", "Python ProxyStore + Dask, objects in Redis"));
+        (python.clone(), scheduler)
+    });
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     eprintln!(
         "hosts: redis {}, workers {} and {}, caller {}; {mib} MiB, {rounds} rounds x {reps} echoes",
@@ -344,11 +388,23 @@ fn orchestrate(mib: usize, rounds: usize, reps: usize) {
     );
     for round in 0..rounds {
         for (row, (mode, _)) in rows.iter().enumerate() {
-            let out = hosts
-                .command(CALLER, exe)
-                .env(ROLE_ENV, mode)
-                .env("PEER_BENCH_URL", &url)
-                .env("PEER_BENCH_TCP", &tcp)
+            let mut command = match (&dask, *mode) {
+                (Some((python, scheduler)), "dask") => {
+                    let mut c = hosts.command(CALLER, python);
+                    c.arg(&script)
+                        .args([scheduler, &hosts.addr(REDIS)])
+                        .arg(REDIS_PORT.to_string());
+                    c
+                }
+                _ => {
+                    let mut c = hosts.command(CALLER, exe);
+                    c.env(ROLE_ENV, mode)
+                        .env("PEER_BENCH_URL", &url)
+                        .env("PEER_BENCH_TCP", &tcp);
+                    c
+                }
+            };
+            let out = command
                 .args(["--mib", &mib.to_string(), "--reps", &reps.to_string()])
                 .stderr(Stdio::inherit())
                 .output()
@@ -392,7 +448,14 @@ fn orchestrate(mib: usize, rounds: usize, reps: usize) {
         peer_s / tcp_s
     );
     println!("Redis floor / cluster + peer:     {:.2}x", floor_s / peer_s);
-    println!(
-        "Python ProxyStore + Dask: not measured here (no dask[distributed] in the environment)"
-    );
+    match medians.get(4) {
+        Some(dask_s) => println!(
+            "Python + Dask / cluster + peer:   {:.2}x (target >= 3)",
+            dask_s / peer_s
+        ),
+        None => println!(
+            "Python ProxyStore + Dask: not measured (give --python with proxystore 1.1 and \
+             dask[distributed]; bench/peer-hosts --dask makes one)"
+        ),
+    }
 }
