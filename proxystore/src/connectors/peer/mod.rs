@@ -839,4 +839,116 @@ mod tests {
             .build()
             .is_err());
     }
+
+    /// A server of its own that answers every request with `answer`.
+    fn hostile_peer(answer: Vec<u8>) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let mut first = [0u8; 8 + wire::REQUEST_LEN];
+                if std::io::Read::read_exact(&mut conn, &mut first).is_ok() {
+                    let _ = std::io::Write::write_all(&mut conn, &answer);
+                }
+            }
+        });
+        addr
+    }
+
+    fn pointing_at(addr: SocketAddr) -> (PeerConnector, Key) {
+        let index = LocalConnector::new();
+        let connector = PeerConnector::builder(index.clone())
+            .io_timeout(Duration::from_secs(5))
+            .max_object_size(1 << 20)
+            .build()
+            .unwrap();
+        let key = Key::new();
+        let at = Location { addr, instance: 1 };
+        index.set(&key, &[at.record(10).as_bytes()]).unwrap();
+        (connector, key)
+    }
+
+    #[test]
+    fn a_peer_announcing_too_much_is_refused_without_allocating() {
+        let mut answer = vec![0u8];
+        answer.extend_from_slice(&u64::MAX.to_le_bytes());
+        let (connector, key) = pointing_at(hostile_peer(answer));
+        for err in [
+            connector.get(&key).unwrap_err(),
+            connector.open_sized(&key).err().unwrap(),
+        ] {
+            assert!(matches!(err, Error::Io { .. }), "{err:?}");
+            assert!(
+                err.to_string().contains("more than this reader's limit"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_peer_that_stops_mid_object_loses_it_and_says_where() {
+        let mut answer = vec![0u8];
+        answer.extend_from_slice(&100u64.to_le_bytes());
+        answer.extend_from_slice(&[1u8; 10]);
+        let addr = hostile_peer(answer);
+        let (connector, key) = pointing_at(addr);
+        let err = connector.get(&key).unwrap_err();
+        assert!(
+            matches!(&err, Error::ObjectLost { host, .. } if *host == addr.to_string()),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("10 of 100"), "{err}");
+        // Streamed: the reader's error says the same.
+        let (mut reader, len) = connector.open_sized(&key).unwrap().unwrap();
+        assert_eq!(len, Some(100));
+        let mut read = Vec::new();
+        let err = reader.read_to_end(&mut read).unwrap_err();
+        assert_eq!(read.len(), 10);
+        let message = err.to_string();
+        assert!(
+            message.contains("lost") && message.contains(&addr.to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_server_drops_connections_that_misbehave_and_serves_on() {
+        use std::io::Write;
+        let connector = PeerConnector::builder(LocalConnector::new())
+            .listen("127.0.0.1:0".parse().unwrap())
+            .build()
+            .unwrap();
+        let key = connector.put(&[b"still served"]).unwrap();
+        let at = connector.locate(&key).unwrap().unwrap();
+        let closed = |mut conn: std::net::TcpStream| {
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut rest = Vec::new();
+            // The server closes the connection: the read ends (a server
+            // that kept it open would time the read out).
+            conn.read_to_end(&mut rest)
+                .expect("the server closes the connection");
+            rest
+        };
+        // Not the protocol at all.
+        let mut conn = std::net::TcpStream::connect(at.addr).unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(closed(conn).is_empty());
+        // The right preface, then an operation that does not exist.
+        let mut conn = std::net::TcpStream::connect(at.addr).unwrap();
+        conn.write_all(&wire::MAGIC).unwrap();
+        conn.write_all(&[9u8; wire::REQUEST_LEN]).unwrap();
+        assert!(closed(conn).is_empty());
+        // A request cut short, then the connection closed.
+        let mut conn = std::net::TcpStream::connect(at.addr).unwrap();
+        conn.write_all(&wire::MAGIC).unwrap();
+        conn.write_all(&[1u8; 5]).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(closed(conn).is_empty());
+        // Others are still served.
+        let got = connector.ask(&key, &at, wire::Op::Get).unwrap();
+        assert_eq!(got, wire::Response::Found(Some(b"still served".to_vec())));
+        connector.evict(&key).unwrap();
+    }
 }
