@@ -406,7 +406,7 @@ pub enum Error {
     },
 
     /// An object was kept in the memory of another process (a
-    /// [`PeerConnector`](crate::connectors::PeerConnector)'s objects stay
+    /// `PeerConnector`'s objects (feature `peer`) stay
     /// with the process that stored them) and that process cannot give it
     /// any more: its host died or is cut off, or the process exited. The
     /// object is gone; make it again (run the task that produced it again).
