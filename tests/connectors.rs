@@ -9,7 +9,8 @@ use std::thread;
 #[cfg(target_os = "linux")]
 use proxystore::connectors::SharedMemoryConnector;
 use proxystore::connectors::{
-    Connector, ConnectorConfig, FileConnector, LocalConnector, MultiConnector, RedisConnector,
+    Connector, ConnectorConfig, FileConnector, LocalConnector, MultiConnector, PeerConnector,
+    RedisConnector,
 };
 use proxystore::{Error, Key};
 use support::common::{hex, to_hex, unhex};
@@ -44,6 +45,9 @@ trait Subject {
     fn make(test: &str) -> Option<Made>;
     /// Whether another process can use it.
     const SHARED_ACROSS_PROCESSES: bool;
+    /// Whether an object outlives the process that wrote it (a peer
+    /// connector's objects do not).
+    const OUTLIVES_WRITER: bool = true;
 }
 
 struct File;
@@ -111,6 +115,55 @@ impl Subject for Multi {
         Made::new(connector, Some(dir))
     }
     const SHARED_ACROSS_PROCESSES: bool = true;
+}
+
+/// Objects kept by the process that stored them, their locations in Redis.
+struct Peer;
+impl Subject for Peer {
+    fn make(test: &str) -> Option<Made> {
+        let server = RedisServer::start(test)?;
+        let index = RedisConnector::builder(server.url())
+            .namespace("where")
+            .build()
+            .unwrap();
+        let connector = PeerConnector::builder(index).build().unwrap();
+        Some(Made {
+            connector: Arc::new(connector),
+            dir: None,
+            removed_on_close: None,
+            _server: Some(server),
+        })
+    }
+    const SHARED_ACROSS_PROCESSES: bool = true;
+    const OUTLIVES_WRITER: bool = false;
+}
+
+/// Objects up to 1000 bytes in Redis, larger ones kept by the process that
+/// stored them (their locations in another namespace of the same server).
+struct MultiPeer;
+impl Subject for MultiPeer {
+    fn make(test: &str) -> Option<Made> {
+        let server = RedisServer::start(test)?;
+        let redis = |namespace: &str| {
+            RedisConnector::builder(server.url())
+                .namespace(namespace)
+                .build()
+                .unwrap()
+        };
+        let connector = MultiConnector::builder()
+            .route(1000, redis("objects"))
+            .fallback(PeerConnector::builder(redis("where")).build().unwrap())
+            .build()
+            .unwrap();
+        Some(Made {
+            connector: Arc::new(connector),
+            dir: None,
+            removed_on_close: None,
+            _server: Some(server),
+        })
+    }
+    const SHARED_ACROSS_PROCESSES: bool = true;
+    const OUTLIVES_WRITER: bool = false;
 }
 
 /// Two in-memory connectors.
@@ -299,14 +352,36 @@ fn second_process<S: Subject>(test: &str) {
         b"from parent"
     );
     assert_eq!(peer(&["exists", &config, &key.to_string()]), "true");
-    // We read what the peer wrote.
-    let theirs: Key = peer(&["put", &config, &hex(b"from peer")]).parse().unwrap();
-    assert_eq!(c.get(&theirs).unwrap().as_deref(), Some(&b"from peer"[..]));
-    // A key made here, filled in there.
-    let later = c.new_key().unwrap();
-    assert!(!c.exists(&later).unwrap());
-    peer(&["set", &config, &later.to_string(), &hex(b"filled")]);
-    assert_eq!(c.get(&later).unwrap().as_deref(), Some(&b"filled"[..]));
+    if S::OUTLIVES_WRITER {
+        // We read what the peer wrote.
+        let theirs: Key = peer(&["put", &config, &hex(b"from peer")]).parse().unwrap();
+        assert_eq!(c.get(&theirs).unwrap().as_deref(), Some(&b"from peer"[..]));
+        // A key made here, filled in there.
+        let later = c.new_key().unwrap();
+        assert!(!c.exists(&later).unwrap());
+        peer(&["set", &config, &later.to_string(), &hex(b"filled")]);
+        assert_eq!(c.get(&later).unwrap().as_deref(), Some(&b"filled"[..]));
+    } else {
+        // What a process wrote lives while it does.
+        let mut holder = Command::new(env!("CARGO_BIN_EXE_proxystore-peer"))
+            .args(["peer-hold", &config, "5000", "9"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let theirs: Key = line.trim().parse().unwrap();
+        assert_eq!(c.get(&theirs).unwrap(), Some(vec![9u8; 5000]));
+        assert!(c.exists(&theirs).unwrap());
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        let lost = c.get(&theirs).unwrap_err();
+        assert!(matches!(lost, Error::ObjectLost { .. }), "{lost:?}");
+        c.evict(&theirs).unwrap();
+        assert_eq!(c.get(&theirs).unwrap(), None);
+    }
     // Evicted there, gone here.
     peer(&["evict", &config, &key.to_string()]);
     assert!(!c.exists(&key).unwrap());
@@ -458,6 +533,8 @@ conformance!(shm, Shm);
 conformance!(redis, Redis);
 conformance!(multi, Multi);
 conformance!(multi_local, MultiLocal);
+conformance!(peer, Peer);
+conformance!(multi_peer, MultiPeer);
 
 use std::io::Read;
 

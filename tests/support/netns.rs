@@ -147,6 +147,19 @@ impl Network {
         self.names[i].clone()
     }
 
+    /// Cuts host `i` off the network (its link goes down); its processes
+    /// keep running.
+    pub fn cut(&self, i: usize) -> Result<(), String> {
+        ip(&[
+            "-n",
+            &self.names[i],
+            "link",
+            "set",
+            &format!("{}p{i}", self.tag),
+            "down",
+        ])
+    }
+
     /// The address of host `i`.
     pub fn addr(&self, i: usize) -> String {
         format!("{}.{}", self.subnet, i + 2)

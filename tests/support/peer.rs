@@ -138,6 +138,22 @@ fn main() {
             std::io::stdout().flush().unwrap();
             std::thread::sleep(std::time::Duration::from_secs(600));
         }
+        // peer-hold <connector-config> <len> <fill>: stores <len> bytes of
+        // <fill> (rebuilding the connector here, so this process keeps
+        // them), prints the key and the address it serves on (one line
+        // each), then keeps them until its stdin closes.
+        "peer-hold" => {
+            let len: usize = arg(2).parse().unwrap();
+            let fill: u8 = arg(3).parse().unwrap();
+            let key = connector(arg(1)).put(&[&vec![fill; len]]).unwrap();
+            println!("{key}");
+            println!(
+                "{}",
+                proxystore::connectors::PeerConnector::serving_on().unwrap()
+            );
+            std::io::stdout().flush().unwrap();
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        }
         // shm-close <base>: creates a shared-memory store under <base>,
         // prints its guardian's pid, closes the store, and prints "ended"
         // once that guardian has exited ("running" if it has not).

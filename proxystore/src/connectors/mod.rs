@@ -14,8 +14,14 @@
 //!   process that created it, even one that was killed;
 //! - `RedisConnector` (feature `redis`): objects in a Redis server, for
 //!   processes on any host that reaches it;
+//! - `PeerConnector` (feature `peer`): objects stay in the memory of the
+//!   process that stored them and go over TCP straight to the processes
+//!   that read them; an index (Redis) holds only where each one is. The
+//!   fastest store between hosts for large objects; an object is lost
+//!   with its process;
 //! - [`MultiConnector`]: routes each object by size to one of several
-//!   connectors (small ones to Redis, large ones to a shared directory).
+//!   connectors (small ones to Redis, large ones to a shared directory or
+//!   to a `PeerConnector`).
 //!
 //! ```
 //! use proxystore::connectors::{Connector, FileConnector};
@@ -38,6 +44,8 @@
 mod file;
 mod local;
 mod multi;
+#[cfg(feature = "peer")]
+mod peer;
 mod redact;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
@@ -57,6 +65,12 @@ use crate::key::Key;
 pub use file::FileConnector;
 pub use local::LocalConnector;
 pub use multi::{MultiConnector, MultiConnectorBuilder};
+#[cfg(feature = "peer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "peer")))]
+pub use peer::{
+    PeerConnector, PeerConnectorBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT,
+    DEFAULT_MAX_OBJECT_SIZE, PEER_ADDR_ENV,
+};
 pub(crate) use redact::redact_url;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

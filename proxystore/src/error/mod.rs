@@ -405,6 +405,25 @@ pub enum Error {
         hint: String,
     },
 
+    /// An object was kept in the memory of another process (a
+    /// `PeerConnector`'s objects (feature `peer`) stay
+    /// with the process that stored them) and that process cannot give it
+    /// any more: its host died or is cut off, or the process exited. The
+    /// object is gone; make it again (run the task that produced it again).
+    #[error(
+        "object {key} is lost: it was kept by the process at {host}, which cannot give it: \
+         {reason}; objects of a peer connector live only as long as the process that stored \
+         them (its host died, was cut off, or the process exited)"
+    )]
+    ObjectLost {
+        /// The key of the object.
+        key: Key,
+        /// `address:port` of the process that kept it.
+        host: String,
+        /// What happened when it was asked.
+        reason: String,
+    },
+
     /// A task argument or the executor's store lives where the executor's
     /// workers cannot reach it (memory of this process, a directory of this
     /// host), so the task would fail later on a worker.

@@ -17,7 +17,7 @@ mod pool;
 mod raw;
 mod requests;
 pub(crate) mod resp;
-mod url;
+pub(crate) mod url;
 
 pub use builder::RedisConnectorBuilder;
 use builder::{invalid, millis, Options};

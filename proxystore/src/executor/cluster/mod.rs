@@ -185,6 +185,15 @@
 //! (a [`FileConnector`](crate::connectors::FileConnector) not marked
 //! `shared()`) — unless the queue's server is itself on this host
 //! (loopback), in which case all workers are too.
+//!
+//! A `RedisConnector` moves every byte of every object into and out of one
+//! server. A `PeerConnector` (feature `peer`) behind a
+//! [`MultiConnector`](crate::connectors::MultiConnector) keeps large objects
+//! in the process that made them (the caller for arguments, the worker for
+//! results) and sends them straight to the host that reads them; Redis then
+//! holds only small objects and where the large ones are. Such an object is
+//! lost with its worker process: reading it fails with
+//! [`Error::ObjectLost`], naming the host.
 
 mod auth;
 mod caller;
