@@ -3,12 +3,17 @@
 //!
 //! See [`PeerConnector`].
 
+mod addr;
+mod builder;
 mod client;
 mod server;
 mod wire;
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use addr::{parse_addr, redis_server, route_ip};
+pub use builder::PeerConnectorBuilder;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,15 +145,6 @@ pub struct PeerConnector {
     clear: bool,
 }
 
-/// Builds a [`PeerConnector`]; made by [`PeerConnector::builder`].
-#[derive(Debug)]
-pub struct PeerConnectorBuilder {
-    index: Arc<dyn Connector>,
-    options: Options,
-    listen: Option<SocketAddr>,
-    keep_on_close: bool,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Options {
     index: ConnectorConfig,
@@ -156,68 +152,6 @@ struct Options {
     connect_timeout_ms: u64,
     io_timeout_ms: u64,
     max_object_size: u64,
-}
-
-impl PeerConnectorBuilder {
-    /// Serve this process's objects on `addr` (port 0: any free port),
-    /// whatever [`PEER_ADDR_ENV`] says. Only for this connector: processes
-    /// that rebuild it from its configuration choose their own address.
-    pub fn listen(mut self, addr: SocketAddr) -> Self {
-        self.listen = Some(addr);
-        self
-    }
-
-    /// Processes serve on the address of the interface their host uses to
-    /// reach `addr` (`host:port`), unless told otherwise (see
-    /// [Which address](PeerConnector#which-address)). By default, the index's
-    /// Redis server when the index is a `RedisConnector`.
-    pub fn route_via(mut self, addr: impl Into<String>) -> Self {
-        self.options.route_via = Some(addr.into());
-        self
-    }
-
-    /// How long connecting to a peer may take before its objects are
-    /// taken for lost (default [`DEFAULT_CONNECT_TIMEOUT`]).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.options.connect_timeout_ms = millis(timeout);
-        self
-    }
-
-    /// How long a peer may stall mid-request before its objects are taken
-    /// for lost (default [`DEFAULT_IO_TIMEOUT`]).
-    pub fn io_timeout(mut self, timeout: Duration) -> Self {
-        self.options.io_timeout_ms = millis(timeout);
-        self
-    }
-
-    /// The largest object a reader accepts (default
-    /// [`DEFAULT_MAX_OBJECT_SIZE`]); a larger one is refused before
-    /// anything is allocated.
-    pub fn max_object_size(mut self, bytes: u64) -> Self {
-        self.options.max_object_size = bytes;
-        self
-    }
-
-    /// [`close`](Connector::close) leaves the objects where they are
-    /// (by default the connector made by this builder evicts every object
-    /// its index lists, wherever it is kept).
-    pub fn keep_on_close(mut self) -> Self {
-        self.keep_on_close = true;
-        self
-    }
-
-    /// The connector; fails with [`Error::InvalidConfig`] for a zero
-    /// timeout or an address of [`PEER_ADDR_ENV`] that is not one.
-    pub fn build(self) -> Result<PeerConnector> {
-        let connector = PeerConnector {
-            index: self.index,
-            options: self.options,
-            listen: self.listen,
-            clear: !self.keep_on_close,
-        };
-        connector.check()?;
-        Ok(connector)
-    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -496,62 +430,6 @@ fn timed_out(e: &std::io::Error) -> bool {
     )
 }
 
-/// `ip` or `ip:port`.
-fn parse_addr(value: &str) -> Result<SocketAddr> {
-    if let Ok(addr) = value.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    value
-        .parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, 0))
-        .map_err(|_| {
-            invalid(format!(
-                "{PEER_ADDR_ENV}=`{value}` is not an IP address or address:port"
-            ))
-        })
-}
-
-/// The address of the interface this host uses to reach `target`
-/// (`host:port`); no packet is sent.
-fn route_ip(target: &str) -> Result<IpAddr> {
-    let io = |source: std::io::Error| Error::Io {
-        connector: "peer".into(),
-        operation: format!("finding the interface that reaches {target}"),
-        source,
-    };
-    let addr = target
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| io(std::io::Error::other("the name has no address")))?;
-    let any: SocketAddr = if addr.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(any).map_err(io)?;
-    socket.connect(addr).map_err(io)?;
-    Ok(socket.local_addr().map_err(io)?.ip())
-}
-
-/// `host:port` of the Redis server an index configuration names, if it
-/// names one over TCP.
-fn redis_server(config: &ConnectorConfig) -> Option<String> {
-    #[cfg(feature = "redis")]
-    if config.kind == "redis" {
-        #[derive(Deserialize)]
-        struct Url {
-            url: String,
-        }
-        let url: Url = config.options().ok()?;
-        let parsed = super::redis::url::RedisUrl::parse(&url.url, PeerConnector::KIND).ok()?;
-        let server = parsed.server.rsplit_once('/')?.0;
-        return (!server.starts_with("unix:")).then(|| server.to_string());
-    }
-    let _ = config;
-    None
-}
-
 impl Connector for PeerConnector {
     fn config(&self) -> ConnectorConfig {
         ConnectorConfig::new(Self::KIND, &self.options).expect("configurations serialize")
@@ -712,243 +590,4 @@ impl FromConfig for PeerConnector {
 crate::register_connector!(PeerConnector);
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::connectors::LocalConnector;
-
-    #[test]
-    fn records_round_trip_and_foreign_entries_are_refused() {
-        let key = Key::new();
-        let at = Location {
-            addr: "10.1.2.3:4567".parse().unwrap(),
-            instance: 0xdead_beef,
-        };
-        assert_eq!(Location::parse(&key, at.record(99).as_bytes()).unwrap(), at);
-        for bad in [
-            &b"an object"[..],
-            b"proxystore-peer/1 10.1.2.3:4567 zz 1",
-            b"proxystore-peer/1 nowhere 00 1",
-            b"proxystore-peer/1 10.1.2.3:4567 00 1 extra",
-            b"\xff\xfe",
-        ] {
-            let err = Location::parse(&key, bad).unwrap_err();
-            assert!(err.to_string().contains("not a peer location"), "{err}");
-        }
-    }
-
-    #[test]
-    fn addresses_from_the_environment_are_checked() {
-        assert_eq!(
-            parse_addr("10.0.0.4").unwrap(),
-            "10.0.0.4:0".parse().unwrap()
-        );
-        assert_eq!(
-            parse_addr("10.0.0.4:7000").unwrap(),
-            "10.0.0.4:7000".parse().unwrap()
-        );
-        assert!(parse_addr("host-a").is_err());
-    }
-
-    #[test]
-    fn the_route_to_loopback_is_loopback() {
-        assert!(route_ip("127.0.0.1:6379").unwrap().is_loopback());
-    }
-
-    #[test]
-    fn objects_are_served_from_this_process_and_over_tcp() {
-        let index = LocalConnector::new();
-        let connector = PeerConnector::builder(index.clone())
-            .listen("127.0.0.1:0".parse().unwrap())
-            .build()
-            .unwrap();
-        let key = connector.put(&[b"hello ", b"peer"]).unwrap();
-        assert!(connector.exists(&key).unwrap());
-        assert_eq!(
-            connector.get(&key).unwrap().as_deref(),
-            Some(&b"hello peer"[..])
-        );
-        // Through the listener, as another process reads it.
-        let at = connector.locate(&key).unwrap().unwrap();
-        let got = connector.ask(&key, &at, wire::Op::Get).unwrap();
-        assert_eq!(got, wire::Response::Found(Some(b"hello peer".to_vec())));
-        let other = Location {
-            instance: at.instance.wrapping_add(1),
-            ..at
-        };
-        let err = connector.ask(&key, &other, wire::Op::Get).unwrap();
-        assert_eq!(err, wire::Response::OtherInstance);
-        assert_eq!(connector.keys().unwrap(), [key]);
-        connector.evict(&key).unwrap();
-        assert!(!connector.exists(&key).unwrap());
-        assert_eq!(connector.get(&key).unwrap(), None);
-        assert!(!index.exists(&key).unwrap(), "the location went too");
-        let got = connector.ask(&key, &at, wire::Op::Get).unwrap();
-        assert_eq!(got, wire::Response::Missing);
-    }
-
-    #[test]
-    fn an_unreachable_peer_is_a_lost_object_naming_it() {
-        let index = LocalConnector::new();
-        let connector = PeerConnector::builder(index.clone())
-            .connect_timeout(Duration::from_millis(500))
-            .build()
-            .unwrap();
-        // A port nobody listens on: bound, then closed.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let key = Key::new();
-        let gone = Location {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            instance: 7,
-        };
-        index.set(&key, &[gone.record(10).as_bytes()]).unwrap();
-        let err = connector.get(&key).unwrap_err();
-        assert!(
-            matches!(&err, Error::ObjectLost { key: k, host, .. } if *k == key && *host == gone.addr.to_string()),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string().contains(&format!("127.0.0.1:{port}")),
-            "{err}"
-        );
-        assert!(matches!(
-            connector.exists(&key),
-            Err(Error::ObjectLost { .. })
-        ));
-        // Evicting it removes the entry and succeeds.
-        connector.evict(&key).unwrap();
-        assert!(!index.exists(&key).unwrap());
-        assert_eq!(connector.get(&key).unwrap(), None);
-    }
-
-    #[test]
-    fn the_configuration_rebuilds_the_connector() {
-        let connector = PeerConnector::builder(LocalConnector::new())
-            .io_timeout(Duration::from_secs(3))
-            .build()
-            .unwrap();
-        let config = connector.config();
-        assert_eq!(config.kind, "peer");
-        let rebuilt = PeerConnector::from_config(&config).unwrap();
-        assert_eq!(rebuilt.options.io_timeout_ms, 3000);
-        assert!(PeerConnector::builder(LocalConnector::new())
-            .connect_timeout(Duration::ZERO)
-            .build()
-            .is_err());
-    }
-
-    /// A server of its own that answers every request with `answer`.
-    fn hostile_peer(answer: Vec<u8>) -> SocketAddr {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let mut conn = conn.unwrap();
-                let mut first = [0u8; 8 + wire::REQUEST_LEN];
-                if std::io::Read::read_exact(&mut conn, &mut first).is_ok() {
-                    let _ = std::io::Write::write_all(&mut conn, &answer);
-                }
-            }
-        });
-        addr
-    }
-
-    fn pointing_at(addr: SocketAddr) -> (PeerConnector, Key) {
-        let index = LocalConnector::new();
-        let connector = PeerConnector::builder(index.clone())
-            .io_timeout(Duration::from_secs(5))
-            .max_object_size(1 << 20)
-            .build()
-            .unwrap();
-        let key = Key::new();
-        let at = Location { addr, instance: 1 };
-        index.set(&key, &[at.record(10).as_bytes()]).unwrap();
-        (connector, key)
-    }
-
-    #[test]
-    fn a_peer_announcing_too_much_is_refused_without_allocating() {
-        let mut answer = vec![0u8];
-        answer.extend_from_slice(&u64::MAX.to_le_bytes());
-        let (connector, key) = pointing_at(hostile_peer(answer));
-        for err in [
-            connector.get(&key).unwrap_err(),
-            connector.open_sized(&key).err().unwrap(),
-        ] {
-            assert!(matches!(err, Error::Io { .. }), "{err:?}");
-            assert!(
-                err.to_string().contains("more than this reader's limit"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_peer_that_stops_mid_object_loses_it_and_says_where() {
-        let mut answer = vec![0u8];
-        answer.extend_from_slice(&100u64.to_le_bytes());
-        answer.extend_from_slice(&[1u8; 10]);
-        let addr = hostile_peer(answer);
-        let (connector, key) = pointing_at(addr);
-        let err = connector.get(&key).unwrap_err();
-        assert!(
-            matches!(&err, Error::ObjectLost { host, .. } if *host == addr.to_string()),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("10 of 100"), "{err}");
-        // Streamed: the reader's error says the same.
-        let (mut reader, len) = connector.open_sized(&key).unwrap().unwrap();
-        assert_eq!(len, Some(100));
-        let mut read = Vec::new();
-        let err = reader.read_to_end(&mut read).unwrap_err();
-        assert_eq!(read.len(), 10);
-        let message = err.to_string();
-        assert!(
-            message.contains("lost") && message.contains(&addr.to_string()),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn the_server_drops_connections_that_misbehave_and_serves_on() {
-        use std::io::Write;
-        let connector = PeerConnector::builder(LocalConnector::new())
-            .listen("127.0.0.1:0".parse().unwrap())
-            .build()
-            .unwrap();
-        let key = connector.put(&[b"still served"]).unwrap();
-        let at = connector.locate(&key).unwrap().unwrap();
-        let closed = |mut conn: std::net::TcpStream| {
-            conn.set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut rest = Vec::new();
-            // The server closes the connection: the read ends (a server
-            // that kept it open would time the read out).
-            conn.read_to_end(&mut rest)
-                .expect("the server closes the connection");
-            rest
-        };
-        // Not the protocol at all.
-        let mut conn = std::net::TcpStream::connect(at.addr).unwrap();
-        conn.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        assert!(closed(conn).is_empty());
-        // The right preface, then an operation that does not exist.
-        let mut conn = std::net::TcpStream::connect(at.addr).unwrap();
-        conn.write_all(&wire::MAGIC).unwrap();
-        conn.write_all(&[9u8; wire::REQUEST_LEN]).unwrap();
-        assert!(closed(conn).is_empty());
-        // A request cut short, then the connection closed.
-        let mut conn = std::net::TcpStream::connect(at.addr).unwrap();
-        conn.write_all(&wire::MAGIC).unwrap();
-        conn.write_all(&[1u8; 5]).unwrap();
-        conn.shutdown(std::net::Shutdown::Write).unwrap();
-        assert!(closed(conn).is_empty());
-        // Others are still served.
-        let got = connector.ask(&key, &at, wire::Op::Get).unwrap();
-        assert_eq!(got, wire::Response::Found(Some(b"still served".to_vec())));
-        connector.evict(&key).unwrap();
-    }
-}
+mod tests;
