@@ -693,3 +693,42 @@ fn a_small_result_is_read_with_the_inputs_eviction() {
     drop(executor);
     store.close().unwrap();
 }
+
+/// `total_connections_received` in `INFO stats`.
+fn connections(server: &RedisServer) -> u64 {
+    let info = server.raw(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn reads_and_writes_reuse_their_connections() {
+    let server = server!("reads_and_writes_reuse_their_connections");
+    let store = Store::new(
+        unique("redis-reuse"),
+        RedisConnector::new(server.url()).unwrap(),
+    )
+    .unwrap();
+    let small = store.put(&vec![7u8; 1024]).unwrap();
+    let large = store.put(&vec![8u8; 200 << 10]).unwrap();
+    let floats = store.put(&vec![1.5f64; 1000]).unwrap();
+    let before = connections(&server);
+    for _ in 0..50 {
+        let key = store.put(&vec![1u8; 1024]).unwrap();
+        assert_eq!(store.load::<Vec<u8>>(&small).unwrap().unwrap().len(), 1024);
+        assert_eq!(
+            store.load::<Vec<u8>>(&large).unwrap().unwrap().len(),
+            200 << 10
+        );
+        assert_eq!(store.load::<Vec<f64>>(&floats).unwrap().unwrap()[999], 1.5);
+        assert!(store.exists(&key).unwrap());
+        store.evict(&key).unwrap();
+    }
+    let opened = connections(&server) - before;
+    assert!(
+        opened <= 2,
+        "{opened} connections opened for 250 operations"
+    );
+}

@@ -205,10 +205,6 @@ impl Inner {
         }
     }
 
-    fn pending_has(&self, id: u64) -> bool {
-        self.lock().contains_key(&id)
-    }
-
     fn take(&self, id: u64) -> Option<Pending> {
         let mut pending = self.lock();
         let taken = pending.remove(&id);
@@ -253,7 +249,9 @@ impl Inner {
 
     fn deliver(&self, id: u64, reply: Reply, host: Option<String>) {
         if let (Some(host), Reply::Done(_) | Reply::Failed(_)) = (host, &reply) {
-            if let Some(p) = self.lock().get(&id) {
+            // One look at the table: a reply for a job no longer waited for
+            // counts nowhere.
+            let waited = self.lock().get(&id).map(|p| {
                 tracing::debug!(
                     target: "proxystore::task",
                     task = %p.completion.name(),
@@ -261,8 +259,8 @@ impl Inner {
                     host = %host,
                     "answered by a worker on {host}"
                 );
-            }
-            if self.pending_has(id) {
+            });
+            if waited.is_some() {
                 let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
                 let counts = hosts.entry(host).or_default();
                 match reply {
