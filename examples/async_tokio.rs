@@ -68,25 +68,56 @@ fn thread_cpu() -> Duration {
 /// figure does not grow when other programs take the machine's cores).
 struct Timed<F> {
     inner: Pin<Box<F>>,
-    longest: Arc<Mutex<Duration>>,
+    longest: Arc<Mutex<(Duration, Duration, Duration)>>,
+}
+
+/// Time this thread has spent waiting for a core (runnable, not running),
+/// from `/proc/thread-self/schedstat`.
+fn run_queue_wait() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let waited = stat.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+    Duration::from_nanos(waited.unwrap_or(0))
 }
 
 impl<F: Future> Future for Timed<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let before = thread_cpu();
+        let (before, started, queued) = (thread_cpu(), Instant::now(), run_queue_wait());
         let poll = self.inner.as_mut().poll(cx);
-        let took = thread_cpu() - before;
+        let (took, wall) = (thread_cpu() - before, started.elapsed());
+        let waited = run_queue_wait().saturating_sub(queued);
         let mut longest = self.longest.lock().unwrap();
-        *longest = (*longest).max(took);
+        longest.0 = longest.0.max(took);
+        if wall > longest.1 {
+            (longest.1, longest.2) = (wall, waited);
+        }
         poll
+    }
+}
+
+/// glibc's allocator raises its threshold for mapping large blocks each
+/// time one is freed, so later 16 MiB buffers come from the heap, and
+/// freeing one there returns its pages to the kernel while holding the
+/// allocator's lock: a runtime thread that allocates meanwhile sleeps on
+/// that lock for as long (tens of milliseconds on a busy machine, seen with
+/// strace). A fixed threshold keeps large buffers mapped on their own and
+/// released outside the lock. (Allocators such as jemalloc or mimalloc do
+/// not have this behaviour.)
+fn pin_glibc_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt takes two integers and only tunes the allocator.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // In a pool worker this serves tasks and never returns.
     proxystore::worker::init();
+    if std::env::var_os("ASYNC_EXAMPLE_DEFAULT_MALLOC").is_none() {
+        pin_glibc_mmap_threshold();
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -142,7 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // 16 MiB result (an owned object: dropping it evicts it, off the
         // runtime's thread).
         let arguments: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 16 << 20]).collect();
-        let longest_poll = Arc::new(Mutex::new(Duration::ZERO));
+        let longest_poll = Arc::new(Mutex::new((Duration::ZERO, Duration::ZERO, Duration::ZERO)));
         let requests_started = Instant::now();
         let requests: Vec<_> = (0u8..)
             .zip(arguments)
@@ -201,9 +232,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             requests_started,
             requests_done,
         );
+        let (cpu, wall, waited) = *longest_poll.lock().unwrap();
         println!(
-            "  (the longest CPU time the runtime's thread spent in one poll of a request: {:.2} ms)",
-            longest_poll.lock().unwrap().as_secs_f64() * 1e3
+            "  (polls of a request: at most {:.2} ms of the runtime thread's CPU; the longest took {:.2} ms, \
+             {:.2} ms of it waiting for a core)",
+            cpu.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e3,
+            waited.as_secs_f64() * 1e3
         );
         drop(executor);
         // Pending evictions are done once the executor is gone.
