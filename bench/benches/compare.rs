@@ -30,6 +30,7 @@ use proxystore::connectors::{FileConnector, RedisConnector, SharedMemoryConnecto
 use proxystore::executor::cluster::{ClusterExecutor, CLUSTER_ENV, QUEUE_ENV};
 use proxystore::executor::ProcessPool;
 use proxystore::{proxied, ShouldProxy, Store, StoreExecutor, TaskValue};
+use proxystore_bench::{cpu_seconds, small_file_cycles};
 
 // Shared with the integration tests, which use more of it.
 #[allow(unreachable_pub)]
@@ -453,49 +454,6 @@ fn print_verdicts(targets: &[(&str, Option<f64>, f64, bool)]) {
     }
 }
 
-/// CPU time so far, in seconds, of this process and of its children (the
-/// pool's and the cluster's workers, the `cat` of the pipe rows; never a
-/// Redis server): every thread's run time from
-/// `/proc/<pid>/task/<tid>/schedstat`.
-fn cpu_seconds() -> f64 {
-    let me = std::process::id();
-    let threads_of = |pid: u32| -> f64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0.0;
-        };
-        tasks
-            .filter_map(|t| {
-                let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-                stat.split_whitespace().next()?.parse::<f64>().ok()
-            })
-            .sum::<f64>()
-            / 1e9
-    };
-    let mut total = threads_of(me);
-    if let Ok(procs) = std::fs::read_dir("/proc") {
-        for p in procs.flatten() {
-            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // The parent pid is the second field after the command's `)`.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u32>().ok());
-            let server = stat
-                .split_once('(')
-                .is_some_and(|(_, rest)| rest.starts_with("redis-server"));
-            if ppid == Some(me) && !server {
-                total += threads_of(pid);
-            }
-        }
-    }
-    total
-}
-
 /// Runs `f`, whose samples are one task (or repetition) each, and records
 /// the CPU time per sample.
 fn with_cpu_each(t: &mut Table, name: &str, f: impl FnOnce() -> Vec<f64>) -> Vec<f64> {
@@ -883,16 +841,7 @@ fn physical_rows(o: &Options, t: &mut Table, bytes: &[Vec<u8>]) {
             (0..n)
                 .map(|_| {
                     let t0 = Instant::now();
-                    for _ in 0..2 {
-                        let mut f = std::fs::File::create(&file).unwrap();
-                        f.write_all(&small).unwrap();
-                        drop(f);
-                        std::fs::File::open(&file)
-                            .unwrap()
-                            .read_exact(&mut back)
-                            .unwrap();
-                        std::fs::remove_file(&file).unwrap();
-                    }
+                    small_file_cycles(&file, &small, &mut back);
                     us(t0.elapsed())
                 })
                 .collect()

@@ -12,6 +12,7 @@ use std::time::Instant;
 use proxystore::connectors::{Connector, FileConnector, SharedMemoryConnector};
 use proxystore::executor::ProcessPool;
 use proxystore::{proxied, ShouldProxy, Store, StoreExecutor};
+use proxystore_bench::cpu_seconds;
 
 const MIB: usize = 1 << 20;
 
@@ -23,42 +24,6 @@ fn echo(bytes: Vec<u8>) -> Vec<u8> {
 #[proxied]
 fn noop(x: i64) -> i64 {
     x
-}
-
-/// CPU seconds of this process and its children running this executable
-/// (the pool's workers), from every thread's `schedstat`.
-fn cpu_seconds() -> f64 {
-    let me = std::process::id();
-    let exe = std::fs::read_link("/proc/self/exe").ok();
-    let threads_of = |pid: u32| -> f64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0.0;
-        };
-        tasks
-            .filter_map(|t| {
-                let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-                stat.split_whitespace().next()?.parse::<f64>().ok()
-            })
-            .sum::<f64>()
-            / 1e9
-    };
-    let mut total = threads_of(me);
-    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u32>().ok());
-        if ppid == Some(me) && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == exe {
-            total += threads_of(pid);
-        }
-    }
-    total
 }
 
 fn executor(connector: impl Connector, label: &str, policy: ShouldProxy) -> StoreExecutor {

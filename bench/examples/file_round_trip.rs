@@ -12,53 +12,17 @@
 //! give a tmpfs path (`/dev/shm/...`) to compare.
 
 use std::hint::black_box;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use proxystore::connectors::FileConnector;
 use proxystore::executor::ProcessPool;
 use proxystore::{proxied, ShouldProxy, Store, StoreExecutor};
+use proxystore_bench::{cpu_seconds, small_file_cycles};
 
 #[proxied]
 fn noop(x: i64) -> i64 {
     x
-}
-
-/// CPU time so far of this process and its children running this
-/// executable, from every thread's `schedstat`.
-fn cpu_seconds() -> f64 {
-    let me = std::process::id();
-    let exe = std::fs::read_link("/proc/self/exe").ok();
-    let threads_of = |pid: u32| -> f64 {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return 0.0;
-        };
-        tasks
-            .filter_map(|t| {
-                let stat = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-                stat.split_whitespace().next()?.parse::<f64>().ok()
-            })
-            .sum::<f64>()
-            / 1e9
-    };
-    let mut total = threads_of(me);
-    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u32>().ok());
-        if ppid == Some(me) && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == exe {
-            total += threads_of(pid);
-        }
-    }
-    total
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -174,16 +138,7 @@ fn main() {
             add(
                 "files: small file create+write+read+unlink, twice",
                 measure(n, |_| {
-                    for _ in 0..2 {
-                        let mut f = std::fs::File::create(&file).unwrap();
-                        f.write_all(&small).unwrap();
-                        drop(f);
-                        std::fs::File::open(&file)
-                            .unwrap()
-                            .read_exact(&mut back)
-                            .unwrap();
-                        std::fs::remove_file(&file).unwrap();
-                    }
+                    small_file_cycles(&file, &small, &mut back);
                     black_box(&back);
                 }),
             );
