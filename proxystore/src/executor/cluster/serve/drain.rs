@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::super::queue::{ms, Keys, Settings, GROUP, HAND_BACK, LEAVE};
+use super::super::queue::{ms, Keys, Settings, GROUP, HAND_BACK};
 use super::super::redis_io::{Server, COMMAND_TIMEOUT};
 use super::lease::Heart;
 use super::signals::{self, Signals};
@@ -122,16 +122,7 @@ impl Drain {
                     &self.consumer,
                     run.entry(),
                 );
-                let _: redis::RedisResult<i64> = LEAVE
-                    .call(&[
-                        &self.keys.jobs(),
-                        &self.keys.callers(),
-                        &self.keys.alive(&self.consumer),
-                    ])
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(self.keys.alive_prefix())
-                    .invoke(&mut con);
+                let _ = super::leave(&mut con, &self.keys, &self.consumer);
                 handed
             })
             .unwrap_or(false);

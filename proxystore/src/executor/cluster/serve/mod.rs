@@ -196,16 +196,7 @@ impl ClusterWorker {
         drain::stop_heartbeat(&state, &beating);
         // Leave the group (unless a job is still pending to this worker),
         // say goodbye, and remove the queue if nobody else is left.
-        let _: redis::RedisResult<i64> = LEAVE
-            .call(&[
-                &self.keys.jobs(),
-                &self.keys.callers(),
-                &self.keys.alive(&self.consumer),
-            ])
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(self.keys.alive_prefix())
-            .invoke(&mut worker.con);
+        let _ = leave(&mut worker.con, &self.keys, &self.consumer);
         if self.signals.is_some() {
             eprintln!(
                 "proxystore cluster worker {}: stopped; left queue {:?}",
@@ -260,6 +251,18 @@ fn now_ms() -> u64 {
 }
 
 /// Creates the queue's stream and group if they do not exist.
+/// The `LEAVE` script: `consumer` leaves the group (unless a job is still
+/// pending to it), says goodbye, and removes the queue if nobody else is
+/// left.
+pub(super) fn leave(con: &mut Connection, keys: &Keys, consumer: &str) -> redis::RedisResult<i64> {
+    LEAVE
+        .call(&[&keys.jobs(), &keys.callers(), &keys.alive(consumer)])
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(keys.alive_prefix())
+        .invoke(con)
+}
+
 pub(super) fn ensure_group(con: &mut Connection, keys: &Keys, server: &Server) -> Result<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
