@@ -423,13 +423,8 @@ fn workers_exit_when_their_pool_process_is_killed() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let worker: u32 = line.trim().parse().unwrap();
+    let worker: u32 = support::common::first_line(&mut parent).parse().unwrap();
+    drop(parent.stdout.take());
     assert!(eventually(Duration::from_secs(10), || dir
         .path()
         .join("first")

@@ -611,13 +611,7 @@ fn a_killed_caller_s_inputs_expire() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(caller.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "submitted");
+    assert_eq!(support::common::first_line(&mut caller), "submitted");
     let pattern = format!("proxystore:{namespace}:*");
     let inputs = server.keys(&pattern);
     assert_eq!(inputs.len(), 1, "{inputs:?}");

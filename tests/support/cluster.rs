@@ -155,13 +155,7 @@ pub fn kill_a_caller_with_jobs_queued(server: &RedisServer, queue: &str, dir: &P
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(caller.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "submitted");
+    assert_eq!(super::common::first_line(&mut caller), "submitted");
     caller.kill().unwrap();
     caller.wait().unwrap();
 }

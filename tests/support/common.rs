@@ -56,3 +56,14 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// The first line a child process prints on its piped stdout, trimmed.
+pub fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().expect("a piped stdout")),
+        &mut line,
+    )
+    .unwrap();
+    line.trim().to_string()
+}
