@@ -1,8 +1,5 @@
 //! A pool of threads in this process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use super::queue::JobQueue;
 use super::{Completion, Executor};
 use crate::error::{Error, Result};
@@ -31,16 +28,8 @@ impl ThreadPool {
                 .spawn(move || {
                     crate::task::handle::mark_executor_thread();
                     for (job, completion) in receiver {
-                        let asked = Arc::new(AtomicBool::new(false));
-                        let asking = asked.clone();
-                        completion.on_interrupt(move || {
-                            asking.store(true, Ordering::Release);
-                            true
-                        });
                         if completion.start() {
-                            let interrupted = Arc::new(move || asked.load(Ordering::Acquire));
-                            let result =
-                                crate::task::with_interruption(interrupted, || job.run_output());
+                            let result = completion.run_here(|| job.run_output());
                             completion.complete_output(result);
                         }
                     }

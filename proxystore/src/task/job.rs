@@ -331,7 +331,7 @@ pub(crate) fn run_received(
 
 /// Runs `f` (a job run by a pool, in this process or a worker process) with
 /// `interrupted` telling its task whether its caller asked it to stop.
-pub(crate) fn with_interruption<T>(
+fn with_interruption<T>(
     interrupted: Arc<dyn Fn() -> bool + Send + Sync>,
     f: impl FnOnce() -> T,
 ) -> T {

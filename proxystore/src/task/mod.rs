@@ -58,8 +58,8 @@ mod wire;
 
 pub use context::{current, TaskContext};
 pub use handle::{Progress, RetryPolicy, TaskId};
+pub(crate) use job::run_received;
 pub use job::{run_job_bytes, Job};
-pub(crate) use job::{run_received, with_interruption};
 pub use received::{evict_result, ReceivedJob};
 #[doc(hidden)]
 pub use registry::TaskEntry;

@@ -87,6 +87,10 @@ pub(crate) struct TaskCell {
     metrics: std::sync::OnceLock<crate::store::Metrics>,
     /// Asks the running task to stop (see `Completion::on_interrupt`).
     interrupter: Mutex<Option<Interrupter>>,
+    /// Runs on a thread of this process (`Completion::run_here`), which
+    /// reads `interrupt_asked` itself.
+    runs_here: std::sync::atomic::AtomicBool,
+    interrupt_asked: std::sync::atomic::AtomicBool,
 }
 
 /// Asks a running task to stop; true if the request reached where it runs.
@@ -140,6 +144,8 @@ impl TaskCell {
             arguments: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
             interrupter: Mutex::new(None),
+            runs_here: std::sync::atomic::AtomicBool::new(false),
+            interrupt_asked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

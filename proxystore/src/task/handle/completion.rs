@@ -128,6 +128,13 @@ impl Completion {
         self.shared.set_interrupter(Arc::new(interrupt));
     }
 
+    /// Runs `f` (the task's run, on this thread) so that
+    /// [`TaskFuture::interrupt`](crate::executor::TaskFuture::interrupt)
+    /// reaches it: for executors that run jobs in this process.
+    pub(crate) fn run_here<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.shared.run_here(f)
+    }
+
     /// Cancels the task (it will not run).
     pub fn cancel(mut self) {
         self.completed = true;

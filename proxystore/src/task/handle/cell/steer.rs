@@ -33,16 +33,46 @@ impl TaskCell {
         if !(phase == Phase::Running || phase == Phase::Pending && dispatched) {
             return false;
         }
-        let interrupter = self
-            .interrupter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let interrupted = interrupter.is_some_and(|interrupt| interrupt());
+        let interrupted = if self.runs_here.load(Ordering::Acquire) {
+            self.interrupt_asked.store(true, Ordering::Release);
+            true
+        } else {
+            let interrupter = self
+                .interrupter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            interrupter.is_some_and(|interrupt| interrupt())
+        };
         if interrupted {
             tracing::debug!(target: "proxystore::task", task = %self.name, id = %self.id, "interrupt requested");
         }
         interrupted
+    }
+}
+
+/// A task run on a thread of this process (see `Completion::run_here`):
+/// it runs once, and reads requests to stop from its own cell.
+impl crate::task::RunLease for TaskCell {
+    fn is_current(&self) -> bool {
+        true
+    }
+
+    fn confirm(&self) -> bool {
+        true
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt_asked.load(Ordering::Acquire)
+    }
+}
+
+impl TaskCell {
+    /// Runs `f`, the task's run on this thread, reachable by
+    /// [`interrupt`](TaskCell::interrupt).
+    pub(crate) fn run_here<T>(self: &Arc<Self>, f: impl FnOnce() -> T) -> T {
+        self.runs_here.store(true, Ordering::Release);
+        crate::task::wire::with_lease(self.clone(), f)
     }
 }
 
